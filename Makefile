@@ -1,0 +1,42 @@
+# The commands people run. Each one creates the virtualenv it needs first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint typecheck unit bench package clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Run the whole pipeline locally: moto + the local model server (or the real API with OPENAI_API_KEY).
+demo: venv
+	$(BIN)/python -m infra.demo
+
+## Lint, types and the whole test suite (what CI runs).
+test: venv lint typecheck unit
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest
+
+## Throughput / memory / AWS-call benchmark against the local model server.
+bench: venv
+	$(BIN)/python -m infra.bench
+
+## Build the Lambda package with SAM (needs the aws-sam-cli).
+package:
+	sam build
+
+clean:
+	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache

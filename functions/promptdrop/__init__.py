@@ -1,0 +1,1 @@
+"""promptdrop: drop a file of prompts into S3, get every answer back exactly once."""
