@@ -1,0 +1,249 @@
+"""The DynamoDB journal: one job item and one item per request (DESIGN.md, DynamoDB).
+
+Request items are written with a condition — never over a ``SUCCEEDED`` item — so a duplicate
+or racing run can neither double-count an answer nor replace it with a failure. Writes go in
+``TransactWriteItems`` batches of up to 100 (the only batched write that takes conditions); items
+refused by their condition are dropped, the rest written again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+__all__ = ["FINAL_JOB_STATES", "JobItem", "Journal", "RequestRecord"]
+
+FINAL_JOB_STATES = frozenset({"SUCCEEDED", "PARTIAL", "FAILED"})
+_TRANSACT_MAX_ITEMS = 100
+_TRANSACT_MAX_BYTES = 3_500_000  # under the 4 MB request limit, with room for the envelope
+# An item is at most 400 KB; a response larger than this is stored in S3 and pointed to.
+ITEM_RESPONSE_MAX_BYTES = 300_000
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+
+@dataclass(slots=True, frozen=True)
+class JobItem:
+    job_id: str
+    status: str
+    created: bool  # this call created it (a first delivery)
+    attrs: dict[str, Any]
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What the journal keeps of a finished request (one DynamoDB item)."""
+
+    custom_id: str
+    line: int
+    status: str  # SUCCEEDED / FAILED
+    attempts: int
+    model: str | None = None
+    latency_ms: int | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    response: str | None = None  # the chat.completion (or the API's error body) as JSON text
+    response_s3_key: str | None = None  # set instead of `response` when it is too large for an item
+    error: dict[str, Any] | None = None
+    sk_suffix: str = ""  # keeps a repeated custom_id's error apart from the first
+
+    @property
+    def sk(self) -> str:
+        return f"REQ#{self.custom_id}{self.sk_suffix}"
+
+    def to_item(self, pk: str, now: str) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "pk": {"S": pk},
+            "sk": {"S": self.sk},
+            "custom_id": {"S": self.custom_id},
+            "status": {"S": self.status},
+            "line": {"N": str(self.line)},
+            "attempts": {"N": str(self.attempts)},
+            "prompt_tokens": {"N": str(self.prompt_tokens)},
+            "completion_tokens": {"N": str(self.completion_tokens)},
+            "updated_at": {"S": now},
+        }
+        for name in ("model", "request_id", "finish_reason", "response", "response_s3_key"):
+            value = getattr(self, name)
+            if value is not None:
+                item[name] = {"S": value}
+        for name in ("latency_ms", "status_code"):
+            value = getattr(self, name)
+            if value is not None:
+                item[name] = {"N": str(value)}
+        if self.error is not None:
+            item["error"] = _serializer.serialize({k: v for k, v in self.error.items() if v is not None})
+        return item
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> RequestRecord:
+        plain = {k: _deserializer.deserialize(v) for k, v in item.items()}
+        sk: str = plain["sk"]
+        custom_id: str = plain["custom_id"]
+        error = plain.get("error")
+        return cls(
+            custom_id=custom_id,
+            line=int(plain["line"]),
+            status=plain["status"],
+            attempts=int(plain["attempts"]),
+            model=plain.get("model"),
+            latency_ms=_int_or_none(plain.get("latency_ms")),
+            status_code=_int_or_none(plain.get("status_code")),
+            request_id=plain.get("request_id"),
+            prompt_tokens=int(plain.get("prompt_tokens", 0)),
+            completion_tokens=int(plain.get("completion_tokens", 0)),
+            finish_reason=plain.get("finish_reason"),
+            response=plain.get("response"),
+            response_s3_key=plain.get("response_s3_key"),
+            error={k: _plain(v) for k, v in error.items()} if isinstance(error, dict) else None,
+            sk_suffix=sk[len("REQ#") + len(custom_id) :],
+        )
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _plain(value: Any) -> Any:
+    # DynamoDB numbers come back as Decimal; the error map holds small ints only.
+    return int(value) if type(value).__name__ == "Decimal" else value
+
+
+def job_pk(job_id: str) -> str:
+    return f"JOB#{job_id}"
+
+
+class Journal:
+    """Job and request items in one table."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._ddb = client
+        self._table = table
+
+    async def start_job(self, job_id: str, attrs: dict[str, Any]) -> JobItem:
+        """Create the job item as RUNNING, or return the existing one (a redelivery or a resume)."""
+        item = {"pk": job_pk(job_id), "sk": "JOB", "status": "RUNNING", **attrs}
+        try:
+            await self._ddb.put_item(
+                TableName=self._table,
+                Item={k: _serializer.serialize(v) for k, v in item.items() if v is not None},
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            existing = await self.get_job(job_id)
+            if existing is not None:
+                return existing
+            raise
+        return JobItem(job_id, "RUNNING", True, item)
+
+    async def get_job(self, job_id: str) -> JobItem | None:
+        response = await self._ddb.get_item(
+            TableName=self._table, Key={"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}}, ConsistentRead=True
+        )
+        raw = response.get("Item")
+        if raw is None:
+            return None
+        attrs = {k: _deserializer.deserialize(v) for k, v in raw.items()}
+        return JobItem(job_id, str(attrs.get("status", "RUNNING")), False, attrs)
+
+    async def update_job(self, job_id: str, attrs: dict[str, Any]) -> None:
+        names = {f"#a{i}": name for i, name in enumerate(attrs)}
+        values = {f":v{i}": _serializer.serialize(value) for i, value in enumerate(attrs.values())}
+        await self._ddb.update_item(
+            TableName=self._table,
+            Key={"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}},
+            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs))),
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+
+    async def write_requests(self, job_id: str, records: Sequence[RequestRecord], now: str) -> int:
+        """Write request items, never over a SUCCEEDED one. Returns how many were written."""
+        pk = job_pk(job_id)
+        written = 0
+        for chunk in _chunks([r.to_item(pk, now) for r in records]):
+            written += await self._transact(chunk)
+        return written
+
+    async def _transact(self, items: list[dict[str, Any]]) -> int:
+        delay = 0.05
+        while items:
+            try:
+                await self._ddb.transact_write_items(
+                    TransactItems=[
+                        {
+                            "Put": {
+                                "TableName": self._table,
+                                "Item": item,
+                                "ConditionExpression": "attribute_not_exists(sk) OR #s <> :done",
+                                "ExpressionAttributeNames": {"#s": "status"},
+                                "ExpressionAttributeValues": {":done": {"S": "SUCCEEDED"}},
+                            }
+                        }
+                        for item in items
+                    ]
+                )
+                return len(items)
+            except self._ddb.exceptions.TransactionCanceledException as exc:
+                reasons = exc.response.get("CancellationReasons", [])
+                refused = {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
+                if refused:
+                    items = [item for i, item in enumerate(items) if i not in refused]
+                    continue  # the rest was only cancelled along with them: write it again
+                # a conflict with a concurrent transaction on the same items: back off and retry
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        return 0
+
+    async def records(self, job_id: str) -> AsyncIterator[RequestRecord]:
+        """Every request item of the job (strongly consistent; in key order, not input order)."""
+        async for item in self._query(job_id):
+            yield RequestRecord.from_item(item)
+
+    async def final_ids(self, job_id: str) -> set[str]:
+        """custom_ids that already have a final answer (success or failure): a rerun skips them."""
+        return {item["custom_id"]["S"] async for item in self._query(job_id, projection="custom_id")}
+
+    async def _query(self, job_id: str, projection: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :req)",
+            "ExpressionAttributeValues": {":pk": {"S": job_pk(job_id)}, ":req": {"S": "REQ#"}},
+            "ConsistentRead": True,
+        }
+        if projection:
+            kwargs["ProjectionExpression"] = projection
+        while True:
+            page = await self._ddb.query(**kwargs)
+            for item in page.get("Items", []):
+                yield item
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _chunks(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    chunks: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for item in items:
+        item_size = len(json.dumps(item))
+        if current and (len(current) >= _TRANSACT_MAX_ITEMS or size + item_size > _TRANSACT_MAX_BYTES):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(item)
+        size += item_size
+    if current:
+        chunks.append(current)
+    return chunks

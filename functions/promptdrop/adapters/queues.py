@@ -1,0 +1,55 @@
+"""SQS: dead-letter messages for failures, and messages to the work queue."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs import SQSClient
+
+__all__ = ["MessageSender", "QueueSendError"]
+
+_BATCH = 10  # SendMessageBatch's limit
+_MAX_BODY = 250_000  # SQS's 256 KiB message limit, with room for attributes
+
+
+class QueueSendError(Exception):
+    """Some messages could not be sent even after retrying (they must not be dropped silently)."""
+
+
+class MessageSender:
+    """Sends JSON messages in batches of 10, retrying the entries SQS reports as failed."""
+
+    def __init__(self, client: SQSClient) -> None:
+        self._sqs = client
+
+    async def send(self, queue_url: str, messages: Sequence[dict[str, Any]], *, attempts: int = 3) -> None:
+        bodies = [_encode(m) for m in messages]
+        for start in range(0, len(bodies), _BATCH):
+            pending = {str(i): body for i, body in enumerate(bodies[start : start + _BATCH])}
+            for _ in range(attempts):
+                response = await self._sqs.send_message_batch(
+                    QueueUrl=queue_url,
+                    Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
+                )
+                pending = {f["Id"]: pending[f["Id"]] for f in response.get("Failed", []) if not f.get("SenderFault")}
+                if not pending:
+                    break
+            failed = response.get("Failed", [])
+            if failed:
+                reasons = "; ".join(f"{f.get('Code')}: {f.get('Message')}" for f in failed)
+                raise QueueSendError(f"{len(failed)} message(s) not accepted by {queue_url}: {reasons}")
+
+
+def _encode(message: dict[str, Any]) -> str:
+    body = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+    if len(body.encode()) <= _MAX_BODY:
+        return body
+    # An oversized prompt: keep the message (its reason and where to find the line) without the body.
+    slim = dict(message)
+    request = slim.get("request")
+    if isinstance(request, dict):
+        slim["request"] = {k: v for k, v in request.items() if k != "body"} | {"body_truncated": True}
+    return json.dumps(slim, ensure_ascii=False, separators=(",", ":"))

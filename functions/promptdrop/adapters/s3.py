@@ -1,0 +1,64 @@
+"""Input objects in, output files out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+__all__ = ["ObjectInfo", "ObjectStore"]
+
+_CHUNK = 256 * 1024
+
+
+@dataclass(slots=True, frozen=True)
+class ObjectInfo:
+    etag: str
+    version_id: str | None
+    size: int
+
+
+class ObjectStore:
+    """S3 reads and writes for one run (the client is bound to the run's event loop)."""
+
+    def __init__(self, client: S3Client) -> None:
+        self._s3 = client
+
+    async def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object's identity, or None when it does not exist (any more)."""
+        try:
+            head = await self._s3.head_object(Bucket=bucket, Key=key)
+        except self._s3.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return ObjectInfo(head["ETag"].strip('"'), head.get("VersionId"), head["ContentLength"])
+
+    async def stream(self, bucket: str, key: str, info: ObjectInfo) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks, pinned to the version (or ETag) the job was made for."""
+        extra: dict[str, Any] = {"VersionId": info.version_id} if info.version_id else {"IfMatch": f'"{info.etag}"'}
+        response = await self._s3.get_object(Bucket=bucket, Key=key, **extra)
+        async with response["Body"] as body:
+            while chunk := await body.read(_CHUNK):
+                yield chunk
+
+    async def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
+        await self._s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
+
+    async def put_json(self, bucket: str, key: str, value: Any) -> None:
+        data = json.dumps(value, ensure_ascii=False, indent=2).encode()
+        await self.put_bytes(bucket, key, data, "application/json")
+
+    async def put_file(self, bucket: str, key: str, fileobj: IO[bytes], content_type: str) -> None:
+        """Upload a spooled file (multipart when large), from its start."""
+        fileobj.seek(0)
+        await self._s3.upload_fileobj(fileobj, bucket, key, ExtraArgs={"ContentType": content_type})
+
+    async def get_json(self, bucket: str, key: str) -> Any:
+        response = await self._s3.get_object(Bucket=bucket, Key=key)
+        async with response["Body"] as body:
+            return json.loads(await body.read())

@@ -1,0 +1,151 @@
+"""Every way a call can fail, mapped to what the engine does about it — in one place.
+
+Routing is on exception types and status codes, never on message text (the one exception:
+OpenAI's ``insufficient_quota`` shares status 429 with rate limiting and is told apart by its
+documented ``code`` field).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import httpx2
+import openai
+
+__all__ = ["Disposition", "ErrorInfo", "classify", "retry_after_s"]
+
+_TRANSIENT_STATUS = frozenset({408, 409, 429})
+_FATAL_CODES = frozenset({"insufficient_quota", "invalid_api_key", "account_deactivated", "billing_hard_limit_reached"})
+_MAX_MESSAGE = 1000
+
+
+class Disposition(Enum):
+    TRANSIENT = "transient"  # retry with backoff
+    PERMANENT = "permanent"  # this request fails now
+    FATAL = "fatal"  # every request would fail the same way: stop the job
+
+
+@dataclass(slots=True, frozen=True)
+class ErrorInfo:
+    """Why a call failed, in the shape of the DLQ message's ``error`` field."""
+
+    type: str
+    code: str
+    message: str
+    disposition: Disposition
+    status_code: int | None = None
+    retry_after: float | None = None  # seconds the server asked us to wait
+    rate_limited: bool = False  # a 429 for rate (not quota): pause everyone
+    body: dict[str, Any] | None = None  # the API's error body, when it answered
+    request_id: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "code": self.code,
+            "status_code": self.status_code,
+            "message": self.message,
+        }
+
+
+def retry_after_s(headers: httpx2.Headers | dict[str, str] | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
+    if not headers:
+        return None
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def _api_error_fields(body: object) -> tuple[str | None, str | None, str | None]:
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None, None, None
+    code, kind, message = error.get("code"), error.get("type"), error.get("message")
+    return (
+        code if isinstance(code, str) else None,
+        kind if isinstance(kind, str) else None,
+        message if isinstance(message, str) else None,
+    )
+
+
+def _status_disposition(status: int, code: str | None) -> Disposition:
+    if code in _FATAL_CODES or status == 401:
+        return Disposition.FATAL
+    if status in _TRANSIENT_STATUS or status >= 500:
+        return Disposition.TRANSIENT
+    return Disposition.PERMANENT
+
+
+def classify(exc: BaseException) -> ErrorInfo:
+    """Map an exception raised by a call (the SDK's, or our own response checks) to an ErrorInfo."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        raw_body = exc.body if isinstance(exc.body, dict) else None
+        code, kind, message = _api_error_fields(exc.body)
+        disposition = _status_disposition(status, code)
+        return ErrorInfo(
+            type=kind or type(exc).__name__,
+            code=code or f"http_{status}",
+            message=(message or str(exc))[:_MAX_MESSAGE],
+            disposition=disposition,
+            status_code=status,
+            retry_after=retry_after_s(exc.response.headers),
+            rate_limited=status == 429 and disposition is Disposition.TRANSIENT,
+            body=raw_body,
+            request_id=exc.response.headers.get("x-request-id"),
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return ErrorInfo("timeout", "timeout", "the API call timed out", Disposition.TRANSIENT)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc
+        return ErrorInfo(
+            "connection_error",
+            "connection_error",
+            f"{type(cause).__name__}: {cause}"[:_MAX_MESSAGE],
+            Disposition.TRANSIENT,
+        )
+    if isinstance(exc, MalformedResponse):
+        return ErrorInfo(
+            "malformed_response",
+            "malformed_response",
+            str(exc)[:_MAX_MESSAGE],
+            Disposition.TRANSIENT,
+            status_code=exc.status_code,
+        )
+    if isinstance(exc, RequestTooLarge):
+        return ErrorInfo("request_too_large", "request_too_large", str(exc), Disposition.PERMANENT)
+    raise exc  # a bug of ours: let it surface rather than dress it up as an API failure
+
+
+class MalformedResponse(Exception):
+    """The API answered 2xx with a body that is not a chat completion."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class RequestTooLarge(Exception):
+    """A request that no rate-limit window can ever admit."""
+
+
+__all__ += ["MalformedResponse", "RequestTooLarge"]

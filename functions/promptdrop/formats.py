@@ -1,0 +1,268 @@
+"""Input files → requests, streamed.
+
+Every supported format (``.txt``, ``.jsonl``, ``.json``, ``.csv``) becomes a stream of
+:class:`Request` (ready to send: the chat-completions body is serialized once, here) or
+:class:`LineError` (that line fails alone; the rest of the file still runs). A whole-file problem
+(unknown suffix, empty file, undecodable text file) raises :class:`FileRejected`.
+
+``line`` is the 1-based position a user would look for (the physical line of a ``.jsonl``, the row
+of a ``.csv`` counting the header, the item of a ``.json`` array) and it orders the outputs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+__all__ = [
+    "SUFFIXES",
+    "FileRejected",
+    "LineError",
+    "Parsed",
+    "Request",
+    "parse_stream",
+    "split_lines",
+]
+
+CHAT_PATH = "/v1/chat/completions"
+SUFFIXES = (".jsonl", ".json", ".txt", ".csv")
+_MAX_ERROR_SNIPPET = 200
+# Completion tokens assumed for the tokens/min estimate when a request sets no max_tokens; the
+# real usage corrects the estimate after the call.
+_DEFAULT_COMPLETION_ESTIMATE = 256
+
+
+class FileRejected(Exception):
+    """The whole file cannot be processed (the reason is meant for the user)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True, frozen=True)
+class Request:
+    """One chat-completions call, ready to send."""
+
+    line: int
+    custom_id: str
+    body: bytes
+    cost: int  # estimated tokens (prompt + completion budget) for the tokens/min bucket
+
+    def batch_line(self) -> dict[str, Any]:
+        """This request as an OpenAI Batch API input line (what the DLQ message carries)."""
+        return {
+            "custom_id": self.custom_id,
+            "method": "POST",
+            "url": CHAT_PATH,
+            "body": json.loads(self.body),
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class LineError:
+    """A line that could not be turned into a request; it fails alone."""
+
+    line: int
+    custom_id: str
+    message: str
+
+
+Parsed = Request | LineError
+
+
+class _BatchLine(BaseModel):
+    """An OpenAI Batch API input line."""
+
+    model_config = ConfigDict(extra="forbid")
+    custom_id: str | int | None = None
+    method: Literal["POST"] = "POST"
+    url: Literal["/v1/chat/completions", "/chat/completions"]
+    body: dict[str, Any]
+
+
+class _ShortLine(BaseModel):
+    """The short form: a prompt or messages, plus any chat-completions parameter."""
+
+    model_config = ConfigDict(extra="allow")
+    custom_id: str | int | None = None
+    prompt: str | None = None
+    messages: list[dict[str, Any]] | None = None
+    system: str | None = None
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of_prompt_or_messages(self) -> _ShortLine:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError('give exactly one of "prompt" or "messages"')
+        return self
+
+
+def _estimate_cost(body: dict[str, Any], text_len: int) -> int:
+    # ~4 characters a token for English text, plus a few tokens of framing per message: no
+    # tokenizer download at run time. Corrected with the real usage once the call returns.
+    completion = body.get("max_completion_tokens") or body.get("max_tokens") or _DEFAULT_COMPLETION_ESTIMATE
+    n = body.get("n") or 1
+    completion_budget = completion * n if isinstance(completion, int) and isinstance(n, int) else 0
+    return text_len // 4 + 4 * len(body.get("messages") or ()) + completion_budget
+
+
+def _finish(body: dict[str, Any], *, line: int, custom_id: str, default_model: str, text_len: int) -> Parsed:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return LineError(line, custom_id, 'the request body needs a non-empty "messages" list')
+    if body.get("stream"):
+        return LineError(line, custom_id, '"stream": true is not supported in a batch; remove it')
+    body.setdefault("model", default_model)
+    encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return Request(line, custom_id, encoded, _estimate_cost(body, text_len))
+
+
+def request_from_object(obj: object, *, line: int, default_id: str, default_model: str, text_len: int) -> Parsed:
+    """Validate one decoded request object (either line shape) into a :class:`Request`."""
+    if not isinstance(obj, dict):
+        return LineError(line, default_id, f"expected a JSON object, got {type(obj).__name__}")
+    try:
+        if "body" in obj or "url" in obj:
+            batch = _BatchLine.model_validate(obj)
+            custom_id = default_id if batch.custom_id is None else str(batch.custom_id)
+            body = batch.body
+        else:
+            short = _ShortLine.model_validate(obj)
+            custom_id = default_id if short.custom_id is None else str(short.custom_id)
+            body = dict(short.model_extra or {})
+            messages = short.messages or [{"role": "user", "content": short.prompt}]
+            if short.system is not None:
+                messages = [{"role": "system", "content": short.system}, *messages]
+            body["messages"] = messages
+            if short.model is not None:
+                body["model"] = short.model
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "line"
+        raw_id = obj.get("custom_id")
+        return LineError(line, str(raw_id) if raw_id is not None else default_id, f"{where}: {first['msg']}")
+    return _finish(body, line=line, custom_id=custom_id, default_model=default_model, text_len=text_len)
+
+
+async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Split a byte stream on ``\\n`` (dropping a ``\\r`` before it), holding one line at most."""
+    tail = b""
+    async for chunk in chunks:
+        parts = (tail + chunk).split(b"\n")
+        tail = parts.pop()
+        for part in parts:
+            yield part[:-1] if part.endswith(b"\r") else part
+    if tail:
+        yield tail[:-1] if tail.endswith(b"\r") else tail
+
+
+def _snippet(text: str) -> str:
+    return text if len(text) <= _MAX_ERROR_SNIPPET else text[:_MAX_ERROR_SNIPPET] + "…"
+
+
+async def _parse_jsonl(chunks: AsyncIterator[bytes], default_model: str) -> AsyncIterator[Parsed]:
+    line = 0
+    async for raw in split_lines(chunks):
+        line += 1
+        if not raw.strip():
+            continue
+        default_id = f"line-{line}"
+        try:
+            text = raw.decode()
+        except UnicodeDecodeError as exc:
+            yield LineError(line, default_id, f"not valid UTF-8 (byte {exc.start})")
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield LineError(line, default_id, f"not valid JSON: {exc.msg} at column {exc.colno}: {_snippet(text)}")
+            continue
+        yield request_from_object(
+            obj, line=line, default_id=default_id, default_model=default_model, text_len=len(text)
+        )
+
+
+async def _read_all(chunks: AsyncIterator[bytes]) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
+def _decode_whole(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FileRejected("undecodable", f"the file is not valid UTF-8 text (byte {exc.start})") from None
+
+
+def _parse_json(text: str, default_model: str) -> Iterator[Parsed]:
+    # A JSON document has no line framing to fail alone on, so a syntax error rejects the file;
+    # an invalid item still fails alone. Use .jsonl for files too large to hold in memory.
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FileRejected(
+            "invalid_json", f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    items = doc if isinstance(doc, list) else [doc]
+    if not items:
+        raise FileRejected("empty", "the JSON array holds no requests")
+    for i, item in enumerate(items, start=1):
+        text_len = len(json.dumps(item)) if isinstance(item, dict) else 0
+        yield request_from_object(item, line=i, default_id=f"item-{i}", default_model=default_model, text_len=text_len)
+
+
+def _parse_csv(text: str, default_model: str) -> Iterator[Parsed]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "prompt" not in reader.fieldnames:
+        raise FileRejected("invalid_csv", f'a .csv needs a "prompt" column; found {reader.fieldnames or []}')
+    for row_number, row in enumerate(reader, start=2):  # the header is line 1
+        prompt = row.get("prompt")
+        default_id = f"line-{row_number}"
+        if not prompt or not prompt.strip():
+            if any(v for v in row.values() if v):
+                yield LineError(row_number, row.get("custom_id") or default_id, 'empty "prompt" cell')
+            continue
+        obj: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
+        yield request_from_object(
+            obj, line=row_number, default_id=default_id, default_model=default_model, text_len=len(prompt)
+        )
+
+
+async def parse_stream(
+    suffix: str, chunks: AsyncIterator[bytes], *, key: str, default_model: str
+) -> AsyncGenerator[Parsed]:
+    """Turn an input file's byte chunks into requests and line errors, in input order.
+
+    Raises :class:`FileRejected` for problems that doom the whole file. Only ``.jsonl`` is parsed
+    incrementally; the other formats are one prompt (``.txt``) or small documents.
+    """
+    suffix = suffix.lower()
+    produced = False
+    if suffix == ".jsonl":
+        async for item in _parse_jsonl(chunks, default_model):
+            produced = True
+            yield item
+    elif suffix == ".txt":
+        prompt = _decode_whole(await _read_all(chunks))
+        if prompt.strip():
+            produced = True
+            yield request_from_object(
+                {"prompt": prompt}, line=1, default_id=key, default_model=default_model, text_len=len(prompt)
+            )
+    elif suffix in (".json", ".csv"):
+        text = _decode_whole(await _read_all(chunks))
+        if text.strip():
+            for item in (_parse_json if suffix == ".json" else _parse_csv)(text, default_model):
+                produced = True
+                yield item
+    else:
+        raise FileRejected("unsupported_format", f"unknown suffix {suffix or '(none)'!r}; use one of {SUFFIXES}")
+    if not produced:
+        raise FileRejected("empty", "the file holds no requests (empty or only blank lines)")

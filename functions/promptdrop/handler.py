@@ -1,0 +1,118 @@
+"""The Lambda entry point: parse the event, run each piece of work, report what failed.
+
+Thin on purpose: events → work items (``events``), work → outcomes (``jobs``), with the
+dependencies built once per container (``runtime``). SQS batches report partial failures with
+``batchItemFailures``, so one bad message is retried without redoing the others.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from . import runtime
+from .events import (
+    FileWork,
+    RedriveWork,
+    Skip,
+    SqsMessage,
+    UnrecognizedEvent,
+    WorkItem,
+    parse_event,
+    parse_message,
+)
+from .jobs import FileRef, JobResult
+from .settings import Settings, get_settings
+
+__all__ = ["lambda_handler"]
+
+logger = Logger(service="promptdrop")
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "promptdrop"), service="promptdrop")
+
+
+class InputOutsidePrefix(Exception):
+    """The key is not one this function processes (its own output, or outside the input prefix)."""
+
+
+def _check_key(settings: Settings, work: FileWork) -> str | None:
+    if work.key.startswith(settings.output_prefix):
+        return f"key is under the output prefix {settings.output_prefix!r}: never processed (no recursion)"
+    if not work.key.startswith(settings.input_prefix):
+        return f"key is outside the input prefix {settings.input_prefix!r}"
+    return None
+
+
+def _record_metrics(result: JobResult) -> None:
+    metrics.add_metric(name="PromptsSucceeded", unit=MetricUnit.Count, value=result.succeeded)
+    metrics.add_metric(name="PromptsFailed", unit=MetricUnit.Count, value=result.failed)
+    metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=result.prompt_tokens)
+    metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=result.completion_tokens)
+    metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=result.rate_limited)
+    if result.latency_avg_ms is not None:
+        metrics.add_metric(name="LatencyAvg", unit=MetricUnit.Milliseconds, value=result.latency_avg_ms)
+
+
+async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Settings) -> list[JobResult]:
+    rt = await runtime.get_runtime(settings)
+    margin_ms = settings.deadline_margin_s * 1000
+
+    def should_stop() -> bool:
+        return context.get_remaining_time_in_millis() < margin_ms
+
+    results: list[JobResult] = []
+    for item in items:
+        if isinstance(item, Skip):
+            logger.info("skipped", extra={"reason": item.reason})
+        elif isinstance(item, FileWork):
+            if (why := _check_key(settings, item)) is not None:
+                logger.warning("refused key", extra={"bucket": item.bucket, "key": item.key, "reason": why})
+                continue
+            result = await rt.runner.run_file(FileRef(item.bucket, item.key), should_stop=should_stop)
+            logger.info("job done", extra={"job": {k: v for k, v in vars_of(result).items() if k != "outputs"}})
+            _record_metrics(result)
+            results.append(result)
+        elif isinstance(item, RedriveWork):
+            raise UnrecognizedEvent("prompt_failure redrive is not supported yet")  # TODO(issue 4)
+    return results
+
+
+def vars_of(result: JobResult) -> dict[str, Any]:
+    return dataclasses.asdict(result)
+
+
+def _handle_sqs(messages: list[SqsMessage], context: LambdaContext, settings: Settings) -> dict[str, Any]:
+    failures: list[dict[str, str]] = []
+    for message in messages:
+        try:
+            items = parse_message(message)
+        except UnrecognizedEvent as exc:
+            # A body of no accepted shape will never parse: retrying cannot help, so it is
+            # acknowledged and logged rather than sent round the queue until it dead-letters.
+            logger.warning("unrecognized message", extra={"message_id": message.message_id, "reason": str(exc)})
+            continue
+        try:
+            results = runtime.run(_run_items(items, context, settings))
+        except Exception:
+            logger.exception("message failed; it will be delivered again", extra={"message_id": message.message_id})
+            failures.append({"itemIdentifier": message.message_id})
+            continue
+        if any(r.status == "UNFINISHED" for r in results):
+            failures.append({"itemIdentifier": message.message_id})
+    return {"batchItemFailures": failures}
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = get_settings()
+    metrics.add_metric(name="Invocations", unit=MetricUnit.Count, value=1)
+    messages, items = parse_event(event)
+    if messages is not None:
+        return _handle_sqs(messages, context, settings)
+    results = runtime.run(_run_items(items, context, settings))
+    return {"jobs": [vars_of(r) for r in results]}

@@ -1,0 +1,89 @@
+"""Output files in input order, built from the journal with memory that does not grow with the file.
+
+Journal records arrive in key order; each formatted line is appended to a temporary file and only
+its (line, offset, length) kept in compact arrays, then copied out sorted by input line.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from array import array
+from typing import IO, Any
+
+from .adapters.journal import RequestRecord
+
+__all__ = ["PRICES_PER_MTOK", "OrderedSpool", "estimate_cost_usd", "output_line"]
+
+# USD per million (input, output) tokens, for the summary's estimate only. Unknown models: no estimate.
+PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "o4-mini": (1.10, 4.40),
+    "o3": (2.00, 8.00),
+    "gpt-5": (1.25, 10.00),
+    "gpt-5-mini": (0.25, 2.00),
+    "gpt-5-nano": (0.05, 0.40),
+}
+
+
+def estimate_cost_usd(tokens_by_model: dict[str, tuple[int, int]]) -> float | None:
+    total = 0.0
+    for model, (prompt, completion) in tokens_by_model.items():
+        price = PRICES_PER_MTOK.get(model) or next(
+            (p for name, p in PRICES_PER_MTOK.items() if model.startswith(name + "-")), None
+        )
+        if price is None:
+            return None
+        total += (prompt * price[0] + completion * price[1]) / 1_000_000
+    return round(total, 6)
+
+
+def output_line(job_id: str, record: RequestRecord, response_json: str | None) -> bytes:
+    """One line of ``.out.jsonl`` / ``.errors.jsonl`` in the OpenAI Batch API output format."""
+    head: dict[str, Any] = {"id": f"batch_req_{job_id[:12]}_{record.line}", "custom_id": record.custom_id}
+    prefix = json.dumps(head, ensure_ascii=False)[:-1]
+    if response_json is not None:
+        meta = json.dumps({"status_code": record.status_code, "request_id": record.request_id})[:-1]
+        response = f'{meta}, "body": {response_json}}}'  # embedded as stored: not parsed again
+    else:
+        response = "null"
+    error = "null"
+    if record.status != "SUCCEEDED":
+        err = record.error or {}
+        error = json.dumps({"code": err.get("code"), "message": err.get("message")}, ensure_ascii=False)
+    return f'{prefix}, "response": {response}, "error": {error}}}\n'.encode()
+
+
+class OrderedSpool:
+    """Collects byte lines in any order; writes them out sorted by their input line."""
+
+    def __init__(self) -> None:
+        self._file: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  # closed by close()
+        self._lines = array("q")
+        self._offsets = array("q")
+        self._lengths = array("q")
+        self._end = 0
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def add(self, line: int, data: bytes) -> None:
+        self._file.write(data)
+        self._lines.append(line)
+        self._offsets.append(self._end)
+        self._lengths.append(len(data))
+        self._end += len(data)
+
+    def write_sorted(self, out: IO[bytes]) -> None:
+        self._file.flush()
+        order = sorted(range(len(self._lines)), key=self._lines.__getitem__)
+        for i in order:
+            self._file.seek(self._offsets[i])
+            out.write(self._file.read(self._lengths[i]))
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,137 @@
+"""What a warm container keeps between invocations: one event loop, its AWS clients, one OpenAI client.
+
+The outer handler stays synchronous (Lambda calls it so) and runs everything on one loop that lives
+as long as the container: aiohttp sessions, aiobotocore clients and the limiter are bound to the
+loop that created them, so reusing the loop is what lets them — and their warm connections —
+survive from one invocation to the next. Built on first use, never at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Coroutine
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import aioboto3
+from openai import AsyncOpenAI
+
+from .adapters.journal import Journal
+from .adapters.queues import MessageSender
+from .adapters.s3 import ObjectStore
+from .engine.client import ChatSender, make_client
+from .engine.dispatch import Dispatcher
+from .engine.limiter import RateLimiter
+from .jobs import JobRunner
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_secretsmanager import SecretsManagerClient
+
+__all__ = ["Runtime", "get_runtime", "run", "shutdown"]
+
+T = TypeVar("T")
+
+
+class Runtime:
+    """The loop-bound dependencies of one container, for one configuration."""
+
+    def __init__(self, settings: Settings, stack: AsyncExitStack, runner: JobRunner, client: AsyncOpenAI) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.openai = client
+        self._stack = stack
+
+    @classmethod
+    async def create(cls, settings: Settings) -> Runtime:
+        stack = AsyncExitStack()
+        session = aioboto3.Session()
+        s3 = await stack.enter_async_context(session.client("s3"))
+        ddb = await stack.enter_async_context(session.client("dynamodb"))
+        sqs = await stack.enter_async_context(session.client("sqs"))
+        api_key = None
+        if settings.openai_secret_arn:
+            async with session.client("secretsmanager") as secrets:
+                api_key = await _read_api_key(secrets, settings.openai_secret_arn)
+        client = make_client(
+            api_key=api_key, max_connections=settings.max_concurrency, timeout_s=settings.request_timeout_s
+        )
+        stack.push_async_callback(client.close)
+        sender = ChatSender(client)
+        # One limiter per container: what it learned of the account's limits outlives a job.
+        limiter = RateLimiter(rpm=settings.rpm, tpm=settings.tpm)
+
+        def dispatcher() -> Dispatcher:
+            return Dispatcher(
+                sender,
+                limiter=limiter,
+                max_concurrency=settings.max_concurrency,
+                max_attempts=settings.max_attempts,
+                rng=random.Random(),
+            )
+
+        runner = JobRunner(
+            settings=settings,
+            store=ObjectStore(s3),
+            journal=Journal(ddb, settings.table),
+            messages=MessageSender(sqs),
+            dispatcher_factory=dispatcher,
+        )
+        return cls(settings, stack, runner, client)
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+async def _read_api_key(client: SecretsManagerClient, arn: str) -> str:
+    value = (await client.get_secret_value(SecretId=arn)).get("SecretString") or ""
+    if value.lstrip().startswith("{"):
+        data = json.loads(value)
+        value = data.get("OPENAI_API_KEY") or data.get("api_key") or ""
+    if not value.strip():
+        raise ValueError(
+            f"the secret {arn} holds no OpenAI key: store the key itself, or JSON with an OPENAI_API_KEY field"
+        )
+    return value.strip()
+
+
+_loop: asyncio.AbstractEventLoop | None = None
+_runtime: Runtime | None = None
+
+
+def _get_loop() -> asyncio.AbstractEventLoop:
+    global _loop
+    if _loop is None or _loop.is_closed():
+        _loop = asyncio.new_event_loop()
+    return _loop
+
+
+async def get_runtime(settings: Settings) -> Runtime:
+    """The container's runtime; rebuilt only when the configuration changed (tests, local runs)."""
+    global _runtime
+    if _runtime is not None and _runtime.settings != settings:
+        await _runtime.aclose()
+        _runtime = None
+    if _runtime is None:
+        _runtime = await Runtime.create(settings)
+    return _runtime
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine on the container's loop."""
+    return _get_loop().run_until_complete(coro)
+
+
+def shutdown() -> None:
+    """Close the runtime and its loop (local runs and tests; Lambda just freezes the container)."""
+    global _runtime, _loop
+    if _loop is None:
+        return
+    if _runtime is not None:
+        _loop.run_until_complete(_runtime.aclose())
+        _runtime = None
+    _loop.run_until_complete(_loop.shutdown_asyncgens())
+    _loop.close()
+    _loop = None

@@ -1,0 +1,68 @@
+"""Configuration: every ``PROMPTDROP_*`` variable, validated once, read lazily.
+
+Never read at import time (a cold start must not fail before the logger exists, and tests set the
+environment after importing): call :func:`get_settings`, which caches the validated object.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """The function's environment. Names are part of the contract (DESIGN.md, Configuration)."""
+
+    model_config = SettingsConfigDict(env_prefix="PROMPTDROP_", frozen=True, extra="ignore")
+
+    table: str = Field(description="DynamoDB table holding job and request items.")
+    dlq_url: str = Field(description="SQS dead-letter queue URL for failed prompts and files.")
+    work_queue_url: str | None = Field(
+        default=None, description="SQS work queue URL (continuations, shards, redrives)."
+    )
+    output_bucket: str | None = Field(default=None, description="Bucket for outputs; default: the input's.")
+    output_prefix: str = Field(default="results/", description="Key prefix of every output file.")
+    input_prefix: str = Field(default="", description="Only keys under this prefix are processed.")
+    model: str = Field(default="gpt-4o-mini", description="Model for requests that name none.")
+    max_concurrency: int = Field(default=100, ge=1, le=5000, description="Requests in flight at most.")
+    rpm: int | None = Field(default=None, ge=1, description="Requests/min budget (default: learned).")
+    tpm: int | None = Field(default=None, ge=1, description="Tokens/min budget (default: learned).")
+    max_attempts: int = Field(default=6, ge=1, le=50, description="Tries per request, first included.")
+    request_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one API call.")
+    openai_secret_arn: str | None = Field(
+        default=None, description="Secrets Manager secret with the OpenAI key (else OPENAI_API_KEY)."
+    )
+    deadline_margin_s: float = Field(
+        default=60.0, ge=0, description="Stop dispatching this long before the Lambda deadline."
+    )
+    log_prompts: bool = Field(default=False, description="Log prompt contents (off: they may be private).")
+
+    @field_validator("output_bucket", "work_queue_url", "openai_secret_arn", "rpm", "tpm", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # CloudFormation cannot omit a variable conditionally without ceremony; "" and "0" mean unset.
+        return None if value in ("", "0", 0) else value
+
+    @field_validator("output_prefix", "input_prefix")
+    @classmethod
+    def _prefix_shape(cls, value: str) -> str:
+        if value.startswith("/"):
+            raise ValueError(f"S3 key prefixes do not start with '/': use {value.lstrip('/')!r}")
+        return value
+
+    @field_validator("output_prefix")
+    @classmethod
+    def _output_prefix_not_empty(cls, value: str) -> str:
+        if not value:
+            raise ValueError("must not be empty: outputs written beside inputs would trigger new jobs")
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The validated settings, built on first use (``get_settings.cache_clear()`` to re-read)."""
+    return Settings()  # required fields come from the environment
