@@ -138,7 +138,7 @@ def request_from_object(obj: object, *, line: int, default_id: str, default_mode
             short = _ShortLine.model_validate(obj)
             custom_id = default_id if short.custom_id is None else str(short.custom_id)
             body = dict(short.model_extra or {})
-            messages = short.messages or [{"role": "user", "content": short.prompt}]
+            messages = short.messages if short.messages is not None else [{"role": "user", "content": short.prompt}]
             if short.system is not None:
                 messages = [{"role": "system", "content": short.system}, *messages]
             body["messages"] = messages

@@ -24,6 +24,7 @@ __all__ = ["RateLimiter", "parse_reset"]
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+_EPSILON_S = 1e-6
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -107,7 +108,7 @@ class RateLimiter:
                     if bucket is not None:
                         bucket.refill(now)
                         wait = max(wait, bucket.wait_for(amount))
-                if wait <= 0:
+                if wait <= _EPSILON_S:  # float residue of a refill: admitting now is exact enough
                     break
                 await self._sleep(wait)
             if self._requests is not None:

@@ -1,0 +1,347 @@
+"""The local OpenAI-compatible model server, exercised through the real ``openai`` SDK."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import openai
+import pytest
+from openai.types.chat import ChatCompletion
+
+from infra.model_server import (
+    ModelServerConfig,
+    RunningModelServer,
+    format_duration,
+    main,
+    prompt_hash,
+    serve_in_thread,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def server() -> Iterator[RunningModelServer]:
+    with serve_in_thread() as running:
+        yield running
+
+
+@asynccontextmanager
+async def client_for(
+    server: RunningModelServer, *, api_key: str = "sk-local", max_retries: int = 0, timeout_s: float = 10.0
+) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(
+        base_url=server.base_url, api_key=api_key, max_retries=max_retries, timeout=timeout_s
+    ) as client:
+        yield client
+
+
+async def ask(
+    client: openai.AsyncOpenAI, prompt: str, *, max_tokens: int | None = None, n: int | None = None
+) -> ChatCompletion:
+    return await client.chat.completions.create(
+        model="gpt-test",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}],
+        max_tokens=openai.omit if max_tokens is None else max_tokens,
+        n=openai.omit if n is None else n,
+    )
+
+
+async def test_completion_parses_with_deterministic_content_and_usage(server: RunningModelServer) -> None:
+    async with client_for(server) as client:
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-test", messages=[{"role": "user", "content": "What is 2+2?"}]
+        )
+        completion = raw.parse()
+    assert isinstance(completion, ChatCompletion)
+    assert completion.id.startswith("chatcmpl-")
+    assert completion.object == "chat.completion"
+    assert completion.model == "gpt-test"
+    assert completion.system_fingerprint
+    [choice] = completion.choices
+    assert choice.index == 0
+    assert choice.finish_reason == "stop"
+    assert choice.message.role == "assistant"
+    assert choice.message.content == "Echo: What is 2+2?"
+    usage = completion.usage
+    assert usage is not None
+    assert usage.prompt_tokens == len("What is 2+2?") // 4 + 4
+    assert usage.completion_tokens > 0
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert usage.prompt_tokens_details is not None
+    assert usage.prompt_tokens_details.cached_tokens == 0
+    assert usage.completion_tokens_details is not None
+    assert usage.completion_tokens_details.reasoning_tokens == 0
+    assert raw.headers["x-request-id"].startswith("req_")
+    assert int(raw.headers["openai-processing-ms"]) >= 0
+    assert "x-ratelimit-limit-requests" not in raw.headers
+
+
+async def test_long_prompt_is_echoed_up_to_200_chars_and_max_tokens_truncates(
+    server: RunningModelServer,
+) -> None:
+    prompt = "x" * 500
+    async with client_for(server) as client:
+        full = await ask(client, prompt)
+        short = await ask(client, prompt, max_tokens=3)
+        two = await ask(client, "hi", n=2)
+    assert full.choices[0].message.content == "Echo: " + "x" * 200
+    assert short.choices[0].finish_reason == "length"
+    assert short.usage is not None
+    assert short.usage.completion_tokens == 3
+    assert [c.index for c in two.choices] == [0, 1]
+
+
+async def test_rate_limit_headers_when_limits_are_configured() -> None:
+    with serve_in_thread(ModelServerConfig(rpm=600, tpm=100_000)) as server:
+        async with client_for(server) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-test", messages=[{"role": "user", "content": "hello"}], max_tokens=10
+            )
+    headers = raw.headers
+    assert headers["x-ratelimit-limit-requests"] == "600"
+    assert headers["x-ratelimit-limit-tokens"] == "100000"
+    assert int(headers["x-ratelimit-remaining-requests"]) == 599
+    # Charged: the estimated prompt tokens (5 // 4 + 4 = 5) + max_tokens (10).
+    assert int(headers["x-ratelimit-remaining-tokens"]) == 100_000 - 15
+    assert headers["x-ratelimit-reset-requests"].endswith(("ms", "s"))
+    assert headers["x-ratelimit-reset-tokens"].endswith(("ms", "s"))
+
+
+async def test_rpm_limit_answers_429_with_retry_after_once_the_bucket_is_empty() -> None:
+    with serve_in_thread(ModelServerConfig(rpm=3)) as server:
+        async with client_for(server) as client:
+            results: list[ChatCompletion | openai.RateLimitError] = []
+            for i in range(5):
+                try:
+                    results.append(await ask(client, f"prompt {i}"))
+                except openai.RateLimitError as exc:
+                    results.append(exc)
+        stats = server.stats()
+    assert all(isinstance(r, ChatCompletion) for r in results[:3])
+    errors = results[3:]
+    assert all(isinstance(e, openai.RateLimitError) for e in errors)
+    for error in errors:
+        assert isinstance(error, openai.RateLimitError)
+        assert error.code == "rate_limit_exceeded"
+        assert error.type == "requests"
+        assert "Limit 3, Used 3, Requested 1" in error.message
+        # 3 rpm refills one request every 20 s.
+        assert 1 <= int(error.response.headers["retry-after"]) <= 20
+        assert 0 < int(error.response.headers["retry-after-ms"]) <= 20_000
+        assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert stats["status"] == {"200": 3, "429": 2}
+    assert stats["rate_limited"] == 2
+
+
+async def test_tpm_limit_and_request_too_large() -> None:
+    with serve_in_thread(ModelServerConfig(tpm=100)) as server:
+        async with client_for(server) as client:
+            with pytest.raises(openai.RateLimitError) as too_large:
+                await ask(client, "hello", max_tokens=500)
+            await ask(client, "hello", max_tokens=80)  # 9 + 80 of 100 tokens
+            with pytest.raises(openai.RateLimitError) as exhausted:
+                await ask(client, "hello", max_tokens=80)
+    assert too_large.value.type == "tokens"
+    assert "Request too large" in too_large.value.message
+    assert exhausted.value.type == "tokens"
+    assert exhausted.value.code == "rate_limit_exceeded"
+    assert "retry-after-ms" in exhausted.value.response.headers
+
+
+async def test_fail_500_twice_marker_fails_twice_then_succeeds(server: RunningModelServer) -> None:
+    prompt = "flaky [[fail:500x2]]"
+    async with client_for(server) as client:
+        for _ in range(2):
+            with pytest.raises(openai.InternalServerError) as info:
+                await ask(client, prompt)
+            assert info.value.status_code == 500
+            assert info.value.type == "server_error"
+        completion = await ask(client, prompt)
+        assert completion.choices[0].message.content == "Echo: " + prompt
+        # Another prompt is not affected by this prompt's count.
+        with pytest.raises(openai.InternalServerError):
+            await ask(client, "other [[fail:500x2]]")
+    stats = server.stats()
+    assert stats["prompts"][prompt_hash(prompt)] == 3
+    assert stats["prompts_ok"][prompt_hash(prompt)] == 1
+    assert stats["injected"]["marker"] == 3
+
+
+async def test_fail_429_marker_sends_short_retry_after_and_sdk_retries(server: RunningModelServer) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(openai.RateLimitError) as info:
+            await ask(client, "a [[fail:429x1]]")
+    headers = info.value.response.headers
+    assert headers["retry-after-ms"] == "50"
+    assert headers["retry-after"] == "0"
+    assert info.value.code == "rate_limit_exceeded"
+
+    async with client_for(server, max_retries=2) as client:
+        completion = await ask(client, "b [[fail:429x1]]")
+    assert completion.choices[0].message.content == "Echo: b [[fail:429x1]]"
+    assert server.stats()["prompts"][prompt_hash("b [[fail:429x1]]")] == 2
+
+
+async def test_permanent_markers(server: RunningModelServer) -> None:
+    async with client_for(server) as client:
+        for _ in range(2):
+            with pytest.raises(openai.BadRequestError) as bad:
+                await ask(client, "[[fail:400]] nope")
+            assert bad.value.type == "invalid_request_error"
+        with pytest.raises(openai.NotFoundError):
+            await ask(client, "[[fail:404]]")
+        with pytest.raises(openai.UnprocessableEntityError):
+            await ask(client, "[[fail:422]]")
+        with pytest.raises(openai.RateLimitError) as quota:
+            await ask(client, "[[quota]]")
+    assert quota.value.code == "insufficient_quota"
+    assert quota.value.type == "insufficient_quota"
+    assert "retry-after" not in quota.value.response.headers
+
+
+async def test_stats_counts_prompts_and_reset(server: RunningModelServer) -> None:
+    async with client_for(server) as client:
+        for prompt in ("one", "two", "two"):
+            await ask(client, prompt)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.root_url}/stats") as response:
+            assert response.status == 200
+            stats = await response.json()
+        assert stats["requests"] == 3
+        assert stats["status"] == {"200": 3}
+        assert stats["prompts"] == {prompt_hash("one"): 1, prompt_hash("two"): 2}
+        assert server.stats()["prompts"] == stats["prompts"]
+
+        async with http.post(f"{server.root_url}/stats/reset") as response:
+            assert response.status == 200
+        assert server.stats()["prompts"] == {}
+        assert server.stats()["requests"] == 0
+
+        async with http.get(f"{server.root_url}/health") as response:
+            assert response.status == 200
+        async with http.post(f"{server.base_url}/chat/completions", data=b"{not json") as response:
+            assert response.status == 400
+            assert (await response.json())["error"]["type"] == "invalid_request_error"
+        async with http.get(f"{server.base_url}/nope") as response:
+            assert response.status == 404
+            assert "error" in await response.json()
+
+
+async def test_reset_forgets_marker_counts(server: RunningModelServer) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(openai.InternalServerError):
+            await ask(client, "[[fail:500x1]]")
+        await ask(client, "[[fail:500x1]]")
+        server.reset()
+        with pytest.raises(openai.InternalServerError):
+            await ask(client, "[[fail:500x1]]")
+
+
+async def test_malformed_marker_returns_invalid_json(server: RunningModelServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        body = {"model": "m", "messages": [{"role": "user", "content": "[[malformed:x1]]"}]}
+        async with http.post(f"{server.base_url}/chat/completions", json=body) as response:
+            assert response.status == 200
+            text = await response.text()
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(text)
+        async with http.post(f"{server.base_url}/chat/completions", json=body) as response:
+            assert (await response.json())["choices"][0]["message"]["content"] == "Echo: [[malformed:x1]]"
+
+
+async def test_hang_marker_times_the_client_out_and_server_still_stops_quickly() -> None:
+    started = time.monotonic()
+    with serve_in_thread(ModelServerConfig(hang_s=30)) as server:
+        async with client_for(server, timeout_s=0.2) as client:
+            with pytest.raises(openai.APITimeoutError):
+                await ask(client, "slow [[hang:x1]]")
+            completion = await ask(client, "slow [[hang:x1]]")
+    assert completion.choices[0].message.content == "Echo: slow [[hang:x1]]"
+    assert time.monotonic() - started < 5
+
+
+async def test_require_api_key() -> None:
+    with serve_in_thread(ModelServerConfig(require_api_key="sk-right")) as server:
+        async with client_for(server, api_key="sk-wrong") as client:
+            with pytest.raises(openai.AuthenticationError) as info:
+                await ask(client, "hello")
+        assert info.value.code == "invalid_api_key"
+        async with client_for(server, api_key="sk-right") as client:
+            assert (await ask(client, "hello")).choices[0].message.content == "Echo: hello"
+
+
+async def test_random_faults_are_reproducible_with_a_seed() -> None:
+    async def statuses() -> list[int]:
+        config = ModelServerConfig(fail_500_rate=0.3, fail_429_rate=0.2, seed=7)
+        seen: list[int] = []
+        with serve_in_thread(config) as server:
+            async with client_for(server) as client:
+                for i in range(20):
+                    try:
+                        await ask(client, f"p{i}")
+                        seen.append(200)
+                    except openai.APIStatusError as exc:
+                        seen.append(exc.status_code)
+        return seen
+
+    first = await statuses()
+    assert first == await statuses()
+    assert {200, 429, 500} <= set(first)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="fail_500_rate"):
+        ModelServerConfig(fail_500_rate=1.5)
+    with pytest.raises(ValueError, match="rpm"):
+        ModelServerConfig(rpm=0)
+    with pytest.raises(ValueError, match="add up"):
+        ModelServerConfig(fail_500_rate=0.6, hang_rate=0.6)
+    assert main(["--fail-500-rate", "2"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("seconds", "expected"),
+    [
+        (0, "0s"),
+        (0.005, "5ms"),
+        (0.12, "120ms"),
+        (1, "1s"),
+        (8.64, "8.64s"),
+        (360, "6m0s"),
+        (3723.5, "1h2m3.5s"),
+    ],
+)
+def test_format_duration(seconds: float, expected: str) -> None:
+    assert format_duration(seconds) == expected
+
+
+def test_cli_starts_prints_its_url_and_stops() -> None:
+    with subprocess.Popen(
+        [sys.executable, "-m", "infra.model_server", "--port", "0", "--latency-ms", "1"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            line = proc.stdout.readline().strip()
+            assert line.startswith("model server listening on http://127.0.0.1:"), line
+            base_url = line.rsplit(" ", 1)[1]
+            assert base_url.endswith("/v1")
+            root = base_url.removesuffix("/v1")
+            with urllib.request.urlopen(f"{root}/health", timeout=5) as response:
+                assert response.status == 200
+        finally:
+            proc.terminate()
+            _, stderr = proc.communicate(timeout=10)
+    assert proc.returncode == 0, stderr
