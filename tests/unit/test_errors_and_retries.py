@@ -9,12 +9,12 @@ from typing import Any
 import httpx2
 import openai
 import pytest
-
 from promptdrop.engine.client import Reply
 from promptdrop.engine.dispatch import Dispatcher, Outcome
 from promptdrop.engine.errors import Disposition, classify, retry_after_s
 from promptdrop.engine.limiter import RateLimiter
 from promptdrop.formats import Request
+
 from tests.fakes import FakeClock
 
 URL = "http://model.test/v1/chat/completions"
@@ -43,7 +43,9 @@ def status_error(status: int, *, code: str | None = None, headers: dict[str, str
         (429, "insufficient_quota", Disposition.FATAL),
     ],
 )
-def test_status_errors_are_classified_by_status_and_code(status: int, code: str | None, disposition: Disposition) -> None:
+def test_status_errors_are_classified_by_status_and_code(
+    status: int, code: str | None, disposition: Disposition
+) -> None:
     info = classify(status_error(status, code=code))
     assert info.disposition is disposition
     assert info.status_code == status

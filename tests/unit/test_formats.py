@@ -6,7 +6,6 @@ import json
 from collections.abc import AsyncIterator
 
 import pytest
-
 from promptdrop.formats import FileRejected, LineError, Request, parse_stream, split_lines
 
 

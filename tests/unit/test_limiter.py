@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
 from promptdrop.engine.errors import RequestTooLarge
 from promptdrop.engine.limiter import RateLimiter, parse_reset
+
 from tests.fakes import FakeClock
 
 

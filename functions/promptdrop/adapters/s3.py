@@ -42,7 +42,8 @@ class ObjectStore:
         """The object's bytes in chunks, pinned to the version (or ETag) the job was made for."""
         extra: dict[str, Any] = {"VersionId": info.version_id} if info.version_id else {"IfMatch": f'"{info.etag}"'}
         response = await self._s3.get_object(Bucket=bucket, Key=key, **extra)
-        async with response["Body"] as body:
+        body = response["Body"]
+        async with body:  # (entering yields the raw aiohttp response: keep the StreamingBody)
             while chunk := await body.read(_CHUNK):
                 yield chunk
 
@@ -60,5 +61,6 @@ class ObjectStore:
 
     async def get_json(self, bucket: str, key: str) -> Any:
         response = await self._s3.get_object(Bucket=bucket, Key=key)
-        async with response["Body"] as body:
+        body = response["Body"]
+        async with body:
             return json.loads(await body.read())

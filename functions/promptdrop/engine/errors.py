@@ -99,7 +99,10 @@ def classify(exc: BaseException) -> ErrorInfo:
     """Map an exception raised by a call (the SDK's, or our own response checks) to an ErrorInfo."""
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
-        raw_body = exc.body if isinstance(exc.body, dict) else None
+        # The SDK keeps only the inner "error" object; the Batch API output carries the whole body.
+        raw_body = (
+            ({"error": exc.body} if "error" not in exc.body else exc.body) if isinstance(exc.body, dict) else None
+        )
         code, kind, message = _api_error_fields(exc.body)
         disposition = _status_disposition(status, code)
         return ErrorInfo(

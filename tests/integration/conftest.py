@@ -1,0 +1,124 @@
+"""The whole pipeline, locally: moto server + template resources + the local model server + the real handler.
+
+``pipeline`` gives a test a fresh stack with the function's environment set (as Lambda would set
+it from template.yaml), the OpenAI key stored in the stack's Secrets Manager secret, and helpers
+to upload inputs, play the SQS event-source mapping and read back S3, DynamoDB and the DLQ.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from promptdrop import runtime
+from promptdrop.handler import lambda_handler
+from promptdrop.settings import get_settings
+
+from infra.local_lambda import LocalContext, Poller
+from infra.local_stack import LocalStack
+from infra.model_server import ModelServerConfig, RunningModelServer, prompt_hash, serve_in_thread
+
+API_KEY = "sk-local-test"
+
+
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[RunningModelServer]:
+    with serve_in_thread(ModelServerConfig(require_api_key=API_KEY)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_runtime() -> Iterator[None]:
+    yield
+    runtime.shutdown()
+
+
+@dataclass
+class Pipeline:
+    stack: LocalStack
+    server: RunningModelServer
+    s3: Any
+    ddb: Any
+    sqs: Any
+
+    @property
+    def bucket(self) -> str:
+        return self.stack.bucket
+
+    def put(self, key: str, data: bytes | str) -> None:
+        body = data.encode() if isinstance(data, str) else data
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def drain(self, **kwargs: Any) -> int:
+        """Play Lambda's SQS event-source mapping until the work queue is empty."""
+        with Poller.for_stack(self.stack) as poller:
+            return poller.drain(lambda_handler, wait_s=0, **kwargs)
+
+    def invoke(self, event: dict[str, Any], context: LocalContext | None = None) -> Any:
+        return lambda_handler(event, context or LocalContext())
+
+    def output(self, key: str, suffix: str) -> bytes:
+        body: bytes = self.s3.get_object(Bucket=self.bucket, Key=f"results/{key}{suffix}")["Body"].read()
+        return body
+
+    def jsonl(self, key: str, suffix: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.output(key, suffix).splitlines()]
+
+    def summary(self, key: str) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.output(key, ".summary.json"))
+        return value
+
+    def dlq(self) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.stack.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            batch = got.get("Messages", [])
+            if not batch:
+                return messages
+            for message in batch:
+                messages.append(json.loads(message["Body"]))
+                self.sqs.delete_message(QueueUrl=self.stack.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+
+    def items(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """The job's DynamoDB items by sort key, as plain values."""
+        deserializer = boto3.dynamodb.types.TypeDeserializer()
+        raw = self.ddb.query(
+            TableName=self.stack.table,
+            KeyConditionExpression="pk = :pk",
+            ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}},
+        )["Items"]
+        return {item["sk"]["S"]: {k: deserializer.deserialize(v) for k, v in item.items()} for item in raw}
+
+    def times_seen(self, prompt: str) -> int:
+        count: int = self.server.stats()["prompts"].get(prompt_hash(prompt), 0)
+        return count
+
+
+@pytest.fixture
+def pipeline(
+    local_stack: LocalStack, model_server: RunningModelServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    env = local_stack.function_env(
+        OPENAI_BASE_URL=model_server.base_url,
+        PROMPTDROP_MAX_CONCURRENCY="8",
+        POWERTOOLS_METRICS_NAMESPACE="promptdrop-test",
+    )
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    session = boto3.Session(region_name=local_stack.region)
+    clients = {
+        name: session.client(name, endpoint_url=local_stack.endpoint)  # type: ignore[call-overload]
+        for name in ("s3", "dynamodb", "sqs", "secretsmanager")
+    }
+    clients["secretsmanager"].put_secret_value(SecretId=local_stack.secret_arn, SecretString=API_KEY)
+    get_settings.cache_clear()
+    model_server.reset()
+    yield Pipeline(local_stack, model_server, clients["s3"], clients["dynamodb"], clients["sqs"])
+    get_settings.cache_clear()
+    for client in clients.values():
+        client.close()
