@@ -7,6 +7,7 @@ to upload inputs, play the SQS event-source mapping and read back S3, DynamoDB a
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,6 +93,13 @@ class Pipeline:
             ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}},
         )["Items"]
         return {item["sk"]["S"]: {k: deserializer.deserialize(v) for k, v in item.items()} for item in raw}
+
+    def stack_secret(self, value: str) -> None:
+        """Store another OpenAI key in the stack's secret (read when the runtime is next built)."""
+        secrets = boto3.client("secretsmanager", region_name=self.stack.region, endpoint_url=self.stack.endpoint)
+        with contextlib.closing(secrets):
+            secrets.put_secret_value(SecretId=self.stack.secret_arn, SecretString=value)
+        runtime.shutdown()  # the key is read once per container: start a new one
 
     def times_seen(self, prompt: str) -> int:
         count: int = self.server.stats()["prompts"].get(prompt_hash(prompt), 0)

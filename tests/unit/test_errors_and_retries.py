@@ -144,7 +144,7 @@ async def test_a_429_waits_its_retry_after_and_pauses_everyone() -> None:
 
 async def test_permanent_errors_fail_at_once() -> None:
     clock = FakeClock()
-    outcome, report = await run_one(ScriptedSender(status_error(400)), clock)
+    outcome, _ = await run_one(ScriptedSender(status_error(400)), clock)
     assert outcome.error is not None
     assert outcome.error.code == "http_400"
     assert outcome.attempts == 1
