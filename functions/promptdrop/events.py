@@ -14,7 +14,7 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["FileWork", "RedriveWork", "Skip", "WorkItem", "parse_body", "parse_event"]
+__all__ = ["FileWork", "RedriveWork", "Skip", "UnitWork", "WorkItem", "parse_body", "parse_event"]
 
 
 class _Lenient(BaseModel):
@@ -62,6 +62,19 @@ class _PromptFailure(_Lenient):
     request: dict[str, Any] | None = None
 
 
+class _UnitMessage(_Lenient):
+    kind: Literal["unit"]
+    job_id: str
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None = None
+    unit: str
+    start: int = 0
+    end: int | None = None
+    first_line: int = 1
+
+
 class _FileFailure(_Lenient):
     kind: Literal["file_failure"]
     bucket: str
@@ -97,7 +110,22 @@ class Skip:
     reason: str
 
 
-WorkItem = FileWork | RedriveWork | Skip
+@dataclass(slots=True, frozen=True)
+class UnitWork:
+    """Run (the rest of) one unit of a job: a shard, or a continuation."""
+
+    job_id: str
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None
+    unit: str
+    start: int
+    end: int | None
+    first_line: int
+
+
+WorkItem = FileWork | RedriveWork | UnitWork | Skip
 
 
 class UnrecognizedEvent(ValueError):
@@ -142,6 +170,9 @@ def parse_body(body: Any) -> list[WorkItem]:
                     failure.request,
                 )
             ]
+        if kind == "unit":
+            unit = _UnitMessage.model_validate(body)
+            return [UnitWork(**unit.model_dump(exclude={"kind"}))]
         if kind == "file_failure":
             file_failure = _FileFailure.model_validate(body)
             return [FileWork(file_failure.bucket, file_failure.key, redrive=True)]

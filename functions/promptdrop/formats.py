@@ -15,7 +15,7 @@ import csv
 import io
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -55,6 +55,7 @@ class Request:
     custom_id: str
     body: bytes
     cost: int  # estimated tokens (prompt + completion budget) for the tokens/min bucket
+    offset: int = 0  # byte offset of its line in the file (.jsonl): where a continuation resumes
 
     def batch_line(self) -> dict[str, Any]:
         """This request as an OpenAI Batch API input line (what the DLQ message carries)."""
@@ -73,6 +74,7 @@ class LineError:
     line: int
     custom_id: str
     message: str
+    offset: int = 0
 
 
 Parsed = Request | LineError
@@ -152,25 +154,32 @@ def request_from_object(obj: object, *, line: int, default_id: str, default_mode
     return _finish(body, line=line, custom_id=custom_id, default_model=default_model, text_len=text_len)
 
 
-async def split_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Split a byte stream on ``\\n`` (dropping a ``\\r`` before it), holding one line at most."""
+async def split_lines(chunks: AsyncIterator[bytes], start: int = 0) -> AsyncIterator[tuple[int, bytes]]:
+    """Split a byte stream on ``\\n`` into (byte offset, line) — a ``\\r`` before it dropped — holding one line at most.
+
+    ``start`` is the offset of the stream's first byte in the file (a ranged read).
+    """
     tail = b""
+    offset = start
     async for chunk in chunks:
         parts = (tail + chunk).split(b"\n")
         tail = parts.pop()
         for part in parts:
-            yield part[:-1] if part.endswith(b"\r") else part
+            yield offset, part[:-1] if part.endswith(b"\r") else part
+            offset += len(part) + 1
     if tail:
-        yield tail[:-1] if tail.endswith(b"\r") else tail
+        yield offset, tail[:-1] if tail.endswith(b"\r") else tail
 
 
 def _snippet(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_SNIPPET else text[:_MAX_ERROR_SNIPPET] + "…"
 
 
-async def _parse_jsonl(chunks: AsyncIterator[bytes], default_model: str) -> AsyncIterator[Parsed]:
-    line = 0
-    async for raw in split_lines(chunks):
+async def _parse_jsonl(
+    chunks: AsyncIterator[bytes], default_model: str, start: int, first_line: int
+) -> AsyncIterator[Parsed]:
+    line = first_line - 1
+    async for offset, raw in split_lines(chunks, start):
         line += 1
         if not raw.strip():
             continue
@@ -178,16 +187,18 @@ async def _parse_jsonl(chunks: AsyncIterator[bytes], default_model: str) -> Asyn
         try:
             text = raw.decode()
         except UnicodeDecodeError as exc:
-            yield LineError(line, default_id, f"not valid UTF-8 (byte {exc.start})")
+            yield LineError(line, default_id, f"not valid UTF-8 (byte {exc.start})", offset)
             continue
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            yield LineError(line, default_id, f"not valid JSON: {exc.msg} at column {exc.colno}: {_snippet(text)}")
+            message = f"not valid JSON: {exc.msg} at column {exc.colno}: {_snippet(text)}"
+            yield LineError(line, default_id, message, offset)
             continue
-        yield request_from_object(
+        item = request_from_object(
             obj, line=line, default_id=default_id, default_model=default_model, text_len=len(text)
         )
+        yield replace(item, offset=offset)
 
 
 async def _read_all(chunks: AsyncIterator[bytes]) -> bytes:
@@ -236,17 +247,24 @@ def _parse_csv(text: str, default_model: str) -> Iterator[Parsed]:
 
 
 async def parse_stream(
-    suffix: str, chunks: AsyncIterator[bytes], *, key: str, default_model: str
+    suffix: str,
+    chunks: AsyncIterator[bytes],
+    *,
+    key: str,
+    default_model: str,
+    start: int = 0,
+    first_line: int = 1,
 ) -> AsyncGenerator[Parsed]:
     """Turn an input file's byte chunks into requests and line errors, in input order.
 
     Raises :class:`FileRejected` for problems that doom the whole file. Only ``.jsonl`` is parsed
-    incrementally; the other formats are one prompt (``.txt``) or small documents.
+    incrementally — and can start mid-file: ``chunks`` then begin at byte ``start``, which is the
+    start of line ``first_line`` — the other formats are one prompt (``.txt``) or small documents.
     """
     suffix = suffix.lower()
     produced = False
     if suffix == ".jsonl":
-        async for item in _parse_jsonl(chunks, default_model):
+        async for item in _parse_jsonl(chunks, default_model, start, first_line):
             produced = True
             yield item
     elif suffix == ".txt":
@@ -264,5 +282,5 @@ async def parse_stream(
                 yield item
     else:
         raise FileRejected("unsupported_format", f"unknown suffix {suffix or '(none)'!r}; use one of {SUFFIXES}")
-    if not produced:
+    if not produced and start == 0:
         raise FileRejected("empty", "the file holds no requests (empty or only blank lines)")

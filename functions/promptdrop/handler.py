@@ -21,12 +21,13 @@ from .events import (
     RedriveWork,
     Skip,
     SqsMessage,
+    UnitWork,
     UnrecognizedEvent,
     WorkItem,
     parse_event,
     parse_message,
 )
-from .jobs import FileRef, JobResult
+from .jobs import FileRef, JobResult, Unit
 from .settings import Settings, get_settings
 
 __all__ = ["lambda_handler"]
@@ -72,12 +73,17 @@ async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Se
             if (why := _check_key(settings, item)) is not None:
                 logger.warning("refused key", extra={"bucket": item.bucket, "key": item.key, "reason": why})
                 continue
-            result = await rt.runner.run_file(FileRef(item.bucket, item.key), should_stop=should_stop)
-            logger.info("job done", extra={"job": {k: v for k, v in vars_of(result).items() if k != "outputs"}})
-            _record_metrics(result)
-            results.append(result)
+            ref = FileRef(item.bucket, item.key)
+            results.append(await rt.runner.run_file(ref, redrive=item.redrive, should_stop=should_stop))
+        elif isinstance(item, UnitWork):
+            unit = Unit(**dataclasses.asdict(item))
+            results.append(await rt.runner.run_unit(unit, should_stop=should_stop))
         elif isinstance(item, RedriveWork):
-            raise UnrecognizedEvent("prompt_failure redrive is not supported yet")  # TODO(issue 4)
+            redriven = await rt.runner.redrive([(item.job_id, item.bucket, item.key, item.line, item.request)])
+            results += [redriven] if redriven else []
+    for result in results:
+        logger.info("run done", extra={"job": {k: v for k, v in vars_of(result).items() if k != "outputs"}})
+        _record_metrics(result)
     return results
 
 
@@ -101,7 +107,9 @@ def _handle_sqs(messages: list[SqsMessage], context: LambdaContext, settings: Se
             logger.exception("message failed; it will be delivered again", extra={"message_id": message.message_id})
             failures.append({"itemIdentifier": message.message_id})
             continue
-        if any(r.status == "UNFINISHED" for r in results):
+        # BUSY: another live run holds the unit; UNFINISHED: stopped with no work queue to continue on.
+        # Either way the message comes back after its visibility timeout and resumes from the journal.
+        if any(r.status in ("UNFINISHED", "BUSY") for r in results):
             failures.append({"itemIdentifier": message.message_id})
     return {"batchItemFailures": failures}
 

@@ -8,32 +8,38 @@ rebuilt from the journal, so whichever run finishes a job writes the same files.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from .adapters.journal import FINAL_JOB_STATES, ITEM_RESPONSE_MAX_BYTES, Journal, RequestRecord
+from .adapters.journal import FINAL_JOB_STATES, ITEM_RESPONSE_MAX_BYTES, JobItem, Journal, RequestRecord
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectInfo, ObjectStore
 from .engine.dispatch import Dispatcher, DispatchReport, Outcome
 from .engine.errors import ErrorInfo
-from .formats import FileRejected, LineError, Parsed, Request, parse_stream
+from .formats import FileRejected, LineError, Parsed, Request, parse_stream, request_from_object, split_lines
 from .outputs import OrderedSpool, estimate_cost_usd, output_line
 from .settings import Settings
 
-__all__ = ["FileRef", "JobResult", "JobRunner", "make_job_id", "output_keys"]
+__all__ = ["FileRef", "JobResult", "JobRunner", "Unit", "make_job_id", "output_keys"]
 
-logger = Logger(child=True)
+logger = Logger(service="promptdrop", child=True)
 
 _FLUSH_RECORDS = 100  # one TransactWriteItems call
 _FLUSH_MESSAGES = 10  # one SendMessageBatch call
+# Answers wait at most this long in memory before they are journaled: after a crash, what is asked
+# again is what was in flight plus at most this window's answers (and at most _FLUSH_RECORDS).
+_FLUSH_INTERVAL_S = 0.2
 
 
 @dataclass(slots=True, frozen=True)
@@ -42,12 +48,34 @@ class FileRef:
     key: str
 
 
+@dataclass(slots=True, frozen=True)
+class Unit:
+    """A part of a job one invocation runs: the whole file ("all") or a shard — line-aligned bytes."""
+
+    job_id: str
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None
+    unit: str
+    start: int = 0
+    end: int | None = None  # exclusive; None = to the end of the object
+    first_line: int = 1
+
+    def message(self, **changes: Any) -> dict[str, Any]:
+        """The work-queue message that runs (the rest of) this unit."""
+        fields = {name: getattr(self, name) for name in self.__slots__} | changes
+        return {"kind": "unit", **fields}
+
+
 @dataclass(slots=True)
 class JobResult:
     job_id: str | None
     bucket: str
     key: str
-    status: str  # SUCCEEDED / PARTIAL / FAILED / SKIPPED / UNFINISHED
+    # SUCCEEDED / PARTIAL / FAILED: final. SKIPPED: nothing to do. SHARDED: shards queued.
+    # CONTINUED: a continuation is queued. BUSY / UNFINISHED: deliver the message again later.
+    status: str
     reason: str | None = None
     total: int = 0
     succeeded: int = 0
@@ -55,7 +83,6 @@ class JobResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     dispatched: int = 0
-    skipped_final: int = 0
     retries: int = 0
     rate_limited: int = 0
     latency_avg_ms: float | None = None
@@ -99,6 +126,24 @@ class _Recorder:
         self._out_bucket = out_bucket
         self._records: list[RequestRecord] = []
         self._messages: list[dict[str, Any]] = []
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Recorder:
+        self._ticker = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        if exc_info[0] is None or exc_info[0] is FileRejected:
+            await self.flush()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(_FLUSH_INTERVAL_S)
+            await self.flush()
 
     def _failure_message(self, record: RequestRecord, request: dict[str, Any] | None) -> dict[str, Any]:
         return {
@@ -196,7 +241,13 @@ def _failure_record(request: Request, outcome: Outcome, error: ErrorInfo) -> Req
 
 
 class JobRunner:
-    """Runs jobs for one invocation: the adapters and the engine are built once and passed in."""
+    """Runs jobs for one invocation: the adapters and the engine are built once and passed in.
+
+    A job is split into units — the whole file, or for a large ``.jsonl`` line-aligned shards run
+    by parallel invocations. A unit is run under a lease (one live run at a time, renewed while it
+    runs, free again when a crashed run's lease expires); the run that completes the last unit
+    writes the outputs. A run near its deadline queues a continuation of its unit and stops.
+    """
 
     def __init__(
         self,
@@ -206,22 +257,27 @@ class JobRunner:
         journal: Journal,
         messages: MessageSender,
         dispatcher_factory: Callable[[], Dispatcher],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.store = store
         self.journal = journal
         self.messages = messages
         self._dispatcher_factory = dispatcher_factory
+        self._clock = clock
 
-    async def run_file(self, ref: FileRef, *, should_stop: Callable[[], bool] = lambda: False) -> JobResult:
+    # -- entry points ---------------------------------------------------------------------------
+
+    async def run_file(
+        self, ref: FileRef, *, redrive: bool = False, should_stop: Callable[[], bool] = lambda: False
+    ) -> JobResult:
+        """A new upload (or a redriven file failure): plan the job, run it or queue its shards."""
         settings = self.settings
-        out_bucket = settings.output_bucket or ref.bucket
         info = await self.store.head(ref.bucket, ref.key)
         if info is None:
             return await self._file_failure(ref, None, "not_found", "the object does not exist (deleted after upload?)")
         job_id = make_job_id(ref.bucket, ref.key, info)
-        keys = output_keys(settings, ref.key, text=_suffix(ref.key) == ".txt")
-        started = time.monotonic()
+        sharded = _suffix(ref.key) == ".jsonl" and info.size > settings.shard_bytes
         job = await self.journal.start_job(
             job_id,
             {
@@ -231,62 +287,61 @@ class JobRunner:
                 "version_id": info.version_id,
                 "size": info.size,
                 "started_at": _now(),
-                "output_bucket": out_bucket,
-                "outputs": keys,
+                "output_bucket": settings.output_bucket or ref.bucket,
+                "outputs": output_keys(settings, ref.key, text=_suffix(ref.key) == ".txt"),
+                "units_total": None if sharded else 1,
             },
         )
-        if job.status in FINAL_JOB_STATES:
+        if job.status in FINAL_JOB_STATES and not redrive:
             logger.info("job already finished; nothing to do", extra={"job_id": job_id, "status": job.status})
             return JobResult(job_id, ref.bucket, ref.key, "SKIPPED", reason=f"already {job.status}")
-        done = set() if job.created else await self.journal.final_ids(job_id)
-        recorder = _Recorder(self, job_id, ref, info, out_bucket)
-        parsed: AsyncGenerator[Parsed] = parse_stream(
-            _suffix(ref.key),
-            self.store.stream(ref.bucket, ref.key, info),
-            key=ref.key,
-            default_model=settings.model,
+        whole = Unit(job_id, ref.bucket, ref.key, info.etag, info.version_id, "all")
+        if not sharded:
+            return await self.run_unit(whole, should_stop=should_stop, fresh=job.created)
+        if job.attrs.get("units_total") and not redrive:
+            return JobResult(job_id, ref.bucket, ref.key, "SKIPPED", reason="already split into shards")
+        shards = await self._plan_shards(whole)
+        # Shard boundaries are a pure function of the file: a redelivery plans the same shards.
+        await self.journal.add_to_job(job_id, {"units_total": len(shards)}, only_if_absent="units_total")
+        if self.settings.work_queue_url is None:
+            raise RuntimeError("PROMPTDROP_WORK_QUEUE_URL must be set to split large files into shards")
+        await self.messages.send(self.settings.work_queue_url, [shard.message() for shard in shards])
+        logger.info("file split into shards", extra={"job_id": job_id, "shards": len(shards)})
+        return JobResult(job_id, ref.bucket, ref.key, "SHARDED", reason=f"{len(shards)} shards queued")
+
+    async def run_unit(
+        self, unit: Unit, *, should_stop: Callable[[], bool] = lambda: False, fresh: bool = False
+    ) -> JobResult:
+        """Run one unit under its lease; finish the job if it was the last one."""
+        ref = FileRef(unit.bucket, unit.key)
+        owner = uuid.uuid4().hex
+        lease = await self.journal.acquire_unit(
+            unit.job_id, unit.unit, owner, now=self._clock(), lease_s=self.settings.lease_s
         )
-        skipped = 0
-
-        async def requests() -> AsyncIterator[Request]:
-            nonlocal skipped
-            seen: set[str] = set()
-            item: Parsed
-            async for item in parsed:
-                if item.custom_id in seen:
-                    duplicate = LineError(
-                        item.line, item.custom_id, f"custom_id {item.custom_id!r} repeats an earlier line"
-                    )
-                    await recorder.line_error(duplicate, sk_suffix=f"#line-{item.line}")
-                    continue
-                seen.add(item.custom_id)
-                if item.custom_id in done:
-                    skipped += 1
-                elif isinstance(item, LineError):
-                    await recorder.line_error(item)
-                else:
-                    yield item
-
+        if lease == "done":
+            return await self._finish_if_complete(unit.job_id, ref, None)
+        if lease == "busy":
+            logger.info("another run holds this unit; leaving it to that run", extra={"unit": unit.unit})
+            return JobResult(unit.job_id, ref.bucket, ref.key, "BUSY", reason=f"unit {unit.unit} is being run")
+        heartbeat = asyncio.create_task(self._heartbeat(unit, owner))
         try:
-            report = await self._dispatcher_factory().run(requests(), recorder.outcome, should_stop=should_stop)
+            report = await self._dispatch_unit(unit, fresh=fresh, should_stop=should_stop)
         except FileRejected as exc:
-            await recorder.flush()
-            return await self._file_failure(ref, job_id, exc.code, exc.message, job_exists=True)
+            await self.journal.complete_unit(unit.job_id, unit.unit, owner, _now())
+            return await self._file_failure(ref, unit.job_id, exc.code, exc.message, job_exists=True)
         finally:
-            await parsed.aclose()
-        await recorder.flush()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         if report.stopped == "deadline":
-            logger.warning(
-                "deadline reached; the rest of the file is left for the next delivery",
-                extra={"job_id": job_id, "last_line": report.last_line},
-            )
-            return self._result(job_id, ref, "UNFINISHED", report, skipped, reason="deadline")
-        result = await self._finalize(job_id, ref, out_bucket, keys, report, skipped, started)
+            return await self._continue_later(unit, owner, report)
         if report.fatal is not None:
+            await self.journal.release_unit(unit.job_id, unit.unit, owner)
+            result = await self._finalize(unit.job_id, ref, report)
             fatal = report.fatal
             await self._file_failure(
                 ref,
-                job_id,
+                unit.job_id,
                 fatal.code,
                 f"stopped early: {fatal.message}; requests not yet sent were not attempted — fix the cause "
                 "and redrive this message to finish the file",
@@ -294,43 +349,139 @@ class JobRunner:
                 finalize=False,
             )
             result.status, result.reason = "FAILED", fatal.code
+            return result
+        await self.journal.complete_unit(unit.job_id, unit.unit, owner, _now())
+        return await self._finish_if_complete(unit.job_id, ref, report)
+
+    async def redrive(self, failures: list[tuple[str, str, str, int, dict[str, Any] | None]]) -> JobResult | None:
+        """Run failed requests again (job_id, bucket, key, line, Batch API line) and merge them in."""
+        if not failures:
+            return None
+        job_id, bucket, key = failures[0][0], failures[0][1], failures[0][2]
+        ref = FileRef(bucket, key)
+        job = await self.journal.get_job(job_id)
+        if job is None:
+            logger.warning("redriven failure of an unknown job; dropped", extra={"job_id": job_id})
+            return JobResult(job_id, bucket, key, "SKIPPED", reason="unknown job")
+        done = await self.journal.succeeded_ids(job_id)
+        requests: list[Request] = []
+        for _, _, _, line, batch_line in failures:
+            if batch_line is None:
+                continue  # a line that never parsed: only a corrected upload can fix it
+            item = request_from_object(
+                batch_line,
+                line=line,
+                default_id=str(batch_line.get("custom_id")),
+                default_model=self.settings.model,
+                text_len=len(json.dumps(batch_line)),
+            )
+            if isinstance(item, Request) and item.custom_id not in done:
+                requests.append(item)
+        info = ObjectInfo(str(job.attrs.get("etag", "")), job.attrs.get("version_id"), 0)
+
+        async def source() -> AsyncIterator[Request]:
+            for request in requests:
+                yield request
+
+        async with _Recorder(self, job_id, ref, info, self._out_bucket(ref)) as recorder:
+            report = await self._dispatcher_factory().run(source(), recorder.outcome)
+        logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
+        return await self._finish_if_complete(job_id, ref, report)
+
+    # -- the parts ----------------------------------------------------------------------------
+
+    def _out_bucket(self, ref: FileRef) -> str:
+        return self.settings.output_bucket or ref.bucket
+
+    async def _heartbeat(self, unit: Unit, owner: str) -> None:
+        lease_s = self.settings.lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            await self.journal.renew_unit(unit.job_id, unit.unit, owner, until=self._clock() + lease_s)
+
+    async def _dispatch_unit(self, unit: Unit, *, fresh: bool, should_stop: Callable[[], bool]) -> DispatchReport:
+        ref = FileRef(unit.bucket, unit.key)
+        info = ObjectInfo(unit.etag, unit.version_id, 0)
+        # A first run of a new job has nothing to skip; any other run asks the journal once.
+        done = set() if fresh else await self.journal.final_ids(unit.job_id)
+        chunks = self.store.stream(unit.bucket, unit.key, info, start=unit.start, end=unit.end)
+        parsed: AsyncGenerator[Parsed] = parse_stream(
+            _suffix(unit.key),
+            chunks,
+            key=unit.key,
+            default_model=self.settings.model,
+            start=unit.start,
+            first_line=unit.first_line,
+        )
+        async with _Recorder(self, unit.job_id, ref, info, self._out_bucket(ref)) as recorder:
+
+            async def requests() -> AsyncIterator[Request]:
+                seen: set[str] = set()
+                item: Parsed
+                async for item in parsed:
+                    if item.custom_id in seen:
+                        message = f"custom_id {item.custom_id!r} repeats an earlier line"
+                        duplicate = LineError(item.line, item.custom_id, message)
+                        await recorder.line_error(duplicate, sk_suffix=f"#line-{item.line}")
+                        continue
+                    seen.add(item.custom_id)
+                    if item.custom_id in done:
+                        continue
+                    if isinstance(item, LineError):
+                        await recorder.line_error(item)
+                    else:
+                        yield item
+
+            try:
+                report = await self._dispatcher_factory().run(requests(), recorder.outcome, should_stop=should_stop)
+            finally:
+                await parsed.aclose()
+        return report
+
+    async def _plan_shards(self, whole: Unit) -> list[Unit]:
+        """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held)."""
+        size = self.settings.shard_bytes
+        info = ObjectInfo(whole.etag, whole.version_id, 0)
+        shards: list[Unit] = []
+        start, first_line, line = 0, 1, 0
+        async for offset, _ in split_lines(self.store.stream(whole.bucket, whole.key, info)):
+            line += 1
+            if offset - start >= size:
+                shards.append(
+                    replace(whole, unit=f"shard-{len(shards)}", start=start, end=offset, first_line=first_line)
+                )
+                start, first_line = offset, line
+        shards.append(replace(whole, unit=f"shard-{len(shards)}", start=start, end=None, first_line=first_line))
+        return shards
+
+    async def _continue_later(self, unit: Unit, owner: str, report: DispatchReport) -> JobResult:
+        ref = FileRef(unit.bucket, unit.key)
+        resume = report.resume
+        result = _result(unit.job_id, ref, "UNFINISHED", report, reason="deadline")
+        if self.settings.work_queue_url is None:
+            await self.journal.release_unit(unit.job_id, unit.unit, owner)
+            return result  # the handler hands the message back: its redelivery resumes the unit
+        # .jsonl resumes at the first line not dispatched; other formats re-read and skip what is final.
+        changes = {"start": resume.offset, "first_line": resume.line} if resume and resume.offset else {}
+        await self.messages.send(self.settings.work_queue_url, [unit.message(**changes)])
+        await self.journal.release_unit(unit.job_id, unit.unit, owner)
+        logger.info("deadline near: continuation queued", extra={"job_id": unit.job_id, "resume": changes})
+        result.status = "CONTINUED"
         return result
 
-    def _result(
-        self,
-        job_id: str,
-        ref: FileRef,
-        status: str,
-        report: DispatchReport,
-        skipped: int,
-        reason: str | None = None,
-    ) -> JobResult:
-        succeeded_calls = report.dispatched
-        return JobResult(
-            job_id,
-            ref.bucket,
-            ref.key,
-            status,
-            reason=reason,
-            dispatched=report.dispatched,
-            skipped_final=skipped,
-            retries=report.retries,
-            rate_limited=report.rate_limited,
-            latency_avg_ms=(report.latency_total_ms / succeeded_calls) if succeeded_calls else None,
-        )
+    async def _finish_if_complete(self, job_id: str, ref: FileRef, report: DispatchReport | None) -> JobResult:
+        job = await self.journal.get_job(job_id)
+        if job is None or int(job.attrs.get("units_done", 0)) < int(job.attrs.get("units_total") or 1):
+            return _result(job_id, ref, "SHARD_DONE", report)
+        return await self._finalize(job_id, ref, report, job)
 
     async def _finalize(
-        self,
-        job_id: str,
-        ref: FileRef,
-        out_bucket: str,
-        keys: dict[str, str],
-        report: DispatchReport,
-        skipped: int,
-        started: float,
+        self, job_id: str, ref: FileRef, report: DispatchReport | None, job: JobItem | None = None
     ) -> JobResult:
         """Rebuild every output file from the journal and close the job item."""
-        result = self._result(job_id, ref, "RUNNING", report, skipped)
+        out_bucket = self._out_bucket(ref)
+        keys = output_keys(self.settings, ref.key, text=_suffix(ref.key) == ".txt")
+        result = _result(job_id, ref, "RUNNING", report)
         results, errors = OrderedSpool(), OrderedSpool()
         tokens_by_model: dict[str, tuple[int, int]] = {}
         text_answer: str | None = None
@@ -364,32 +515,27 @@ class JobRunner:
         if "text" in keys and text_answer is not None:
             await self.store.put_bytes(out_bucket, keys["text"], text_answer.encode(), "text/plain; charset=utf-8")
         status = "SUCCEEDED" if result.failed == 0 else ("PARTIAL" if result.succeeded else "FAILED")
-        if report.fatal is not None:
+        if report is not None and report.fatal is not None:
             status = "FAILED"
         result.status = status
         finished = _now()
         cost = estimate_cost_usd(tokens_by_model)
+        job = job or await self.journal.get_job(job_id)
+        started_at = job.attrs.get("started_at") if job else None
         summary = {
             "job_id": job_id,
             "status": status,
-            "input": {"bucket": ref.bucket, "key": ref.key},
+            "input": {"bucket": ref.bucket, "key": ref.key, "etag": job.attrs.get("etag") if job else None},
             "counts": {"total": result.total, "succeeded": result.succeeded, "failed": result.failed},
             "tokens": {
                 "prompt": result.prompt_tokens,
                 "completion": result.completion_tokens,
                 "total": result.prompt_tokens + result.completion_tokens,
             },
-            "timings": {"finished_at": finished, "last_run_s": round(time.monotonic() - started, 3)},
+            "timings": {"started_at": started_at, "finished_at": finished},
             "estimated_cost_usd": cost,
-            "last_run": {
-                "dispatched": report.dispatched,
-                "skipped_already_final": skipped,
-                "retries": report.retries,
-                "rate_limited_429s": report.rate_limited,
-                "latency_avg_ms": result.latency_avg_ms,
-                "latency_max_ms": report.latency_max_ms,
-                "stopped": report.stopped,
-            },
+            "units": int(job.attrs.get("units_total") or 1) if job else 1,
+            "last_run": _run_figures(report),
             "outputs": {name: f"s3://{out_bucket}/{key}" for name, key in keys.items()},
         }
         await self.store.put_json(out_bucket, keys["summary"], summary)
@@ -420,22 +566,45 @@ class JobRunner:
         finalize: bool = True,
     ) -> JobResult:
         error = {"type": "file_error", "code": code, "message": message}
-        await self.messages.send(
-            self.settings.dlq_url,
-            [
-                {
-                    "kind": "file_failure",
-                    "job_id": job_id,
-                    "bucket": ref.bucket,
-                    "key": ref.key,
-                    "error": error,
-                }
-            ],
-        )
+        failure = {"kind": "file_failure", "job_id": job_id, "bucket": ref.bucket, "key": ref.key, "error": error}
+        await self.messages.send(self.settings.dlq_url, [failure])
         if job_id is not None and job_exists and finalize:
             await self.journal.update_job(job_id, {"status": "FAILED", "error": error, "finished_at": _now()})
         logger.warning("file failed", extra={"job_id": job_id, "code": code, "reason": message})
         return JobResult(job_id, ref.bucket, ref.key, "FAILED", reason=f"{code}: {message}")
+
+
+def _result(
+    job_id: str, ref: FileRef, status: str, report: DispatchReport | None, reason: str | None = None
+) -> JobResult:
+    if report is None:
+        return JobResult(job_id, ref.bucket, ref.key, status, reason=reason)
+    calls = report.dispatched
+    return JobResult(
+        job_id,
+        ref.bucket,
+        ref.key,
+        status,
+        reason=reason,
+        dispatched=report.dispatched,
+        retries=report.retries,
+        rate_limited=report.rate_limited,
+        latency_avg_ms=(report.latency_total_ms / calls) if calls else None,
+    )
+
+
+def _run_figures(report: DispatchReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    calls = report.dispatched
+    return {
+        "dispatched": report.dispatched,
+        "retries": report.retries,
+        "rate_limited_429s": report.rate_limited,
+        "latency_avg_ms": round(report.latency_total_ms / calls, 1) if calls else None,
+        "latency_max_ms": report.latency_max_ms,
+        "stopped": report.stopped,
+    }
 
 
 def _answer_text(response_json: str) -> str | None:

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     deadline_margin_s: float = Field(
         default=60.0, ge=0, description="Stop dispatching this long before the Lambda deadline."
     )
+    shard_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="A .jsonl larger than this is split into parallel shards."
+    )
+    lease_s: float = Field(
+        default=120.0, gt=0, description="How long a crashed run keeps others off its file (renewed while alive)."
+    )
     log_prompts: bool = Field(default=False, description="Log prompt contents (off: they may be private).")
 
     @field_validator("output_bucket", "work_queue_url", "openai_secret_arn", "rpm", "tpm", mode="before")

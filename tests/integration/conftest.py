@@ -73,6 +73,10 @@ class Pipeline:
         value: dict[str, Any] = json.loads(self.output(key, ".summary.json"))
         return value
 
+    def summary_missing(self, key: str) -> bool:
+        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=f"results/{key}.summary.json")
+        return listed.get("KeyCount", 0) == 0
+
     def dlq(self) -> list[dict[str, Any]]:
         messages: list[dict[str, Any]] = []
         while True:

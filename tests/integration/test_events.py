@@ -49,22 +49,40 @@ def test_an_unrecognized_message_is_acknowledged_not_retried_forever(pipeline: P
     assert pipeline.invoke(event) == {"batchItemFailures": []}
 
 
-def test_near_the_deadline_the_message_is_reported_failed_and_the_redelivery_finishes(pipeline: Pipeline) -> None:
-    # Given an upload whose notification is delivered when the invocation has less time left than the margin
+class CountdownContext(LocalContext):
+    """A Lambda context whose deadline arrives after a set number of looks at the clock."""
+
+    def __init__(self, looks: int) -> None:
+        super().__init__()
+        self.looks = looks
+
+    def get_remaining_time_in_millis(self) -> int:
+        self.looks -= 1
+        return 900_000 if self.looks >= 0 else 1_000
+
+
+def test_near_the_deadline_a_continuation_finishes_the_job_exactly(pipeline: Pipeline) -> None:
+    # Given a 30-prompt file whose first invocation reaches its deadline after 10 dispatches
     key = "inputs/late.jsonl"
-    pipeline.put(key, "\n".join(json.dumps({"prompt": f"late {i}"}) for i in range(4)))
+    prompts = [f"late {i}" for i in range(30)]
+    pipeline.put(key, "\n".join(json.dumps({"prompt": p}) for p in prompts) + "\n{broken\n")
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.stack.work_queue_url)  # the upload's own notification
     event = sample_event("sqs-s3-notification.json", pipeline.bucket)
     event["Records"][0]["body"] = event["Records"][0]["body"].replace("inputs%2Fsample+prompts.jsonl", key)
-    almost_out = LocalContext(deadline=time.monotonic() + 30)  # margin is 60 s
 
-    # When it runs, nothing is dispatched and the message is handed back for redelivery
-    response = pipeline.invoke(event, almost_out)
-    assert response == {"batchItemFailures": [{"itemIdentifier": event["Records"][0]["messageId"]}]}
-    assert pipeline.times_seen("late 0") == 0
+    # When it runs: it stops dispatching, lets in-flight calls finish and queues a continuation
+    assert pipeline.invoke(event, CountdownContext(looks=10)) == {"batchItemFailures": []}
+    sent_first = sum(pipeline.times_seen(p) for p in prompts)
+    assert sent_first == 10
+    assert pipeline.summary_missing(key)
 
-    # Then the redelivery (with time to spare) finishes the job
-    assert pipeline.invoke(event) == {"batchItemFailures": []}
-    assert [r["custom_id"] for r in pipeline.jsonl(key, ".out.jsonl")] == [f"line-{i}" for i in range(1, 5)]
+    # Then the continuation (from the work queue, through the handler) finishes the job
+    assert pipeline.drain() == 1
+    results = pipeline.jsonl(key, ".out.jsonl")
+    assert [r["custom_id"] for r in results] == [f"line-{i}" for i in range(1, 31)]
+    assert [e["custom_id"] for e in pipeline.jsonl(key, ".errors.jsonl")] == ["line-31"]
+    assert all(pipeline.times_seen(p) == 1 for p in prompts)  # nothing asked twice
+    assert pipeline.summary(key)["counts"] == {"total": 31, "succeeded": 30, "failed": 1}
 
 
 def test_a_bad_api_key_stops_the_job_instead_of_burning_through_the_file(pipeline: Pipeline) -> None:

@@ -25,8 +25,23 @@ def body(item: Request | LineError) -> dict[str, object]:
 
 
 async def test_split_lines_handles_crlf_and_chunk_boundaries() -> None:
-    lines = [line async for line in split_lines(chunks(b"a\r\nbb\n\nccc", size=2))]
-    assert lines == [b"a", b"bb", b"", b"ccc"]
+    lines = [line async for line in split_lines(chunks(b"a\r\nbb\n\nccc", size=2), start=10)]
+    assert lines == [(10, b"a"), (13, b"bb"), (16, b""), (17, b"ccc")]
+
+
+async def test_jsonl_can_start_mid_file_at_a_line_boundary() -> None:
+    data = b'{"prompt": "one"}\n{"prompt": "two"}\n\n{"prompt": "four"}\n'
+    start = data.index(b'{"prompt": "two"}')
+    items = [
+        item
+        async for item in parse_stream(
+            ".jsonl", chunks(data[start:]), key="k", default_model="m", start=start, first_line=2
+        )
+    ]
+    assert [(i.line, i.custom_id, i.offset) for i in items] == [
+        (2, "line-2", start),
+        (4, "line-4", data.index(b'{"prompt": "four"}')),
+    ]
 
 
 async def test_jsonl_short_form_and_batch_api_lines() -> None:

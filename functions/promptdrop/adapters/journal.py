@@ -9,6 +9,7 @@ refused by their condition are dropped, the rest written again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -168,6 +169,105 @@ class Journal:
             ExpressionAttributeValues=values,
         )
 
+    async def add_to_job(self, job_id: str, attrs: dict[str, Any], *, only_if_absent: str | None = None) -> bool:
+        """Set attributes on the job item; with ``only_if_absent``, only while that attribute is unset."""
+        names = {f"#a{i}": name for i, name in enumerate(attrs)}
+        values = {f":v{i}": _serializer.serialize(value) for i, value in enumerate(attrs.values())}
+        kwargs: dict[str, Any] = {}
+        if only_if_absent:
+            names["#c"] = only_if_absent
+            kwargs["ConditionExpression"] = "attribute_not_exists(#c)"
+        try:
+            await self._ddb.update_item(
+                TableName=self._table,
+                Key={"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}},
+                UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs))),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                **kwargs,
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    # -- units: a whole file, or one shard of it, run by one invocation at a time --------------
+
+    def _unit_key(self, job_id: str, unit: str) -> dict[str, Any]:
+        return {"pk": {"S": job_pk(job_id)}, "sk": {"S": f"UNIT#{unit}"}}
+
+    async def acquire_unit(self, job_id: str, unit: str, owner: str, *, now: float, lease_s: float) -> str:
+        """Take the unit's lease: "acquired", "busy" (another live run holds it) or "done"."""
+        try:
+            await self._ddb.update_item(
+                TableName=self._table,
+                Key=self._unit_key(job_id, unit),
+                UpdateExpression="SET #o = :me, lease_until = :until",
+                ConditionExpression="attribute_not_exists(done_at) AND "
+                "(attribute_not_exists(lease_until) OR lease_until < :now OR #o = :me)",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={
+                    ":me": {"S": owner},
+                    ":until": {"N": f"{now + lease_s:.3f}"},
+                    ":now": {"N": f"{now:.3f}"},
+                },
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            item = await self._ddb.get_item(
+                TableName=self._table, Key=self._unit_key(job_id, unit), ConsistentRead=True
+            )
+            return "done" if "done_at" in item.get("Item", {}) else "busy"
+        return "acquired"
+
+    async def renew_unit(self, job_id: str, unit: str, owner: str, *, until: float) -> None:
+        await self._ddb.update_item(
+            TableName=self._table,
+            Key=self._unit_key(job_id, unit),
+            UpdateExpression="SET lease_until = :until",
+            ConditionExpression="#o = :me",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues={":me": {"S": owner}, ":until": {"N": f"{until:.3f}"}},
+        )
+
+    async def release_unit(self, job_id: str, unit: str, owner: str) -> None:
+        """Give the lease up (a continuation or a redrive may take it at once)."""
+        # Refused when the lease had expired and another run holds it: nothing of ours to release.
+        with contextlib.suppress(self._ddb.exceptions.ConditionalCheckFailedException):
+            await self._ddb.update_item(
+                TableName=self._table,
+                Key=self._unit_key(job_id, unit),
+                UpdateExpression="REMOVE lease_until",
+                ConditionExpression="#o = :me",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":me": {"S": owner}},
+            )
+
+    async def complete_unit(self, job_id: str, unit: str, owner: str, now: str) -> None:
+        """Mark the unit done and count it on the job item — both or neither, and only once."""
+        # Cancelled when a duplicate run got there first: the unit was counted once already.
+        with contextlib.suppress(self._ddb.exceptions.TransactionCanceledException):
+            await self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": self._unit_key(job_id, unit),
+                            "UpdateExpression": "SET done_at = :now REMOVE lease_until",
+                            "ConditionExpression": "attribute_not_exists(done_at) AND #o = :me",
+                            "ExpressionAttributeNames": {"#o": "owner"},
+                            "ExpressionAttributeValues": {":now": {"S": now}, ":me": {"S": owner}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": {"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}},
+                            "UpdateExpression": "ADD units_done :one",
+                            "ExpressionAttributeValues": {":one": {"N": "1"}},
+                        }
+                    },
+                ]
+            )
+
     async def write_requests(self, job_id: str, records: Sequence[RequestRecord], now: str) -> int:
         """Write request items, never over a SUCCEEDED one. Returns how many were written."""
         pk = job_pk(job_id)
@@ -215,7 +315,17 @@ class Journal:
         """custom_ids that already have a final answer (success or failure): a rerun skips them."""
         return {item["custom_id"]["S"] async for item in self._query(job_id, projection="custom_id")}
 
-    async def _query(self, job_id: str, projection: str | None = None) -> AsyncIterator[dict[str, Any]]:
+    async def succeeded_ids(self, job_id: str) -> set[str]:
+        """custom_ids answered successfully (a redrive re-runs only the others)."""
+        return {
+            item["custom_id"]["S"]
+            async for item in self._query(job_id, projection="custom_id, #s", names={"#s": "status"})
+            if item["status"]["S"] == "SUCCEEDED"
+        }
+
+    async def _query(
+        self, job_id: str, projection: str | None = None, names: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :req)",
@@ -224,6 +334,8 @@ class Journal:
         }
         if projection:
             kwargs["ProjectionExpression"] = projection
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
         while True:
             page = await self._ddb.query(**kwargs)
             for item in page.get("Items", []):

@@ -38,9 +38,13 @@ class ObjectStore:
             raise
         return ObjectInfo(head["ETag"].strip('"'), head.get("VersionId"), head["ContentLength"])
 
-    async def stream(self, bucket: str, key: str, info: ObjectInfo) -> AsyncIterator[bytes]:
-        """The object's bytes in chunks, pinned to the version (or ETag) the job was made for."""
+    async def stream(
+        self, bucket: str, key: str, info: ObjectInfo, *, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """The object's bytes ``[start, end)`` in chunks, pinned to the version (or ETag) of the job."""
         extra: dict[str, Any] = {"VersionId": info.version_id} if info.version_id else {"IfMatch": f'"{info.etag}"'}
+        if start or end is not None:
+            extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         response = await self._s3.get_object(Bucket=bucket, Key=key, **extra)
         body = response["Body"]
         async with body:  # (entering yields the raw aiohttp response: keep the StreamingBody)

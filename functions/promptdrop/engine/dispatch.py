@@ -54,6 +54,7 @@ class DispatchReport:
     fatal: ErrorInfo | None = None
     not_started: int = 0  # requests taken from the input but never sent (fatal stop)
     last_line: int = 0  # the last input line handed to a worker
+    resume: Request | None = None  # on a deadline stop: the first request not dispatched
     latency_total_ms: int = 0  # of successful calls (running totals: memory stays flat)
     latency_max_ms: int = 0
 
@@ -107,7 +108,7 @@ class Dispatcher:
                     report.stopped = "fatal"
                     break
                 if should_stop():
-                    report.stopped = "deadline"
+                    report.stopped, report.resume = "deadline", request
                     break
                 await queue.put(request)
                 report.last_line = request.line
