@@ -40,6 +40,7 @@ import logging
 import re
 import secrets
 import string
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
@@ -50,7 +51,9 @@ from typing import Any, Final
 
 import boto3
 import yaml
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -109,13 +112,42 @@ class TemplateError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
+class _SerializedDynamoDB:
+    """WSGI middleware: one DynamoDB request at a time.
+
+    moto's DynamoDB backend is not thread-safe: under concurrent requests (parallel shards in the
+    tests) a transaction can fail half-way with "dictionary changed size during iteration" and
+    moto's rollback then restores a table snapshot that drops other requests' writes. Real
+    DynamoDB is linearizable per item; serializing its requests makes moto behave so. Other
+    services (SQS long polls above all) stay concurrent.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+            with self._lock:
+                return list(self._app(environ, start_response))
+        return self._app(environ, start_response)
+
+
+class _MotoServer(ThreadedMotoServer):
+    def _server_entry(self) -> None:
+        app = _SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 def start_moto(port: int = 0) -> tuple[ThreadedMotoServer, str]:
     """Start a moto server on 127.0.0.1 (``port=0``: a free port) and return it with its endpoint URL.
 
     Stop it with :func:`stop_moto`, which also closes its listening socket.
     """
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access-log line per AWS call
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = _MotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, bound_port = server.get_host_and_port()
     return server, f"http://{host}:{bound_port}"

@@ -37,9 +37,11 @@ logger = Logger(service="promptdrop", child=True)
 
 _FLUSH_RECORDS = 100  # one TransactWriteItems call
 _FLUSH_MESSAGES = 10  # one SendMessageBatch call
-# Answers wait at most this long in memory before they are journaled: after a crash, what is asked
-# again is what was in flight plus at most this window's answers (and at most _FLUSH_RECORDS).
-_FLUSH_INTERVAL_S = 0.2
+# Answers wait at most this long in memory before they are journaled, and the buffer is written as
+# soon as it holds as many answers as there are workers: after a crash, what is asked again is
+# what was in flight plus what was not yet journaled — at most 3 x the concurrency (in flight, in
+# the buffer, in the write under way), whatever the file's size.
+_FLUSH_INTERVAL_S = 0.1
 
 
 @dataclass(slots=True, frozen=True)
@@ -127,6 +129,7 @@ class _Recorder:
         self._records: list[RequestRecord] = []
         self._messages: list[dict[str, Any]] = []
         self._ticker: asyncio.Task[None] | None = None
+        self._flush_at = min(_FLUSH_RECORDS, runner.settings.max_concurrency)
 
     async def __aenter__(self) -> _Recorder:
         self._ticker = asyncio.create_task(self._tick())
@@ -192,7 +195,7 @@ class _Recorder:
         await self._maybe_flush()
 
     async def _maybe_flush(self) -> None:
-        if len(self._records) >= _FLUSH_RECORDS or len(self._messages) >= _FLUSH_MESSAGES * 5:
+        if len(self._records) >= self._flush_at or len(self._messages) >= _FLUSH_MESSAGES * 5:
             await self.flush()
 
     async def flush(self) -> None:

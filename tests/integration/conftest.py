@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
 import boto3
 import pytest
@@ -24,11 +29,19 @@ from infra.local_stack import LocalStack
 from infra.model_server import ModelServerConfig, RunningModelServer, prompt_hash, serve_in_thread
 
 API_KEY = "sk-local-test"
+ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="session")
 def model_server() -> Iterator[RunningModelServer]:
     with serve_in_thread(ModelServerConfig(require_api_key=API_KEY)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def slow_model_server() -> Iterator[RunningModelServer]:
+    """100 ms a call: long enough for runs to overlap, to be killed mid-way, to hit a deadline."""
+    with serve_in_thread(ModelServerConfig(require_api_key=API_KEY, latency_ms=100, jitter_ms=20)) as server:
         yield server
 
 
@@ -45,6 +58,75 @@ class Pipeline:
     s3: Any
     ddb: Any
     sqs: Any
+    env: dict[str, str]
+    monkeypatch: pytest.MonkeyPatch
+
+    def configure(self, **env: str) -> None:
+        """Change the function's environment (for this process and for spawned invocations)."""
+        for name, value in env.items():
+            self.monkeypatch.setenv(name, value)
+        self.env.update(env)
+        get_settings.cache_clear()
+
+    def spawn(self, event: dict[str, Any], *, timeout_s: float = 900) -> subprocess.Popen[str]:
+        """Invoke the handler in a new process: another Lambda container, running at the same time."""
+        env = {**os.environ, **self.env, "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infra.invoke", "--timeout-s", str(timeout_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        assert process.stdin is not None
+        process.stdin.write(json.dumps(event))
+        process.stdin.close()
+        return process
+
+    @staticmethod
+    def response(process: subprocess.Popen[str]) -> Any:
+        assert process.stdout is not None
+        out = process.stdout.read()
+        process.stdout.close()
+        assert process.wait(timeout=120) == 0, out
+        return json.loads(out.strip().splitlines()[-1])
+
+    def s3_event(self, key: str) -> dict[str, Any]:
+        """A direct S3 ObjectCreated event for ``key`` (URL-encoded, as S3 sends it)."""
+        return {
+            "Records": [
+                {
+                    "eventSource": "aws:s3",
+                    "eventName": "ObjectCreated:Put",
+                    "s3": {"bucket": {"name": self.bucket}, "object": {"key": quote_plus(key)}},
+                }
+            ]
+        }
+
+    def sqs_event(self, message: dict[str, Any]) -> dict[str, Any]:
+        """What Lambda's event-source mapping hands the handler for one received SQS message."""
+        with Poller.for_stack(self.stack) as poller:
+            return poller.build_event([message])
+
+    def receive_work(self, count: int) -> list[dict[str, Any]]:
+        """Take ``count`` messages off the work queue (deleted: the caller runs them)."""
+        got: list[dict[str, Any]] = []
+        while len(got) < count:
+            batch = self.sqs.receive_message(
+                QueueUrl=self.stack.work_queue_url,
+                MaxNumberOfMessages=min(10, count - len(got)),
+                AttributeNames=["All"],
+                WaitTimeSeconds=1,
+            ).get("Messages", [])
+            assert batch, f"expected {count} work messages, got {len(got)}"
+            for message in batch:
+                self.sqs.delete_message(QueueUrl=self.stack.work_queue_url, ReceiptHandle=message["ReceiptHandle"])
+            got += batch
+        return got
+
+    def prompts_seen(self) -> int:
+        return sum(self.server.stats()["prompts"].values())
 
     @property
     def bucket(self) -> str:
@@ -114,6 +196,19 @@ class Pipeline:
 def pipeline(
     local_stack: LocalStack, model_server: RunningModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Pipeline]:
+    yield from _pipeline(local_stack, model_server, monkeypatch)
+
+
+@pytest.fixture
+def slow_pipeline(
+    local_stack: LocalStack, slow_model_server: RunningModelServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
+    yield from _pipeline(local_stack, slow_model_server, monkeypatch)
+
+
+def _pipeline(
+    local_stack: LocalStack, model_server: RunningModelServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Pipeline]:
     env = local_stack.function_env(
         OPENAI_BASE_URL=model_server.base_url,
         PROMPTDROP_MAX_CONCURRENCY="8",
@@ -130,7 +225,9 @@ def pipeline(
     clients["secretsmanager"].put_secret_value(SecretId=local_stack.secret_arn, SecretString=API_KEY)
     get_settings.cache_clear()
     model_server.reset()
-    yield Pipeline(local_stack, model_server, clients["s3"], clients["dynamodb"], clients["sqs"])
+    yield Pipeline(
+        local_stack, model_server, clients["s3"], clients["dynamodb"], clients["sqs"], dict(env), monkeypatch
+    )
     get_settings.cache_clear()
     for client in clients.values():
         client.close()

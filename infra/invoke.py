@@ -1,0 +1,39 @@
+"""Invoke the real handler once, in this process, like one fresh Lambda container.
+
+``python -m infra.invoke < event.json`` reads an event from standard input, runs
+``promptdrop.handler.lambda_handler`` with a local context (``--timeout-s``, default 900) and prints
+the response as JSON. The environment must already hold the function's configuration (see
+``LocalStack.function_env``). Tests use it to run several "containers" at once, and to kill one
+mid-run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from infra.local_lambda import LocalContext
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.invoke", description="invoke the handler once")
+    parser.add_argument("--timeout-s", type=float, default=900.0, help="the invocation's time limit")
+    args = parser.parse_args(argv)
+    from promptdrop import runtime
+    from promptdrop.handler import lambda_handler
+
+    event = json.load(sys.stdin)
+    try:
+        response = lambda_handler(event, LocalContext(timeout_s=args.timeout_s))
+    finally:
+        runtime.shutdown()
+    print(json.dumps(response, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
