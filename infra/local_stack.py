@@ -42,6 +42,7 @@ import secrets
 import string
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -112,9 +113,13 @@ class TemplateError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 
-class _SerializedDynamoDB:
-    """WSGI middleware: one DynamoDB request at a time.
+class _LocalMiddleware:
+    """WSGI middleware of the local moto server: counts AWS calls, serializes DynamoDB.
 
+    ``GET /_local/calls`` answers the calls counted so far by service and operation (the
+    benchmark's "AWS calls per 1,000 prompts"); ``POST /_local/calls`` resets the count.
+
+    One DynamoDB request at a time:
     moto's DynamoDB backend is not thread-safe: under concurrent requests (parallel shards in the
     tests) a transaction can fail half-way with "dictionary changed size during iteration" and
     moto's rollback then restores a table snapshot that drops other requests' writes. Real
@@ -125,17 +130,33 @@ class _SerializedDynamoDB:
     def __init__(self, app: Any) -> None:
         self._app = app
         self._lock = threading.Lock()
+        self._calls: Counter[str] = Counter()
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+        if environ.get("PATH_INFO") == "/_local/calls":
+            if environ.get("REQUEST_METHOD") == "POST":
+                self._calls.clear()
+            start_response("200 OK", [("Content-Type", "application/json")])
+            return [json.dumps(dict(self._calls)).encode()]
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        self._calls[target.replace("_20120810", "") or _s3_operation(environ)] += 1
+        if target.startswith("DynamoDB"):
             with self._lock:
                 return list(self._app(environ, start_response))
         return self._app(environ, start_response)
 
 
+def _s3_operation(environ: dict[str, Any]) -> str:
+    method = environ.get("REQUEST_METHOD", "")
+    query = environ.get("QUERY_STRING", "")
+    if "uploadId" in query or "uploads" in query:
+        return f"S3.Multipart{method}"
+    return f"S3.{method}" if environ.get("HTTP_AUTHORIZATION", "").find("/s3/") >= 0 else f"other.{method}"
+
+
 class _MotoServer(ThreadedMotoServer):
     def _server_entry(self) -> None:
-        app = _SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
+        app = _LocalMiddleware(DomainDispatcherApplication(create_backend_app))
         self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()

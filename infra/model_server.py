@@ -131,6 +131,7 @@ class ModelServerConfig:
     jitter_ms: float = 0.0
     rpm: int | None = None
     tpm: int | None = None
+    burst_s: float = 60.0
     fail_500_rate: float = 0.0
     fail_429_rate: float = 0.0
     hang_rate: float = 0.0
@@ -186,13 +187,18 @@ def format_duration(seconds: float) -> str:
 
 
 class _Bucket:
-    """A token bucket refilled continuously: capacity = the per-minute limit, refill limit/60 per second."""
+    """A token bucket refilled continuously at limit/60 per second.
 
-    __slots__ = ("capacity", "level", "rate", "updated")
+    Its capacity is ``burst_s`` seconds' worth: 60 (the default) lets a whole minute's budget go at
+    once; 1 enforces the rate over one-second windows, as a strict provider does.
+    """
 
-    def __init__(self, limit: int) -> None:
-        self.capacity = float(limit)
+    __slots__ = ("capacity", "level", "limit", "rate", "updated")
+
+    def __init__(self, limit: int, burst_s: float = 60.0) -> None:
+        self.limit = limit
         self.rate = limit / 60.0
+        self.capacity = max(1.0, self.rate * burst_s)
         self.level = self.capacity
         self.updated = time.monotonic()
 
@@ -203,6 +209,7 @@ class _Bucket:
 
     def wait_for(self, need: float) -> float:
         """Seconds until ``need`` units are available (0 if they are now)."""
+        need = min(need, self.capacity)  # a request larger than a burst goes when the bucket is full
         return 0.0 if self.level >= need else (need - self.level) / self.rate
 
     def reset(self) -> None:
@@ -324,8 +331,8 @@ class _Handler:
         self.state = state
         self.closing = asyncio.Event()
         self.auth = f"Bearer {config.require_api_key}" if config.require_api_key is not None else None
-        self.rpm = _Bucket(config.rpm) if config.rpm else None
-        self.tpm = _Bucket(config.tpm) if config.tpm else None
+        self.rpm = _Bucket(config.rpm, config.burst_s) if config.rpm else None
+        self.tpm = _Bucket(config.tpm, config.burst_s) if config.tpm else None
         state.buckets = [b for b in (self.rpm, self.tpm) if b is not None]
         self.fault_rng = random.Random(config.seed)
         self.jitter_rng = random.Random(None if config.seed is None else config.seed + 1)
@@ -401,7 +408,7 @@ class _Handler:
         headers: dict[str, str] = {}
         for bucket, what in ((self.rpm, "requests"), (self.tpm, "tokens")):
             if bucket is not None:
-                headers[f"x-ratelimit-limit-{what}"] = str(int(bucket.capacity))
+                headers[f"x-ratelimit-limit-{what}"] = str(bucket.limit)
                 headers[f"x-ratelimit-remaining-{what}"] = str(max(0, int(bucket.level)))
                 headers[f"x-ratelimit-reset-{what}"] = format_duration((bucket.capacity - bucket.level) / bucket.rate)
         return headers
@@ -411,10 +418,10 @@ class _Handler:
         now = time.monotonic()
         for each in self.state.buckets:
             each.refill(now)
-        if self.tpm is not None and need_tokens > self.tpm.capacity:
+        if self.tpm is not None and need_tokens > self.tpm.limit:
             message = (
                 f"Request too large for {model} in organization {_ORG} on tokens per min (TPM): "
-                f"Limit {int(self.tpm.capacity)}, Requested {need_tokens}. The input or output tokens "
+                f"Limit {self.tpm.limit}, Requested {need_tokens}. The input or output tokens "
                 f"must be reduced in order to run successfully. {_RATE_LIMIT_DOCS}"
             )
             headers = self._rate_headers()
@@ -430,7 +437,7 @@ class _Handler:
             used = max(0, math.ceil(bucket.capacity - bucket.level))
             message = (
                 f"Rate limit reached for {model} in organization {_ORG} on {what} per min ({abbr}): "
-                f"Limit {int(bucket.capacity)}, Used {used}, Requested {need}. "
+                f"Limit {bucket.limit}, Used {used}, Requested {need}. "
                 f"Please try again in {format_duration(wait)}. {_RATE_LIMIT_DOCS}"
             )
             headers = self._rate_headers()
@@ -818,6 +825,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jitter-ms", type=float, default=d.jitter_ms, help="uniform +/- around --latency-ms")
     p.add_argument("--rpm", type=int, default=None, help="requests per minute (default: unlimited)")
     p.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: unlimited)")
+    p.add_argument(
+        "--burst-s", type=float, default=d.burst_s, help="bucket capacity in seconds of the limit (60: a whole minute)"
+    )
     p.add_argument("--fail-500-rate", type=float, default=d.fail_500_rate)
     p.add_argument("--fail-429-rate", type=float, default=d.fail_429_rate)
     p.add_argument("--hang-rate", type=float, default=d.hang_rate)
@@ -836,6 +846,7 @@ def config_from_args(args: argparse.Namespace) -> ModelServerConfig:
         jitter_ms=args.jitter_ms,
         rpm=args.rpm,
         tpm=args.tpm,
+        burst_s=args.burst_s,
         fail_500_rate=args.fail_500_rate,
         fail_429_rate=args.fail_429_rate,
         hang_rate=args.hang_rate,

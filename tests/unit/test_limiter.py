@@ -24,27 +24,38 @@ async def test_unlimited_admits_at_once_without_sleeping() -> None:
 
 
 async def test_requests_per_minute_paces_admissions() -> None:
-    # Given 600 requests/min (10/s) and one second's worth in the bucket at start
+    # Given 600 requests/min (10/s), starting empty
     clock = FakeClock()
     lim = limiter(clock, rpm=600)
     start = clock.now
     # When 40 requests are admitted
     for _ in range(40):
         await lim.acquire(1)
-    # Then the first 10 go at once and the other 30 take 3 seconds
-    assert clock.now - start == pytest.approx(3.0)
+    # Then they go at 10 a second: no burst the provider might not have refilled
+    assert clock.now - start == pytest.approx(4.0)
 
 
-async def test_tokens_per_minute_uses_the_estimate_then_the_real_usage() -> None:
+async def test_an_idle_limiter_saves_up_one_second_at_most() -> None:
+    clock = FakeClock()
+    lim = limiter(clock, rpm=600)
+    await lim.acquire(1)
+    clock.now += 3600  # an hour idle
+    start = clock.now
+    for _ in range(15):
+        await lim.acquire(1)
+    assert clock.now - start == pytest.approx(0.5)  # 10 at once (one second's worth), then 10/s
+
+
+async def test_tokens_per_minute_charges_the_estimate_and_any_excess_usage() -> None:
     clock = FakeClock()
     lim = limiter(clock, tpm=6000)  # 100 tokens/s, 100 in the bucket at start
-    await lim.acquire(100)
-    lim.settle(reserved=100, actual=40)  # the call used fewer tokens: 60 come back
+    await lim.acquire(50)
+    lim.settle(reserved=50, actual=20)  # shorter answer: the provider keeps the reservation, so do we
+    await lim.acquire(50)
+    lim.settle(reserved=50, actual=80)  # longer than estimated: the excess is charged
     start = clock.now
-    await lim.acquire(60)
-    assert clock.now == start
-    await lim.acquire(50)  # bucket empty: 0.5 s for 50 tokens
-    assert clock.now - start == pytest.approx(0.5)
+    await lim.acquire(10)  # 30 tokens owed + 10 wanted: 0.4 s at 100 tokens/s
+    assert clock.now - start == pytest.approx(0.4)
 
 
 async def test_a_request_larger_than_the_whole_minute_fails_instead_of_waiting_forever() -> None:

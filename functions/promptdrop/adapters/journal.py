@@ -1,16 +1,13 @@
 """The DynamoDB journal: one job item and one item per request (DESIGN.md, DynamoDB).
 
-Request items are written with a condition — never over a ``SUCCEEDED`` item — so a duplicate
-or racing run can neither double-count an answer nor replace it with a failure. Writes go in
-``TransactWriteItems`` batches of up to 100 (the only batched write that takes conditions); items
-refused by their condition are dropped, the rest written again.
+One item per ``custom_id``, so a duplicate or racing run cannot double-count an answer; a failure
+is written with a condition, so it can never replace an answer (see :meth:`Journal.write_requests`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,8 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["FINAL_JOB_STATES", "JobItem", "Journal", "RequestRecord"]
 
 FINAL_JOB_STATES = frozenset({"SUCCEEDED", "PARTIAL", "FAILED"})
-_TRANSACT_MAX_ITEMS = 100
-_TRANSACT_MAX_BYTES = 3_500_000  # under the 4 MB request limit, with room for the envelope
+_BATCH_WRITE_ITEMS = 25  # BatchWriteItem's limit (16 MB a call; items are under 400 KB)
 # An item is at most 400 KB; a response larger than this is stored in S3 and pointed to.
 ITEM_RESPONSE_MAX_BYTES = 300_000
 _serializer = TypeSerializer()
@@ -268,43 +264,42 @@ class Journal:
                 ]
             )
 
-    async def write_requests(self, job_id: str, records: Sequence[RequestRecord], now: str) -> int:
-        """Write request items, never over a SUCCEEDED one. Returns how many were written."""
-        pk = job_pk(job_id)
-        written = 0
-        for chunk in _chunks([r.to_item(pk, now) for r in records]):
-            written += await self._transact(chunk)
-        return written
+    async def write_requests(self, job_id: str, records: Sequence[RequestRecord], now: str) -> None:
+        """Journal finished requests; a failure never replaces a success.
 
-    async def _transact(self, items: list[dict[str, Any]]) -> int:
+        Successes go in ``BatchWriteItem`` calls of 25 (one item per ``custom_id``: a success may
+        replace a failure — a redrive — or an identical success, both harmless). Failures, the only
+        writes that could destroy an answer, are conditional puts: never over a SUCCEEDED item.
+        """
+        pk = job_pk(job_id)
+        successes = [r.to_item(pk, now) for r in records if r.status == "SUCCEEDED"]
+        failures = [r.to_item(pk, now) for r in records if r.status != "SUCCEEDED"]
+        for start in range(0, len(successes), _BATCH_WRITE_ITEMS):
+            await self._batch_write(successes[start : start + _BATCH_WRITE_ITEMS])
+        if failures:
+            await asyncio.gather(*(self._put_failure(item) for item in failures))
+
+    async def _batch_write(self, items: list[dict[str, Any]]) -> None:
+        pending: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in items]
         delay = 0.05
-        while items:
-            try:
-                await self._ddb.transact_write_items(
-                    TransactItems=[
-                        {
-                            "Put": {
-                                "TableName": self._table,
-                                "Item": item,
-                                "ConditionExpression": "attribute_not_exists(sk) OR #s <> :done",
-                                "ExpressionAttributeNames": {"#s": "status"},
-                                "ExpressionAttributeValues": {":done": {"S": "SUCCEEDED"}},
-                            }
-                        }
-                        for item in items
-                    ]
-                )
-                return len(items)
-            except self._ddb.exceptions.TransactionCanceledException as exc:
-                reasons = exc.response.get("CancellationReasons", [])
-                refused = {i for i, r in enumerate(reasons) if r.get("Code") == "ConditionalCheckFailed"}
-                if refused:
-                    items = [item for i, item in enumerate(items) if i not in refused]
-                    continue  # the rest was only cancelled along with them: write it again
-                # a conflict with a concurrent transaction on the same items: back off and retry
+        while pending:
+            response = await self._ddb.batch_write_item(RequestItems={self._table: pending})  # type: ignore[dict-item]
+            unprocessed: Any = response.get("UnprocessedItems", {})
+            pending = list(unprocessed.get(self._table, []))
+            if pending:  # throttled: back off, then write what is left
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        return 0
+
+    async def _put_failure(self, item: dict[str, Any]) -> None:
+        # Refused when the request already has an answer: keep the answer.
+        with contextlib.suppress(self._ddb.exceptions.ConditionalCheckFailedException):
+            await self._ddb.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(sk) OR #s <> :done",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":done": {"S": "SUCCEEDED"}},
+            )
 
     async def records(self, job_id: str) -> AsyncIterator[RequestRecord]:
         """Every request item of the job (strongly consistent; in key order, not input order)."""
@@ -343,19 +338,3 @@ class Journal:
             if "LastEvaluatedKey" not in page:
                 return
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-
-
-def _chunks(items: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    chunks: list[list[dict[str, Any]]] = []
-    current: list[dict[str, Any]] = []
-    size = 0
-    for item in items:
-        item_size = len(json.dumps(item))
-        if current and (len(current) >= _TRANSACT_MAX_ITEMS or size + item_size > _TRANSACT_MAX_BYTES):
-            chunks.append(current)
-            current, size = [], 0
-        current.append(item)
-        size += item_size
-    if current:
-        chunks.append(current)
-    return chunks
