@@ -79,8 +79,7 @@ async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Se
             unit = Unit(**dataclasses.asdict(item))
             results.append(await rt.runner.run_unit(unit, should_stop=should_stop))
         elif isinstance(item, RedriveWork):
-            redriven = await rt.runner.redrive([(item.job_id, item.bucket, item.key, item.line, item.request)])
-            results += [redriven] if redriven else []
+            results.append(await rt.runner.redrive(item))
     for result in results:
         logger.info("run done", extra={"job": {k: v for k, v in vars_of(result).items() if k != "outputs"}})
         _record_metrics(result)

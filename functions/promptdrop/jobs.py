@@ -27,6 +27,7 @@ from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectInfo, ObjectStore
 from .engine.dispatch import Dispatcher, DispatchReport, Outcome
 from .engine.errors import ErrorInfo
+from .events import RedriveWork
 from .formats import FileRejected, LineError, Parsed, Request, parse_stream, request_from_object, split_lines
 from .outputs import OrderedSpool, estimate_cost_usd, output_line
 from .settings import Settings
@@ -35,12 +36,12 @@ __all__ = ["FileRef", "JobResult", "JobRunner", "Unit", "make_job_id", "output_k
 
 logger = Logger(service="promptdrop", child=True)
 
-_FLUSH_RECORDS = 100  # one TransactWriteItems call
+_FLUSH_RECORDS = 25  # one BatchWriteItem call
 _FLUSH_MESSAGES = 10  # one SendMessageBatch call
-# Answers wait at most this long in memory before they are journaled, and the buffer is written as
-# soon as it holds as many answers as there are workers: after a crash, what is asked again is
-# what was in flight plus what was not yet journaled — at most 3 x the concurrency (in flight, in
-# the buffer, in the write under way), whatever the file's size.
+# A worker takes its next request only once its answer is journaled (group commit: answers are
+# written together, as soon as 25 — or every worker — are waiting, or after this long). So at any
+# moment at most ``max_concurrency`` requests have been sent without their answer on record: after
+# a crash, that is all the API is asked again, whatever the file's size.
 _FLUSH_INTERVAL_S = 0.1
 
 
@@ -128,6 +129,7 @@ class _Recorder:
         self._out_bucket = out_bucket
         self._records: list[RequestRecord] = []
         self._messages: list[dict[str, Any]] = []
+        self._written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._ticker: asyncio.Task[None] | None = None
         self._flush_at = min(_FLUSH_RECORDS, runner.settings.max_concurrency)
 
@@ -180,7 +182,11 @@ class _Recorder:
             record = _failure_record(request, outcome, error)
             self._records.append(record)
             self._messages.append(self._failure_message(record, request.batch_line()))
+        written = self._written
         await self._maybe_flush()
+        # Hold this worker (so its slot) until the answer is on record; shielded: one waiter
+        # cancelled must not cancel the write for the others.
+        await asyncio.shield(written)
 
     async def line_error(self, error: LineError, *, sk_suffix: str = "") -> None:
         info = {
@@ -202,11 +208,21 @@ class _Recorder:
         # Swap the buffers before awaiting: other workers keep appending meanwhile.
         records, self._records = self._records, []
         messages, self._messages = self._messages, []
-        # Journal first: a message in the DLQ always has its request item behind it.
-        if records:
-            await self._runner.journal.write_requests(self._job_id, records, _now())
-        if messages:
-            await self._runner.messages.send(self._runner.settings.dlq_url, messages)
+        written, self._written = self._written, asyncio.get_running_loop().create_future()
+        try:
+            # Journal first: a message in the DLQ always has its request item behind it.
+            if records:
+                await self._runner.journal.write_requests(self._job_id, records, _now())
+            if messages:
+                await self._runner.messages.send(self._runner.settings.dlq_url, messages)
+        except asyncio.CancelledError:
+            written.cancel()
+            raise
+        except Exception as exc:
+            written.set_exception(exc)
+            written.exception()  # marked retrieved: the waiters and this caller all raise it
+            raise
+        written.set_result(None)
 
 
 def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
@@ -356,11 +372,9 @@ class JobRunner:
         await self.journal.complete_unit(unit.job_id, unit.unit, owner, _now())
         return await self._finish_if_complete(unit.job_id, ref, report)
 
-    async def redrive(self, failures: list[tuple[str, str, str, int, dict[str, Any] | None]]) -> JobResult | None:
-        """Run failed requests again (job_id, bucket, key, line, Batch API line) and merge them in."""
-        if not failures:
-            return None
-        job_id, bucket, key = failures[0][0], failures[0][1], failures[0][2]
+    async def redrive(self, failure: RedriveWork) -> JobResult:
+        """Run a failed request again and merge it into its job's outputs."""
+        job_id, bucket, key = failure.job_id, failure.bucket, failure.key
         ref = FileRef(bucket, key)
         job = await self.journal.get_job(job_id)
         if job is None:
@@ -368,17 +382,17 @@ class JobRunner:
             return JobResult(job_id, bucket, key, "SKIPPED", reason="unknown job")
         done = await self.journal.succeeded_ids(job_id)
         requests: list[Request] = []
-        for _, _, _, line, batch_line in failures:
-            if batch_line is None:
-                continue  # a line that never parsed: only a corrected upload can fix it
+        batch_line = failure.request
+        # A line that never parsed has no request to send: only a corrected upload can fix it.
+        if batch_line is not None and failure.custom_id not in done:
             item = request_from_object(
                 batch_line,
-                line=line,
-                default_id=str(batch_line.get("custom_id")),
+                line=failure.line,
+                default_id=failure.custom_id,
                 default_model=self.settings.model,
                 text_len=len(json.dumps(batch_line)),
             )
-            if isinstance(item, Request) and item.custom_id not in done:
+            if isinstance(item, Request):
                 requests.append(item)
         info = ObjectInfo(str(job.attrs.get("etag", "")), job.attrs.get("version_id"), 0)
 

@@ -45,7 +45,6 @@ class Settings(BaseSettings):
     lease_s: float = Field(
         default=120.0, gt=0, description="How long a crashed run keeps others off its file (renewed while alive)."
     )
-    log_prompts: bool = Field(default=False, description="Log prompt contents (off: they may be private).")
 
     @field_validator("output_bucket", "work_queue_url", "openai_secret_arn", "rpm", "tpm", mode="before")
     @classmethod

@@ -104,7 +104,7 @@ def test_a_killed_container_is_finished_by_the_redelivery_with_few_extra_calls(s
     assert [r["custom_id"] for r in results] == [f"line-{i}" for i in range(1, 201)]
     extra_calls = p.prompts_seen() - 200
     print(f"extra API calls after SIGKILL: {extra_calls} (concurrency 8)")
-    assert 0 <= extra_calls <= 3 * 8  # in flight + in the journal buffer + in the write under way
+    assert 0 <= extra_calls <= 8  # a worker takes its next prompt only once its answer is journaled
 
 
 def test_failures_redriven_after_the_fault_is_gone_flip_the_job_to_succeeded(pipeline: Pipeline) -> None:

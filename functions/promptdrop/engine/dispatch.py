@@ -98,7 +98,11 @@ class Dispatcher:
         *,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> DispatchReport:
-        """Dispatch every request (until ``should_stop()`` or a fatal error); outcomes go to ``on_outcome``."""
+        """Dispatch every request (until ``should_stop()`` or a fatal error); outcomes go to ``on_outcome``.
+
+        A worker awaits ``on_outcome`` before it takes its next request, so a caller that returns
+        only once the outcome is durable bounds what a crash can lose to ``max_concurrency``.
+        """
         report = DispatchReport()
         queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self._concurrency)
         workers = [asyncio.create_task(self._worker(queue, on_outcome, report)) for _ in range(self._concurrency)]
