@@ -77,7 +77,8 @@ class JobResult:
     bucket: str
     key: str
     # SUCCEEDED / PARTIAL / FAILED: final. SKIPPED: nothing to do. SHARDED: shards queued.
-    # CONTINUED: a continuation is queued. BUSY / UNFINISHED: deliver the message again later.
+    # CONTINUED: a continuation is queued. SHARD_DONE: other shards still run. HANDED_OFF: another
+    # run is writing the outputs and will include this one. BUSY / UNFINISHED: deliver it again later.
     status: str
     reason: str | None = None
     total: int = 0
@@ -494,6 +495,43 @@ class JobRunner:
 
     async def _finalize(
         self, job_id: str, ref: FileRef, report: DispatchReport | None, job: JobItem | None = None
+    ) -> JobResult:
+        """Rewrite the job's outputs until they hold every change to its journal.
+
+        Runs that finish at once (concurrent redrives, a shard and a redrive) must not leave outputs
+        built from an older journal behind. Each run counts a change on the job item, then tries
+        the finalizer lease: the holder rewrites the outputs and gives the lease up only if the
+        count has not moved since it began — otherwise it rewrites them again. A run that finds
+        the lease held leaves its change to the holder (which started before it, so will loop).
+        """
+        await self.journal.note_change(job_id)
+        owner = uuid.uuid4().hex
+        lease_s = self.settings.lease_s
+        seen = await self.journal.take_finalizer(job_id, owner, now=self._clock(), lease_s=lease_s)
+        if seen is None:
+            logger.info("another run is writing this job's outputs; it will include ours", extra={"job_id": job_id})
+            return _result(job_id, ref, "HANDED_OFF", report, reason="another run is writing the outputs")
+
+        async def heartbeat() -> None:
+            while True:
+                await asyncio.sleep(lease_s / 3)
+                await self.journal.renew_finalizer(job_id, owner, until=self._clock() + lease_s)
+
+        renewing = asyncio.create_task(heartbeat())
+        try:
+            while True:
+                result = await self._write_outputs(job_id, ref, report, job)
+                changed = await self.journal.release_finalizer(job_id, owner, seen)
+                if changed is None:
+                    return result
+                seen = changed
+        finally:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+
+    async def _write_outputs(
+        self, job_id: str, ref: FileRef, report: DispatchReport | None, job: JobItem | None
     ) -> JobResult:
         """Rebuild every output file from the journal and close the job item."""
         out_bucket = self._out_bucket(ref)

@@ -132,6 +132,34 @@ def test_failures_redriven_after_the_fault_is_gone_flip_the_job_to_succeeded(pip
     assert p.dlq() == []
 
 
+def test_failures_redriven_to_parallel_containers_all_land_in_the_outputs(pipeline: Pipeline) -> None:
+    # Given a job of 300 prompts where 8 failed (3 failures each, 3 attempts allowed)
+    p = pipeline
+    p.configure(PROMPTDROP_MAX_ATTEMPTS="3", PROMPTDROP_MAX_CONCURRENCY="64")
+    key = "inputs/many-redrives.jsonl"
+    flaky = {i * 37 for i in range(8)}
+    prompts = [f"flaky {i} [[fail:503x3]]" if i in flaky else f"steady {i}" for i in range(300)]
+    p.put(key, jsonl(prompts))
+    p.drain()
+    assert p.summary(key)["counts"] == {"total": 300, "succeeded": 292, "failed": 8}
+
+    # When the 8 failures are redriven and each runs in its own container at the same time
+    assert redrive(p.sqs, dlq_url=p.stack.dlq_url, work_queue_url=p.stack.work_queue_url) == {"prompt_failure": 8}
+    runs = [p.spawn(p.sqs_event(message)) for message in p.receive_work(8)]
+    assert all(p.response(run) == {"batchItemFailures": []} for run in runs)
+
+    # Then the outputs hold every answer — none lost to a rewrite from an older journal (the
+    # finalizer lease, tests/integration/test_journal.py) — once each
+    assert [r["custom_id"] for r in p.jsonl(key, ".out.jsonl")] == [f"line-{i}" for i in range(1, 301)]
+    assert p.jsonl(key, ".errors.jsonl") == []
+    summary = p.summary(key)
+    assert (summary["status"], summary["counts"]) == ("SUCCEEDED", {"total": 300, "succeeded": 300, "failed": 0})
+    job = p.items(summary["job_id"])["JOB"]
+    assert (job["status"], job["succeeded"], job["failed"]) == ("SUCCEEDED", 300, 0)
+    assert "fin_owner" not in job  # the finalizer lease was given up
+    assert all(p.times_seen(prompts[i]) == 4 for i in flaky)
+
+
 def test_a_job_stopped_by_a_bad_key_finishes_when_redriven_after_the_key_is_fixed(pipeline: Pipeline) -> None:
     p = pipeline
     p.stack_secret("sk-wrong")

@@ -186,6 +186,72 @@ class Journal:
             return False
         return True
 
+    # -- the finalizer: one run at a time rewrites a job's outputs, until they hold every change --
+
+    def _job_key(self, job_id: str) -> dict[str, Any]:
+        return {"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}}
+
+    async def note_change(self, job_id: str) -> None:
+        """Count a change to the journal that the outputs must come to hold (a redrive's answers)."""
+        await self._ddb.update_item(
+            TableName=self._table,
+            Key=self._job_key(job_id),
+            UpdateExpression="ADD changes :one",
+            ExpressionAttributeValues={":one": {"N": "1"}},
+        )
+
+    async def take_finalizer(self, job_id: str, owner: str, *, now: float, lease_s: float) -> int | None:
+        """Take the job's finalizer lease; the change count it starts from, or None when another run holds it."""
+        try:
+            response = await self._ddb.update_item(
+                TableName=self._table,
+                Key=self._job_key(job_id),
+                UpdateExpression="SET fin_owner = :me, fin_until = :until",
+                ConditionExpression="attribute_not_exists(fin_until) OR fin_until < :now OR fin_owner = :me",
+                ExpressionAttributeValues={
+                    ":me": {"S": owner},
+                    ":until": {"N": f"{now + lease_s:.3f}"},
+                    ":now": {"N": f"{now:.3f}"},
+                },
+                ReturnValues="ALL_NEW",
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return None
+        return int(response["Attributes"].get("changes", {}).get("N", "0"))
+
+    async def renew_finalizer(self, job_id: str, owner: str, *, until: float) -> None:
+        await self._ddb.update_item(
+            TableName=self._table,
+            Key=self._job_key(job_id),
+            UpdateExpression="SET fin_until = :until",
+            ConditionExpression="fin_owner = :me",
+            ExpressionAttributeValues={":me": {"S": owner}, ":until": {"N": f"{until:.3f}"}},
+        )
+
+    async def release_finalizer(self, job_id: str, owner: str, seen: int) -> int | None:
+        """Give the lease up if nothing changed since ``seen``: None when released, else the new count.
+
+        Also None when the lease was lost (it expired and another run took it): that run finishes.
+        """
+        unchanged = "changes = :seen" if seen else "attribute_not_exists(changes)"
+        values: dict[str, Any] = {":me": {"S": owner}}
+        if seen:
+            values[":seen"] = {"N": str(seen)}
+        try:
+            await self._ddb.update_item(
+                TableName=self._table,
+                Key=self._job_key(job_id),
+                UpdateExpression="REMOVE fin_owner, fin_until",
+                ConditionExpression=f"fin_owner = :me AND {unchanged}",
+                ExpressionAttributeValues=values,
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            job = await self.get_job(job_id)
+            if job is None or job.attrs.get("fin_owner") != owner:
+                return None
+            return int(job.attrs.get("changes") or 0)
+        return None
+
     # -- units: a whole file, or one shard of it, run by one invocation at a time --------------
 
     def _unit_key(self, job_id: str, unit: str) -> dict[str, Any]:
