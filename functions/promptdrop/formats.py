@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import string
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, Literal
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 __all__ = [
+    "CSV_TEMPLATE_METADATA",
     "SUFFIXES",
     "FileRejected",
     "LineError",
@@ -32,6 +34,9 @@ __all__ = [
 
 CHAT_PATH = "/v1/chat/completions"
 SUFFIXES = (".jsonl", ".json", ".txt", ".csv")
+# The job header a .csv's prompt template comes in: the object's user metadata
+# (``x-amz-meta-promptdrop-template``, e.g. ``aws s3 cp --metadata promptdrop-template=...``).
+CSV_TEMPLATE_METADATA = "promptdrop-template"
 _MAX_ERROR_SNIPPET = 200
 # Completion tokens assumed for the tokens/min estimate when a request sets no max_tokens; the
 # real usage corrects the estimate after the call.
@@ -229,20 +234,69 @@ def _parse_json(text: str, default_model: str) -> Iterator[Parsed]:
         yield request_from_object(item, line=i, default_id=f"item-{i}", default_model=default_model, text_len=text_len)
 
 
-def _parse_csv(text: str, default_model: str) -> Iterator[Parsed]:
+def _compile_template(template: str, columns: list[str]) -> list[tuple[str, str | None]]:
+    """A prompt template's (literal text, column name) parts; ``{column}`` only, ``{{``/``}}`` for braces."""
+    try:
+        parts = [
+            (literal, name, spec, conversion) for literal, name, spec, conversion in string.Formatter().parse(template)
+        ]
+    except ValueError as exc:
+        raise FileRejected("invalid_template", f"the prompt template is not valid: {exc}") from None
+    compiled: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parts:
+        if name is not None and (spec or conversion or name not in columns):
+            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            why = "takes a column name alone" if name in columns else f"names no column of the .csv ({columns})"
+            raise FileRejected("invalid_template", f"the prompt template's {field} {why}")
+        compiled.append((literal, name))
+    if not any(name for _, name in compiled):
+        raise FileRejected("invalid_template", "the prompt template uses no column: every row would ask the same")
+    return compiled
+
+
+def _csv_value(column: str, cell: str) -> Any:
+    """A parameter cell as JSON when it is JSON (``0.2``, ``true``, ``{"type": "json_object"}``), else text."""
+    if column in ("custom_id", "model", "system"):
+        return cell
+    try:
+        return json.loads(cell)
+    except ValueError:
+        return cell
+
+
+def _parse_csv(text: str, default_model: str, template: str | None = None) -> Iterator[Parsed]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    if not reader.fieldnames or "prompt" not in reader.fieldnames:
-        raise FileRejected("invalid_csv", f'a .csv needs a "prompt" column; found {reader.fieldnames or []}')
+    columns = [c for c in reader.fieldnames or [] if c]
+    parts = _compile_template(template, columns) if template is not None else None
+    used = {name for _, name in parts or () if name}
+    if parts is None and "prompt" not in columns:
+        raise FileRejected(
+            "invalid_csv",
+            f'a .csv needs a "prompt" column, or a prompt template in its {CSV_TEMPLATE_METADATA} metadata; '
+            f"found {columns}",
+        )
     for row_number, row in enumerate(reader, start=2):  # the header is line 1
-        prompt = row.get("prompt")
         default_id = f"line-{row_number}"
-        if not prompt or not prompt.strip():
-            if any(v for v in row.values() if v):
-                yield LineError(row_number, row.get("custom_id") or default_id, 'empty "prompt" cell')
+        if not any(v for k, v in row.items() if k):
+            continue  # a blank row
+        custom_id = row.get("custom_id") or default_id
+        if parts is not None:
+            if not any(row.get(name) for name in used):
+                yield LineError(row_number, custom_id, f"the template's columns {sorted(used)} are all empty")
+                continue
+            prompt = "".join(literal + (row.get(name) or "" if name else "") for literal, name in parts)
+        else:
+            prompt = row.get("prompt") or ""
+        if not prompt.strip():
+            yield LineError(row_number, custom_id, "empty prompt")
             continue
-        obj: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
+        fields = {k: _csv_value(k, v) for k, v in row.items() if k and v and k not in used and k != "prompt"}
         yield request_from_object(
-            obj, line=row_number, default_id=default_id, default_model=default_model, text_len=len(prompt)
+            {**fields, "prompt": prompt},
+            line=row_number,
+            default_id=default_id,
+            default_model=default_model,
+            text_len=len(prompt),
         )
 
 
@@ -254,12 +308,14 @@ async def parse_stream(
     default_model: str,
     start: int = 0,
     first_line: int = 1,
+    template: str | None = None,
 ) -> AsyncGenerator[Parsed]:
     """Turn an input file's byte chunks into requests and line errors, in input order.
 
     Raises :class:`FileRejected` for problems that doom the whole file. Only ``.jsonl`` is parsed
     incrementally — and can start mid-file: ``chunks`` then begin at byte ``start``, which is the
     start of line ``first_line`` — the other formats are one prompt (``.txt``) or small documents.
+    ``template`` is a ``.csv``'s prompt template (its job header), when it has one.
     """
     suffix = suffix.lower()
     produced = False
@@ -277,7 +333,8 @@ async def parse_stream(
     elif suffix in (".json", ".csv"):
         text = _decode_whole(await _read_all(chunks))
         if text.strip():
-            for item in (_parse_json if suffix == ".json" else _parse_csv)(text, default_model):
+            rows = _parse_json(text, default_model) if suffix == ".json" else _parse_csv(text, default_model, template)
+            for item in rows:
                 produced = True
                 yield item
     else:

@@ -28,7 +28,16 @@ from .adapters.s3 import ObjectInfo, ObjectStore
 from .engine.dispatch import Dispatcher, DispatchReport, Outcome
 from .engine.errors import ErrorInfo
 from .events import RedriveWork
-from .formats import FileRejected, LineError, Parsed, Request, parse_stream, request_from_object, split_lines
+from .formats import (
+    CSV_TEMPLATE_METADATA,
+    FileRejected,
+    LineError,
+    Parsed,
+    Request,
+    parse_stream,
+    request_from_object,
+    split_lines,
+)
 from .outputs import OrderedSpool, estimate_cost_usd, output_line
 from .settings import Settings
 
@@ -422,14 +431,19 @@ class JobRunner:
         info = ObjectInfo(unit.etag, unit.version_id, 0)
         # A first run of a new job has nothing to skip; any other run asks the journal once.
         done = set() if fresh else await self.journal.final_ids(unit.job_id)
+        suffix = _suffix(unit.key)
+        template = None
+        if suffix == ".csv":
+            template = (await self.store.metadata(unit.bucket, unit.key, info)).get(CSV_TEMPLATE_METADATA)
         chunks = self.store.stream(unit.bucket, unit.key, info, start=unit.start, end=unit.end)
         parsed: AsyncGenerator[Parsed] = parse_stream(
-            _suffix(unit.key),
+            suffix,
             chunks,
             key=unit.key,
             default_model=self.settings.model,
             start=unit.start,
             first_line=unit.first_line,
+            template=template,
         )
         async with _Recorder(self, unit.job_id, ref, info, self._out_bucket(ref)) as recorder:
 

@@ -84,6 +84,30 @@ def test_near_the_deadline_a_continuation_finishes_the_job_exactly(pipeline: Pip
     assert pipeline.summary(key)["counts"] == {"total": 31, "succeeded": 30, "failed": 1}
 
 
+def test_a_continuation_of_a_replaced_file_fails_its_job_and_the_new_upload_runs(pipeline: Pipeline) -> None:
+    # Given a job stopped by its deadline, with a continuation queued
+    key = "inputs/replaced.jsonl"
+    pipeline.put(key, "\n".join(json.dumps({"prompt": f"old {i}"}) for i in range(20)))
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.stack.work_queue_url)
+    event = sample_event("sqs-s3-notification.json", pipeline.bucket)
+    event["Records"][0]["body"] = event["Records"][0]["body"].replace("inputs%2Fsample+prompts.jsonl", key)
+    assert pipeline.invoke(event, CountdownContext(looks=5)) == {"batchItemFailures": []}
+
+    # When the file is replaced before the continuation runs (its notification queued behind it)
+    pipeline.put(key, "\n".join(json.dumps({"prompt": f"new {i}"}) for i in range(3)))
+    pipeline.drain()
+
+    # Then the old job fails with the reason — no retry loop, no mix of old and new lines — and the
+    # new upload is a job of its own whose outputs hold the new lines only
+    (failure,) = [m for m in pipeline.dlq() if m["kind"] == "file_failure"]
+    assert failure["error"]["code"] == "object_changed"
+    assert all(pipeline.times_seen(f"old {i}") == 0 for i in range(5, 20))
+    assert [r["custom_id"] for r in pipeline.jsonl(key, ".out.jsonl")] == ["line-1", "line-2", "line-3"]
+    summary = pipeline.summary(key)
+    assert (summary["status"], summary["counts"]["total"]) == ("SUCCEEDED", 3)
+    assert summary["job_id"] != failure["job_id"]
+
+
 def test_a_bad_api_key_stops_the_job_instead_of_burning_through_the_file(pipeline: Pipeline) -> None:
     # Given a wrong key in the secret
     pipeline.stack_secret("sk-wrong")

@@ -124,6 +124,30 @@ def test_json_and_csv_inputs(pipeline: Pipeline) -> None:
     ]
 
 
+def test_a_csv_with_a_prompt_template_in_its_metadata(pipeline: Pipeline) -> None:
+    # Given a .csv of data rows, uploaded with its prompt template as the job header
+    p = pipeline
+    rows = 'id,city,max_tokens\nc1,"Paris, France",5\nc2,Oslo,\nc3,,\n'.replace("id,", "custom_id,", 1)
+    template = "Name one museum in {city}."
+    p.s3.put_object(
+        Bucket=p.bucket, Key="inputs/cities.csv", Body=rows.encode(), Metadata={"promptdrop-template": template}
+    )
+
+    p.drain()
+
+    # Then each row was asked with the template filled in; the empty row failed alone, with its line
+    choices = {r["custom_id"]: r["response"]["body"]["choices"][0] for r in p.jsonl("inputs/cities.csv", ".out.jsonl")}
+    assert choices["c2"]["message"]["content"] == "Echo: Name one museum in Oslo."
+    # c1's max_tokens cell went as the number 5: its answer was cut short
+    assert "Echo: Name one museum in Paris, France.".startswith(choices["c1"]["message"]["content"])
+    assert choices["c1"]["finish_reason"] == "length"
+    assert p.times_seen("Name one museum in Paris, France.") == 1
+    (error,) = p.jsonl("inputs/cities.csv", ".errors.jsonl")
+    assert (error["custom_id"], error["error"]["code"]) == ("c3", "invalid_line")
+    assert "['city'] are all empty" in error["error"]["message"]
+    assert p.summary("inputs/cities.csv")["counts"] == {"total": 3, "succeeded": 2, "failed": 1}
+
+
 def test_the_same_upload_delivered_twice_is_answered_once(pipeline: Pipeline) -> None:
     key = "inputs/twice.jsonl"
     pipeline.put(key, "\n".join(json.dumps({"prompt": f"q{i}"}) for i in range(5)))

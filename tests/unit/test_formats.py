@@ -14,8 +14,11 @@ async def chunks(data: bytes, size: int = 7) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
-async def parse(suffix: str, data: bytes, key: str = "inputs/f") -> list[Request | LineError]:
-    return [item async for item in parse_stream(suffix, chunks(data), key=key + suffix, default_model="m-default")]
+async def parse(
+    suffix: str, data: bytes, key: str = "inputs/f", template: str | None = None
+) -> list[Request | LineError]:
+    stream = parse_stream(suffix, chunks(data), key=key + suffix, default_model="m-default", template=template)
+    return [item async for item in stream]
 
 
 def body(item: Request | LineError) -> dict[str, object]:
@@ -110,6 +113,50 @@ async def test_csv_prompt_column_with_optional_fields() -> None:
     items = await parse(".csv", data)
     assert [(i.line, i.custom_id) for i in items] == [(2, "r1"), (3, "line-3")]
     assert body(items[1])["model"] == "gpt-x"
+
+
+async def test_csv_prompt_template_from_the_job_header_fills_each_row() -> None:
+    data = b'custom_id,lang,text,temperature\nr1,French,"good morning, all",0.2\nr2,German,,\n,,,\nr4,,,\n'
+    items = await parse(".csv", data, template="Translate into {lang}: {text} {{verbatim}}")
+    assert [(i.line, i.custom_id) for i in items] == [(2, "r1"), (3, "r2"), (5, "r4")]
+    first = body(items[0])
+    # the columns the template used are not sent as parameters; the others are
+    assert first["messages"] == [{"role": "user", "content": "Translate into French: good morning, all {verbatim}"}]
+    assert first["temperature"] == 0.2
+    assert not {"lang", "text"} & first.keys()
+    assert body(items[1])["messages"] == [{"role": "user", "content": "Translate into German:  {verbatim}"}]
+    # the blank row (line 4) is skipped; a row with every template column empty fails alone
+    assert isinstance(items[2], LineError)
+    assert items[2].message == "the template's columns ['lang', 'text'] are all empty"
+
+
+async def test_csv_parameter_cells_are_sent_as_json_values() -> None:
+    header = b"custom_id,prompt,temperature,max_tokens,response_format,stop,seed\n"
+    data = header + b'007,hi,0.2,5,"{""type"": ""json_object""}",END,\n'
+    (item,) = await parse(".csv", data)
+    assert item.custom_id == "007"
+    sent = body(item)
+    assert (sent["temperature"], sent["max_tokens"], sent["stop"]) == (0.2, 5, "END")
+    assert sent["response_format"] == {"type": "json_object"}
+    assert "seed" not in sent
+
+
+@pytest.mark.parametrize(
+    ("template", "message"),
+    [
+        ("Say {word!r}", "{word!r} takes a column name alone"),
+        ("Say {word:>9}", "{word:>9} takes a column name alone"),
+        ("Say {wrod}", "{wrod} names no column of the .csv (['word'])"),
+        ("Say {word.upper}", "{word.upper} names no column"),
+        ("Say hello", "uses no column"),
+        ("Say {word", "not valid"),
+    ],
+)
+async def test_a_bad_csv_template_fails_the_file_with_the_reason(template: str, message: str) -> None:
+    with pytest.raises(FileRejected) as info:
+        await parse(".csv", b"word\nhi\n", template=template)
+    assert info.value.code == "invalid_template"
+    assert message in info.value.message
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from boto3.s3.transfer import TransferConfig
 
+from ..formats import FileRejected
+
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
@@ -50,14 +52,25 @@ class ObjectStore:
         self, bucket: str, key: str, info: ObjectInfo, *, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
         """The object's bytes ``[start, end)`` in chunks, pinned to the version (or ETag) of the job."""
-        extra: dict[str, Any] = {"VersionId": info.version_id} if info.version_id else {"IfMatch": f'"{info.etag}"'}
+        extra = _pinned(info)
         if start or end is not None:
             extra["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        response = await self._s3.get_object(Bucket=bucket, Key=key, **extra)
+        try:
+            response = await self._s3.get_object(Bucket=bucket, Key=key, **extra)
+        except self._s3.exceptions.ClientError as exc:
+            raise _replaced(exc, key) from None
         body = response["Body"]
         async with body:  # (entering yields the raw aiohttp response: keep the StreamingBody)
             while chunk := await body.read(_CHUNK):
                 yield chunk
+
+    async def metadata(self, bucket: str, key: str, info: ObjectInfo) -> dict[str, str]:
+        """The user metadata (``x-amz-meta-*``, names in lower case) of the job's version of the object."""
+        try:
+            head = await self._s3.head_object(Bucket=bucket, Key=key, **_pinned(info))
+        except self._s3.exceptions.ClientError as exc:
+            raise _replaced(exc, key) from None
+        return dict(head.get("Metadata", {}))
 
     async def put_bytes(self, bucket: str, key: str, data: bytes, content_type: str) -> None:
         await self._s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType=content_type)
@@ -76,3 +89,19 @@ class ObjectStore:
         body = response["Body"]
         async with body:
             return json.loads(await body.read())
+
+
+def _pinned(info: ObjectInfo) -> dict[str, Any]:
+    """Read the version the job is about — never a newer upload under the same key."""
+    return {"VersionId": info.version_id} if info.version_id else {"IfMatch": f'"{info.etag}"'}
+
+
+def _replaced(exc: Exception, key: str) -> Exception:
+    """A read of the job's version that found it gone: the file fails with a reason, not a retry loop."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    if code in ("412", "PreconditionFailed", "404", "NoSuchKey", "NoSuchVersion", "NotFound"):
+        return FileRejected(
+            "object_changed",
+            f"{key} was replaced or deleted before this job could read it; a new upload is a job of its own",
+        )
+    return exc
