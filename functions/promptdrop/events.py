@@ -112,7 +112,7 @@ class Skip:
 
 @dataclass(slots=True, frozen=True)
 class UnitWork:
-    """Run (the rest of) one unit of a job: a shard, or a continuation."""
+    """A part of a job one invocation runs — the whole file ("all") or a shard: line-aligned bytes."""
 
     job_id: str
     bucket: str
@@ -120,9 +120,14 @@ class UnitWork:
     etag: str
     version_id: str | None
     unit: str
-    start: int
-    end: int | None
-    first_line: int
+    start: int = 0
+    end: int | None = None  # exclusive; None = to the end of the object
+    first_line: int = 1
+
+    def message(self, **changes: Any) -> dict[str, Any]:
+        """The work-queue message that runs (the rest of) this unit: a shard, or a continuation."""
+        fields = {name: getattr(self, name) for name in self.__slots__} | changes
+        return {"kind": "unit", **fields}
 
 
 WorkItem = FileWork | RedriveWork | UnitWork | Skip
@@ -156,7 +161,9 @@ def parse_body(body: Any) -> list[WorkItem]:
             event = _EventBridgeEvent.model_validate(body)
             if event.detail_type != "Object Created":
                 return [Skip(f"ignoring EventBridge {event.detail_type}")]
-            return [FileWork(event.detail.bucket.name, unquote_plus(event.detail.object.key))]
+            # EventBridge carries the key as is (S3 notifications URL-encode it): decoding would
+            # turn a literal "+" into a space and break "%" in keys.
+            return [FileWork(event.detail.bucket.name, event.detail.object.key)]
         kind = body.get("kind")
         if kind == "prompt_failure":
             failure = _PromptFailure.model_validate(body)

@@ -27,7 +27,7 @@ from .events import (
     parse_event,
     parse_message,
 )
-from .jobs import FileRef, JobResult, Unit
+from .jobs import FileRef, JobResult
 from .settings import Settings, get_settings
 
 __all__ = ["lambda_handler"]
@@ -76,8 +76,7 @@ async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Se
             ref = FileRef(item.bucket, item.key)
             results.append(await rt.runner.run_file(ref, redrive=item.redrive, should_stop=should_stop))
         elif isinstance(item, UnitWork):
-            unit = Unit(**dataclasses.asdict(item))
-            results.append(await rt.runner.run_unit(unit, should_stop=should_stop))
+            results.append(await rt.runner.run_unit(item, should_stop=should_stop))
         elif isinstance(item, RedriveWork):
             results.append(await rt.runner.redrive(item))
     for result in results:

@@ -27,7 +27,7 @@ from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectInfo, ObjectStore
 from .engine.dispatch import Dispatcher, DispatchReport, Outcome
 from .engine.errors import ErrorInfo
-from .events import RedriveWork
+from .events import RedriveWork, UnitWork
 from .formats import (
     CSV_TEMPLATE_METADATA,
     FileRejected,
@@ -41,7 +41,7 @@ from .formats import (
 from .outputs import OrderedSpool, estimate_cost_usd, output_line
 from .settings import Settings
 
-__all__ = ["FileRef", "JobResult", "JobRunner", "Unit", "make_job_id", "output_keys"]
+__all__ = ["FileRef", "JobResult", "JobRunner", "make_job_id", "output_keys"]
 
 logger = Logger(service="promptdrop", child=True)
 
@@ -58,26 +58,6 @@ _FLUSH_INTERVAL_S = 0.1
 class FileRef:
     bucket: str
     key: str
-
-
-@dataclass(slots=True, frozen=True)
-class Unit:
-    """A part of a job one invocation runs: the whole file ("all") or a shard — line-aligned bytes."""
-
-    job_id: str
-    bucket: str
-    key: str
-    etag: str
-    version_id: str | None
-    unit: str
-    start: int = 0
-    end: int | None = None  # exclusive; None = to the end of the object
-    first_line: int = 1
-
-    def message(self, **changes: Any) -> dict[str, Any]:
-        """The work-queue message that runs (the rest of) this unit."""
-        fields = {name: getattr(self, name) for name in self.__slots__} | changes
-        return {"kind": "unit", **fields}
 
 
 @dataclass(slots=True)
@@ -324,14 +304,14 @@ class JobRunner:
         if job.status in FINAL_JOB_STATES and not redrive:
             logger.info("job already finished; nothing to do", extra={"job_id": job_id, "status": job.status})
             return JobResult(job_id, ref.bucket, ref.key, "SKIPPED", reason=f"already {job.status}")
-        whole = Unit(job_id, ref.bucket, ref.key, info.etag, info.version_id, "all")
+        whole = UnitWork(job_id, ref.bucket, ref.key, info.etag, info.version_id, "all")
         if not sharded:
             return await self.run_unit(whole, should_stop=should_stop, fresh=job.created)
         if job.attrs.get("units_total") and not redrive:
             return JobResult(job_id, ref.bucket, ref.key, "SKIPPED", reason="already split into shards")
         shards = await self._plan_shards(whole)
         # Shard boundaries are a pure function of the file: a redelivery plans the same shards.
-        await self.journal.add_to_job(job_id, {"units_total": len(shards)}, only_if_absent="units_total")
+        await self.journal.update_job(job_id, {"units_total": len(shards)}, only_if_absent="units_total")
         if self.settings.work_queue_url is None:
             raise RuntimeError("PROMPTDROP_WORK_QUEUE_URL must be set to split large files into shards")
         await self.messages.send(self.settings.work_queue_url, [shard.message() for shard in shards])
@@ -339,7 +319,7 @@ class JobRunner:
         return JobResult(job_id, ref.bucket, ref.key, "SHARDED", reason=f"{len(shards)} shards queued")
 
     async def run_unit(
-        self, unit: Unit, *, should_stop: Callable[[], bool] = lambda: False, fresh: bool = False
+        self, unit: UnitWork, *, should_stop: Callable[[], bool] = lambda: False, fresh: bool = False
     ) -> JobResult:
         """Run one unit under its lease; finish the job if it was the last one."""
         ref = FileRef(unit.bucket, unit.key)
@@ -420,13 +400,13 @@ class JobRunner:
     def _out_bucket(self, ref: FileRef) -> str:
         return self.settings.output_bucket or ref.bucket
 
-    async def _heartbeat(self, unit: Unit, owner: str) -> None:
+    async def _heartbeat(self, unit: UnitWork, owner: str) -> None:
         lease_s = self.settings.lease_s
         while True:
             await asyncio.sleep(lease_s / 3)
             await self.journal.renew_unit(unit.job_id, unit.unit, owner, until=self._clock() + lease_s)
 
-    async def _dispatch_unit(self, unit: Unit, *, fresh: bool, should_stop: Callable[[], bool]) -> DispatchReport:
+    async def _dispatch_unit(self, unit: UnitWork, *, fresh: bool, should_stop: Callable[[], bool]) -> DispatchReport:
         ref = FileRef(unit.bucket, unit.key)
         info = ObjectInfo(unit.etag, unit.version_id, 0)
         # A first run of a new job has nothing to skip; any other run asks the journal once.
@@ -470,11 +450,11 @@ class JobRunner:
                 await parsed.aclose()
         return report
 
-    async def _plan_shards(self, whole: Unit) -> list[Unit]:
+    async def _plan_shards(self, whole: UnitWork) -> list[UnitWork]:
         """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held)."""
         size = self.settings.shard_bytes
         info = ObjectInfo(whole.etag, whole.version_id, 0)
-        shards: list[Unit] = []
+        shards: list[UnitWork] = []
         start, first_line, line = 0, 1, 0
         async for offset, _ in split_lines(self.store.stream(whole.bucket, whole.key, info)):
             line += 1
@@ -486,7 +466,7 @@ class JobRunner:
         shards.append(replace(whole, unit=f"shard-{len(shards)}", start=start, end=None, first_line=first_line))
         return shards
 
-    async def _continue_later(self, unit: Unit, owner: str, report: DispatchReport) -> JobResult:
+    async def _continue_later(self, unit: UnitWork, owner: str, report: DispatchReport) -> JobResult:
         ref = FileRef(unit.bucket, unit.key)
         resume = report.resume
         result = _result(unit.job_id, ref, "UNFINISHED", report, reason="deadline")

@@ -12,7 +12,7 @@ from infra.local_lambda import LocalContext
 from tests.integration.conftest import Pipeline
 
 EVENTS = Path(__file__).parents[2] / "infra" / "events"
-KEY = "inputs/sample prompts.jsonl"  # the sample events carry it URL-encoded
+KEY = "inputs/sample prompts.jsonl"  # URL-encoded in the S3 notifications, as is in the EventBridge event
 
 
 def sample_event(name: str, bucket: str) -> dict[str, Any]:
@@ -34,6 +34,16 @@ def test_direct_s3_and_eventbridge_events_name_the_same_job(uploaded: Pipeline, 
     assert (job["bucket"], job["key"]) == (uploaded.bucket, KEY)
     assert job["status"] == "SKIPPED"  # the same upload: already answered, no API call made
     assert uploaded.times_seen("sample 0") == 1
+
+
+def test_eventbridge_keys_are_taken_as_they_are_not_url_decoded(pipeline: Pipeline) -> None:
+    key = "inputs/c++ notes 100%.jsonl"
+    pipeline.put(key, json.dumps({"prompt": "plus"}))
+    event = sample_event("eventbridge-object-created.json", pipeline.bucket)
+    event["detail"]["object"]["key"] = key
+    (job,) = pipeline.invoke(event)["jobs"]
+    assert (job["key"], job["status"]) == (key, "SUCCEEDED")
+    assert pipeline.times_seen("plus") == 1
 
 
 def test_sqs_wrapped_notification_and_test_event(uploaded: Pipeline) -> None:

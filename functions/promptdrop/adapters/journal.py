@@ -128,6 +128,9 @@ class Journal:
         self._ddb = client
         self._table = table
 
+    def _job_key(self, job_id: str) -> dict[str, Any]:
+        return {"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}}
+
     async def start_job(self, job_id: str, attrs: dict[str, Any]) -> JobItem:
         """Create the job item as RUNNING, or return the existing one (a redelivery or a resume)."""
         item = {"pk": job_pk(job_id), "sk": "JOB", "status": "RUNNING", **attrs}
@@ -145,27 +148,14 @@ class Journal:
         return JobItem(job_id, "RUNNING", True, item)
 
     async def get_job(self, job_id: str) -> JobItem | None:
-        response = await self._ddb.get_item(
-            TableName=self._table, Key={"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}}, ConsistentRead=True
-        )
+        response = await self._ddb.get_item(TableName=self._table, Key=self._job_key(job_id), ConsistentRead=True)
         raw = response.get("Item")
         if raw is None:
             return None
         attrs = {k: _deserializer.deserialize(v) for k, v in raw.items()}
         return JobItem(job_id, str(attrs.get("status", "RUNNING")), False, attrs)
 
-    async def update_job(self, job_id: str, attrs: dict[str, Any]) -> None:
-        names = {f"#a{i}": name for i, name in enumerate(attrs)}
-        values = {f":v{i}": _serializer.serialize(value) for i, value in enumerate(attrs.values())}
-        await self._ddb.update_item(
-            TableName=self._table,
-            Key={"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}},
-            UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs))),
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-        )
-
-    async def add_to_job(self, job_id: str, attrs: dict[str, Any], *, only_if_absent: str | None = None) -> bool:
+    async def update_job(self, job_id: str, attrs: dict[str, Any], *, only_if_absent: str | None = None) -> bool:
         """Set attributes on the job item; with ``only_if_absent``, only while that attribute is unset."""
         names = {f"#a{i}": name for i, name in enumerate(attrs)}
         values = {f":v{i}": _serializer.serialize(value) for i, value in enumerate(attrs.values())}
@@ -176,7 +166,7 @@ class Journal:
         try:
             await self._ddb.update_item(
                 TableName=self._table,
-                Key={"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}},
+                Key=self._job_key(job_id),
                 UpdateExpression="SET " + ", ".join(f"#a{i} = :v{i}" for i in range(len(attrs))),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
@@ -187,9 +177,6 @@ class Journal:
         return True
 
     # -- the finalizer: one run at a time rewrites a job's outputs, until they hold every change --
-
-    def _job_key(self, job_id: str) -> dict[str, Any]:
-        return {"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}}
 
     async def note_change(self, job_id: str) -> None:
         """Count a change to the journal that the outputs must come to hold (a redrive's answers)."""
@@ -322,7 +309,7 @@ class Journal:
                     {
                         "Update": {
                             "TableName": self._table,
-                            "Key": {"pk": {"S": job_pk(job_id)}, "sk": {"S": "JOB"}},
+                            "Key": self._job_key(job_id),
                             "UpdateExpression": "ADD units_done :one",
                             "ExpressionAttributeValues": {":one": {"N": "1"}},
                         }
