@@ -4,8 +4,8 @@
    S3 → SQS notification, work queue, dead-letter queue, table, secret);
 2. starts the local OpenAI-compatible model server — or, with ``OPENAI_API_KEY`` set, uses the
    real API (the key goes into the stack's secret, as in AWS);
-3. uploads the sample prompt files (``infra/samples``: every format, one malformed line, one
-   transient and one permanent API fault) to the input prefix;
+3. uploads the sample prompt files (``infra/samples``: every format, a .csv with a prompt
+   template, one malformed line, one transient and one permanent API fault) to the input prefix;
 4. plays Lambda's SQS event-source mapping: real SQS-shaped events into the real handler;
 5. prints, per file, the job status, counts, tokens and where the outputs are, and what
    reached the dead-letter queue.
@@ -32,6 +32,8 @@ from infra.model_server import ModelServerConfig, serve_in_thread
 __all__ = ["main"]
 
 SAMPLES = Path(__file__).parent / "samples"
+# A .csv of data rows takes its prompt template from the upload's metadata (its job header).
+TEMPLATES = {"city-guides.csv": "In one sentence, what should a first-time visitor see in {city}?"}
 LOCAL_KEY = "sk-local-demo"
 
 
@@ -119,7 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 keys = []
                 for path in sorted(SAMPLES.iterdir()):
                     key = f"{stack.input_prefix}{path.name}"
-                    s3.put_object(Bucket=stack.bucket, Key=key, Body=path.read_bytes())
+                    template = TEMPLATES.get(path.name)
+                    metadata = {"promptdrop-template": template} if template else {}
+                    s3.put_object(Bucket=stack.bucket, Key=key, Body=path.read_bytes(), Metadata=metadata)
                     keys.append(key)
                 try:
                     with Poller.for_stack(stack) as poller:
