@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
-
-from boto3.s3.transfer import TransferConfig
 
 from ..formats import FileRejected
 
@@ -17,12 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["ObjectInfo", "ObjectStore"]
 
 _CHUNK = 256 * 1024
-# Outputs over 5 MiB go up in 5 MiB parts (S3's smallest), two in flight and one read ahead: an
-# upload adds ~40 MB to the peak whatever the file's size (measured on a 70 MB file; the defaults
-# read up to 100 parts of 8 MiB ahead and added 109 MB).
-_UPLOAD = TransferConfig(
-    multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024, max_concurrency=2, max_io_queue=1
-)
 
 
 @dataclass(slots=True, frozen=True)
@@ -82,7 +75,9 @@ class ObjectStore:
     async def put_file(self, bucket: str, key: str, fileobj: IO[bytes], content_type: str) -> None:
         """Upload a spooled file (multipart when large), from its start."""
         fileobj.seek(0)
-        await self._s3.upload_fileobj(fileobj, bucket, key, ExtraArgs={"ContentType": content_type}, Config=_UPLOAD)
+        await self._s3.upload_fileobj(
+            fileobj, bucket, key, ExtraArgs={"ContentType": content_type}, Config=_upload_config()
+        )
 
     async def get_json(self, bucket: str, key: str) -> Any:
         response = await self._s3.get_object(Bucket=bucket, Key=key)
@@ -105,3 +100,16 @@ def _replaced(exc: Exception, key: str) -> Exception:
             f"{key} was replaced or deleted before this job could read it; a new upload is a job of its own",
         )
     return exc
+
+
+@functools.cache
+def _upload_config() -> Any:
+    """Outputs over 5 MiB go up in 5 MiB parts (S3's smallest), two in flight and one read ahead:
+    an upload adds ~40 MB to the peak whatever the file's size (measured on a 70 MB file; the
+    defaults read up to 100 parts of 8 MiB ahead and added 109 MB). Imported on first use:
+    s3transfer costs ~9 ms of cold start.
+    """
+    from boto3.s3.transfer import TransferConfig
+
+    mib = 1024 * 1024
+    return TransferConfig(multipart_threshold=5 * mib, multipart_chunksize=5 * mib, max_concurrency=2, max_io_queue=1)
