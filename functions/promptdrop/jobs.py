@@ -200,11 +200,14 @@ class _Recorder:
         messages, self._messages = self._messages, []
         written, self._written = self._written, asyncio.get_running_loop().create_future()
         try:
-            # Journal first: a message in the DLQ always has its request item behind it.
-            if records:
-                await self._runner.journal.write_requests(self._job_id, records, _now())
+            # Dead letters first: a crash between the two leaves the failures without a final
+            # answer, so the redelivery tries them again (a failure may be dead-lettered twice)
+            # instead of never dead-lettering them. A redrive that runs before the journal write
+            # is safe: a failure never replaces an answer.
             if messages:
                 await self._runner.messages.send(self._runner.settings.dlq_url, messages)
+            if records:
+                await self._runner.journal.write_requests(self._job_id, records, _now())
         except asyncio.CancelledError:
             written.cancel()
             raise
