@@ -28,6 +28,7 @@ __all__ = [
     "LineError",
     "Parsed",
     "Request",
+    "custom_id_of",
     "parse_stream",
     "split_lines",
 ]
@@ -130,6 +131,16 @@ def _finish(body: dict[str, Any], *, line: int, custom_id: str, default_model: s
     body.setdefault("model", default_model)
     encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     return Request(line, custom_id, encoded, _estimate_cost(body, text_len))
+
+
+def custom_id_of(raw: bytes, line: int) -> str:
+    """The ``custom_id`` a ``.jsonl`` line will be parsed to (``line-<n>`` when it has none or does not parse)."""
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return f"line-{line}"
+    given = obj.get("custom_id") if isinstance(obj, dict) else None
+    return f"line-{line}" if given is None else str(given)
 
 
 def request_from_object(obj: object, *, line: int, default_id: str, default_model: str, text_len: int) -> Parsed:

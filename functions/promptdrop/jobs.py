@@ -34,6 +34,7 @@ from .formats import (
     LineError,
     Parsed,
     Request,
+    custom_id_of,
     parse_stream,
     request_from_object,
     split_lines,
@@ -312,7 +313,11 @@ class JobRunner:
             return await self.run_unit(whole, should_stop=should_stop, fresh=job.created)
         if job.attrs.get("units_total") and not redrive:
             return JobResult(job_id, ref.bucket, ref.key, "SKIPPED", reason="already split into shards")
-        shards = await self._plan_shards(whole)
+        shards, repeats = await self._plan_shards(whole)
+        if repeats:
+            async with _Recorder(self, job_id, ref, info, self._out_bucket(ref)) as recorder:
+                for repeat in repeats:
+                    await recorder.line_error(repeat, sk_suffix=f"#line-{repeat.line}")
         # Shard boundaries are a pure function of the file: a redelivery plans the same shards.
         await self.journal.update_job(job_id, {"units_total": len(shards)}, only_if_absent="units_total")
         if self.settings.work_queue_url is None:
@@ -413,7 +418,7 @@ class JobRunner:
         ref = FileRef(unit.bucket, unit.key)
         info = ObjectInfo(unit.etag, unit.version_id, 0)
         # A first run of a new job has nothing to skip; any other run asks the journal once.
-        done = set() if fresh else await self.journal.final_ids(unit.job_id)
+        answered, repeats = ({}, set()) if fresh else await self.journal.finals(unit.job_id)
         suffix = _suffix(unit.key)
         template = None
         if suffix == ".csv":
@@ -431,17 +436,21 @@ class JobRunner:
         async with _Recorder(self, unit.job_id, ref, info, self._out_bucket(ref)) as recorder:
 
             async def requests() -> AsyncIterator[Request]:
-                seen: set[str] = set()
+                first_line: dict[str, int] = {}  # custom_id -> the line that uses it, in this run
                 item: Parsed
                 async for item in parsed:
-                    if item.custom_id in seen:
-                        message = f"custom_id {item.custom_id!r} repeats an earlier line"
+                    if item.line in repeats:
+                        continue  # failed as a repeat already
+                    earlier = answered.get(item.custom_id)
+                    if earlier == item.line:
+                        continue  # answered already: a resumed or redelivered run
+                    earlier = earlier or first_line.get(item.custom_id)
+                    if earlier is not None:
+                        message = f"custom_id {item.custom_id!r} is already used by line {earlier}"
                         duplicate = LineError(item.line, item.custom_id, message)
                         await recorder.line_error(duplicate, sk_suffix=f"#line-{item.line}")
                         continue
-                    seen.add(item.custom_id)
-                    if item.custom_id in done:
-                        continue
+                    first_line[item.custom_id] = item.line
                     if isinstance(item, LineError):
                         await recorder.line_error(item)
                     else:
@@ -453,21 +462,34 @@ class JobRunner:
                 await parsed.aclose()
         return report
 
-    async def _plan_shards(self, whole: UnitWork) -> list[UnitWork]:
-        """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held)."""
+    async def _plan_shards(self, whole: UnitWork) -> tuple[list[UnitWork], list[LineError]]:
+        """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held).
+
+        Also finds the lines that repeat an earlier line's ``custom_id``: in different shards they
+        would run at once (both sent, one answer kept), so they fail before any shard starts. This
+        holds one entry per line (a few tens of bytes each): the price of catching them.
+        """
         size = self.settings.shard_bytes
         info = ObjectInfo(whole.etag, whole.version_id, 0)
         shards: list[UnitWork] = []
+        first_line_of: dict[str, int] = {}
+        repeats: list[LineError] = []
         start, first_line, line = 0, 1, 0
-        async for offset, _ in split_lines(self.store.stream(whole.bucket, whole.key, info)):
+        async for offset, raw in split_lines(self.store.stream(whole.bucket, whole.key, info)):
             line += 1
             if offset - start >= size:
                 shards.append(
                     replace(whole, unit=f"shard-{len(shards)}", start=start, end=offset, first_line=first_line)
                 )
                 start, first_line = offset, line
+            if raw.strip():
+                custom_id = custom_id_of(raw, line)
+                earlier = first_line_of.setdefault(custom_id, line)
+                if earlier != line:
+                    message = f"custom_id {custom_id!r} is already used by line {earlier}"
+                    repeats.append(LineError(line, custom_id, message))
         shards.append(replace(whole, unit=f"shard-{len(shards)}", start=start, end=None, first_line=first_line))
-        return shards
+        return shards, repeats
 
     async def _continue_later(self, unit: UnitWork, owner: str, report: DispatchReport) -> JobResult:
         ref = FileRef(unit.bucket, unit.key)

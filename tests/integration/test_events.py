@@ -94,6 +94,28 @@ def test_near_the_deadline_a_continuation_finishes_the_job_exactly(pipeline: Pip
     assert pipeline.summary(key)["counts"] == {"total": 31, "succeeded": 30, "failed": 1}
 
 
+def test_a_repeated_custom_id_after_a_continuation_point_still_fails_alone(pipeline: Pipeline) -> None:
+    # Given a file whose line 20 reuses line 2's custom_id, stopped by its deadline in between
+    key = "inputs/repeat-late.jsonl"
+    lines = [json.dumps({"custom_id": f"r{i}", "prompt": f"repeat {i}"}) for i in range(1, 20)]
+    lines.append(json.dumps({"custom_id": "r2", "prompt": "late repeat"}))
+    pipeline.put(key, "\n".join(lines))
+    pipeline.sqs.purge_queue(QueueUrl=pipeline.stack.work_queue_url)
+    event = sample_event("sqs-s3-notification.json", pipeline.bucket)
+    event["Records"][0]["body"] = event["Records"][0]["body"].replace("inputs%2Fsample+prompts.jsonl", key)
+    assert pipeline.invoke(event, CountdownContext(looks=5)) == {"batchItemFailures": []}
+
+    # When the continuation finishes the file
+    assert pipeline.drain() == 1
+
+    # Then the repeat is in the errors file with its reason — not silently skipped as "answered"
+    (error,) = pipeline.jsonl(key, ".errors.jsonl")
+    assert (error["custom_id"], error["error"]["message"]) == ("r2", "custom_id 'r2' is already used by line 2")
+    assert [r["custom_id"] for r in pipeline.jsonl(key, ".out.jsonl")] == [f"r{i}" for i in range(1, 20)]
+    assert pipeline.times_seen("late repeat") == 0
+    assert pipeline.summary(key)["counts"] == {"total": 20, "succeeded": 19, "failed": 1}
+
+
 def test_a_continuation_of_a_replaced_file_fails_its_job_and_the_new_upload_runs(pipeline: Pipeline) -> None:
     # Given a job stopped by its deadline, with a continuation queued
     key = "inputs/replaced.jsonl"

@@ -40,13 +40,15 @@ def test_two_deliveries_racing_answer_each_prompt_once(slow_pipeline: Pipeline) 
 
 
 def test_a_sharded_file_runs_on_parallel_containers_with_exact_ordered_outputs(slow_pipeline: Pipeline) -> None:
-    # Given shards of about 1 KiB and a 120-prompt file (a malformed line in the middle)
+    # Given shards of about 1 KiB and a 120-prompt file (a malformed line in the middle, and a
+    # last line that reuses the first line's custom_id: the two fall in different shards)
     p = slow_pipeline
     p.configure(PROMPTDROP_SHARD_BYTES="1024")
     key = "inputs/big.jsonl"
     prompts = [f"shard prompt {i:03d}" for i in range(120)]
     lines = [json.dumps({"prompt": q}) for q in prompts]
     lines.insert(60, "{not json")
+    lines.append(json.dumps({"custom_id": "line-1", "prompt": "a repeated custom_id"}))
     p.put(key, "\n".join(lines) + "\n")
 
     # When the upload's notification is handled, the file is split into shard messages
@@ -63,13 +65,17 @@ def test_a_sharded_file_runs_on_parallel_containers_with_exact_ordered_outputs(s
     runs = [p.spawn(p.sqs_event(message)) for message in shards]
     assert all(p.response(run) == {"batchItemFailures": []} for run in runs)
 
-    # Then the last shard to finish wrote the outputs: every line once, in input order
+    # Then the last shard to finish wrote the outputs: every line once, in input order; the
+    # repeated custom_id failed before any shard ran, so it was never sent
     results = p.jsonl(key, ".out.jsonl")
     expected = [f"line-{n}" for n in range(1, 122) if n != 61]
     assert [r["custom_id"] for r in results] == expected
-    assert [e["custom_id"] for e in p.jsonl(key, ".errors.jsonl")] == ["line-61"]
+    errors = p.jsonl(key, ".errors.jsonl")
+    assert [e["custom_id"] for e in errors] == ["line-61", "line-1"]
+    assert errors[1]["error"]["message"] == "custom_id 'line-1' is already used by line 1"
+    assert p.times_seen("a repeated custom_id") == 0
     summary = p.summary(key)
-    assert summary["counts"] == {"total": 121, "succeeded": 120, "failed": 1}
+    assert summary["counts"] == {"total": 122, "succeeded": 120, "failed": 2}
     assert summary["units"] == len(shards) >= 4
     assert all(p.times_seen(q) == 1 for q in prompts)
 

@@ -359,9 +359,18 @@ class Journal:
         async for item in self._query(job_id):
             yield RequestRecord.from_item(item)
 
-    async def final_ids(self, job_id: str) -> set[str]:
-        """custom_ids that already have a final answer (success or failure): a rerun skips them."""
-        return {item["custom_id"]["S"] async for item in self._query(job_id, projection="custom_id")}
+    async def finals(self, job_id: str) -> tuple[dict[str, int], set[int]]:
+        """What a rerun must not send again: each final ``custom_id`` with the line it answers, and
+        the lines already failed as repeats of an earlier line's ``custom_id``."""
+        answered: dict[str, int] = {}
+        repeats: set[int] = set()
+        async for item in self._query(job_id, projection="custom_id, sk, #l", names={"#l": "line"}):
+            custom_id, line = item["custom_id"]["S"], int(item["line"]["N"])
+            if item["sk"]["S"] == f"REQ#{custom_id}":
+                answered[custom_id] = line
+            else:
+                repeats.add(line)
+        return answered, repeats
 
     async def succeeded_ids(self, job_id: str) -> set[str]:
         """custom_ids answered successfully (a redrive re-runs only the others)."""
