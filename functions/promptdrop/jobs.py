@@ -15,7 +15,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -24,7 +24,7 @@ from aws_lambda_powertools import Logger
 
 from .adapters.journal import FINAL_JOB_STATES, ITEM_RESPONSE_MAX_BYTES, JobItem, Journal, RequestRecord
 from .adapters.queues import MessageSender
-from .adapters.s3 import ObjectInfo, ObjectStore
+from .adapters.s3 import ObjectChanged, ObjectInfo, ObjectStore
 from .engine.dispatch import Dispatcher, DispatchReport, Outcome
 from .engine.errors import ErrorInfo
 from .events import RedriveWork, UnitWork
@@ -313,7 +313,10 @@ class JobRunner:
             return await self.run_unit(whole, should_stop=should_stop, fresh=job.created)
         if job.attrs.get("units_total") and not redrive:
             return JobResult(job_id, ref.bucket, ref.key, "SKIPPED", reason="already split into shards")
-        shards, repeats = await self._plan_shards(whole)
+        try:
+            shards, repeats = await self._plan_shards(whole)
+        except FileRejected as exc:
+            return await self._file_failure(ref, job_id, exc.code, exc.message, job_exists=True)
         if repeats:
             async with _Recorder(self, job_id, ref, info, self._out_bucket(ref)) as recorder:
                 for repeat in repeats:
@@ -422,8 +425,9 @@ class JobRunner:
         suffix = _suffix(unit.key)
         template = None
         if suffix == ".csv":
-            template = (await self.store.metadata(unit.bucket, unit.key, info)).get(CSV_TEMPLATE_METADATA)
-        chunks = self.store.stream(unit.bucket, unit.key, info, start=unit.start, end=unit.end)
+            with _rejected_if_changed():
+                template = (await self.store.metadata(unit.bucket, unit.key, info)).get(CSV_TEMPLATE_METADATA)
+        chunks = self._read(unit, start=unit.start, end=unit.end)
         parsed: AsyncGenerator[Parsed] = parse_stream(
             suffix,
             chunks,
@@ -462,6 +466,13 @@ class JobRunner:
                 await parsed.aclose()
         return report
 
+    async def _read(self, unit: UnitWork, *, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes of the job's version of the file, ``[start, end)``."""
+        with _rejected_if_changed():
+            info = ObjectInfo(unit.etag, unit.version_id, 0)
+            async for chunk in self.store.stream(unit.bucket, unit.key, info, start=start, end=end):
+                yield chunk
+
     async def _plan_shards(self, whole: UnitWork) -> tuple[list[UnitWork], list[LineError]]:
         """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held).
 
@@ -470,12 +481,11 @@ class JobRunner:
         holds one entry per line (a few tens of bytes each): the price of catching them.
         """
         size = self.settings.shard_bytes
-        info = ObjectInfo(whole.etag, whole.version_id, 0)
         shards: list[UnitWork] = []
         first_line_of: dict[str, int] = {}
         repeats: list[LineError] = []
         start, first_line, line = 0, 1, 0
-        async for offset, raw in split_lines(self.store.stream(whole.bucket, whole.key, info)):
+        async for offset, raw in split_lines(self._read(whole)):
             line += 1
             if offset - start >= size:
                 shards.append(
@@ -646,6 +656,15 @@ class JobRunner:
             await self.journal.update_job(job_id, {"status": "FAILED", "error": error, "finished_at": _now()})
         logger.warning("file failed", extra={"job_id": job_id, "code": code, "reason": message})
         return JobResult(job_id, ref.bucket, ref.key, "FAILED", reason=f"{code}: {message}")
+
+
+@contextlib.contextmanager
+def _rejected_if_changed() -> Iterator[None]:
+    """The job's version of the object is gone: that will not change, so the file fails (no retry loop)."""
+    try:
+        yield
+    except ObjectChanged as exc:
+        raise FileRejected("object_changed", f"{exc}; a new upload is a job of its own") from None
 
 
 def _result(

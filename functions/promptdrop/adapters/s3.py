@@ -8,14 +8,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
-from ..formats import FileRejected
-
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
-__all__ = ["ObjectInfo", "ObjectStore"]
+__all__ = ["ObjectChanged", "ObjectInfo", "ObjectStore"]
 
 _CHUNK = 256 * 1024
+
+
+class ObjectChanged(Exception):
+    """The version of the object a job is about is gone: replaced (no versioning) or deleted."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -92,13 +94,10 @@ def _pinned(info: ObjectInfo) -> dict[str, Any]:
 
 
 def _replaced(exc: Exception, key: str) -> Exception:
-    """A read of the job's version that found it gone: the file fails with a reason, not a retry loop."""
+    """A read of the job's version that found it gone (412 / 404) becomes :class:`ObjectChanged`."""
     code = getattr(exc, "response", {}).get("Error", {}).get("Code")
     if code in ("412", "PreconditionFailed", "404", "NoSuchKey", "NoSuchVersion", "NotFound"):
-        return FileRejected(
-            "object_changed",
-            f"{key} was replaced or deleted before this job could read it; a new upload is a job of its own",
-        )
+        return ObjectChanged(f"{key} was replaced or deleted before this job could read it")
     return exc
 
 
