@@ -248,9 +248,7 @@ def _parse_json(text: str, default_model: str) -> Iterator[Parsed]:
 def _compile_template(template: str, columns: list[str]) -> list[tuple[str, str | None]]:
     """A prompt template's (literal text, column name) parts; ``{column}`` only, ``{{``/``}}`` for braces."""
     try:
-        parts = [
-            (literal, name, spec, conversion) for literal, name, spec, conversion in string.Formatter().parse(template)
-        ]
+        parts = list(string.Formatter().parse(template))
     except ValueError as exc:
         raise FileRejected("invalid_template", f"the prompt template is not valid: {exc}") from None
     compiled: list[tuple[str, str | None]] = []

@@ -15,7 +15,7 @@ import json
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -121,24 +121,16 @@ class _Recorder:
         self._records: list[RequestRecord] = []
         self._messages: list[dict[str, Any]] = []
         self._written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._ticker: asyncio.Task[None] | None = None
+        self._ticking = contextlib.AsyncExitStack()
         self._flush_at = min(_FLUSH_RECORDS, runner.settings.max_concurrency)
 
     async def __aenter__(self) -> _Recorder:
-        self._ticker = asyncio.create_task(self._tick())
+        await self._ticking.enter_async_context(_every(_FLUSH_INTERVAL_S, self.flush))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
+        await self._ticking.aclose()
         if exc_info[0] is None or exc_info[0] is FileRejected:
-            await self.flush()
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(_FLUSH_INTERVAL_S)
             await self.flush()
 
     def _failure_message(self, record: RequestRecord, request: dict[str, Any] | None) -> dict[str, Any]:
@@ -190,6 +182,11 @@ class _Recorder:
         self._records.append(record)
         self._messages.append(self._failure_message(record, None))
         await self._maybe_flush()
+
+    async def repeat(self, line: int, custom_id: str, earlier: int) -> None:
+        """A line reusing an earlier line's ``custom_id`` fails alone, its item kept apart from the first's."""
+        error = LineError(line, custom_id, f"custom_id {custom_id!r} is already used by line {earlier}")
+        await self.line_error(error, sk_suffix=f"#line-{line}")
 
     async def _maybe_flush(self) -> None:
         if len(self._records) >= self._flush_at or len(self._messages) >= _FLUSH_MESSAGES * 5:
@@ -319,8 +316,8 @@ class JobRunner:
             return await self._file_failure(ref, job_id, exc.code, exc.message, job_exists=True)
         if repeats:
             async with _Recorder(self, job_id, ref, info, self._out_bucket(ref)) as recorder:
-                for repeat in repeats:
-                    await recorder.line_error(repeat, sk_suffix=f"#line-{repeat.line}")
+                for line, custom_id, earlier in repeats:
+                    await recorder.repeat(line, custom_id, earlier)
         # Shard boundaries are a pure function of the file: a redelivery plans the same shards.
         await self.journal.update_job(job_id, {"units_total": len(shards)}, only_if_absent="units_total")
         if self.settings.work_queue_url is None:
@@ -343,16 +340,17 @@ class JobRunner:
         if lease == "busy":
             logger.info("another run holds this unit; leaving it to that run", extra={"unit": unit.unit})
             return JobResult(unit.job_id, ref.bucket, ref.key, "BUSY", reason=f"unit {unit.unit} is being run")
-        heartbeat = asyncio.create_task(self._heartbeat(unit, owner))
+        lease_s = self.settings.lease_s
+
+        async def renew() -> None:
+            await self.journal.renew_unit(unit.job_id, unit.unit, owner, until=self._clock() + lease_s)
+
         try:
-            report = await self._dispatch_unit(unit, fresh=fresh, should_stop=should_stop)
+            async with _every(lease_s / 3, renew):
+                report = await self._dispatch_unit(unit, fresh=fresh, should_stop=should_stop)
         except FileRejected as exc:
             await self.journal.complete_unit(unit.job_id, unit.unit, owner, _now())
             return await self._file_failure(ref, unit.job_id, exc.code, exc.message, job_exists=True)
-        finally:
-            heartbeat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await heartbeat
         if report.stopped == "deadline":
             return await self._continue_later(unit, owner, report)
         if report.fatal is not None:
@@ -411,12 +409,6 @@ class JobRunner:
     def _out_bucket(self, ref: FileRef) -> str:
         return self.settings.output_bucket or ref.bucket
 
-    async def _heartbeat(self, unit: UnitWork, owner: str) -> None:
-        lease_s = self.settings.lease_s
-        while True:
-            await asyncio.sleep(lease_s / 3)
-            await self.journal.renew_unit(unit.job_id, unit.unit, owner, until=self._clock() + lease_s)
-
     async def _dispatch_unit(self, unit: UnitWork, *, fresh: bool, should_stop: Callable[[], bool]) -> DispatchReport:
         ref = FileRef(unit.bucket, unit.key)
         info = ObjectInfo(unit.etag, unit.version_id, 0)
@@ -450,9 +442,7 @@ class JobRunner:
                         continue  # answered already: a resumed or redelivered run
                     earlier = earlier or first_line.get(item.custom_id)
                     if earlier is not None:
-                        message = f"custom_id {item.custom_id!r} is already used by line {earlier}"
-                        duplicate = LineError(item.line, item.custom_id, message)
-                        await recorder.line_error(duplicate, sk_suffix=f"#line-{item.line}")
+                        await recorder.repeat(item.line, item.custom_id, earlier)
                         continue
                     first_line[item.custom_id] = item.line
                     if isinstance(item, LineError):
@@ -473,7 +463,7 @@ class JobRunner:
             async for chunk in self.store.stream(unit.bucket, unit.key, info, start=start, end=end):
                 yield chunk
 
-    async def _plan_shards(self, whole: UnitWork) -> tuple[list[UnitWork], list[LineError]]:
+    async def _plan_shards(self, whole: UnitWork) -> tuple[list[UnitWork], list[tuple[int, str, int]]]:
         """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held).
 
         Also finds the lines that repeat an earlier line's ``custom_id``: in different shards they
@@ -483,7 +473,7 @@ class JobRunner:
         size = self.settings.shard_bytes
         shards: list[UnitWork] = []
         first_line_of: dict[str, int] = {}
-        repeats: list[LineError] = []
+        repeats: list[tuple[int, str, int]] = []  # (line, custom_id, the earlier line using it)
         start, first_line, line = 0, 1, 0
         async for offset, raw in split_lines(self._read(whole)):
             line += 1
@@ -496,8 +486,7 @@ class JobRunner:
                 custom_id = custom_id_of(raw, line)
                 earlier = first_line_of.setdefault(custom_id, line)
                 if earlier != line:
-                    message = f"custom_id {custom_id!r} is already used by line {earlier}"
-                    repeats.append(LineError(line, custom_id, message))
+                    repeats.append((line, custom_id, earlier))
         shards.append(replace(whole, unit=f"shard-{len(shards)}", start=start, end=None, first_line=first_line))
         return shards, repeats
 
@@ -541,23 +530,16 @@ class JobRunner:
             logger.info("another run is writing this job's outputs; it will include ours", extra={"job_id": job_id})
             return _result(job_id, ref, "HANDED_OFF", report, reason="another run is writing the outputs")
 
-        async def heartbeat() -> None:
-            while True:
-                await asyncio.sleep(lease_s / 3)
-                await self.journal.renew_finalizer(job_id, owner, until=self._clock() + lease_s)
+        async def renew() -> None:
+            await self.journal.renew_finalizer(job_id, owner, until=self._clock() + lease_s)
 
-        renewing = asyncio.create_task(heartbeat())
-        try:
+        async with _every(lease_s / 3, renew):
             while True:
                 result = await self._write_outputs(job_id, ref, report, job)
                 changed = await self.journal.release_finalizer(job_id, owner, seen)
                 if changed is None:
                     return result
                 seen = changed
-        finally:
-            renewing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewing
 
     async def _write_outputs(
         self, job_id: str, ref: FileRef, report: DispatchReport | None, job: JobItem | None
@@ -656,6 +638,24 @@ class JobRunner:
             await self.journal.update_job(job_id, {"status": "FAILED", "error": error, "finished_at": _now()})
         logger.warning("file failed", extra={"job_id": job_id, "code": code, "reason": message})
         return JobResult(job_id, ref.bucket, ref.key, "FAILED", reason=f"{code}: {message}")
+
+
+@contextlib.asynccontextmanager
+async def _every(interval_s: float, action: Callable[[], Awaitable[None]]) -> AsyncIterator[None]:
+    """Run ``action`` every ``interval_s`` while the block runs: a lease renewal, a journal flush."""
+
+    async def repeat() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            await action()
+
+    task = asyncio.create_task(repeat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @contextlib.contextmanager

@@ -55,7 +55,6 @@ class _LeanAsyncOpenAI(AsyncOpenAI):
         body = options.content
         plain = (
             options.method == "post"
-            and isinstance(body, bytes)
             and not options.params
             and isinstance(options.headers, NotGiven)
             and isinstance(options.timeout, NotGiven)
