@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench package clean
+.PHONY: venv demo test lint typecheck unit pytest bench package clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -13,12 +13,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Run the whole pipeline locally: moto + the local model server (or the real API with OPENAI_API_KEY).
+## Run the whole pipeline locally: moto + the fake OpenAI API (or the real API with OPENAI_API_KEY).
 demo: venv
 	$(BIN)/python -m infra.demo
 
 ## Lint, types and the whole test suite (what CI runs).
-test: venv lint typecheck unit
+test: venv lint typecheck pytest
 
 lint: venv
 	$(BIN)/ruff check .
@@ -27,10 +27,15 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+## Unit tests of the product only (fast; no servers).
 unit: venv
+	$(BIN)/pytest tests/unit
+
+## Every test: unit, integration (real handler, moto server, fake OpenAI API) and the local tooling's own.
+pytest: venv
 	$(BIN)/pytest
 
-## Throughput / memory / AWS-call benchmark against the local model server.
+## Throughput / memory / AWS-call benchmark against the fake OpenAI API.
 bench: venv
 	$(BIN)/python -m infra.bench
 

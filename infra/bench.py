@@ -1,7 +1,7 @@
 """``make bench``: promptdrop against the recipe it replaces, same machine, same run, same server.
 
 Every contender runs in a fresh process (so CPU time and peak RSS are its own) against the local
-model server, which runs in a process of its own:
+fake OpenAI API, which runs in a process of its own:
 
 * ``recipe`` — the seeds' script: ``AsyncOpenAI()`` as is, ``asyncio.gather`` over every prompt,
   an ``asyncio.Semaphore``, ``client.chat.completions.create``;
@@ -100,8 +100,8 @@ async def _promptdrop(n: int, concurrency: int, rpm: int | None, tpm: int | None
 def _handler(n: int, concurrency: int, moto_endpoint: str) -> tuple[int, int, dict[str, int]]:
     import boto3
 
-    from infra.local_lambda import LocalContext
-    from infra.local_stack import deploy
+    from infra.event_source import LocalContext
+    from infra.local_aws import deploy
 
     stack = deploy(moto_endpoint, stack_name=f"bench{os.getpid()}")
     os.environ.update(
@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; every contender in its own process\n")
 
-    with _process(["-m", "infra.model_server", "--port", "0", "--latency-ms", "200"], "listening on") as server:
+    with _process(["-m", "infra.fake_openai", "--port", "0", "--latency-ms", "200"], "listening on") as server:
         n = 10_000 // scale
         for contender in ("recipe", "recipe+aiohttp", "promptdrop"):
             rows.append(_run("1: 200ms", contender, n, server, ["--concurrency", "500"]))
@@ -281,7 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(_run(f"3: {n // 1000}k", contender, n, server, ["--concurrency", "500"]))
 
     limited = ["--port", "0", "--latency-ms", "200", "--rpm", "12000", "--tpm", "600000", "--burst-s", "1"]
-    with _process(["-m", "infra.model_server", *limited], "listening on") as server:
+    with _process(["-m", "infra.fake_openai", *limited], "listening on") as server:
         n = 10_000 // scale
         rows.append(_run("2: limits", "recipe+aiohttp", n, server, ["--concurrency", "500"]))
         rows.append(
@@ -339,7 +339,7 @@ def _report(rows: list[Row], base_import: float, handler_import: float) -> None:
 
 
 def _serve_moto() -> int:
-    from infra.local_stack import start_moto
+    from infra.local_aws import start_moto
 
     _, endpoint = start_moto()
     print(f"moto listening on {endpoint}", flush=True)

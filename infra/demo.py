@@ -2,7 +2,7 @@
 
 1. starts a moto server and creates the resources ``template.yaml`` declares (bucket with its
    S3 → SQS notification, work queue, dead-letter queue, table, secret);
-2. starts the local OpenAI-compatible model server — or, with ``OPENAI_API_KEY`` set, uses the
+2. starts the local OpenAI-compatible fake API — or, with ``OPENAI_API_KEY`` set, uses the
    real API (the key goes into the stack's secret, as in AWS);
 3. uploads the sample prompt files (``infra/samples``: every format, a .csv with a prompt
    template, one malformed line, one transient and one permanent API fault) to the input prefix;
@@ -25,9 +25,9 @@ from typing import Any
 
 import boto3
 
-from infra.local_lambda import Poller
-from infra.local_stack import LocalStack, deploy, start_moto, stop_moto
-from infra.model_server import ModelServerConfig, serve_in_thread
+from infra.event_source import SqsEventSource
+from infra.fake_openai import FakeOpenAIConfig, serve_in_thread
+from infra.local_aws import LocalAws, deploy, start_moto, stop_moto
 
 __all__ = ["main"]
 
@@ -43,12 +43,12 @@ def _model(real_key: str | None, latency_ms: float) -> Iterator[tuple[str | None
     if real_key:
         yield os.environ.get("OPENAI_BASE_URL"), real_key
         return
-    config = ModelServerConfig(latency_ms=latency_ms, jitter_ms=latency_ms / 4, require_api_key=LOCAL_KEY)
+    config = FakeOpenAIConfig(latency_ms=latency_ms, jitter_ms=latency_ms / 4, require_api_key=LOCAL_KEY)
     with serve_in_thread(config) as server:
         yield server.base_url, LOCAL_KEY
 
 
-def _set_env(stack: LocalStack, base_url: str | None, verbose: bool) -> None:
+def _set_env(stack: LocalAws, base_url: str | None, verbose: bool) -> None:
     env = stack.function_env(
         POWERTOOLS_LOG_LEVEL="INFO" if verbose else "WARNING",
         POWERTOOLS_METRICS_DISABLED="false" if verbose else "true",
@@ -58,7 +58,7 @@ def _set_env(stack: LocalStack, base_url: str | None, verbose: bool) -> None:
     os.environ.pop("OPENAI_API_KEY", None)  # the handler reads the key from the stack's secret
 
 
-def _dlq(stack: LocalStack) -> list[dict[str, Any]]:
+def _dlq(stack: LocalAws) -> list[dict[str, Any]]:
     sqs = boto3.client("sqs", region_name=stack.region, endpoint_url=stack.endpoint)
     with contextlib.closing(sqs):
         messages: list[dict[str, Any]] = []
@@ -71,7 +71,7 @@ def _dlq(stack: LocalStack) -> list[dict[str, Any]]:
         return messages
 
 
-def _print_report(stack: LocalStack, s3: Any, keys: list[str], elapsed: float, model: str) -> None:
+def _print_report(stack: LocalAws, s3: Any, keys: list[str], elapsed: float, model: str) -> None:
     print(f"\npromptdrop demo: {len(keys)} files through the real handler ({model}) in {elapsed:.1f} s")
     print(f"outputs under s3://{stack.bucket}/{stack.output_prefix}<input key>\n")
     header = f"{'input':<30} {'status':<10} {'ok':>3} {'fail':>4} {'tokens':>6} {'cost $':>9}  output files"
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m infra.demo", description=__doc__.splitlines()[0] if __doc__ else ""
     )
-    parser.add_argument("--latency-ms", type=float, default=150.0, help="local model server latency")
+    parser.add_argument("--latency-ms", type=float, default=150.0, help="fake OpenAI API latency")
     parser.add_argument("--verbose", action="store_true", help="show the handler's JSON logs and EMF metrics")
     args = parser.parse_args(argv)
 
@@ -126,11 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     s3.put_object(Bucket=stack.bucket, Key=key, Body=path.read_bytes(), Metadata=metadata)
                     keys.append(key)
                 try:
-                    with Poller.for_stack(stack) as poller:
-                        poller.drain(lambda_handler, wait_s=0)
+                    with SqsEventSource.for_stack(stack) as event_source:
+                        event_source.drain(lambda_handler, wait_s=0)
                 finally:
                     runtime.shutdown()
-                model = "the real OpenAI API" if real_key else f"local model server, {args.latency_ms:.0f} ms latency"
+                model = "the real OpenAI API" if real_key else f"fake OpenAI API, {args.latency_ms:.0f} ms latency"
                 _print_report(stack, s3, keys, time.monotonic() - started, model)
     finally:
         stop_moto(server)

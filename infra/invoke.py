@@ -3,7 +3,7 @@
 ``python -m infra.invoke < event.json`` reads an event from standard input, runs
 ``promptdrop.handler.lambda_handler`` with a local context (``--timeout-s``, default 900) and prints
 the response as JSON. The environment must already hold the function's configuration (see
-``LocalStack.function_env``). Tests use it to run several "containers" at once, and to kill one
+``LocalAws.function_env``). Tests use it to run several "containers" at once, and to kill one
 mid-run.
 """
 
@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from infra.local_lambda import LocalContext
+from infra.event_source import LocalContext
 
 __all__ = ["main"]
 

@@ -4,20 +4,20 @@
     Starts one :class:`~moto.server.ThreadedMotoServer` on a free 127.0.0.1 port and yields
     its endpoint URL (``"http://127.0.0.1:PORT"``); the server is stopped at session end.
     Point boto3/aioboto3 at it with ``endpoint_url=`` or with the variables of
-    ``infra.local_stack.local_aws_env(moto_endpoint)``.
+    ``infra.local_aws.local_aws_env(moto_endpoint)``.
 
-``local_stack`` (function scope)
-    Yields an ``infra.local_stack.LocalStack``: the data resources of ``template.yaml``
+``local_aws`` (function scope)
+    Yields an ``infra.local_aws.LocalAws``: the data resources of ``template.yaml``
     (input bucket with its S3 -> SQS notification, work queue + DLQ, jobs table, secret)
     deployed in that server under a stack name unique to the test, so tests never see each
     other's objects, messages or items. Its work queue starts with the ``s3:TestEvent``
     message S3 sends when the notification is configured, as in AWS. The secret is empty.
     To run the handler against it, set the environment first, e.g.::
 
-        for name, value in local_stack.function_env(OPENAI_API_KEY="sk-test").items():
+        for name, value in local_aws.function_env(OPENAI_API_KEY="sk-test").items():
             monkeypatch.setenv(name, value)
 
-    and drive it with ``infra.local_lambda.Poller.for_stack(local_stack)``.
+    and drive it with ``infra.event_source.SqsEventSource.for_stack(local_aws)``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from infra.local_stack import LocalStack, deploy, start_moto, stop_moto
+from infra.local_aws import LocalAws, deploy, start_moto, stop_moto
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +41,6 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def local_stack(moto_endpoint: str) -> LocalStack:
+def local_aws(moto_endpoint: str) -> LocalAws:
     """The template's data resources, freshly deployed in moto under a unique stack name."""
     return deploy(moto_endpoint, stack_name=f"pd-{uuid.uuid4().hex[:10]}")

@@ -1,4 +1,4 @@
-"""The whole pipeline, locally: moto server + template resources + the local model server + the real handler.
+"""The whole pipeline, locally: moto server + template resources + the fake OpenAI API + the real handler.
 
 ``pipeline`` gives a test a fresh stack with the function's environment set (as Lambda would set
 it from template.yaml), the OpenAI key stored in the stack's Secrets Manager secret, and helpers
@@ -24,24 +24,24 @@ from promptdrop import runtime
 from promptdrop.handler import lambda_handler
 from promptdrop.settings import get_settings
 
-from infra.local_lambda import LocalContext, Poller
-from infra.local_stack import LocalStack
-from infra.model_server import ModelServerConfig, RunningModelServer, prompt_hash, serve_in_thread
+from infra.event_source import LocalContext, SqsEventSource
+from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, prompt_hash, serve_in_thread
+from infra.local_aws import LocalAws
 
 API_KEY = "sk-local-test"
 ROOT = Path(__file__).parents[2]
 
 
 @pytest.fixture(scope="session")
-def model_server() -> Iterator[RunningModelServer]:
-    with serve_in_thread(ModelServerConfig(require_api_key=API_KEY)) as server:
+def fake_openai() -> Iterator[RunningFakeOpenAI]:
+    with serve_in_thread(FakeOpenAIConfig(require_api_key=API_KEY)) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def slow_model_server() -> Iterator[RunningModelServer]:
+def slow_fake_openai() -> Iterator[RunningFakeOpenAI]:
     """100 ms a call: long enough for runs to overlap, to be killed mid-way, to hit a deadline."""
-    with serve_in_thread(ModelServerConfig(require_api_key=API_KEY, latency_ms=100, jitter_ms=20)) as server:
+    with serve_in_thread(FakeOpenAIConfig(require_api_key=API_KEY, latency_ms=100, jitter_ms=20)) as server:
         yield server
 
 
@@ -53,8 +53,8 @@ def _close_runtime() -> Iterator[None]:
 
 @dataclass
 class Pipeline:
-    stack: LocalStack
-    server: RunningModelServer
+    stack: LocalAws
+    server: RunningFakeOpenAI
     s3: Any
     ddb: Any
     sqs: Any
@@ -106,8 +106,8 @@ class Pipeline:
 
     def sqs_event(self, message: dict[str, Any]) -> dict[str, Any]:
         """What Lambda's event-source mapping hands the handler for one received SQS message."""
-        with Poller.for_stack(self.stack) as poller:
-            return poller.build_event([message])
+        with SqsEventSource.for_stack(self.stack) as event_source:
+            return event_source.build_event([message])
 
     def receive_work(self, count: int) -> list[dict[str, Any]]:
         """Take ``count`` messages off the work queue (deleted: the caller runs them)."""
@@ -138,8 +138,8 @@ class Pipeline:
 
     def drain(self, **kwargs: Any) -> int:
         """Play Lambda's SQS event-source mapping until the work queue is empty."""
-        with Poller.for_stack(self.stack) as poller:
-            return poller.drain(lambda_handler, wait_s=0, **kwargs)
+        with SqsEventSource.for_stack(self.stack) as event_source:
+            return event_source.drain(lambda_handler, wait_s=0, **kwargs)
 
     def invoke(self, event: dict[str, Any], context: LocalContext | None = None) -> Any:
         return lambda_handler(event, context or LocalContext())
@@ -194,40 +194,38 @@ class Pipeline:
 
 @pytest.fixture
 def pipeline(
-    local_stack: LocalStack, model_server: RunningModelServer, monkeypatch: pytest.MonkeyPatch
+    local_aws: LocalAws, fake_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Pipeline]:
-    yield from _pipeline(local_stack, model_server, monkeypatch)
+    yield from _pipeline(local_aws, fake_openai, monkeypatch)
 
 
 @pytest.fixture
 def slow_pipeline(
-    local_stack: LocalStack, slow_model_server: RunningModelServer, monkeypatch: pytest.MonkeyPatch
+    local_aws: LocalAws, slow_fake_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Pipeline]:
-    yield from _pipeline(local_stack, slow_model_server, monkeypatch)
+    yield from _pipeline(local_aws, slow_fake_openai, monkeypatch)
 
 
 def _pipeline(
-    local_stack: LocalStack, model_server: RunningModelServer, monkeypatch: pytest.MonkeyPatch
+    local_aws: LocalAws, fake_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Pipeline]:
-    env = local_stack.function_env(
-        OPENAI_BASE_URL=model_server.base_url,
+    env = local_aws.function_env(
+        OPENAI_BASE_URL=fake_openai.base_url,
         PROMPTDROP_MAX_CONCURRENCY="8",
         POWERTOOLS_METRICS_NAMESPACE="promptdrop-test",
     )
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    session = boto3.Session(region_name=local_stack.region)
+    session = boto3.Session(region_name=local_aws.region)
     clients = {
-        name: session.client(name, endpoint_url=local_stack.endpoint)  # type: ignore[call-overload]
+        name: session.client(name, endpoint_url=local_aws.endpoint)  # type: ignore[call-overload]
         for name in ("s3", "dynamodb", "sqs", "secretsmanager")
     }
-    clients["secretsmanager"].put_secret_value(SecretId=local_stack.secret_arn, SecretString=API_KEY)
+    clients["secretsmanager"].put_secret_value(SecretId=local_aws.secret_arn, SecretString=API_KEY)
     get_settings.cache_clear()
-    model_server.reset()
-    yield Pipeline(
-        local_stack, model_server, clients["s3"], clients["dynamodb"], clients["sqs"], dict(env), monkeypatch
-    )
+    fake_openai.reset()
+    yield Pipeline(local_aws, fake_openai, clients["s3"], clients["dynamodb"], clients["sqs"], dict(env), monkeypatch)
     get_settings.cache_clear()
     for client in clients.values():
         client.close()

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from infra.local_lambda import LocalContext
+from infra.event_source import LocalContext
 from tests.integration.conftest import Pipeline
 
 EVENTS = Path(__file__).parents[2] / "infra" / "events"

@@ -1,7 +1,7 @@
 """Exactly once, resumable, scaled out: duplicates, races, shards, kills and redrives.
 
 Each "Lambda container" here is a separate process running the real handler (``infra.invoke``),
-against the same moto server and model server, as parallel invocations would in AWS.
+against the same moto server and fake OpenAI API, as parallel invocations would in AWS.
 """
 
 from __future__ import annotations

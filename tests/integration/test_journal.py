@@ -8,15 +8,15 @@ import aioboto3
 import pytest
 from promptdrop.adapters.journal import Journal
 
-from infra.local_stack import LocalStack
+from infra.local_aws import LocalAws
 
 
 @pytest.fixture
-async def journal(local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Journal]:
-    for name, value in local_stack.function_env().items():
+async def journal(local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Journal]:
+    for name, value in local_aws.function_env().items():
         monkeypatch.setenv(name, value)
     async with aioboto3.Session().client("dynamodb") as ddb:
-        journal = Journal(ddb, local_stack.table)
+        journal = Journal(ddb, local_aws.table)
         await journal.start_job("j1", {"bucket": "b", "key": "k"})
         yield journal
 

@@ -1,4 +1,4 @@
-"""End to end through the real handler: S3 upload → SQS → handler → model server → S3, DynamoDB, DLQ."""
+"""End to end through the real handler: S3 upload → SQS → handler → fake OpenAI API → S3, DynamoDB, DLQ."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from cfnlint.decode import decode
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 
-from infra.local_stack import load_template
+from infra.local_aws import load_template
 
 TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
 REGION = "us-east-1"
@@ -81,7 +81,7 @@ def _function(cfn_template: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_both_loaders_read_the_same_template(sam_template: dict[str, Any]) -> None:
-    # infra.local_stack deploys from its own loader; it must see what cfn-lint sees.
+    # infra.local_aws deploys from its own loader; it must see what cfn-lint sees.
     assert load_template(TEMPLATE) == sam_template
 
 

@@ -1,4 +1,4 @@
-"""The local OpenAI-compatible model server, exercised through the real ``openai`` SDK."""
+"""The local OpenAI-compatible fake OpenAI API, exercised through the real ``openai`` SDK."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletion
 
-from infra.model_server import (
-    ModelServerConfig,
-    RunningModelServer,
+from infra.fake_openai import (
+    FakeOpenAIConfig,
+    RunningFakeOpenAI,
     format_duration,
     main,
     prompt_hash,
@@ -29,14 +29,14 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def server() -> Iterator[RunningModelServer]:
+def server() -> Iterator[RunningFakeOpenAI]:
     with serve_in_thread() as running:
         yield running
 
 
 @asynccontextmanager
 async def client_for(
-    server: RunningModelServer, *, api_key: str = "sk-local", max_retries: int = 0, timeout_s: float = 10.0
+    server: RunningFakeOpenAI, *, api_key: str = "sk-local", max_retries: int = 0, timeout_s: float = 10.0
 ) -> AsyncIterator[openai.AsyncOpenAI]:
     async with openai.AsyncOpenAI(
         base_url=server.base_url, api_key=api_key, max_retries=max_retries, timeout=timeout_s
@@ -55,7 +55,7 @@ async def ask(
     )
 
 
-async def test_completion_parses_with_deterministic_content_and_usage(server: RunningModelServer) -> None:
+async def test_completion_parses_with_deterministic_content_and_usage(server: RunningFakeOpenAI) -> None:
     async with client_for(server) as client:
         raw = await client.chat.completions.with_raw_response.create(
             model="gpt-test", messages=[{"role": "user", "content": "What is 2+2?"}]
@@ -86,7 +86,7 @@ async def test_completion_parses_with_deterministic_content_and_usage(server: Ru
 
 
 async def test_long_prompt_is_echoed_up_to_200_chars_and_max_tokens_truncates(
-    server: RunningModelServer,
+    server: RunningFakeOpenAI,
 ) -> None:
     prompt = "x" * 500
     async with client_for(server) as client:
@@ -101,7 +101,7 @@ async def test_long_prompt_is_echoed_up_to_200_chars_and_max_tokens_truncates(
 
 
 async def test_rate_limit_headers_when_limits_are_configured() -> None:
-    with serve_in_thread(ModelServerConfig(rpm=600, tpm=100_000)) as server:
+    with serve_in_thread(FakeOpenAIConfig(rpm=600, tpm=100_000)) as server:
         async with client_for(server) as client:
             raw = await client.chat.completions.with_raw_response.create(
                 model="gpt-test", messages=[{"role": "user", "content": "hello"}], max_tokens=10
@@ -117,7 +117,7 @@ async def test_rate_limit_headers_when_limits_are_configured() -> None:
 
 
 async def test_rpm_limit_answers_429_with_retry_after_once_the_bucket_is_empty() -> None:
-    with serve_in_thread(ModelServerConfig(rpm=3)) as server:
+    with serve_in_thread(FakeOpenAIConfig(rpm=3)) as server:
         async with client_for(server) as client:
             results: list[ChatCompletion | openai.RateLimitError] = []
             for i in range(5):
@@ -143,7 +143,7 @@ async def test_rpm_limit_answers_429_with_retry_after_once_the_bucket_is_empty()
 
 
 async def test_tpm_limit_and_request_too_large() -> None:
-    with serve_in_thread(ModelServerConfig(tpm=100)) as server:
+    with serve_in_thread(FakeOpenAIConfig(tpm=100)) as server:
         async with client_for(server) as client:
             with pytest.raises(openai.RateLimitError) as too_large:
                 await ask(client, "hello", max_tokens=500)
@@ -157,7 +157,7 @@ async def test_tpm_limit_and_request_too_large() -> None:
     assert "retry-after-ms" in exhausted.value.response.headers
 
 
-async def test_fail_500_twice_marker_fails_twice_then_succeeds(server: RunningModelServer) -> None:
+async def test_fail_500_twice_marker_fails_twice_then_succeeds(server: RunningFakeOpenAI) -> None:
     prompt = "flaky [[fail:500x2]]"
     async with client_for(server) as client:
         for _ in range(2):
@@ -176,7 +176,7 @@ async def test_fail_500_twice_marker_fails_twice_then_succeeds(server: RunningMo
     assert stats["injected"]["marker"] == 3
 
 
-async def test_fail_429_marker_sends_short_retry_after_and_sdk_retries(server: RunningModelServer) -> None:
+async def test_fail_429_marker_sends_short_retry_after_and_sdk_retries(server: RunningFakeOpenAI) -> None:
     async with client_for(server) as client:
         with pytest.raises(openai.RateLimitError) as info:
             await ask(client, "a [[fail:429x1]]")
@@ -191,7 +191,7 @@ async def test_fail_429_marker_sends_short_retry_after_and_sdk_retries(server: R
     assert server.stats()["prompts"][prompt_hash("b [[fail:429x1]]")] == 2
 
 
-async def test_permanent_markers(server: RunningModelServer) -> None:
+async def test_permanent_markers(server: RunningFakeOpenAI) -> None:
     async with client_for(server) as client:
         for _ in range(2):
             with pytest.raises(openai.BadRequestError) as bad:
@@ -208,7 +208,7 @@ async def test_permanent_markers(server: RunningModelServer) -> None:
     assert "retry-after" not in quota.value.response.headers
 
 
-async def test_stats_counts_prompts_and_reset(server: RunningModelServer) -> None:
+async def test_stats_counts_prompts_and_reset(server: RunningFakeOpenAI) -> None:
     async with client_for(server) as client:
         for prompt in ("one", "two", "two"):
             await ask(client, prompt)
@@ -236,7 +236,7 @@ async def test_stats_counts_prompts_and_reset(server: RunningModelServer) -> Non
             assert "error" in await response.json()
 
 
-async def test_reset_forgets_marker_counts(server: RunningModelServer) -> None:
+async def test_reset_forgets_marker_counts(server: RunningFakeOpenAI) -> None:
     async with client_for(server) as client:
         with pytest.raises(openai.InternalServerError):
             await ask(client, "[[fail:500x1]]")
@@ -246,7 +246,7 @@ async def test_reset_forgets_marker_counts(server: RunningModelServer) -> None:
             await ask(client, "[[fail:500x1]]")
 
 
-async def test_malformed_marker_returns_invalid_json(server: RunningModelServer) -> None:
+async def test_malformed_marker_returns_invalid_json(server: RunningFakeOpenAI) -> None:
     async with aiohttp.ClientSession() as http:
         body = {"model": "m", "messages": [{"role": "user", "content": "[[malformed:x1]]"}]}
         async with http.post(f"{server.base_url}/chat/completions", json=body) as response:
@@ -260,7 +260,7 @@ async def test_malformed_marker_returns_invalid_json(server: RunningModelServer)
 
 async def test_hang_marker_times_the_client_out_and_server_still_stops_quickly() -> None:
     started = time.monotonic()
-    with serve_in_thread(ModelServerConfig(hang_s=30)) as server:
+    with serve_in_thread(FakeOpenAIConfig(hang_s=30)) as server:
         async with client_for(server, timeout_s=0.2) as client:
             with pytest.raises(openai.APITimeoutError):
                 await ask(client, "slow [[hang:x1]]")
@@ -270,7 +270,7 @@ async def test_hang_marker_times_the_client_out_and_server_still_stops_quickly()
 
 
 async def test_require_api_key() -> None:
-    with serve_in_thread(ModelServerConfig(require_api_key="sk-right")) as server:
+    with serve_in_thread(FakeOpenAIConfig(require_api_key="sk-right")) as server:
         async with client_for(server, api_key="sk-wrong") as client:
             with pytest.raises(openai.AuthenticationError) as info:
                 await ask(client, "hello")
@@ -281,7 +281,7 @@ async def test_require_api_key() -> None:
 
 async def test_random_faults_are_reproducible_with_a_seed() -> None:
     async def statuses() -> list[int]:
-        config = ModelServerConfig(fail_500_rate=0.3, fail_429_rate=0.2, seed=7)
+        config = FakeOpenAIConfig(fail_500_rate=0.3, fail_429_rate=0.2, seed=7)
         seen: list[int] = []
         with serve_in_thread(config) as server:
             async with client_for(server) as client:
@@ -300,11 +300,11 @@ async def test_random_faults_are_reproducible_with_a_seed() -> None:
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="fail_500_rate"):
-        ModelServerConfig(fail_500_rate=1.5)
+        FakeOpenAIConfig(fail_500_rate=1.5)
     with pytest.raises(ValueError, match="rpm"):
-        ModelServerConfig(rpm=0)
+        FakeOpenAIConfig(rpm=0)
     with pytest.raises(ValueError, match="add up"):
-        ModelServerConfig(fail_500_rate=0.6, hang_rate=0.6)
+        FakeOpenAIConfig(fail_500_rate=0.6, hang_rate=0.6)
     assert main(["--fail-500-rate", "2"]) == 2
 
 
@@ -326,7 +326,7 @@ def test_format_duration(seconds: float, expected: str) -> None:
 
 def test_cli_starts_prints_its_url_and_stops() -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "infra.model_server", "--port", "0", "--latency-ms", "1"],
+        [sys.executable, "-m", "infra.fake_openai", "--port", "0", "--latency-ms", "1"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -335,7 +335,7 @@ def test_cli_starts_prints_its_url_and_stops() -> None:
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline().strip()
-            assert line.startswith("model server listening on http://127.0.0.1:"), line
+            assert line.startswith("fake OpenAI API listening on http://127.0.0.1:"), line
             base_url = line.rsplit(" ", 1)[1]
             assert base_url.endswith("/v1")
             root = base_url.removesuffix("/v1")

@@ -1,4 +1,4 @@
-"""The local stack really is template.yaml in moto, and the poller behaves like Lambda's SQS mapping."""
+"""The local stack really is template.yaml in moto, and the event_source behaves like Lambda's SQS mapping."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from typing import Any
 import boto3
 import pytest
 
-from infra.local_lambda import LocalContext, Poller
-from infra.local_stack import DEFAULT_TEMPLATE, LocalStack, deploy, load_template
+from infra.event_source import LocalContext, SqsEventSource
+from infra.local_aws import DEFAULT_TEMPLATE, LocalAws, deploy, load_template
 
 
 @pytest.fixture
-def aws(local_stack: LocalStack) -> Iterator[dict[str, Any]]:
+def aws(local_aws: LocalAws) -> Iterator[dict[str, Any]]:
     """boto3 clients on the moto server (closed afterwards)."""
     clients = {
         name: boto3.client(
             name,
-            endpoint_url=local_stack.endpoint,
-            region_name=local_stack.region,
+            endpoint_url=local_aws.endpoint,
+            region_name=local_aws.region,
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
@@ -48,7 +48,7 @@ def _ack(sqs: Any, queue_url: str, messages: list[dict[str, Any]]) -> None:
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
 
 
-def _drop_test_event(sqs: Any, stack: LocalStack) -> dict[str, Any]:
+def _drop_test_event(sqs: Any, stack: LocalAws) -> dict[str, Any]:
     """S3 (and moto) send an s3:TestEvent when the notification is configured: consume it."""
     (message,) = _receive_all(sqs, stack.work_queue_url)
     _ack(sqs, stack.work_queue_url, [message])
@@ -64,27 +64,27 @@ def _approx_counts(sqs: Any, queue_url: str) -> tuple[int, int]:
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
 
-def test_configuring_the_notification_sends_an_s3_test_event(local_stack: LocalStack, aws: dict[str, Any]) -> None:
-    body = _drop_test_event(aws["sqs"], local_stack)
+def test_configuring_the_notification_sends_an_s3_test_event(local_aws: LocalAws, aws: dict[str, Any]) -> None:
+    body = _drop_test_event(aws["sqs"], local_aws)
     assert body["Event"] == "s3:TestEvent"
     assert body["Service"] == "Amazon S3"
-    assert body["Bucket"] == local_stack.bucket
+    assert body["Bucket"] == local_aws.bucket
     assert "Records" not in body
-    assert _receive_all(aws["sqs"], local_stack.work_queue_url) == []
+    assert _receive_all(aws["sqs"], local_aws.work_queue_url) == []
 
 
-def test_object_under_input_prefix_notifies_the_work_queue(local_stack: LocalStack, aws: dict[str, Any]) -> None:
+def test_object_under_input_prefix_notifies_the_work_queue(local_aws: LocalAws, aws: dict[str, Any]) -> None:
     sqs, s3 = aws["sqs"], aws["s3"]
-    _drop_test_event(sqs, local_stack)
-    key = f"{local_stack.input_prefix}batch 1/prompts.jsonl"
-    put = s3.put_object(Bucket=local_stack.bucket, Key=key, Body=b'{"prompt": "hi"}\n')
+    _drop_test_event(sqs, local_aws)
+    key = f"{local_aws.input_prefix}batch 1/prompts.jsonl"
+    put = s3.put_object(Bucket=local_aws.bucket, Key=key, Body=b'{"prompt": "hi"}\n')
 
-    (message,) = _receive_all(sqs, local_stack.work_queue_url, wait_s=1)
+    (message,) = _receive_all(sqs, local_aws.work_queue_url, wait_s=1)
     (record,) = json.loads(message["Body"])["Records"]
     assert record["eventSource"] == "aws:s3"
     assert record["eventName"] == "ObjectCreated:Put"
-    assert record["awsRegion"] == local_stack.region
-    assert record["s3"]["bucket"]["name"] == local_stack.bucket
+    assert record["awsRegion"] == local_aws.region
+    assert record["s3"]["bucket"]["name"] == local_aws.bucket
     # moto quote_plus-encodes the whole key ('/' -> %2F, ' ' -> +); AWS keeps '/' as is.
     assert record["s3"]["object"]["key"] == "inputs%2Fbatch+1%2Fprompts.jsonl"
     assert record["s3"]["object"]["eTag"] == put["ETag"].strip('"')
@@ -94,30 +94,30 @@ def test_object_under_input_prefix_notifies_the_work_queue(local_stack: LocalSta
     assert "sequencer" not in record["s3"]["object"]
 
 
-def test_objects_outside_the_input_prefix_do_not_notify(local_stack: LocalStack, aws: dict[str, Any]) -> None:
+def test_objects_outside_the_input_prefix_do_not_notify(local_aws: LocalAws, aws: dict[str, Any]) -> None:
     sqs, s3 = aws["sqs"], aws["s3"]
-    _drop_test_event(sqs, local_stack)
-    s3.put_object(Bucket=local_stack.bucket, Key=f"{local_stack.output_prefix}x.out.jsonl", Body=b"{}")
-    s3.put_object(Bucket=local_stack.bucket, Key="elsewhere/inputs/x.txt", Body=b"hi")
+    _drop_test_event(sqs, local_aws)
+    s3.put_object(Bucket=local_aws.bucket, Key=f"{local_aws.output_prefix}x.out.jsonl", Body=b"{}")
+    s3.put_object(Bucket=local_aws.bucket, Key="elsewhere/inputs/x.txt", Body=b"hi")
     # moto delivers notifications synchronously inside PutObject: no need to wait
-    assert _receive_all(sqs, local_stack.work_queue_url) == []
+    assert _receive_all(sqs, local_aws.work_queue_url) == []
 
 
-def test_resources_match_the_template(local_stack: LocalStack, aws: dict[str, Any]) -> None:
+def test_resources_match_the_template(local_aws: LocalAws, aws: dict[str, Any]) -> None:
     sqs, ddb, s3 = aws["sqs"], aws["dynamodb"], aws["s3"]
     declared = load_template(DEFAULT_TEMPLATE)["Resources"]
 
-    table = ddb.describe_table(TableName=local_stack.table)["Table"]
+    table = ddb.describe_table(TableName=local_aws.table)["Table"]
     assert table["KeySchema"] == [
         {"AttributeName": "pk", "KeyType": "HASH"},
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    backups = ddb.describe_continuous_backups(TableName=local_stack.table)["ContinuousBackupsDescription"]
+    backups = ddb.describe_continuous_backups(TableName=local_aws.table)["ContinuousBackupsDescription"]
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
 
-    work = sqs.get_queue_attributes(QueueUrl=local_stack.work_queue_url, AttributeNames=["All"])["Attributes"]
-    dlq = sqs.get_queue_attributes(QueueUrl=local_stack.dlq_url, AttributeNames=["All"])["Attributes"]
+    work = sqs.get_queue_attributes(QueueUrl=local_aws.work_queue_url, AttributeNames=["All"])["Attributes"]
+    dlq = sqs.get_queue_attributes(QueueUrl=local_aws.dlq_url, AttributeNames=["All"])["Attributes"]
     redrive = json.loads(work["RedrivePolicy"])
     assert redrive["deadLetterTargetArn"] == dlq["QueueArn"]
     assert int(redrive["maxReceiveCount"]) == declared["WorkQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
@@ -125,37 +125,37 @@ def test_resources_match_the_template(local_stack: LocalStack, aws: dict[str, An
     assert int(dlq["MessageRetentionPeriod"]) == 14 * 24 * 3600
     policy = json.loads(work["Policy"])
     (statement,) = policy["Statement"]
-    assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:s3:::{local_stack.bucket}"
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"] == f"arn:aws:s3:::{local_aws.bucket}"
 
-    notification = s3.get_bucket_notification_configuration(Bucket=local_stack.bucket)
+    notification = s3.get_bucket_notification_configuration(Bucket=local_aws.bucket)
     (queue_config,) = notification["QueueConfigurations"]
     assert queue_config["QueueArn"] == work["QueueArn"]
-    assert queue_config["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": local_stack.input_prefix}]
-    versioning = s3.get_bucket_versioning(Bucket=local_stack.bucket)
+    assert queue_config["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": local_aws.input_prefix}]
+    versioning = s3.get_bucket_versioning(Bucket=local_aws.bucket)
     assert versioning.get("Status") is None
 
-    secret = aws["secretsmanager"].describe_secret(SecretId=local_stack.secret_arn)
-    assert secret["Name"] == f"{local_stack.stack_name}/openai-api-key"
+    secret = aws["secretsmanager"].describe_secret(SecretId=local_aws.secret_arn)
+    assert secret["Name"] == f"{local_aws.stack_name}/openai-api-key"
 
 
-def test_function_env_resolves_the_template(local_stack: LocalStack) -> None:
-    env = local_stack.function_env()
-    assert env["PROMPTDROP_TABLE"] == local_stack.table
-    assert env["PROMPTDROP_DLQ_URL"] == local_stack.dlq_url
-    assert env["PROMPTDROP_WORK_QUEUE_URL"] == local_stack.work_queue_url
-    assert env["PROMPTDROP_OPENAI_SECRET_ARN"] == local_stack.secret_arn
+def test_function_env_resolves_the_template(local_aws: LocalAws) -> None:
+    env = local_aws.function_env()
+    assert env["PROMPTDROP_TABLE"] == local_aws.table
+    assert env["PROMPTDROP_DLQ_URL"] == local_aws.dlq_url
+    assert env["PROMPTDROP_WORK_QUEUE_URL"] == local_aws.work_queue_url
+    assert env["PROMPTDROP_OPENAI_SECRET_ARN"] == local_aws.secret_arn
     assert env["PROMPTDROP_INPUT_PREFIX"] == "inputs/"
     assert env["PROMPTDROP_OUTPUT_PREFIX"] == "results/"
     assert env["PROMPTDROP_MODEL"] == "gpt-4o-mini"
     assert env["PROMPTDROP_MAX_CONCURRENCY"] == "100"
     assert env["PROMPTDROP_RPM"] == "0"
     assert env["POWERTOOLS_SERVICE_NAME"] == "promptdrop"
-    assert env["AWS_ENDPOINT_URL"] == local_stack.endpoint
+    assert env["AWS_ENDPOINT_URL"] == local_aws.endpoint
     assert env["AWS_DEFAULT_REGION"] == "us-east-1"
     # empty in the template (= the input bucket) or absent (no base URL): left out
     assert "PROMPTDROP_OUTPUT_BUCKET" not in env
     assert "OPENAI_BASE_URL" not in env
-    overridden = local_stack.function_env(OPENAI_API_KEY="sk-test", PROMPTDROP_OPENAI_SECRET_ARN="")
+    overridden = local_aws.function_env(OPENAI_API_KEY="sk-test", PROMPTDROP_OPENAI_SECRET_ARN="")
     assert overridden["OPENAI_API_KEY"] == "sk-test"
     assert "PROMPTDROP_OPENAI_SECRET_ARN" not in overridden
 
@@ -195,12 +195,12 @@ def test_local_context_counts_down() -> None:
     assert 899_000 < LocalContext().get_remaining_time_in_millis() <= 900_000
 
 
-def test_poller_deletes_acknowledged_and_releases_failed(local_stack: LocalStack, aws: dict[str, Any]) -> None:
+def test_event_source_deletes_acknowledged_and_releases_failed(local_aws: LocalAws, aws: dict[str, Any]) -> None:
     sqs = aws["sqs"]
-    _drop_test_event(sqs, local_stack)
+    _drop_test_event(sqs, local_aws)
     for body in ("ok-1", "fail", "ok-2"):
         sqs.send_message(
-            QueueUrl=local_stack.work_queue_url,
+            QueueUrl=local_aws.work_queue_url,
             MessageBody=body,
             MessageAttributes={"kind": {"DataType": "String", "StringValue": body}},
         )
@@ -214,8 +214,8 @@ def test_poller_deletes_acknowledged_and_releases_failed(local_stack: LocalStack
         failed = [r["messageId"] for r in event["Records"] if r["body"] == "fail"]
         return {"batchItemFailures": [{"itemIdentifier": m} for m in failed]}
 
-    with Poller.for_stack(local_stack) as poller:
-        assert poller.poll_once(handler, batch_size=10, wait_s=1) == 3
+    with SqsEventSource.for_stack(local_aws) as event_source:
+        assert event_source.poll_once(handler, batch_size=10, wait_s=1) == 3
 
         (event,) = events
         assert sorted(r["body"] for r in event["Records"]) == ["fail", "ok-1", "ok-2"]
@@ -232,7 +232,7 @@ def test_poller_deletes_acknowledged_and_releases_failed(local_stack: LocalStack
             "awsRegion",
         }
         assert record["eventSource"] == "aws:sqs"
-        assert record["eventSourceARN"].endswith(":" + local_stack.work_queue_url.rsplit("/", 1)[-1])
+        assert record["eventSourceARN"].endswith(":" + local_aws.work_queue_url.rsplit("/", 1)[-1])
         assert record["awsRegion"] == "us-east-1"
         assert set(record["attributes"]) == {
             "ApproximateReceiveCount",
@@ -247,43 +247,41 @@ def test_poller_deletes_acknowledged_and_releases_failed(local_stack: LocalStack
         assert isinstance(contexts[0], LocalContext)
 
         # the acknowledged messages are gone; the failed one is visible again, received a 2nd time
-        (again,) = _receive_all(sqs, local_stack.work_queue_url, wait_s=1)
+        (again,) = _receive_all(sqs, local_aws.work_queue_url, wait_s=1)
         assert again["Body"] == "fail"
         assert again["MessageId"] == record["messageId"]
         assert again["Attributes"]["ApproximateReceiveCount"] == "2"
-        _ack(sqs, local_stack.work_queue_url, [again])
-    assert _approx_counts(sqs, local_stack.work_queue_url) == (0, 0)
+        _ack(sqs, local_aws.work_queue_url, [again])
+    assert _approx_counts(sqs, local_aws.work_queue_url) == (0, 0)
 
 
-def test_poller_handler_error_fails_the_whole_batch(local_stack: LocalStack, aws: dict[str, Any]) -> None:
+def test_event_source_handler_error_fails_the_whole_batch(local_aws: LocalAws, aws: dict[str, Any]) -> None:
     sqs = aws["sqs"]
-    _drop_test_event(sqs, local_stack)
-    sqs.send_message(QueueUrl=local_stack.work_queue_url, MessageBody="boom")
+    _drop_test_event(sqs, local_aws)
+    sqs.send_message(QueueUrl=local_aws.work_queue_url, MessageBody="boom")
 
     def handler(event: dict[str, Any], context: Any) -> Mapping[str, Any]:
         raise RuntimeError("handler crashed")
 
-    with Poller.for_stack(local_stack) as poller:
+    with SqsEventSource.for_stack(local_aws) as event_source:
         with pytest.raises(RuntimeError, match="handler crashed"):
-            poller.poll_once(handler)
-        assert [m["Body"] for m in _receive_all(sqs, local_stack.work_queue_url, wait_s=1)] == ["boom"]
+            event_source.poll_once(handler)
+        assert [m["Body"] for m in _receive_all(sqs, local_aws.work_queue_url, wait_s=1)] == ["boom"]
 
 
 def test_invalid_item_identifier_fails_the_whole_batch() -> None:
     ids = {"a", "b"}
-    assert Poller.failed_ids(None, ids) == set()
-    assert Poller.failed_ids({}, ids) == set()
-    assert Poller.failed_ids({"batchItemFailures": []}, ids) == set()
-    assert Poller.failed_ids({"batchItemFailures": [{"itemIdentifier": "a"}]}, ids) == {"a"}
-    assert Poller.failed_ids({"batchItemFailures": [{"itemIdentifier": "zz"}]}, ids) == ids
-    assert Poller.failed_ids({"batchItemFailures": [{"itemIdentifier": None}]}, ids) == ids
+    assert SqsEventSource.failed_ids(None, ids) == set()
+    assert SqsEventSource.failed_ids({}, ids) == set()
+    assert SqsEventSource.failed_ids({"batchItemFailures": []}, ids) == set()
+    assert SqsEventSource.failed_ids({"batchItemFailures": [{"itemIdentifier": "a"}]}, ids) == {"a"}
+    assert SqsEventSource.failed_ids({"batchItemFailures": [{"itemIdentifier": "zz"}]}, ids) == ids
+    assert SqsEventSource.failed_ids({"batchItemFailures": [{"itemIdentifier": None}]}, ids) == ids
 
 
-def test_drain_retries_until_the_redrive_policy_moves_it_to_the_dlq(
-    local_stack: LocalStack, aws: dict[str, Any]
-) -> None:
+def test_drain_retries_until_the_redrive_policy_moves_it_to_the_dlq(local_aws: LocalAws, aws: dict[str, Any]) -> None:
     sqs = aws["sqs"]
-    sqs.send_message(QueueUrl=local_stack.work_queue_url, MessageBody="always fails")
+    sqs.send_message(QueueUrl=local_aws.work_queue_url, MessageBody="always fails")
     seen: list[str] = []
 
     def handler(event: dict[str, Any], context: Any) -> Mapping[str, Any]:
@@ -294,14 +292,14 @@ def test_drain_retries_until_the_redrive_policy_moves_it_to_the_dlq(
             ]
         }
 
-    with Poller.for_stack(local_stack) as poller:
-        handled = poller.drain(handler, idle_polls=1, wait_s=0, max_batches=50)
+    with SqsEventSource.for_stack(local_aws) as event_source:
+        handled = event_source.drain(handler, idle_polls=1, wait_s=0, max_batches=50)
 
     # the s3:TestEvent is acknowledged once; the failing message is received maxReceiveCount (5)
     # times, then moto's redrive moves it to the DLQ on the next receive
     assert json.loads(seen[0])["Event"] == "s3:TestEvent"
     assert seen[1:] == ["always fails"] * 5
     assert handled == 6
-    (dead,) = _receive_all(sqs, local_stack.dlq_url)
+    (dead,) = _receive_all(sqs, local_aws.dlq_url)
     assert dead["Body"] == "always fails"
-    assert _approx_counts(sqs, local_stack.work_queue_url) == (0, 0)
+    assert _approx_counts(sqs, local_aws.work_queue_url) == (0, 0)

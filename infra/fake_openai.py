@@ -23,8 +23,8 @@ sha256-hex[:16] of the last user message -> times received), ``POST /stats/reset
 the rate-limit buckets), ``GET /health`` answers 200.
 
 Use it from Python with :func:`serve_in_thread` (a daemon thread running its own event loop) or
-:func:`create_app`, or from a shell: ``python -m infra.model_server --port 8089 --latency-ms 200``,
-which prints ``model server listening on http://HOST:PORT/v1`` once it accepts connections.
+:func:`create_app`, or from a shell: ``python -m infra.fake_openai --port 8089 --latency-ms 200``,
+which prints ``fake OpenAI API listening on http://HOST:PORT/v1`` once it accepts connections.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 __all__ = [
-    "ModelServerConfig",
-    "ModelServerState",
-    "RunningModelServer",
+    "FakeOpenAIConfig",
+    "FakeOpenAIState",
+    "RunningFakeOpenAI",
     "app_state",
     "config_from_args",
     "create_app",
@@ -67,7 +67,7 @@ _T = TypeVar("_T")
 ECHO_PREFIX: Final = "Echo: "
 ECHO_CHARS: Final = 200
 _JSON_CT: Final = "application/json"
-_SYSTEM_FINGERPRINT: Final = "fp_local_model_server"
+_SYSTEM_FINGERPRINT: Final = "fp_local_fake_openai"
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 _RATE_LIMIT_DOCS: Final = "Visit https://platform.openai.com/account/rate-limits to learn more."
 _ORG: Final = "org-local"
@@ -124,7 +124,7 @@ _QUOTA_ERROR: Final = (
 
 
 @dataclass(frozen=True, slots=True)
-class ModelServerConfig:
+class FakeOpenAIConfig:
     """How the server behaves. Rates are probabilities in [0, 1]; ``None`` limits mean unlimited."""
 
     latency_ms: float = 0.0
@@ -229,7 +229,7 @@ class _Marker:
     count: int | None  # None: always
 
 
-class ModelServerState:
+class FakeOpenAIState:
     """Counters and per-prompt bookkeeping. Mutated only on the server's event loop."""
 
     def __init__(self) -> None:
@@ -326,7 +326,7 @@ class _Request:
 class _Handler:
     """The request handlers; one instance per application."""
 
-    def __init__(self, config: ModelServerConfig, state: ModelServerState) -> None:
+    def __init__(self, config: FakeOpenAIConfig, state: FakeOpenAIState) -> None:
         self.config = config
         self.state = state
         self.closing = asyncio.Event()
@@ -651,14 +651,14 @@ class _Handler:
         self.closing.set()
 
 
-_STATE_KEY: Final = web.AppKey("model_server_state", ModelServerState)
-_HANDLER_KEY: Final = web.AppKey("model_server_handler", _Handler)
+_STATE_KEY: Final = web.AppKey("fake_openai_state", FakeOpenAIState)
+_HANDLER_KEY: Final = web.AppKey("fake_openai_handler", _Handler)
 
 
-def create_app(config: ModelServerConfig | None = None) -> web.Application:
-    """The aiohttp application; :func:`app_state` gives its :class:`ModelServerState`."""
-    config = config or ModelServerConfig()
-    state = ModelServerState()
+def create_app(config: FakeOpenAIConfig | None = None) -> web.Application:
+    """The aiohttp application; :func:`app_state` gives its :class:`FakeOpenAIState`."""
+    config = config or FakeOpenAIConfig()
+    state = FakeOpenAIState()
     handler = _Handler(config, state)
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app[_STATE_KEY] = state
@@ -674,7 +674,7 @@ def create_app(config: ModelServerConfig | None = None) -> web.Application:
     return app
 
 
-def app_state(app: web.Application) -> ModelServerState:
+def app_state(app: web.Application) -> FakeOpenAIState:
     """The counters of an application made by :func:`create_app`."""
     return app[_STATE_KEY]
 
@@ -692,11 +692,11 @@ async def _start(app: web.Application, host: str, port: int, *, shutdown_timeout
     return runner, real_port
 
 
-class RunningModelServer:
-    """A model server running on its own event loop in a daemon thread (see :func:`serve_in_thread`)."""
+class RunningFakeOpenAI:
+    """A fake OpenAI API running on its own event loop in a daemon thread (see :func:`serve_in_thread`)."""
 
-    def __init__(self, config: ModelServerConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.config = config or ModelServerConfig()
+    def __init__(self, config: FakeOpenAIConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or FakeOpenAIConfig()
         self.host = host
         self.port = port
         self.app = create_app(self.config)
@@ -716,16 +716,16 @@ class RunningModelServer:
         """What to give ``openai.AsyncOpenAI(base_url=...)``: ``http://HOST:PORT/v1``."""
         return f"{self.root_url}/v1"
 
-    def start(self, timeout: float = 10.0) -> RunningModelServer:
+    def start(self, timeout: float = 10.0) -> RunningFakeOpenAI:
         if self._thread is not None:
-            raise RuntimeError("the model server was already started")
+            raise RuntimeError("the fake OpenAI API was already started")
         self._thread = threading.Thread(target=self._run, name="model-server", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
-            raise RuntimeError(f"the model server did not start within {timeout}s")
+            raise RuntimeError(f"the fake OpenAI API did not start within {timeout}s")
         if self._error is not None:
             self._thread.join()
-            raise RuntimeError("the model server failed to start") from self._error
+            raise RuntimeError("the fake OpenAI API failed to start") from self._error
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -737,7 +737,7 @@ class RunningModelServer:
                 loop.call_soon_threadsafe(stop.set)
         thread.join(timeout)
         if thread.is_alive():
-            raise RuntimeError(f"the model server thread did not stop within {timeout}s")
+            raise RuntimeError(f"the fake OpenAI API thread did not stop within {timeout}s")
         self._thread = None
 
     def _call(self, fn: Callable[[], _T]) -> _T:
@@ -767,7 +767,7 @@ class RunningModelServer:
         """Same as ``POST /stats/reset``."""
         self._call(self.state.reset)
 
-    def __enter__(self) -> RunningModelServer:
+    def __enter__(self) -> RunningFakeOpenAI:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -796,14 +796,14 @@ class RunningModelServer:
 
 @contextlib.contextmanager
 def serve_in_thread(
-    config: ModelServerConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[RunningModelServer]:
-    """Run a model server in a daemon thread for the duration of the ``with`` block.
+    config: FakeOpenAIConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RunningFakeOpenAI]:
+    """Run a fake OpenAI API in a daemon thread for the duration of the ``with`` block.
 
-    >>> with serve_in_thread(ModelServerConfig(rpm=60)) as server:  # doctest: +SKIP
+    >>> with serve_in_thread(FakeOpenAIConfig(rpm=60)) as server:  # doctest: +SKIP
     ...     client = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-local")
     """
-    server = RunningModelServer(config, host=host, port=port).start()
+    server = RunningFakeOpenAI(config, host=host, port=port).start()
     try:
         yield server
     finally:
@@ -815,10 +815,10 @@ def serve_in_thread(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m infra.model_server",
+        prog="python -m infra.fake_openai",
         description="A fast, OpenAI-compatible fake chat-completions server (echo answers, limits, faults).",
     )
-    d = ModelServerConfig()
+    d = FakeOpenAIConfig()
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8089, help="0 picks a free port (printed on the ready line)")
     p.add_argument("--latency-ms", type=float, default=d.latency_ms)
@@ -840,8 +840,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> ModelServerConfig:
-    return ModelServerConfig(
+def config_from_args(args: argparse.Namespace) -> FakeOpenAIConfig:
+    return FakeOpenAIConfig(
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
         rpm=args.rpm,
@@ -859,7 +859,7 @@ def config_from_args(args: argparse.Namespace) -> ModelServerConfig:
     )
 
 
-async def _serve_forever(config: ModelServerConfig, host: str, port: int) -> None:
+async def _serve_forever(config: FakeOpenAIConfig, host: str, port: int) -> None:
     app = create_app(config)
     runner, real_port = await _start(app, host, port, shutdown_timeout=5.0)
     stop = asyncio.Event()
@@ -868,7 +868,7 @@ async def _serve_forever(config: ModelServerConfig, host: str, port: int) -> Non
         with contextlib.suppress(NotImplementedError):  # Windows
             loop.add_signal_handler(sig, stop.set)
     shown_host = f"[{host}]" if ":" in host else host
-    print(f"model server listening on http://{shown_host}:{real_port}/v1", flush=True)
+    print(f"fake OpenAI API listening on http://{shown_host}:{real_port}/v1", flush=True)
     try:
         await stop.wait()
     finally:
@@ -877,7 +877,7 @@ async def _serve_forever(config: ModelServerConfig, host: str, port: int) -> Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m infra.model_server [flags]``: serve until SIGINT/SIGTERM."""
+    """``python -m infra.fake_openai [flags]``: serve until SIGINT/SIGTERM."""
     args = _parser().parse_args(argv)
     try:
         config = config_from_args(args)

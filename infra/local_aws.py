@@ -17,7 +17,7 @@ resource's *properties* into the boto3 calls CloudFormation would make:
 ==============================  ===========================================================
 
 Compute and plumbing resources (the function, its role, log group, event-source mapping) are
-not created: locally the handler runs in-process, fed by :class:`infra.local_lambda.Poller`.
+not created: locally the handler runs in-process, fed by :class:`infra.event_source.SqsEventSource`.
 A resource type or property this module does not know is an error, not a silent skip, so a
 template change that the local stack cannot honour is noticed at once.
 
@@ -60,7 +60,7 @@ __all__ = [
     "DEFAULT_TEMPLATE",
     "FUNCTION_LOGICAL_ID",
     "REGION",
-    "LocalStack",
+    "LocalAws",
     "TemplateError",
     "ThreadedMotoServer",
     "deploy",
@@ -75,7 +75,7 @@ DEFAULT_TEMPLATE: Final = REPO_ROOT / "template.yaml"
 REGION: Final = "us-east-1"
 FUNCTION_LOGICAL_ID: Final = "ProcessorFunction"
 
-# Logical ids of the template's resources that LocalStack exposes by name.
+# Logical ids of the template's resources that LocalAws exposes by name.
 _BUCKET_ID: Final = "InputBucket"
 _WORK_QUEUE_ID: Final = "WorkQueue"
 _DLQ_ID: Final = "DeadLetterQueue"
@@ -634,7 +634,7 @@ _CREATORS: Final[Mapping[str, Callable[[_Ctx, str, dict[str, Any]], _Deployed]]]
 
 
 @dataclass(frozen=True)
-class LocalStack:
+class LocalAws:
     """The deployed local stack: physical names of the template's resources.
 
     ``resources`` maps every created logical id to its physical id (what ``Ref`` returns).
@@ -704,7 +704,7 @@ def deploy(
     stack_name: str = "promptdrop-local",
     parameters: Mapping[str, str] | None = None,
     region: str = REGION,
-) -> LocalStack:
+) -> LocalAws:
     """Create the template's data resources in the moto server at ``endpoint``.
 
     ``stack_name`` plays ``AWS::StackName`` (lower case: it is part of the bucket name); give
@@ -743,8 +743,8 @@ def deploy(
     physical = {k: v.ref for k, v in resolver.deployed.items()}
     for required in (_BUCKET_ID, _WORK_QUEUE_ID, _DLQ_ID, _TABLE_ID, _SECRET_ID):
         if required not in physical:
-            raise TemplateError(f"the template has no {required} (LocalStack needs it)")
-    return LocalStack(
+            raise TemplateError(f"the template has no {required} (LocalAws needs it)")
+    return LocalAws(
         endpoint=endpoint,
         stack_name=stack_name,
         region=region,

@@ -1,12 +1,12 @@
 """Play AWS Lambda locally: a fake invocation context and the SQS event-source mapping.
 
-:class:`Poller` does what Lambda's SQS event-source mapping does for ``ProcessorFunction``
+:class:`SqsEventSource` does what Lambda's SQS event-source mapping does for ``ProcessorFunction``
 (``FunctionResponseTypes: [ReportBatchItemFailures]``): receive a batch from the work queue,
 hand the handler the exact event Lambda builds, delete what succeeded, leave what failed.
 
 It runs the handler synchronously in the calling thread and never touches ``os.environ``:
 the handler reads its configuration from the environment, so callers set it first, e.g. with
-``monkeypatch.setenv`` over :meth:`infra.local_stack.LocalStack.function_env`.
+``monkeypatch.setenv`` over :meth:`infra.local_aws.LocalAws.function_env`.
 
 One deliberate difference from Lambda, by default: a failed message is made visible again
 after ``failed_visibility_s`` (default 0) rather than after the queue's visibility timeout
@@ -26,9 +26,9 @@ from typing import Any, Final, TypeAlias
 
 import boto3
 
-from infra.local_stack import REGION, LocalStack
+from infra.local_aws import REGION, LocalAws
 
-__all__ = ["Handler", "LocalContext", "Poller"]
+__all__ = ["Handler", "LocalContext", "SqsEventSource"]
 
 DEFAULT_TIMEOUT_S: Final = 900.0
 
@@ -103,7 +103,7 @@ def _message_attributes(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return converted
 
 
-class Poller:
+class SqsEventSource:
     """Lambda's SQS event-source mapping, synchronous and in-process (boto3).
 
     Use as a context manager, or call :meth:`close`, to release the SQS client.
@@ -131,8 +131,8 @@ class Poller:
         self._queue_arn: str | None = None
 
     @classmethod
-    def for_stack(cls, stack: LocalStack, *, failed_visibility_s: int | None = 0) -> Poller:
-        """A poller of ``stack``'s work queue."""
+    def for_stack(cls, stack: LocalAws, *, failed_visibility_s: int | None = 0) -> SqsEventSource:
+        """An event source on ``stack``'s work queue."""
         return cls(
             stack.work_queue_url,
             endpoint_url=stack.endpoint,
@@ -144,7 +144,7 @@ class Poller:
         """Close the SQS client."""
         self._sqs.close()
 
-    def __enter__(self) -> Poller:
+    def __enter__(self) -> SqsEventSource:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
