@@ -70,7 +70,8 @@ async def _promptdrop(n: int, concurrency: int, rpm: int | None, tpm: int | None
     from promptdrop.engine.client import ChatSender, make_client
     from promptdrop.engine.dispatch import Dispatcher, Outcome
     from promptdrop.engine.limiter import RateLimiter
-    from promptdrop.formats import Request, request_from_object
+    from promptdrop.engine.request import Request
+    from promptdrop.formats import request_from_object
 
     _start_clock()
 

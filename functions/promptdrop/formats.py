@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from .engine.request import Request
+
 __all__ = [
     "CSV_TEMPLATE_METADATA",
     "SUFFIXES",
@@ -33,7 +35,6 @@ __all__ = [
     "split_lines",
 ]
 
-CHAT_PATH = "/v1/chat/completions"
 SUFFIXES = (".jsonl", ".json", ".txt", ".csv")
 # The job header a .csv's prompt template comes in: the object's user metadata
 # (``x-amz-meta-promptdrop-template``, e.g. ``aws s3 cp --metadata promptdrop-template=...``).
@@ -51,26 +52,6 @@ class FileRejected(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-@dataclass(slots=True, frozen=True)
-class Request:
-    """One chat-completions call, ready to send."""
-
-    line: int
-    custom_id: str
-    body: bytes
-    cost: int  # estimated tokens (prompt + completion budget) for the tokens/min bucket
-    offset: int = 0  # byte offset of its line in the file (.jsonl): where a continuation resumes
-
-    def batch_line(self) -> dict[str, Any]:
-        """This request as an OpenAI Batch API input line (what the DLQ message carries)."""
-        return {
-            "custom_id": self.custom_id,
-            "method": "POST",
-            "url": CHAT_PATH,
-            "body": json.loads(self.body),
-        }
 
 
 @dataclass(slots=True, frozen=True)

@@ -13,7 +13,7 @@ from promptdrop.engine.client import Reply
 from promptdrop.engine.dispatch import Dispatcher, Outcome
 from promptdrop.engine.errors import Disposition, classify, retry_after_s
 from promptdrop.engine.limiter import RateLimiter
-from promptdrop.formats import Request
+from promptdrop.engine.request import Request
 
 from tests.fakes import FakeClock
 

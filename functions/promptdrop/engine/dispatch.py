@@ -21,10 +21,10 @@ from typing import Any
 
 import openai
 
-from ..formats import Request
 from .client import Reply
 from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, classify
 from .limiter import RateLimiter
+from .request import Request
 
 __all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender"]
 
@@ -105,26 +105,47 @@ class Dispatcher:
         """
         report = DispatchReport()
         queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self._concurrency)
-        workers = [asyncio.create_task(self._worker(queue, on_outcome, report)) for _ in range(self._concurrency)]
+        source_error: Exception | None = None
         try:
-            async for request in requests:
-                if report.fatal is not None:
-                    report.stopped = "fatal"
-                    break
-                if should_stop():
-                    report.stopped, report.resume = "deadline", request
-                    break
-                await queue.put(request)
-                report.last_line = request.line
-            for _ in workers:
-                await queue.put(None)
-            await asyncio.gather(*workers)
-        finally:
-            for worker in workers:
-                worker.cancel()
+            # Structured: a worker that fails (its outcome could not be recorded) cancels the producer
+            # and every other worker at once, and the failure surfaces here — never a producer
+            # blocked forever on a queue no worker drains.
+            async with asyncio.TaskGroup() as workers:
+                for _ in range(self._concurrency):
+                    workers.create_task(self._worker(queue, on_outcome, report))
+                try:
+                    await self._feed(requests, queue, report, should_stop)
+                except Exception as exc:
+                    # The input failed (e.g. the object changed mid-read): send nothing more, but let
+                    # the calls in flight finish and be recorded — they are paid for.
+                    source_error = exc
+                for _ in range(self._concurrency):
+                    await queue.put(None)
+        except BaseExceptionGroup as group:
+            first = group.exceptions[0]
+            raise first from (group if len(group.exceptions) > 1 else None)
+        if source_error is not None:
+            raise source_error
         if report.fatal is not None:
             report.stopped = "fatal"
         return report
+
+    async def _feed(
+        self,
+        requests: AsyncIterable[Request],
+        queue: asyncio.Queue[Request | None],
+        report: DispatchReport,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        async for request in requests:
+            if report.fatal is not None:
+                report.stopped = "fatal"
+                return
+            if should_stop():
+                report.stopped, report.resume = "deadline", request
+                return
+            await queue.put(request)
+            report.last_line = request.line
 
     async def _worker(
         self, queue: asyncio.Queue[Request | None], on_outcome: OnOutcome, report: DispatchReport

@@ -8,6 +8,7 @@ documented ``code`` field).
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -16,11 +17,14 @@ from typing import Any
 import httpx2
 import openai
 
-__all__ = ["Disposition", "ErrorInfo", "classify", "retry_after_s"]
+__all__ = ["MAX_RETRY_AFTER_S", "Disposition", "ErrorInfo", "classify", "retry_after_s"]
 
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
 _FATAL_CODES = frozenset({"insufficient_quota", "invalid_api_key", "account_deactivated", "billing_hard_limit_reached"})
 _MAX_MESSAGE = 1000
+# The longest server-requested wait honoured, as the SDK does (it refuses retry-after over two
+# minutes): a hostile or broken header must not park a run until its deadline.
+MAX_RETRY_AFTER_S = 120.0
 
 
 class Disposition(Enum):
@@ -53,26 +57,34 @@ class ErrorInfo:
 
 
 def retry_after_s(headers: httpx2.Headers | dict[str, str] | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
+    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date), at most
+    :data:`MAX_RETRY_AFTER_S`; None when absent or not a finite number."""
+    seconds = _retry_after_header_s(headers, now)
+    if seconds is None or not math.isfinite(seconds):
+        return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
+
+
+def _retry_after_header_s(headers: httpx2.Headers | dict[str, str] | None, now: float | None) -> float | None:
     if not headers:
         return None
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
-            return max(0.0, float(ms) / 1000)
+            return float(ms) / 1000
         except ValueError:
             pass
     value = headers.get("retry-after")
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        return float(value)
     except ValueError:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError):
         return None
-    return max(0.0, when - (time.time() if now is None else now))
+    return when - (time.time() if now is None else now)
 
 
 def _api_error_fields(body: object) -> tuple[str | None, str | None, str | None]:
