@@ -19,6 +19,8 @@ from typing import Any
 
 import boto3
 
+from .messages import KINDS
+
 __all__ = ["main", "redrive"]
 
 
@@ -81,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     move.add_argument(
         "--kind",
         action="append",
-        choices=["prompt_failure", "file_failure", "unit", "s3_notification"],
+        choices=[*KINDS, "s3_notification"],
         help="only these kinds (repeatable); default: all",
     )
     args = parser.parse_args(argv)

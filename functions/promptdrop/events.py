@@ -1,8 +1,9 @@
 """Every event shape the handler accepts, told apart and reduced to work items.
 
 Own lenient models rather than Powertools' parser models: those require fields (``userIdentity``,
-``ownerIdentity``, ``sequencer``…) that moto and some emitters leave out, and DESIGN.md requires
-such events to parse. Only what the handler uses is declared; everything else is ignored.
+``ownerIdentity``, ``sequencer``…) that moto and some emitters leave out, and such events must
+still parse. Only what the handler uses is declared; everything else is ignored. The function's
+own messages (work and dead letters) are defined once, in :mod:`promptdrop.messages`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["FileWork", "RedriveWork", "Skip", "UnitWork", "WorkItem", "parse_body", "parse_event"]
+from .messages import FileFailure, PromptFailure, UnitMessage, parse
+
+__all__ = ["FileWork", "Skip", "WorkItem", "parse_body", "parse_event"]
 
 
 class _Lenient(BaseModel):
@@ -51,37 +54,6 @@ class _EventBridgeEvent(_Lenient):
     detail: _EventBridgeDetail
 
 
-class _PromptFailure(_Lenient):
-    kind: Literal["prompt_failure"]
-    job_id: str
-    bucket: str
-    key: str
-    etag: str | None = None
-    custom_id: str
-    line: int
-    request: dict[str, Any] | None = None
-
-
-class _UnitMessage(_Lenient):
-    kind: Literal["unit"]
-    job_id: str
-    bucket: str
-    key: str
-    etag: str
-    version_id: str | None = None
-    unit: str
-    start: int = 0
-    end: int | None = None
-    first_line: int = 1
-
-
-class _FileFailure(_Lenient):
-    kind: Literal["file_failure"]
-    bucket: str
-    key: str
-    job_id: str | None = None
-
-
 @dataclass(slots=True, frozen=True)
 class FileWork:
     """Process an input object (a new upload, or a redriven file failure)."""
@@ -92,45 +64,14 @@ class FileWork:
 
 
 @dataclass(slots=True, frozen=True)
-class RedriveWork:
-    """Run one failed request again and merge it into its job."""
-
-    job_id: str
-    bucket: str
-    key: str
-    custom_id: str
-    line: int
-    request: dict[str, Any] | None
-
-
-@dataclass(slots=True, frozen=True)
 class Skip:
     """Nothing to do (a test event, a non-create event); acknowledged with a reason."""
 
     reason: str
 
 
-@dataclass(slots=True, frozen=True)
-class UnitWork:
-    """A part of a job one invocation runs — the whole file ("all") or a shard: line-aligned bytes."""
-
-    job_id: str
-    bucket: str
-    key: str
-    etag: str
-    version_id: str | None
-    unit: str
-    start: int = 0
-    end: int | None = None  # exclusive; None = to the end of the object
-    first_line: int = 1
-
-    def message(self, **changes: Any) -> dict[str, Any]:
-        """The work-queue message that runs (the rest of) this unit: a shard, or a continuation."""
-        fields = {name: getattr(self, name) for name in self.__slots__} | changes
-        return {"kind": "unit", **fields}
-
-
-WorkItem = FileWork | RedriveWork | UnitWork | Skip
+# A unit message runs (part of) a job; a prompt failure, redriven, runs its request again.
+WorkItem = FileWork | UnitMessage | PromptFailure | Skip
 
 
 class UnrecognizedEvent(ValueError):
@@ -164,25 +105,11 @@ def parse_body(body: Any) -> list[WorkItem]:
             # EventBridge carries the key as is (S3 notifications URL-encode it): decoding would
             # turn a literal "+" into a space and break "%" in keys.
             return [FileWork(event.detail.bucket.name, event.detail.object.key)]
-        kind = body.get("kind")
-        if kind == "prompt_failure":
-            failure = _PromptFailure.model_validate(body)
-            return [
-                RedriveWork(
-                    failure.job_id,
-                    failure.bucket,
-                    failure.key,
-                    failure.custom_id,
-                    failure.line,
-                    failure.request,
-                )
-            ]
-        if kind == "unit":
-            unit = _UnitMessage.model_validate(body)
-            return [UnitWork(**unit.model_dump(exclude={"kind"}))]
-        if kind == "file_failure":
-            file_failure = _FileFailure.model_validate(body)
-            return [FileWork(file_failure.bucket, file_failure.key, redrive=True)]
+        if "kind" in body:
+            message = parse(body)
+            if isinstance(message, FileFailure):
+                return [FileWork(message.bucket, message.key, redrive=True)]
+            return [message]
     except ValidationError as exc:
         raise UnrecognizedEvent(f"malformed event: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
     raise UnrecognizedEvent(f"no accepted event shape has these fields: {sorted(body)[:8]}")

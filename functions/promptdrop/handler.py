@@ -16,28 +16,15 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import runtime
-from .events import (
-    FileWork,
-    RedriveWork,
-    Skip,
-    SqsMessage,
-    UnitWork,
-    UnrecognizedEvent,
-    WorkItem,
-    parse_event,
-    parse_message,
-)
+from .events import FileWork, Skip, SqsMessage, UnrecognizedEvent, WorkItem, parse_event, parse_message
 from .jobs import FileRef, JobResult
+from .messages import PromptFailure, UnitMessage
 from .settings import Settings, get_settings
 
 __all__ = ["lambda_handler"]
 
 logger = Logger(service="promptdrop")
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "promptdrop"), service="promptdrop")
-
-
-class InputOutsidePrefix(Exception):
-    """The key is not one this function processes (its own output, or outside the input prefix)."""
 
 
 def _check_key(settings: Settings, work: FileWork) -> str | None:
@@ -75,9 +62,9 @@ async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Se
                 continue
             ref = FileRef(item.bucket, item.key)
             results.append(await rt.runner.run_file(ref, redrive=item.redrive, should_stop=should_stop))
-        elif isinstance(item, UnitWork):
+        elif isinstance(item, UnitMessage):
             results.append(await rt.runner.run_unit(item, should_stop=should_stop))
-        elif isinstance(item, RedriveWork):
+        elif isinstance(item, PromptFailure):
             results.append(await rt.runner.redrive(item))
     for result in results:
         logger.info("run done", extra={"job": {k: v for k, v in vars_of(result).items() if k != "outputs"}})
@@ -107,7 +94,7 @@ def _handle_sqs(messages: list[SqsMessage], context: LambdaContext, settings: Se
             continue
         # BUSY: another live run holds the unit; UNFINISHED: stopped with no work queue to continue on.
         # Either way the message comes back after its visibility timeout and resumes from the journal.
-        if any(r.status in ("UNFINISHED", "BUSY") for r in results):
+        if any(r.status.hand_back for r in results):
             failures.append({"itemIdentifier": message.message_id})
     return {"batchItemFailures": failures}
 

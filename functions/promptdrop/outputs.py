@@ -11,7 +11,7 @@ import tempfile
 from array import array
 from typing import IO, Any
 
-from .adapters.journal import RequestRecord
+from .records import RequestRecord
 
 __all__ = ["PRICES_PER_MTOK", "OrderedSpool", "estimate_cost_usd", "output_line"]
 
@@ -52,7 +52,7 @@ def output_line(job_id: str, record: RequestRecord, response_json: str | None) -
     else:
         response = "null"
     error = "null"
-    if record.status != "SUCCEEDED":
+    if not record.succeeded:
         err = record.error or {}
         error = json.dumps({"code": err.get("code"), "message": err.get("message")}, ensure_ascii=False)
     return f'{prefix}, "response": {response}, "error": {error}}}\n'.encode()

@@ -15,7 +15,7 @@ __all__ = ["Settings", "get_settings"]
 
 
 class Settings(BaseSettings):
-    """The function's environment. Names are part of the contract (DESIGN.md, Configuration)."""
+    """The function's environment. Names are part of the contract (README, "Configuration")."""
 
     model_config = SettingsConfigDict(env_prefix="PROMPTDROP_", frozen=True, extra="ignore")
 

@@ -1,4 +1,4 @@
-"""The finalizer lease on the job item, against the moto server: the protocol runs hand outputs over by."""
+"""The journal's leases against the moto server: the protocols runs hand units and outputs over by."""
 
 from __future__ import annotations
 
@@ -7,48 +7,99 @@ from collections.abc import AsyncIterator
 import aioboto3
 import pytest
 from promptdrop.adapters.journal import Journal
+from promptdrop.adapters.leases import LeaseOutcome
+from promptdrop.records import JobRecord
 
 from infra.local_aws import LocalAws
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-async def journal(local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Journal]:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def journal(local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch, clock: Clock) -> AsyncIterator[Journal]:
     for name, value in local_aws.function_env().items():
         monkeypatch.setenv(name, value)
     async with aioboto3.Session().client("dynamodb") as ddb:
-        journal = Journal(ddb, local_aws.table)
-        await journal.start_job("j1", {"bucket": "b", "key": "k"})
+        journal = Journal(ddb, local_aws.table, clock=clock)
+        await journal.start_job(JobRecord(job_id="j1", bucket="b", key="k", etag="e"))
         yield journal
 
 
-async def test_a_change_made_while_the_outputs_are_written_makes_the_holder_write_them_again(journal: Journal) -> None:
+async def test_a_change_made_while_the_outputs_are_written_makes_the_holder_write_them_again(
+    journal: Journal, clock: Clock
+) -> None:
     # Given run A holding the finalizer lease, having started from the count after its own change
     await journal.note_change("j1")
-    seen_a = await journal.take_finalizer("j1", "A", now=100.0, lease_s=60)
-    assert seen_a == 1
+    lease = journal.finalizer_lease("j1", lease_s=60)
+    a = await lease.take("A")
+    assert a.acquired
+    assert a.attrs["changes"] == {"N": "1"}
 
     # When run B changes the journal meanwhile and asks for the outputs to be rewritten
     await journal.note_change("j1")
-    assert await journal.take_finalizer("j1", "B", now=101.0, lease_s=60) is None  # B hands off to A
+    clock.now = 101.0
+    assert (await lease.take("B")).outcome is LeaseOutcome.BUSY  # B hands off to A
 
     # Then A may not give the lease up yet: it learns of B's change, rewrites, then releases
-    assert await journal.release_finalizer("j1", "A", seen_a) == 2
-    assert await journal.release_finalizer("j1", "A", 2) is None
-    job = await journal.get_job("j1")
-    assert job is not None
-    assert "fin_owner" not in job.attrs
-    assert await journal.take_finalizer("j1", "C", now=102.0, lease_s=60) == 2  # free again
+    assert await journal.release_finalizer("j1", lease, a, 1) == 2
+    assert await journal.release_finalizer("j1", lease, a, 2) is None
+    assert a.released
+    clock.now = 102.0
+    c = await lease.take("C")  # free again
+    assert (c.acquired, c.attrs["changes"]) == (True, {"N": "2"})
 
 
-async def test_a_dead_holders_lease_expires_and_the_next_run_finishes(journal: Journal) -> None:
+async def test_a_dead_holders_lease_expires_and_the_next_run_finishes(journal: Journal, clock: Clock) -> None:
     await journal.note_change("j1")
-    assert await journal.take_finalizer("j1", "A", now=100.0, lease_s=60) == 1
+    lease = journal.finalizer_lease("j1", lease_s=60)
+    a = await lease.take("A")
     await journal.note_change("j1")
-    assert await journal.take_finalizer("j1", "B", now=159.0, lease_s=60) is None  # A is still alive
-    assert await journal.take_finalizer("j1", "B", now=161.0, lease_s=60) == 2  # A died: its lease ran out
+    clock.now = 159.0
+    assert not (await lease.take("B")).acquired  # A is still alive
+    clock.now = 161.0
+    b = await lease.take("B")  # A died: its lease ran out
+    assert b.acquired
     # A, back from the dead, finds the lease gone: nothing to release, B writes the outputs
-    assert await journal.release_finalizer("j1", "A", 1) is None
+    assert await journal.release_finalizer("j1", lease, a, 1) is None
     job = await journal.get_job("j1")
     assert job is not None
-    assert job.attrs["fin_owner"] == "B"
-    assert await journal.release_finalizer("j1", "B", 2) is None
+    assert job.changes == 2
+    assert await journal.release_finalizer("j1", lease, b, 2) is None
+
+
+async def test_a_unit_lease_is_busy_while_held_and_done_for_good_once_completed(journal: Journal, clock: Clock) -> None:
+    lease = journal.unit_lease("j1", "shard-0", lease_s=60)
+    async with lease.held() as first:
+        assert first.acquired
+        assert (await lease.take("other")).outcome is LeaseOutcome.BUSY
+        await journal.complete_unit("j1", "shard-0", first, "2026-01-01T00:00:00Z")
+    clock.now = 1000.0  # long after any lease would have expired
+    assert (await lease.take("late")).outcome is LeaseOutcome.DONE
+    job = await journal.get_job("j1")
+    assert job is not None
+    assert job.units_done == 1
+
+
+async def test_a_run_that_fails_gives_its_unit_lease_back_at_once(journal: Journal) -> None:
+    lease = journal.unit_lease("j1", "all", lease_s=60)
+
+    async def failing_run() -> None:
+        async with lease.held() as hold:
+            assert hold.acquired
+            raise RuntimeError("AWS fault")
+
+    with pytest.raises(RuntimeError, match="AWS fault"):
+        await failing_run()
+    # the redelivered message may take it now, not after the lease ran out
+    assert (await lease.take("redelivery")).acquired

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..messages import FileFailure, PromptFailure, UnitMessage
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -12,7 +13,6 @@ if TYPE_CHECKING:
 __all__ = ["MessageSender", "QueueSendError"]
 
 _BATCH = 10  # SendMessageBatch's limit
-_MAX_BODY = 250_000  # SQS's 256 KiB message limit, with room for attributes
 
 
 class QueueSendError(Exception):
@@ -20,13 +20,15 @@ class QueueSendError(Exception):
 
 
 class MessageSender:
-    """Sends JSON messages in batches of 10, retrying the entries SQS reports as failed."""
+    """Sends messages in batches of 10, retrying the entries SQS reports as failed."""
 
     def __init__(self, client: SQSClient) -> None:
         self._sqs = client
 
-    async def send(self, queue_url: str, messages: Sequence[dict[str, Any]], *, attempts: int = 3) -> None:
-        bodies = [_encode(m) for m in messages]
+    async def send(
+        self, queue_url: str, messages: Sequence[UnitMessage | PromptFailure | FileFailure], *, attempts: int = 3
+    ) -> None:
+        bodies = [m.dump() for m in messages]
         for start in range(0, len(bodies), _BATCH):
             pending = {str(i): body for i, body in enumerate(bodies[start : start + _BATCH])}
             for _ in range(attempts):
@@ -41,15 +43,3 @@ class MessageSender:
             if failed:
                 reasons = "; ".join(f"{f.get('Code')}: {f.get('Message')}" for f in failed)
                 raise QueueSendError(f"{len(failed)} message(s) not accepted by {queue_url}: {reasons}")
-
-
-def _encode(message: dict[str, Any]) -> str:
-    body = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-    if len(body.encode()) <= _MAX_BODY:
-        return body
-    # An oversized prompt: keep the message (its reason and where to find the line) without the body.
-    slim = dict(message)
-    request = slim.get("request")
-    if isinstance(request, dict):
-        slim["request"] = {k: v for k, v in request.items() if k != "body"} | {"body_truncated": True}
-    return json.dumps(slim, ensure_ascii=False, separators=(",", ":"))

@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import openai
@@ -26,7 +27,7 @@ from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, 
 from .limiter import RateLimiter
 from .request import Request
 
-__all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender"]
+__all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
 
 Sender = Callable[[bytes], Awaitable[Reply]]
 OnOutcome = Callable[["Outcome"], Awaitable[None]]
@@ -45,12 +46,19 @@ class Outcome:
     error: ErrorInfo | None = None
 
 
+class StopReason(StrEnum):
+    """Why a run ended before its input did."""
+
+    FATAL = "fatal"  # an error every request would share (bad key, no quota)
+    DEADLINE = "deadline"  # ``should_stop()`` said so: the invocation's time is nearly up
+
+
 @dataclass(slots=True)
 class DispatchReport:
     dispatched: int = 0
     retries: int = 0
     rate_limited: int = 0  # 429 rate-limit answers received
-    stopped: str | None = None  # "fatal" or "deadline" when the run ended early
+    stopped: StopReason | None = None
     fatal: ErrorInfo | None = None
     not_started: int = 0  # requests taken from the input but never sent (fatal stop)
     last_line: int = 0  # the last input line handed to a worker
@@ -127,7 +135,7 @@ class Dispatcher:
         if source_error is not None:
             raise source_error
         if report.fatal is not None:
-            report.stopped = "fatal"
+            report.stopped = StopReason.FATAL
         return report
 
     async def _feed(
@@ -139,10 +147,10 @@ class Dispatcher:
     ) -> None:
         async for request in requests:
             if report.fatal is not None:
-                report.stopped = "fatal"
+                report.stopped = StopReason.FATAL
                 return
             if should_stop():
-                report.stopped, report.resume = "deadline", request
+                report.stopped, report.resume = StopReason.DEADLINE, request
                 return
             await queue.put(request)
             report.last_line = request.line

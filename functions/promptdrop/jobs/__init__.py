@@ -1,0 +1,18 @@
+"""One input file, start to finish: plan → run units under leases → record → finalize → outputs.
+
+A job is identified by bucket, key and ETag (or version id): the same upload delivered twice is
+the same job, and a rerun skips every request that already has a final answer, so an answer is
+never paid for twice and each request lands exactly once in the outputs.
+
+Modules, each with one job: ``runner`` (entry points, planning a new upload), ``planning`` (job
+id, output keys, shards), ``source`` (reading the job's version of the object), ``units`` (one unit
+under its lease), ``recorder`` (outcomes → journal and dead letters), ``finalize`` (the finalizer
+lease), ``results`` (outputs and summary from the journal), ``redrive`` (a failed prompt again),
+``failures`` (file failures), ``result`` (what a run reports).
+"""
+
+from .planning import make_job_id, output_keys
+from .result import FileRef, JobResult, RunStatus
+from .runner import JobRunner
+
+__all__ = ["FileRef", "JobResult", "JobRunner", "RunStatus", "make_job_id", "output_keys"]

@@ -1,0 +1,34 @@
+"""A file that cannot be run, or was stopped: a ``file_failure`` dead letter and a FAILED job."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger
+
+from ..adapters.journal import Journal
+from ..adapters.queues import MessageSender
+from ..messages import FileFailure
+from .result import FileRef, JobResult, RunStatus, now_iso
+
+__all__ = ["FileFailures"]
+
+logger = Logger(service="promptdrop", child=True)
+
+
+class FileFailures:
+    def __init__(self, *, journal: Journal, messages: MessageSender, dlq_url: str) -> None:
+        self._journal = journal
+        self._messages = messages
+        self._dlq_url = dlq_url
+
+    async def report(
+        self, ref: FileRef, job_id: str | None, code: str, message: str, *, fail_job: bool = True
+    ) -> JobResult:
+        """Dead-letter the file's failure; with ``fail_job``, mark its job item FAILED too (when it has one)."""
+        error = {"type": "file_error", "code": str(code), "message": message}
+        await self._messages.send(
+            self._dlq_url, [FileFailure(job_id=job_id, bucket=ref.bucket, key=ref.key, error=error)]
+        )
+        if job_id is not None and fail_job:
+            await self._journal.fail_job(job_id, error, now_iso())
+        logger.warning("file failed", extra={"job_id": job_id, "code": str(code), "reason": message})
+        return JobResult(job_id, ref.bucket, ref.key, RunStatus.FAILED, reason=f"{code}: {message}")

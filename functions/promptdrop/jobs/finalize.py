@@ -1,0 +1,55 @@
+"""Finishing a job: the run that completes its last unit (or redrives into it) writes the outputs.
+
+Runs that finish at once (concurrent redrives, a shard and a redrive) must not leave outputs built
+from an older journal behind. Each run counts a change on the job item, then tries the finalizer
+lease: the holder rewrites the outputs and gives the lease up only if the count has not moved since
+it began — otherwise it rewrites them again. A run that finds the lease held leaves its change to
+the holder (which started before it, so will loop).
+"""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger
+
+from ..adapters.items import job_from_item
+from ..adapters.journal import Journal
+from ..engine.dispatch import DispatchReport
+from .result import FileRef, JobResult, RunStatus
+from .results import OutputWriter
+
+__all__ = ["Finalizer"]
+
+logger = Logger(service="promptdrop", child=True)
+
+
+class Finalizer:
+    def __init__(self, *, journal: Journal, writer: OutputWriter, lease_s: float) -> None:
+        self._journal = journal
+        self._writer = writer
+        self._lease_s = lease_s
+
+    async def finish_if_complete(self, job_id: str, ref: FileRef, report: DispatchReport | None) -> JobResult:
+        """Write the outputs if every unit of the job is done; else this run's part is done."""
+        job = await self._journal.get_job(job_id)
+        if job is None or not job.all_units_done:
+            return JobResult.of_run(job_id, ref, RunStatus.SHARD_DONE, report)
+        return await self.finalize(job_id, ref, report)
+
+    async def finalize(self, job_id: str, ref: FileRef, report: DispatchReport | None) -> JobResult:
+        """Rewrite the job's outputs until they hold every change to its journal."""
+        await self._journal.note_change(job_id)
+        lease = self._journal.finalizer_lease(job_id, self._lease_s)
+        async with lease.held() as hold:
+            if not hold.acquired:
+                logger.info("another run is writing this job's outputs; it will include ours", extra={"job_id": job_id})
+                return JobResult.of_run(
+                    job_id, ref, RunStatus.HANDED_OFF, report, reason="another run is writing the outputs"
+                )
+            job = job_from_item(hold.attrs)
+            seen = job.changes
+            while True:
+                result = await self._writer.write(job, report)
+                changed = await self._journal.release_finalizer(job_id, lease, hold, seen)
+                if changed is None:
+                    return result
+                seen = changed

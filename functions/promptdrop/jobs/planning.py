@@ -1,0 +1,68 @@
+"""A job's identity, its output keys, and how a large ``.jsonl`` is cut into shards."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..adapters.s3 import ObjectInfo, ObjectStore
+from ..formats import custom_id_of, split_lines
+from ..messages import UnitMessage
+from ..settings import Settings
+from .source import read
+
+__all__ = ["Repeat", "make_job_id", "output_keys", "plan_shards"]
+
+# (line, custom_id, the earlier line using it)
+Repeat = tuple[int, str, int]
+
+
+def make_job_id(bucket: str, key: str, info: ObjectInfo) -> str:
+    """The same upload is the same job; new content (a new ETag or version) is a new job."""
+    identity = info.version_id or info.etag
+    return hashlib.sha256(f"{bucket}\n{key}\n{identity}".encode()).hexdigest()[:32]
+
+
+def output_keys(settings: Settings, key: str, *, text: bool) -> dict[str, str]:
+    base = settings.output_prefix + key
+    keys = {
+        "results": base + ".out.jsonl",
+        "errors": base + ".errors.jsonl",
+        "summary": base + ".summary.json",
+    }
+    if text:
+        keys["text"] = base + ".out.txt"
+    return keys
+
+
+async def plan_shards(
+    store: ObjectStore, whole: UnitMessage, shard_bytes: int
+) -> tuple[list[UnitMessage], list[Repeat]]:
+    """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held).
+
+    Shard boundaries are a pure function of the file: a redelivery plans the same shards. Also
+    finds the lines that repeat an earlier line's ``custom_id``: in different shards they would run
+    at once (both sent, one answer kept), so they fail before any shard starts. This holds one
+    entry per line (a few tens of bytes each): the price of catching them.
+    """
+    shards: list[UnitMessage] = []
+    first_line_of: dict[str, int] = {}
+    repeats: list[Repeat] = []
+    start, first_line, line = 0, 1, 0
+
+    def shard(end: int | None) -> UnitMessage:
+        return whole.model_copy(
+            update={"unit": f"shard-{len(shards)}", "start": start, "end": end, "first_line": first_line}
+        )
+
+    async for offset, raw in split_lines(read(store, whole)):
+        line += 1
+        if offset - start >= shard_bytes:
+            shards.append(shard(offset))
+            start, first_line = offset, line
+        if raw.strip():
+            custom_id = custom_id_of(raw, line)
+            earlier = first_line_of.setdefault(custom_id, line)
+            if earlier != line:
+                repeats.append((line, custom_id, earlier))
+    shards.append(shard(None))
+    return shards, repeats

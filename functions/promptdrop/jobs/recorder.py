@@ -1,0 +1,234 @@
+"""Outcomes → request items in the journal and dead letters, written together in batches.
+
+A worker takes its next request only once its answer is journaled (group commit: answers are
+written together as soon as 25 — or every worker — are waiting, or after 100 ms). So at any moment
+at most ``max_concurrency`` requests have been sent without their answer on record: after a crash,
+that is all the API is asked again, whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+from ..adapters.journal import ITEM_RESPONSE_MAX_BYTES, Journal
+from ..adapters.queues import MessageSender
+from ..adapters.s3 import ObjectStore
+from ..background import every
+from ..engine.dispatch import Outcome
+from ..engine.errors import ErrorInfo
+from ..engine.request import Request
+from ..formats import LineError
+from ..jsonsafe import dumps
+from ..messages import PromptFailure
+from ..records import FailureCode, RequestRecord, RequestStatus
+from .result import now_iso
+
+__all__ = ["JobRef", "Recorder", "Recorders"]
+
+_FLUSH_RECORDS = 25  # one BatchWriteItem call
+_FLUSH_MESSAGES = 50  # five SendMessageBatch calls
+_FLUSH_INTERVAL_S = 0.1
+
+
+@dataclass(slots=True, frozen=True)
+class JobRef:
+    """Which job outcomes belong to, and where its large answers go."""
+
+    job_id: str
+    bucket: str
+    key: str
+    etag: str | None
+    out_bucket: str
+    output_prefix: str
+
+
+class Recorder:
+    """Records one run's outcomes; ``async with`` it around the run (a ticker flushes meanwhile)."""
+
+    def __init__(
+        self,
+        job: JobRef,
+        *,
+        journal: Journal,
+        messages: MessageSender,
+        store: ObjectStore,
+        dlq_url: str,
+        max_concurrency: int,
+    ) -> None:
+        self._job = job
+        self._journal = journal
+        self._messages = messages
+        self._store = store
+        self._dlq_url = dlq_url
+        self._records: list[RequestRecord] = []
+        self._letters: list[PromptFailure] = []
+        self._written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._ticking = contextlib.AsyncExitStack()
+        self._flush_at = min(_FLUSH_RECORDS, max_concurrency)
+
+    async def __aenter__(self) -> Recorder:
+        await self._ticking.enter_async_context(every(_FLUSH_INTERVAL_S, self.flush))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self._ticking.aclose()
+        finally:
+            if exc_info[0] is None:
+                await self.flush()
+            elif not isinstance(exc_info[1], asyncio.CancelledError):
+                # The run failed (the input, or AWS): still record what was answered — it is paid for.
+                # If this fails too, the run's own error is the one that surfaces.
+                with contextlib.suppress(Exception):
+                    await self.flush()
+
+    async def outcome(self, outcome: Outcome) -> None:
+        """Record a request's final outcome; returns once it is on record."""
+        request = outcome.request
+        if outcome.error is None and outcome.response is not None:
+            record = _success_record(request, outcome)
+            if record.response is not None and len(record.response) > ITEM_RESPONSE_MAX_BYTES:
+                pointer = f"{self._job.output_prefix}{self._job.key}.responses/{request.line}.json"
+                await self._store.put_bytes(self._job.out_bucket, pointer, record.response.encode(), "application/json")
+                record.response, record.response_s3_key = None, pointer
+            self._records.append(record)
+        else:
+            assert outcome.error is not None
+            record = _failure_record(request, outcome, outcome.error)
+            self._records.append(record)
+            self._letters.append(self._dead_letter(record, request.batch_line()))
+        written = self._written
+        await self._maybe_flush()
+        # Hold this worker (so its slot) until the answer is on record; shielded: one waiter
+        # cancelled must not cancel the write for the others.
+        await asyncio.shield(written)
+
+    async def line_error(self, error: LineError, *, repeat_of: int | None = None) -> None:
+        """A line that is not a request fails alone (no worker waits on it)."""
+        info = {
+            "type": "invalid_request",
+            "code": FailureCode.INVALID_LINE,
+            "status_code": None,
+            "message": error.message,
+        }
+        record = RequestRecord(error.custom_id, error.line, RequestStatus.FAILED, 0, error=info, repeat_of=repeat_of)
+        self._records.append(record)
+        self._letters.append(self._dead_letter(record, None))
+        await self._maybe_flush()
+
+    async def repeat(self, line: int, custom_id: str, earlier: int) -> None:
+        """A line reusing an earlier line's ``custom_id`` fails alone, its item kept apart from the first's."""
+        error = LineError(line, custom_id, f"custom_id {custom_id!r} is already used by line {earlier}")
+        await self.line_error(error, repeat_of=earlier)
+
+    def _dead_letter(self, record: RequestRecord, request: dict[str, object] | None) -> PromptFailure:
+        job = self._job
+        return PromptFailure(
+            job_id=job.job_id,
+            bucket=job.bucket,
+            key=job.key,
+            etag=job.etag,
+            custom_id=record.custom_id,
+            line=record.line,
+            request=request,
+            error=record.error or {},
+            attempts=record.attempts,
+            failed_at=now_iso(),
+        )
+
+    async def _maybe_flush(self) -> None:
+        if len(self._records) >= self._flush_at or len(self._letters) >= _FLUSH_MESSAGES:
+            await self.flush()
+
+    async def flush(self) -> None:
+        # Swap the buffers before awaiting: other workers keep appending meanwhile.
+        records, self._records = self._records, []
+        letters, self._letters = self._letters, []
+        written, self._written = self._written, asyncio.get_running_loop().create_future()
+        try:
+            # Dead letters first: a crash between the two leaves the failures without a final
+            # answer, so the redelivery tries them again (a failure may be dead-lettered twice)
+            # instead of never dead-lettering them. A redrive that runs before the journal write
+            # is safe: a failure never replaces an answer.
+            if letters:
+                await self._messages.send(self._dlq_url, letters)
+            if records:
+                await self._journal.write_requests(self._job.job_id, records, now_iso())
+        except asyncio.CancelledError:
+            written.cancel()
+            raise
+        except Exception as exc:
+            written.set_exception(exc)
+            written.exception()  # marked retrieved: the waiters and this caller all raise it
+            raise
+        written.set_result(None)
+
+
+def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
+    body = outcome.response or {}
+    usage = body.get("usage") or {}
+    choices = body.get("choices") or [{}]
+    return RequestRecord(
+        custom_id=request.custom_id,
+        line=request.line,
+        status=RequestStatus.SUCCEEDED,
+        attempts=outcome.attempts,
+        model=body.get("model"),
+        latency_ms=outcome.latency_ms,
+        status_code=outcome.status_code,
+        request_id=outcome.request_id,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        finish_reason=choices[0].get("finish_reason"),
+        response=dumps(body),
+    )
+
+
+def _failure_record(request: Request, outcome: Outcome, error: ErrorInfo) -> RequestRecord:
+    return RequestRecord(
+        custom_id=request.custom_id,
+        line=request.line,
+        status=RequestStatus.FAILED,
+        attempts=outcome.attempts,
+        latency_ms=outcome.latency_ms,
+        status_code=error.status_code,
+        request_id=error.request_id,
+        response=dumps(error.body) if error.body is not None else None,
+        error=error.as_dict(),
+    )
+
+
+class Recorders:
+    """Makes the recorder of a job's run: the adapters it writes through, given once."""
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        messages: MessageSender,
+        store: ObjectStore,
+        dlq_url: str,
+        output_bucket: str | None,
+        output_prefix: str,
+        max_concurrency: int,
+    ) -> None:
+        self._journal = journal
+        self._messages = messages
+        self._store = store
+        self._dlq_url = dlq_url
+        self._output_bucket = output_bucket
+        self._output_prefix = output_prefix
+        self._max_concurrency = max_concurrency
+
+    def for_job(self, job_id: str, bucket: str, key: str, etag: str | None) -> Recorder:
+        job = JobRef(job_id, bucket, key, etag, self._output_bucket or bucket, self._output_prefix)
+        return Recorder(
+            job,
+            journal=self._journal,
+            messages=self._messages,
+            store=self._store,
+            dlq_url=self._dlq_url,
+            max_concurrency=self._max_concurrency,
+        )

@@ -1,0 +1,68 @@
+"""A redriven ``prompt_failure``: run that one request again and merge it into its job's outputs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+
+from aws_lambda_powertools import Logger
+
+from ..adapters.journal import Journal
+from ..engine.dispatch import Dispatcher
+from ..engine.request import Request
+from ..formats import request_from_object
+from ..messages import PromptFailure
+from .finalize import Finalizer
+from .recorder import Recorders
+from .result import FileRef, JobResult, RunStatus
+
+__all__ = ["Redriver"]
+
+logger = Logger(service="promptdrop", child=True)
+
+
+class Redriver:
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        recorders: Recorders,
+        dispatcher_factory: Callable[[], Dispatcher],
+        finalizer: Finalizer,
+        default_model: str,
+    ) -> None:
+        self._journal = journal
+        self._recorders = recorders
+        self._dispatcher_factory = dispatcher_factory
+        self._finalizer = finalizer
+        self._default_model = default_model
+
+    async def redrive(self, failure: PromptFailure) -> JobResult:
+        job_id = failure.job_id
+        ref = FileRef(failure.bucket, failure.key)
+        job = await self._journal.get_job(job_id)
+        if job is None:
+            logger.warning("redriven failure of an unknown job; dropped", extra={"job_id": job_id})
+            return JobResult(job_id, ref.bucket, ref.key, RunStatus.SKIPPED, reason="unknown job")
+        requests: list[Request] = []
+        batch_line = failure.request
+        # A line that never parsed has no request to send: only a corrected upload can fix it.
+        if batch_line is not None and failure.custom_id not in await self._journal.succeeded_ids(job_id):
+            item = request_from_object(
+                batch_line,
+                line=failure.line,
+                default_id=failure.custom_id,
+                default_model=self._default_model,
+                text_len=len(json.dumps(batch_line)),
+            )
+            if isinstance(item, Request):
+                requests.append(item)
+
+        async def source() -> AsyncIterator[Request]:
+            for request in requests:
+                yield request
+
+        async with self._recorders.for_job(job_id, job.bucket, job.key, job.etag) as recorder:
+            report = await self._dispatcher_factory().run(source(), recorder.outcome)
+        logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
+        return await self._finalizer.finish_if_complete(job_id, ref, report)

@@ -1,0 +1,132 @@
+"""A job's outputs, rebuilt from the journal: ``.out.jsonl`` and ``.errors.jsonl`` in input order,
+``.out.txt`` for a ``.txt`` input, ``.summary.json``, and the job item's final counts.
+
+Outputs are always rebuilt whole from the journal, so whichever run finishes a job writes the
+same files; memory does not grow with the file (:class:`~promptdrop.outputs.OrderedSpool`).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..adapters.journal import Journal
+from ..adapters.s3 import ObjectStore
+from ..engine.dispatch import DispatchReport
+from ..outputs import OrderedSpool, estimate_cost_usd, output_line
+from ..records import JobRecord, JobStatus, RequestRecord
+from .result import FileRef, JobResult, RunStatus, now_iso, run_figures
+
+__all__ = ["OutputWriter"]
+
+
+@dataclass(slots=True)
+class _Tally:
+    succeeded: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens_by_model: dict[str, tuple[int, int]] = field(default_factory=dict)
+    text_answer: str | None = None
+
+    def add_success(self, record: RequestRecord, model: str) -> None:
+        self.succeeded += 1
+        self.prompt_tokens += record.prompt_tokens
+        self.completion_tokens += record.completion_tokens
+        p, c = self.tokens_by_model.get(model, (0, 0))
+        self.tokens_by_model[model] = (p + record.prompt_tokens, c + record.completion_tokens)
+
+    def status(self, report: DispatchReport | None) -> JobStatus:
+        if report is not None and report.fatal is not None:
+            return JobStatus.FAILED
+        if self.failed == 0:
+            return JobStatus.SUCCEEDED
+        return JobStatus.PARTIAL if self.succeeded else JobStatus.FAILED
+
+
+class OutputWriter:
+    def __init__(self, *, journal: Journal, store: ObjectStore, default_model: str) -> None:
+        self._journal = journal
+        self._store = store
+        self._default_model = default_model
+
+    async def write(self, job: JobRecord, report: DispatchReport | None) -> JobResult:
+        """Rebuild every output file of ``job`` from the journal and close the job item."""
+        out_bucket = job.output_bucket or job.bucket
+        keys = job.outputs
+        tally = await self._write_ordered(job, out_bucket, keys)
+        if "text" in keys and tally.text_answer is not None:
+            await self._store.put_bytes(
+                out_bucket, keys["text"], tally.text_answer.encode(), "text/plain; charset=utf-8"
+            )
+        cost = estimate_cost_usd(tally.tokens_by_model)
+        job.status = tally.status(report)
+        job.succeeded, job.failed, job.total = tally.succeeded, tally.failed, tally.succeeded + tally.failed
+        job.prompt_tokens, job.completion_tokens = tally.prompt_tokens, tally.completion_tokens
+        job.finished_at = now_iso()
+        job.estimated_cost_usd = str(cost) if cost is not None else None
+        locations = {name: f"s3://{out_bucket}/{key}" for name, key in keys.items()}
+        await self._store.put_json(out_bucket, keys["summary"], _summary(job, cost, report, locations))
+        await self._journal.close_job(job)
+        result = JobResult.of_run(job.job_id, FileRef(job.bucket, job.key), RunStatus(job.status), report)
+        result.total, result.succeeded, result.failed = job.total, job.succeeded, job.failed
+        result.prompt_tokens, result.completion_tokens = job.prompt_tokens, job.completion_tokens
+        result.outputs = locations
+        return result
+
+    async def _write_ordered(self, job: JobRecord, out_bucket: str, keys: dict[str, str]) -> _Tally:
+        tally = _Tally()
+        results, errors = OrderedSpool(), OrderedSpool()
+        try:
+            async for record in self._journal.records(job.job_id):
+                response = record.response
+                if record.response_s3_key is not None:
+                    response = json.dumps(await self._store.get_json(out_bucket, record.response_s3_key))
+                line = output_line(job.job_id, record, response)
+                if record.succeeded:
+                    results.add(record.line, line)
+                    tally.add_success(record, record.model or self._default_model)
+                    if "text" in keys and response is not None:
+                        tally.text_answer = _answer_text(response)
+                else:
+                    errors.add(record.line, line)
+                    tally.failed += 1
+            for spool, key in ((results, keys["results"]), (errors, keys["errors"])):
+                with tempfile.TemporaryFile() as ordered:
+                    spool.write_sorted(ordered)
+                    await self._store.put_file(out_bucket, key, ordered, "application/x-ndjson")
+        finally:
+            results.close()
+            errors.close()
+        return tally
+
+
+def _summary(
+    job: JobRecord, cost: float | None, report: DispatchReport | None, locations: dict[str, str]
+) -> dict[str, Any]:
+    return {
+        "job_id": job.job_id,
+        "status": job.status,
+        "input": {"bucket": job.bucket, "key": job.key, "etag": job.etag},
+        "counts": {"total": job.total, "succeeded": job.succeeded, "failed": job.failed},
+        "tokens": {
+            "prompt": job.prompt_tokens,
+            "completion": job.completion_tokens,
+            "total": job.prompt_tokens + job.completion_tokens,
+        },
+        "timings": {"started_at": job.started_at, "finished_at": job.finished_at},
+        "estimated_cost_usd": cost,
+        "units": job.units_total or 1,
+        "last_run": run_figures(report),
+        "outputs": locations,
+    }
+
+
+def _answer_text(response_json: str) -> str | None:
+    try:
+        content = json.loads(response_json)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return content if isinstance(content, str) else None

@@ -1,0 +1,152 @@
+"""The job runner: the entry points the handler calls, built once per container.
+
+A new upload is planned here (its job item created, a large ``.jsonl`` split into shards); units
+run in :mod:`.units`, outcomes are recorded by :mod:`.recorder`, outputs written by
+:mod:`.finalize` and :mod:`.results`, failed prompts run again by :mod:`.redrive`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aws_lambda_powertools import Logger
+
+from ..adapters.journal import Journal
+from ..adapters.queues import MessageSender
+from ..adapters.s3 import ObjectStore
+from ..engine.dispatch import Dispatcher
+from ..formats import FileRejected
+from ..messages import PromptFailure, UnitMessage
+from ..records import FINAL_JOB_STATES, FailureCode, JobRecord
+from ..settings import Settings
+from .failures import FileFailures
+from .finalize import Finalizer
+from .planning import make_job_id, output_keys, plan_shards
+from .recorder import Recorders
+from .redrive import Redriver
+from .result import FileRef, JobResult, RunStatus, now_iso
+from .results import OutputWriter
+from .source import suffix
+from .units import UnitRunner
+
+__all__ = ["JobRunner"]
+
+logger = Logger(service="promptdrop", child=True)
+
+
+def _never() -> bool:
+    return False
+
+
+class JobRunner:
+    """Runs jobs for one invocation: the adapters and the engine are built once and passed in.
+
+    A job is split into units — the whole file, or for a large ``.jsonl`` line-aligned shards run
+    by parallel invocations; the run that completes the last unit writes the outputs.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: ObjectStore,
+        journal: Journal,
+        messages: MessageSender,
+        dispatcher_factory: Callable[[], Dispatcher],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._journal = journal
+        self._messages = messages
+        self._failures = FileFailures(journal=journal, messages=messages, dlq_url=settings.dlq_url)
+        writer = OutputWriter(journal=journal, store=store, default_model=settings.model)
+        finalizer = Finalizer(journal=journal, writer=writer, lease_s=settings.lease_s)
+        recorders = Recorders(
+            journal=journal,
+            messages=messages,
+            store=store,
+            dlq_url=settings.dlq_url,
+            output_bucket=settings.output_bucket,
+            output_prefix=settings.output_prefix,
+            max_concurrency=settings.max_concurrency,
+        )
+        self._recorders = recorders
+        self._units = UnitRunner(
+            settings=settings,
+            store=store,
+            journal=journal,
+            messages=messages,
+            recorders=recorders,
+            dispatcher_factory=dispatcher_factory,
+            finalizer=finalizer,
+            failures=self._failures,
+        )
+        self._redriver = Redriver(
+            journal=journal,
+            recorders=recorders,
+            dispatcher_factory=dispatcher_factory,
+            finalizer=finalizer,
+            default_model=settings.model,
+        )
+
+    async def run_file(
+        self, ref: FileRef, *, redrive: bool = False, should_stop: Callable[[], bool] = _never
+    ) -> JobResult:
+        """A new upload (or a redriven file failure): plan the job, run it or queue its shards."""
+        settings = self._settings
+        info = await self._store.head(ref.bucket, ref.key)
+        if info is None:
+            return await self._failures.report(
+                ref, None, FailureCode.NOT_FOUND, "the object does not exist (deleted after upload?)"
+            )
+        job_id = make_job_id(ref.bucket, ref.key, info)
+        sharded = suffix(ref.key) == ".jsonl" and info.size > settings.shard_bytes
+        job, created = await self._journal.start_job(
+            JobRecord(
+                job_id=job_id,
+                bucket=ref.bucket,
+                key=ref.key,
+                etag=info.etag,
+                version_id=info.version_id,
+                size=info.size,
+                started_at=now_iso(),
+                output_bucket=settings.output_bucket or ref.bucket,
+                outputs=output_keys(settings, ref.key, text=suffix(ref.key) == ".txt"),
+                units_total=None if sharded else 1,
+            )
+        )
+        if job.status in FINAL_JOB_STATES and not redrive:
+            logger.info("job already finished; nothing to do", extra={"job_id": job_id, "status": job.status})
+            return JobResult(job_id, ref.bucket, ref.key, RunStatus.SKIPPED, reason=f"already {job.status}")
+        whole = UnitMessage(
+            job_id=job_id, bucket=ref.bucket, key=ref.key, etag=info.etag, version_id=info.version_id, unit="all"
+        )
+        if not sharded:
+            return await self._units.run(whole, should_stop=should_stop, fresh=created)
+        if job.units_total and not redrive:
+            return JobResult(job_id, ref.bucket, ref.key, RunStatus.SKIPPED, reason="already split into shards")
+        return await self._split(ref, whole)
+
+    async def _split(self, ref: FileRef, whole: UnitMessage) -> JobResult:
+        if self._settings.work_queue_url is None:
+            raise RuntimeError("PROMPTDROP_WORK_QUEUE_URL must be set to split large files into shards")
+        try:
+            shards, repeats = await plan_shards(self._store, whole, self._settings.shard_bytes)
+        except FileRejected as exc:
+            return await self._failures.report(ref, whole.job_id, exc.code, exc.message)
+        if repeats:
+            async with self._recorders.for_job(whole.job_id, ref.bucket, ref.key, whole.etag) as recorder:
+                for line, custom_id, earlier in repeats:
+                    await recorder.repeat(line, custom_id, earlier)
+        await self._journal.set_units_total(whole.job_id, len(shards))
+        await self._messages.send(self._settings.work_queue_url, shards)
+        logger.info("file split into shards", extra={"job_id": whole.job_id, "shards": len(shards)})
+        return JobResult(whole.job_id, ref.bucket, ref.key, RunStatus.SHARDED, reason=f"{len(shards)} shards queued")
+
+    async def run_unit(self, unit: UnitMessage, *, should_stop: Callable[[], bool] = _never) -> JobResult:
+        """A shard or a continuation from the work queue."""
+        return await self._units.run(unit, should_stop=should_stop)
+
+    async def redrive(self, failure: PromptFailure) -> JobResult:
+        """A redriven failed prompt: run it again and merge it into its job's outputs."""
+        return await self._redriver.redrive(failure)

@@ -1,0 +1,47 @@
+"""Reading a job's version of its input object: byte ranges, and the upload's job header."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+from ..adapters.s3 import ObjectChanged, ObjectInfo, ObjectStore
+from ..formats import CSV_TEMPLATE_METADATA, FileRejected
+from ..messages import UnitMessage
+from ..records import FailureCode
+
+__all__ = ["read", "rejected_if_changed", "suffix", "template_of"]
+
+
+def suffix(key: str) -> str:
+    """The key's suffix in lower case (``""`` when it has none)."""
+    dot = key.rfind(".")
+    return key[dot:].lower() if dot > key.rfind("/") else ""
+
+
+@contextlib.contextmanager
+def rejected_if_changed() -> Iterator[None]:
+    """The job's version of the object is gone: that will not change, so the file fails (no retry loop)."""
+    try:
+        yield
+    except ObjectChanged as exc:
+        raise FileRejected(FailureCode.OBJECT_CHANGED, f"{exc}; a new upload is a job of its own") from None
+
+
+def _info(unit: UnitMessage) -> ObjectInfo:
+    return ObjectInfo(unit.etag, unit.version_id, 0)
+
+
+async def read(
+    store: ObjectStore, unit: UnitMessage, *, start: int = 0, end: int | None = None
+) -> AsyncIterator[bytes]:
+    """The bytes ``[start, end)`` of the job's version of the file."""
+    with rejected_if_changed():
+        async for chunk in store.stream(unit.bucket, unit.key, _info(unit), start=start, end=end):
+            yield chunk
+
+
+async def template_of(store: ObjectStore, unit: UnitMessage) -> str | None:
+    """A ``.csv``'s prompt template: the upload's metadata ``promptdrop-template``, if given."""
+    with rejected_if_changed():
+        return (await store.metadata(unit.bucket, unit.key, _info(unit))).get(CSV_TEMPLATE_METADATA)

@@ -1,0 +1,100 @@
+"""What the journal keeps, as typed records: the job item, one item per request, and their states.
+
+Plain data, no I/O: the DynamoDB codec is in :mod:`promptdrop.adapters.items`, the persistence in
+:mod:`promptdrop.adapters.journal` (README, "Outputs" → DynamoDB, is the contract for the fields).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+__all__ = ["FINAL_JOB_STATES", "FailureCode", "JobRecord", "JobStatus", "RequestRecord", "RequestStatus"]
+
+
+class JobStatus(StrEnum):
+    """The job item's ``status``: RUNNING until the outputs are written, then one of the final three."""
+
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIAL = "PARTIAL"
+    FAILED = "FAILED"
+
+
+FINAL_JOB_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED})
+
+
+class RequestStatus(StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+class FailureCode(StrEnum):
+    """The codes promptdrop gives failures itself (an API error keeps the API's own ``code``)."""
+
+    INVALID_LINE = "invalid_line"  # a line that is not a request (README, "Input formats")
+    NOT_FOUND = "not_found"  # the object is gone before its job began
+    OBJECT_CHANGED = "object_changed"  # replaced or deleted while its job still had lines to read
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    EMPTY = "empty"
+    UNDECODABLE = "undecodable"
+    INVALID_JSON = "invalid_json"
+    INVALID_CSV = "invalid_csv"
+    INVALID_TEMPLATE = "invalid_template"
+
+
+@dataclass(slots=True)
+class JobRecord:
+    """The job item ``JOB#<job_id>`` / ``JOB``."""
+
+    job_id: str
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None = None
+    size: int = 0
+    status: JobStatus = JobStatus.RUNNING
+    started_at: str | None = None
+    finished_at: str | None = None
+    output_bucket: str | None = None
+    outputs: dict[str, str] = field(default_factory=dict)
+    units_total: int | None = None  # None until a large file's shards are planned
+    units_done: int = 0
+    changes: int = 0  # journal changes the outputs must come to hold (the finalizer's count)
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_cost_usd: str | None = None
+    error: dict[str, Any] | None = None  # the file failure that ended the job, if one did
+
+    @property
+    def all_units_done(self) -> bool:
+        return self.units_done >= (self.units_total or 1)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What the journal keeps of a finished request: the item ``JOB#<job_id>`` / ``REQ#<custom_id>``."""
+
+    custom_id: str
+    line: int
+    status: RequestStatus
+    attempts: int
+    model: str | None = None
+    latency_ms: int | None = None
+    status_code: int | None = None
+    request_id: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    response: str | None = None  # the chat.completion (or the API's error body) as JSON text
+    response_s3_key: str | None = None  # set instead of `response` when it is too large for an item
+    error: dict[str, Any] | None = None
+    repeat_of: int | None = None  # a line reusing an earlier line's custom_id: that earlier line
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is RequestStatus.SUCCEEDED
