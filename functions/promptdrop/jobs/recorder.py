@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from ..adapters.journal import ITEM_RESPONSE_MAX_BYTES, Journal
+from ..adapters.journal import Journal
 from ..adapters.queues import MessageSender
+from ..adapters.request_log import ITEM_RESPONSE_MAX_BYTES
 from ..adapters.s3 import ObjectStore
 from ..background import every
 from ..engine.dispatch import Outcome
@@ -155,7 +156,7 @@ class Recorder:
             if letters:
                 await self._messages.send(self._dlq_url, letters)
             if records:
-                await self._journal.write_requests(self._job.job_id, records, now_iso())
+                await self._journal.requests.write(self._job.job_id, records, now_iso())
         except asyncio.CancelledError:
             written.cancel()
             raise

@@ -80,7 +80,7 @@ class OutputWriter:
         tally = _Tally()
         results, errors = OrderedSpool(), OrderedSpool()
         try:
-            async for record in self._journal.records(job.job_id):
+            async for record in self._journal.requests.records(job.job_id):
                 response = record.response
                 if record.response_s3_key is not None:
                     response = json.dumps(await self._store.get_json(out_bucket, record.response_s3_key))

@@ -103,7 +103,7 @@ class UnitRunner:
 
     async def _dispatch(self, unit: UnitMessage, *, fresh: bool, should_stop: Callable[[], bool]) -> DispatchReport:
         # A first run of a new job has nothing to skip; any other run asks the journal once.
-        answered, repeats = ({}, set()) if fresh else await self._journal.finals(unit.job_id)
+        answered, repeats = ({}, set()) if fresh else await self._journal.requests.finals(unit.job_id)
         kind = suffix(unit.key)
         template = await template_of(self._store, unit) if kind == ".csv" else None
         parsed = parse_stream(

@@ -1,0 +1,114 @@
+"""Request items in the journal: one item per ``custom_id`` of a job (and one per repeated line).
+
+One item per ``custom_id``, so a duplicate or racing run cannot double-count an answer; a failure
+is written with a condition, so it can never replace an answer (see :meth:`RequestLog.write`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ..records import RequestRecord, RequestStatus
+from .items import REQUEST_PREFIXES, job_pk, request_from_item, request_to_item
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+__all__ = ["ITEM_RESPONSE_MAX_BYTES", "RequestLog"]
+
+_BATCH_WRITE_ITEMS = 25  # BatchWriteItem's limit (16 MB a call; items are under 400 KB)
+# An item is at most 400 KB; a response larger than this is stored in S3 and pointed to.
+ITEM_RESPONSE_MAX_BYTES = 300_000
+
+
+class RequestLog:
+    """The request items of every job, in the journal's table."""
+
+    def __init__(self, client: DynamoDBClient, table: str) -> None:
+        self._ddb = client
+        self._table = table
+
+    async def write(self, job_id: str, records: Sequence[RequestRecord], now: str) -> None:
+        """Journal finished requests; a failure never replaces a success.
+
+        Successes go in ``BatchWriteItem`` calls of 25 (one item per ``custom_id``: a success may
+        replace a failure — a redrive — or an identical success, both harmless). Failures, the only
+        writes that could destroy an answer, are conditional puts: never over a SUCCEEDED item.
+        """
+        successes = [request_to_item(job_id, r, now) for r in records if r.succeeded]
+        failures = [request_to_item(job_id, r, now) for r in records if not r.succeeded]
+        for start in range(0, len(successes), _BATCH_WRITE_ITEMS):
+            await self._batch_write(successes[start : start + _BATCH_WRITE_ITEMS])
+        if failures:
+            await asyncio.gather(*(self._put_failure(item) for item in failures))
+
+    async def _batch_write(self, items: list[dict[str, Any]]) -> None:
+        pending: list[dict[str, Any]] = [{"PutRequest": {"Item": item}} for item in items]
+        delay = 0.05
+        while pending:
+            response = await self._ddb.batch_write_item(RequestItems={self._table: pending})  # type: ignore[dict-item]
+            unprocessed: Any = response.get("UnprocessedItems", {})
+            pending = list(unprocessed.get(self._table, []))
+            if pending:  # throttled: back off, then write what is left
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _put_failure(self, item: dict[str, Any]) -> None:
+        # Refused when the request already has an answer: keep the answer.
+        with contextlib.suppress(self._ddb.exceptions.ConditionalCheckFailedException):
+            await self._ddb.put_item(
+                TableName=self._table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(sk) OR #s <> :done",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":done": {"S": str(RequestStatus.SUCCEEDED)}},
+            )
+
+    async def records(self, job_id: str) -> AsyncIterator[RequestRecord]:
+        """Every request item of the job (strongly consistent; in key order, not input order)."""
+        for prefix in REQUEST_PREFIXES:
+            async for item in self._query(job_id, prefix):
+                yield request_from_item(item)
+
+    async def finals(self, job_id: str) -> tuple[dict[str, int], set[int]]:
+        """What a rerun must not send again: each final ``custom_id`` with the line it answers, and
+        the lines already failed as repeats of an earlier line's ``custom_id``."""
+        names = {"#l": "line"}
+        answered = {
+            item["custom_id"]["S"]: int(item["line"]["N"])
+            async for item in self._query(job_id, REQUEST_PREFIXES[0], projection="custom_id, #l", names=names)
+        }
+        repeats = {int(item["line"]["N"]) async for item in self._query(job_id, REQUEST_PREFIXES[1], "#l", names)}
+        return answered, repeats
+
+    async def succeeded_ids(self, job_id: str) -> set[str]:
+        """custom_ids answered successfully (a redrive re-runs only the others)."""
+        return {
+            item["custom_id"]["S"]
+            async for item in self._query(job_id, REQUEST_PREFIXES[0], "custom_id, #s", {"#s": "status"})
+            if item["status"]["S"] == RequestStatus.SUCCEEDED
+        }
+
+    async def _query(
+        self, job_id: str, prefix: str, projection: str | None = None, names: dict[str, str] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": {":pk": {"S": job_pk(job_id)}, ":prefix": {"S": prefix}},
+            "ConsistentRead": True,
+        }
+        if projection:
+            kwargs["ProjectionExpression"] = projection
+        if names:
+            kwargs["ExpressionAttributeNames"] = names
+        while True:
+            page = await self._ddb.query(**kwargs)
+            for item in page.get("Items", []):
+                yield item
+            if "LastEvaluatedKey" not in page:
+                return
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]

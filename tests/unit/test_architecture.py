@@ -1,0 +1,96 @@
+"""The package's shape, held: imports flow one way (no cycles, nothing upward), modules stay small.
+
+handler → runtime → jobs → {engine, outputs, formats, adapters} → {records, messages, settings}:
+the engine knows nothing of AWS, the adapters nothing of OpenAI (README, "How it flows").
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[2] / "functions" / "promptdrop"
+# What each part may import from the package (beyond itself). Anything not listed is not allowed.
+BASE = {"records", "messages", "jsonsafe", "background", "settings"}
+ALLOWED: dict[str, set[str]] = {
+    "__init__": set(),
+    "engine": set(),
+    "records": set(),
+    "jsonsafe": set(),
+    "background": set(),
+    "settings": set(),
+    "messages": {"jsonsafe"},
+    "adapters": BASE - {"settings"},
+    "formats": {"engine", "records"},
+    "outputs": {"records"},
+    "events": {"messages"},
+    "jobs": BASE | {"engine", "adapters", "formats", "outputs"},
+    "runtime": BASE | {"engine", "adapters", "jobs"},
+    "handler": BASE | {"runtime", "jobs", "events"},
+    "cli": BASE,
+}
+
+
+def modules() -> Iterator[tuple[str, Path]]:
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield ".".join(path.relative_to(PACKAGE).with_suffix("").parts), path
+
+
+def part(module: str) -> str:
+    return module.split(".", maxsplit=1)[0]
+
+
+def imports_of(module: str, path: Path) -> set[str]:
+    """The package modules ``module`` imports (absolute or relative), as dotted names."""
+    found: set[str] = set()
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                name = ".".join([*base, node.module] if node.module else base)
+            elif node.module and node.module.startswith("promptdrop."):
+                name = node.module.removeprefix("promptdrop.")
+            else:
+                continue
+            found.add(name)
+        elif isinstance(node, ast.Import):
+            found |= {a.name.removeprefix("promptdrop.") for a in node.names if a.name.startswith("promptdrop.")}
+    return {name for name in found if name and name != "__init__"}
+
+
+GRAPH = {module: imports_of(module, path) for module, path in modules()}
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_go_only_downward(module: str) -> None:
+    own = part(module)
+    assert own in ALLOWED, f"{module}: a new part of the package; say in ALLOWED what it may import"
+    upward = {name for name in GRAPH[module] if part(name) != own and part(name) not in ALLOWED[own]}
+    assert not upward, f"{module} imports {sorted(upward)}, which {own} may not depend on"
+
+
+def test_no_import_cycles_between_parts() -> None:
+    edges = {(part(m), part(n)) for m, targets in GRAPH.items() for n in targets if part(m) != part(n)}
+    reach = {a: {b for x, b in edges if x == a} for a, _ in edges}
+    for start, direct in reach.items():
+        seen, todo = set(), list(direct)
+        while todo:
+            node = todo.pop()
+            assert node != start, f"an import cycle runs through {start}"
+            if node not in seen:
+                seen.add(node)
+                todo += reach.get(node, set())
+
+
+@pytest.mark.parametrize(("module", "path"), list(modules()))
+def test_modules_and_classes_stay_small(module: str, path: Path) -> None:
+    source = path.read_text()
+    assert source.count("\n") <= 350, f"{module} has grown past 350 lines: one job per module"
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ClassDef):
+            size = (node.end_lineno or node.lineno) - node.lineno + 1
+            assert size <= 200, f"{module}.{node.name} is {size} lines: split its responsibilities"
