@@ -36,10 +36,11 @@ def _check_key(settings: Settings, work: FileWork) -> str | None:
 
 
 def _record_metrics(result: JobResult) -> None:
-    metrics.add_metric(name="PromptsSucceeded", unit=MetricUnit.Count, value=result.succeeded)
-    metrics.add_metric(name="PromptsFailed", unit=MetricUnit.Count, value=result.failed)
-    metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=result.prompt_tokens)
-    metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=result.completion_tokens)
+    # What this run did — not the job's totals, which a redrive of one prompt would count again.
+    metrics.add_metric(name="PromptsSucceeded", unit=MetricUnit.Count, value=result.run_succeeded)
+    metrics.add_metric(name="PromptsFailed", unit=MetricUnit.Count, value=result.run_failed)
+    metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=result.run_prompt_tokens)
+    metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=result.run_completion_tokens)
     metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=result.rate_limited)
     if result.latency_avg_ms is not None:
         metrics.add_metric(name="LatencyAvg", unit=MetricUnit.Milliseconds, value=result.latency_avg_ms)

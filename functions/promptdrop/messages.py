@@ -41,6 +41,9 @@ class UnitMessage(_Message):
     start: int = 0
     end: int | None = None  # exclusive; None = to the end of the object
     first_line: int = 1
+    # Continuations this unit has taken: function → work queue → function is the loop Lambda's
+    # recursion detection watches (the template allows it); this is promptdrop's own bound.
+    hops: int = 0
 
 
 class PromptFailure(_Message):

@@ -20,9 +20,10 @@ class JobStatus(StrEnum):
     SUCCEEDED = "SUCCEEDED"
     PARTIAL = "PARTIAL"
     FAILED = "FAILED"
+    CANCELLED = "CANCELLED"  # stopped on request (`promptdrop cancel`); a redrive resumes it
 
 
-FINAL_JOB_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED})
+FINAL_JOB_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 class RequestStatus(StrEnum):
@@ -42,6 +43,8 @@ class FailureCode(StrEnum):
     INVALID_JSON = "invalid_json"
     INVALID_CSV = "invalid_csv"
     INVALID_TEMPLATE = "invalid_template"
+    CANCELLED = "cancelled"  # the job was stopped on request
+    TOO_MANY_CONTINUATIONS = "too_many_continuations"  # a unit past PROMPTDROP_MAX_CONTINUATIONS
 
 
 @dataclass(slots=True)
@@ -69,10 +72,17 @@ class JobRecord:
     completion_tokens: int = 0
     estimated_cost_usd: str | None = None
     error: dict[str, Any] | None = None  # the file failure that ended the job, if one did
+    cancel_requested_at: str | None = None  # set by `promptdrop cancel`; cleared by a redrive
+    published: str | None = None  # the outcome the last completion event announced
 
     @property
     def all_units_done(self) -> bool:
         return self.units_done >= (self.units_total or 1)
+
+    @property
+    def outcome(self) -> str:
+        """What a completion event announces: a new event only when this changes."""
+        return f"{self.status}:{self.succeeded}:{self.failed}"
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import aioboto3
 from openai import AsyncOpenAI
 
+from .adapters.bus import EventPublisher
 from .adapters.journal import Journal
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectStore
@@ -51,6 +52,10 @@ class Runtime:
         s3 = await stack.enter_async_context(session.client("s3"))
         ddb = await stack.enter_async_context(session.client("dynamodb"))
         sqs = await stack.enter_async_context(session.client("sqs"))
+        publisher = None
+        if settings.event_bus:
+            events = await stack.enter_async_context(session.client("events"))
+            publisher = EventPublisher(events, settings.event_bus)
         api_key = None
         if settings.openai_secret_arn:
             async with session.client("secretsmanager") as secrets:
@@ -78,6 +83,7 @@ class Runtime:
             journal=Journal(ddb, settings.table),
             messages=MessageSender(sqs),
             dispatcher_factory=dispatcher,
+            publisher=publisher,
         )
         return cls(settings, stack, runner, client)
 

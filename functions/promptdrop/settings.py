@@ -42,11 +42,17 @@ class Settings(BaseSettings):
     shard_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="A .jsonl larger than this is split into parallel shards."
     )
+    event_bus: str | None = Field(
+        default=None, description="EventBridge bus a job's completion event is published on (unset: none)."
+    )
+    max_continuations: int = Field(
+        default=48, ge=1, le=1000, description="Continuations one unit may take before its file fails."
+    )
     lease_s: float = Field(
         default=120.0, gt=0, description="How long a crashed run keeps others off its file (renewed while alive)."
     )
 
-    @field_validator("output_bucket", "work_queue_url", "openai_secret_arn", "rpm", "tpm", mode="before")
+    @field_validator("output_bucket", "work_queue_url", "openai_secret_arn", "event_bus", "rpm", "tpm", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation cannot omit a variable conditionally without ceremony; "" and "0" mean unset.

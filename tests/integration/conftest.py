@@ -170,6 +170,22 @@ class Pipeline:
                 messages.append(json.loads(message["Body"]))
                 self.sqs.delete_message(QueueUrl=self.stack.dlq_url, ReceiptHandle=message["ReceiptHandle"])
 
+    def dlq_peek(self) -> list[dict[str, Any]]:
+        """The dead letters, left in the queue (visible again at once) for a redrive to move."""
+        got = self.sqs.receive_message(QueueUrl=self.stack.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        batch = got.get("Messages", [])
+        for message in batch:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.stack.dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+        return [json.loads(m["Body"]) for m in batch]
+
+    def events(self) -> Any:
+        """An EventBridge client on the local stack."""
+        client = boto3.client("events", region_name=self.stack.region, endpoint_url=self.stack.endpoint)
+        self.monkeypatch.setattr(self, "_events", client, raising=False)
+        return client
+
     def items(self, job_id: str) -> dict[str, dict[str, Any]]:
         """The job's DynamoDB items by sort key, as plain values."""
         deserializer = boto3.dynamodb.types.TypeDeserializer()

@@ -31,6 +31,7 @@ __all__ = [
 ]
 
 JOB_SK = "JOB"
+JOBS_INDEX_PK = "JOBS"
 _REQ = "REQ#"
 _DUP = "DUP#"
 REQUEST_PREFIXES = (_REQ, _DUP)
@@ -70,7 +71,8 @@ def _plain(value: Any) -> Any:
 
 
 def job_to_item(job: JobRecord) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"pk": job_pk(job.job_id), "sk": JOB_SK}
+    # jobs_pk: every job item is in the sparse index ``jobs-by-start`` (recent jobs, newest first).
+    attrs: dict[str, Any] = {"pk": job_pk(job.job_id), "sk": JOB_SK, "jobs_pk": JOBS_INDEX_PK}
     for name in _JOB_FIELDS:
         value = getattr(job, name)
         if value is not None and name not in ("changes", "units_done"):  # counters: ADDed, never put

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..records import JobRecord, JobStatus
@@ -74,6 +75,41 @@ class Journal:
                 "estimated_cost_usd": job.estimated_cost_usd,
             },
         )
+
+    async def add_progress(self, job_id: str, counts: dict[str, int | float], now: str) -> JobRecord:
+        """Add a running unit's counts since its last report to the job item's live ``progress_*``
+        figures; returns the job item (a reader learns of a cancel request from it at no extra call)."""
+        names = {f"#p{i}": f"progress_{name}" for i, name in enumerate(counts)}
+        values = {f":p{i}": serialize(_number(v)) for i, v in enumerate(counts.values())}
+        adds = ", ".join(f"#p{i} :p{i}" for i in range(len(counts)))
+        extra: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
+        response = await self._ddb.update_item(
+            TableName=self._table,
+            Key=job_key(job_id),
+            UpdateExpression="SET updated_at = :now" + (f" ADD {adds}" if adds else ""),
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": {"S": now}, **values},
+            ReturnValues="ALL_NEW",
+            **extra,
+        )
+        return job_from_item(response["Attributes"])
+
+    async def resume_job(self, job_id: str) -> None:
+        """A redriven file: the job runs again (a cancel request, once answered, is forgotten)."""
+        await self._ddb.update_item(
+            TableName=self._table,
+            Key=job_key(job_id),
+            UpdateExpression="SET #s = :running REMOVE cancel_requested_at, cancel_reported",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={":running": {"S": str(JobStatus.RUNNING)}},
+        )
+
+    async def claim_once(self, job_id: str, flag: str, now: str) -> bool:
+        """Set ``flag`` on the job item unless it is set already: True for the one caller that set it."""
+        return await self._set(job_id, {flag: now}, only_if_absent=flag)
+
+    async def set_published(self, job_id: str, outcome: str) -> None:
+        await self._set(job_id, {"published": outcome})
 
     async def fail_job(self, job_id: str, error: dict[str, Any], finished_at: str) -> None:
         await self._set(job_id, {"status": str(JobStatus.FAILED), "error": error, "finished_at": finished_at})
@@ -179,3 +215,8 @@ class Journal:
                 ]
             )
         hold.released = True
+
+
+def _number(value: int | float) -> int | Decimal:
+    # DynamoDB numbers: floats go as Decimal (the serializer refuses float), rounded to what matters.
+    return value if isinstance(value, int) else Decimal(str(round(value, 6)))

@@ -24,6 +24,7 @@ from ..formats import LineError
 from ..jsonsafe import dumps
 from ..messages import PromptFailure
 from ..records import FailureCode, RequestRecord, RequestStatus
+from .progress import Progress
 from .result import now_iso
 
 __all__ = ["JobRef", "Recorder", "Recorders"]
@@ -57,8 +58,10 @@ class Recorder:
         store: ObjectStore,
         dlq_url: str,
         max_concurrency: int,
+        progress: Progress,
     ) -> None:
         self._job = job
+        self._progress = progress
         self._journal = journal
         self._messages = messages
         self._store = store
@@ -90,16 +93,18 @@ class Recorder:
         request = outcome.request
         if outcome.error is None and outcome.response is not None:
             record = _success_record(request, outcome)
-            if record.response is not None and len(record.response) > ITEM_RESPONSE_MAX_BYTES:
-                pointer = f"{self._job.output_prefix}{self._job.key}.responses/{request.line}.json"
-                await self._store.put_bytes(self._job.out_bucket, pointer, record.response.encode(), "application/json")
-                record.response, record.response_s3_key = None, pointer
-            self._records.append(record)
+            self._progress.succeeded(record.model or "", record.prompt_tokens, record.completion_tokens)
         else:
             assert outcome.error is not None
             record = _failure_record(request, outcome, outcome.error)
-            self._records.append(record)
             self._letters.append(self._dead_letter(record, request.batch_line()))
+            self._progress.failed()
+        if record.response is not None and _too_large(record.response):
+            # Too large for a DynamoDB item (400 KB): kept in S3, the item points to it.
+            pointer = f"{self._job.output_prefix}{self._job.key}.responses/{request.line}.json"
+            await self._store.put_bytes(self._job.out_bucket, pointer, record.response.encode(), "application/json")
+            record.response, record.response_s3_key = None, pointer
+        self._records.append(record)
         written = self._written
         await self._maybe_flush()
         # Hold this worker (so its slot) until the answer is on record; shielded: one waiter
@@ -117,6 +122,7 @@ class Recorder:
         record = RequestRecord(error.custom_id, error.line, RequestStatus.FAILED, 0, error=info, repeat_of=repeat_of)
         self._records.append(record)
         self._letters.append(self._dead_letter(record, None))
+        self._progress.failed()
         await self._maybe_flush()
 
     async def repeat(self, line: int, custom_id: str, earlier: int) -> None:
@@ -165,6 +171,11 @@ class Recorder:
             written.exception()  # marked retrieved: the waiters and this caller all raise it
             raise
         written.set_result(None)
+
+
+def _too_large(text: str) -> bool:
+    # Bytes, not characters: 300,000 characters of CJK text are 900 KB. Encoding only when it may matter.
+    return len(text) * 4 > ITEM_RESPONSE_MAX_BYTES and len(text.encode()) > ITEM_RESPONSE_MAX_BYTES
 
 
 def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
@@ -223,7 +234,7 @@ class Recorders:
         self._output_prefix = output_prefix
         self._max_concurrency = max_concurrency
 
-    def for_job(self, job_id: str, bucket: str, key: str, etag: str | None) -> Recorder:
+    def for_job(self, job_id: str, bucket: str, key: str, etag: str | None, progress: Progress) -> Recorder:
         job = JobRef(job_id, bucket, key, etag, self._output_bucket or bucket, self._output_prefix)
         return Recorder(
             job,
@@ -232,4 +243,5 @@ class Recorders:
             store=self._store,
             dlq_url=self._dlq_url,
             max_concurrency=self._max_concurrency,
+            progress=progress,
         )

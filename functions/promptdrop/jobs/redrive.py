@@ -13,6 +13,7 @@ from ..engine.request import Request
 from ..formats import request_from_object
 from ..messages import PromptFailure
 from .finalize import Finalizer
+from .progress import Progress
 from .recorder import Recorders
 from .result import FileRef, JobResult, RunStatus
 
@@ -62,7 +63,13 @@ class Redriver:
             for request in requests:
                 yield request
 
-        async with self._recorders.for_job(job_id, job.bucket, job.key, job.etag) as recorder:
-            report = await self._dispatcher_factory().run(source(), recorder.outcome)
+        progress = Progress(self._journal, job_id)
+        async with (
+            progress.reporting(),
+            self._recorders.for_job(job_id, job.bucket, job.key, job.etag, progress) as rec,
+        ):
+            report = await self._dispatcher_factory().run(source(), rec.outcome)
         logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
-        return await self._finalizer.finish_if_complete(job_id, ref, report)
+        result = await self._finalizer.finish_if_complete(job_id, ref, report)
+        run = progress.run
+        return result.with_run(run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)

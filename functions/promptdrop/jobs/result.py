@@ -35,6 +35,7 @@ class RunStatus(StrEnum):
     HANDED_OFF = "HANDED_OFF"  # another run is writing the outputs and will include this one
     BUSY = "BUSY"  # another live run holds the unit: deliver the message again later
     UNFINISHED = "UNFINISHED"  # the deadline came with no work queue: deliver the message again
+    CANCELLED = "CANCELLED"  # stopped on request: outputs hold what was done; a redrive resumes
 
     @property
     def hand_back(self) -> bool:
@@ -59,6 +60,16 @@ class JobResult:
     rate_limited: int = 0
     latency_avg_ms: float | None = None
     outputs: dict[str, str] = field(default_factory=dict)
+    # What this run did (the metrics): the job's totals above may include earlier runs' work.
+    run_succeeded: int = 0
+    run_failed: int = 0
+    run_prompt_tokens: int = 0
+    run_completion_tokens: int = 0
+
+    def with_run(self, succeeded: int, failed: int, prompt_tokens: int, completion_tokens: int) -> JobResult:
+        self.run_succeeded, self.run_failed = succeeded, failed
+        self.run_prompt_tokens, self.run_completion_tokens = prompt_tokens, completion_tokens
+        return self
 
     @classmethod
     def of_run(

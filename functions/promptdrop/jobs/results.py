@@ -12,6 +12,7 @@ import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..adapters.bus import EventPublisher
 from ..adapters.journal import Journal
 from ..adapters.s3 import ObjectStore
 from ..engine.dispatch import DispatchReport
@@ -19,7 +20,7 @@ from ..outputs import OrderedSpool, estimate_cost_usd, output_line
 from ..records import JobRecord, JobStatus, RequestRecord
 from .result import FileRef, JobResult, RunStatus, now_iso, run_figures
 
-__all__ = ["OutputWriter"]
+__all__ = ["DETAIL_TYPES", "OutputWriter"]
 
 
 @dataclass(slots=True)
@@ -38,7 +39,9 @@ class _Tally:
         p, c = self.tokens_by_model.get(model, (0, 0))
         self.tokens_by_model[model] = (p + record.prompt_tokens, c + record.completion_tokens)
 
-    def status(self, report: DispatchReport | None) -> JobStatus:
+    def status(self, job: JobRecord, report: DispatchReport | None) -> JobStatus:
+        if not job.all_units_done:  # written early: stopped by a cancel, a fatal error or the hop bound
+            return JobStatus.CANCELLED if job.cancel_requested_at is not None else JobStatus.FAILED
         if report is not None and report.fatal is not None:
             return JobStatus.FAILED
         if self.failed == 0:
@@ -46,11 +49,23 @@ class _Tally:
         return JobStatus.PARTIAL if self.succeeded else JobStatus.FAILED
 
 
+# The completion event's detail-type, per final state (its detail is the summary).
+DETAIL_TYPES = {
+    JobStatus.SUCCEEDED: "Job Succeeded",
+    JobStatus.PARTIAL: "Job Partial",
+    JobStatus.FAILED: "Job Failed",
+    JobStatus.CANCELLED: "Job Cancelled",
+}
+
+
 class OutputWriter:
-    def __init__(self, *, journal: Journal, store: ObjectStore, default_model: str) -> None:
+    def __init__(
+        self, *, journal: Journal, store: ObjectStore, default_model: str, publisher: EventPublisher | None = None
+    ) -> None:
         self._journal = journal
         self._store = store
         self._default_model = default_model
+        self._publisher = publisher
 
     async def write(self, job: JobRecord, report: DispatchReport | None) -> JobResult:
         """Rebuild every output file of ``job`` from the journal and close the job item."""
@@ -62,19 +77,31 @@ class OutputWriter:
                 out_bucket, keys["text"], tally.text_answer.encode(), "text/plain; charset=utf-8"
             )
         cost = estimate_cost_usd(tally.tokens_by_model)
-        job.status = tally.status(report)
+        job.status = tally.status(job, report)
         job.succeeded, job.failed, job.total = tally.succeeded, tally.failed, tally.succeeded + tally.failed
         job.prompt_tokens, job.completion_tokens = tally.prompt_tokens, tally.completion_tokens
         job.finished_at = now_iso()
         job.estimated_cost_usd = str(cost) if cost is not None else None
         locations = {name: f"s3://{out_bucket}/{key}" for name, key in keys.items()}
-        await self._store.put_json(out_bucket, keys["summary"], _summary(job, cost, report, locations))
+        summary = _summary(job, cost, report, locations)
+        await self._store.put_json(out_bucket, keys["summary"], summary)
         await self._journal.close_job(job)
+        await self._announce(job, summary)
         result = JobResult.of_run(job.job_id, FileRef(job.bucket, job.key), RunStatus(job.status), report)
         result.total, result.succeeded, result.failed = job.total, job.succeeded, job.failed
         result.prompt_tokens, result.completion_tokens = job.prompt_tokens, job.completion_tokens
         result.outputs = locations
         return result
+
+    async def _announce(self, job: JobRecord, summary: dict[str, Any]) -> None:
+        """Publish the completion event — again only when the outcome changed (a redrive that
+        answered a failure; not a redelivery). Published before it is noted: a crash between the
+        two sends it twice, never not at all."""
+        if self._publisher is None or job.outcome == job.published:
+            return
+        await self._publisher.publish(DETAIL_TYPES[job.status], summary)
+        await self._journal.set_published(job.job_id, job.outcome)
+        job.published = job.outcome
 
     async def _write_ordered(self, job: JobRecord, out_bucket: str, keys: dict[str, str]) -> _Tally:
         tally = _Tally()

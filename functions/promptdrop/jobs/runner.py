@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from aws_lambda_powertools import Logger
 
+from ..adapters.bus import EventPublisher
 from ..adapters.journal import Journal
 from ..adapters.queues import MessageSender
 from ..adapters.s3 import ObjectStore
@@ -22,6 +23,7 @@ from ..settings import Settings
 from .failures import FileFailures
 from .finalize import Finalizer
 from .planning import make_job_id, output_keys, plan_shards
+from .progress import Progress
 from .recorder import Recorders
 from .redrive import Redriver
 from .result import FileRef, JobResult, RunStatus, now_iso
@@ -53,13 +55,14 @@ class JobRunner:
         journal: Journal,
         messages: MessageSender,
         dispatcher_factory: Callable[[], Dispatcher],
+        publisher: EventPublisher | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._journal = journal
         self._messages = messages
         self._failures = FileFailures(journal=journal, messages=messages, dlq_url=settings.dlq_url)
-        writer = OutputWriter(journal=journal, store=store, default_model=settings.model)
+        writer = OutputWriter(journal=journal, store=store, default_model=settings.model, publisher=publisher)
         finalizer = Finalizer(journal=journal, writer=writer, lease_s=settings.lease_s)
         recorders = Recorders(
             journal=journal,
@@ -118,6 +121,8 @@ class JobRunner:
         if job.status in FINAL_JOB_STATES and not redrive:
             logger.info("job already finished; nothing to do", extra={"job_id": job_id, "status": job.status})
             return JobResult(job_id, ref.bucket, ref.key, RunStatus.SKIPPED, reason=f"already {job.status}")
+        if redrive and not created:
+            await self._journal.resume_job(job_id)  # e.g. after a cancel: running again
         whole = UnitMessage(
             job_id=job_id, bucket=ref.bucket, key=ref.key, etag=info.etag, version_id=info.version_id, unit="all"
         )
@@ -135,7 +140,9 @@ class JobRunner:
         except FileRejected as exc:
             return await self._failures.report(ref, whole.job_id, exc.code, exc.message)
         if repeats:
-            async with self._recorders.for_job(whole.job_id, ref.bucket, ref.key, whole.etag) as recorder:
+            progress = Progress(self._journal, whole.job_id)
+            recorder = self._recorders.for_job(whole.job_id, ref.bucket, ref.key, whole.etag, progress)
+            async with progress.reporting(), recorder:
                 for line, custom_id, earlier in repeats:
                     await recorder.repeat(line, custom_id, earlier)
         await self._journal.set_units_total(whole.job_id, len(shards))

@@ -21,9 +21,11 @@ from ..engine.dispatch import Dispatcher, DispatchReport, StopReason
 from ..engine.request import Request
 from ..formats import FileRejected, LineError, Parsed, parse_stream
 from ..messages import UnitMessage
+from ..records import FailureCode
 from ..settings import Settings
 from .failures import FileFailures
 from .finalize import Finalizer
+from .progress import Progress
 from .recorder import Recorders
 from .result import FileRef, JobResult, RunStatus, now_iso
 from .source import read, suffix, template_of
@@ -59,31 +61,51 @@ class UnitRunner:
         """Run one unit under its lease; finish the job if it was the last one."""
         ref = FileRef(unit.bucket, unit.key)
         lease = self._journal.unit_lease(unit.job_id, unit.unit, self._settings.lease_s)
+        progress = Progress(self._journal, unit.job_id)
         rejected: FileRejected | None = None
+        report: DispatchReport | None = None
         async with lease.held() as hold:
             if hold.outcome is LeaseOutcome.BUSY:
                 logger.info("another run holds this unit; leaving it to that run", extra={"unit": unit.unit})
                 return JobResult(
                     unit.job_id, ref.bucket, ref.key, RunStatus.BUSY, reason=f"unit {unit.unit} is being run"
                 )
-            if hold.outcome is LeaseOutcome.DONE:
-                report = None
-            else:
+            if hold.outcome is LeaseOutcome.ACQUIRED:
                 try:
-                    report = await self._dispatch(unit, fresh=fresh, should_stop=should_stop)
+                    report = await self._dispatch(unit, progress, fresh=fresh, should_stop=should_stop)
                 except FileRejected as exc:
-                    rejected, report = exc, None
-                if report is not None and report.stopped is StopReason.DEADLINE:
-                    return await self._continue_later(unit, lease, hold, report)
-                if report is not None and report.fatal is not None:
-                    await lease.release(hold)
+                    rejected = exc
+                if report is not None and report.stopped is StopReason.DEADLINE and not progress.cancelled:
+                    return await self._continue_later(unit, lease, hold, report, progress)
+                if report is not None and (report.fatal is not None or report.stopped is StopReason.DEADLINE):
+                    await lease.release(hold)  # not done: a redrive resumes it
                 else:
                     await self._journal.complete_unit(unit.job_id, unit.unit, hold, now_iso())
+        run = progress.run
         if rejected is not None:
-            return await self._failures.report(ref, unit.job_id, rejected.code, rejected.message)
-        if report is not None and report.fatal is not None:
-            return await self._stopped_early(unit, ref, report)
-        return await self._finalizer.finish_if_complete(unit.job_id, ref, report)
+            result = await self._failures.report(ref, unit.job_id, rejected.code, rejected.message)
+        elif report is not None and report.fatal is not None:
+            result = await self._stopped_early(unit, ref, report)
+        elif report is not None and report.stopped is StopReason.DEADLINE:
+            result = await self._cancelled(unit, ref, report)
+        else:
+            result = await self._finalizer.finish_if_complete(unit.job_id, ref, report)
+        return result.with_run(run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
+
+    async def _cancelled(self, unit: UnitMessage, ref: FileRef, report: DispatchReport) -> JobResult:
+        """Stopped on request: write what was done (status CANCELLED), and dead-letter the file once
+        (whichever shard gets there first) so that ``promptdrop redrive`` resumes it."""
+        result = await self._finalizer.finalize(unit.job_id, ref, report)
+        if await self._journal.claim_once(unit.job_id, "cancel_reported", now_iso()):
+            await self._failures.report(
+                ref,
+                unit.job_id,
+                FailureCode.CANCELLED,
+                "cancelled on request; the outputs hold what was done — redrive this message to resume the job",
+                fail_job=False,
+            )
+        result.status, result.reason = RunStatus.CANCELLED, FailureCode.CANCELLED
+        return result
 
     async def _stopped_early(self, unit: UnitMessage, ref: FileRef, report: DispatchReport) -> JobResult:
         """An error every request would share: write what was done, fail the job, say how to finish it."""
@@ -101,7 +123,9 @@ class UnitRunner:
         result.status, result.reason = RunStatus.FAILED, fatal.code
         return result
 
-    async def _dispatch(self, unit: UnitMessage, *, fresh: bool, should_stop: Callable[[], bool]) -> DispatchReport:
+    async def _dispatch(
+        self, unit: UnitMessage, progress: Progress, *, fresh: bool, should_stop: Callable[[], bool]
+    ) -> DispatchReport:
         # A first run of a new job has nothing to skip; any other run asks the journal once.
         answered, repeats = ({}, set()) if fresh else await self._journal.requests.finals(unit.job_id)
         kind = suffix(unit.key)
@@ -115,7 +139,8 @@ class UnitRunner:
             first_line=unit.first_line,
             template=template,
         )
-        async with self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag) as recorder:
+        recorder = self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag, progress)
+        async with progress.reporting(), recorder:
 
             async def requests() -> AsyncIterator[Request]:
                 first_line: dict[str, int] = {}  # custom_id -> the line that uses it, in this run
@@ -134,24 +159,45 @@ class UnitRunner:
                     if isinstance(item, LineError):
                         await recorder.line_error(item)
                     else:
+                        progress.sent()
                         yield item
 
+            def stop() -> bool:
+                return progress.cancelled or should_stop()
+
             try:
-                return await self._dispatcher_factory().run(requests(), recorder.outcome, should_stop=should_stop)
+                return await self._dispatcher_factory().run(requests(), recorder.outcome, should_stop=stop)
             finally:
                 await parsed.aclose()
 
-    async def _continue_later(self, unit: UnitMessage, lease: Lease, hold: Hold, report: DispatchReport) -> JobResult:
+    async def _continue_later(
+        self, unit: UnitMessage, lease: Lease, hold: Hold, report: DispatchReport, progress: Progress
+    ) -> JobResult:
         ref = FileRef(unit.bucket, unit.key)
         result = JobResult.of_run(unit.job_id, ref, RunStatus.UNFINISHED, report, reason="deadline")
         queue = self._settings.work_queue_url
+        if unit.hops >= self._settings.max_continuations:
+            await lease.release(hold)
+            limit = self._settings.max_continuations
+            message = (
+                f"unit {unit.unit} needed more than {limit} continuations (PROMPTDROP_MAX_CONTINUATIONS); "
+                "what was done is in the outputs — raise the limit or split the file, then redrive this message"
+            )
+            result = await self._finalizer.finalize(unit.job_id, ref, report)
+            await self._failures.report(ref, unit.job_id, FailureCode.TOO_MANY_CONTINUATIONS, message, fail_job=False)
+            result.status, result.reason = RunStatus.FAILED, FailureCode.TOO_MANY_CONTINUATIONS
+            run = progress.run
+            return result.with_run(run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
         if queue is not None:
             # .jsonl resumes at the first line not dispatched; other formats re-read and skip what is final.
             resume = report.resume
-            changes = {"start": resume.offset, "first_line": resume.line} if resume and resume.offset else {}
+            changes: dict[str, int] = {"hops": unit.hops + 1}
+            if resume and resume.offset:
+                changes |= {"start": resume.offset, "first_line": resume.line}
             await self._messages.send(queue, [unit.model_copy(update=changes)])
             logger.info("deadline near: continuation queued", extra={"job_id": unit.job_id, "resume": changes})
             result.status = RunStatus.CONTINUED
         # Given up at once: the continuation (or, with no work queue, the message handed back) may take it.
         await lease.release(hold)
-        return result
+        run = progress.run
+        return result.with_run(run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)

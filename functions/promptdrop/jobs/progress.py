@@ -1,0 +1,80 @@
+"""What one run has done: reported to the job item every few seconds (live progress, and the way a
+run learns of a cancel request), and in total to the handler (metrics of this run's work alone).
+
+Live figures are added by every running unit, so the shards of a job add up, at one write per
+unit every :data:`REPORT_INTERVAL_S` — not one per answer. They are approximate while the job
+runs (a run killed mid-way may have counted answers that its redelivery asks again); the job's
+final counts come from the journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from ..adapters.journal import Journal
+from ..background import every
+from ..outputs import estimate_cost_usd
+from .result import now_iso
+
+__all__ = ["REPORT_INTERVAL_S", "Progress"]
+
+REPORT_INTERVAL_S = 2.0
+
+
+@dataclass(slots=True)
+class _Counts:
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(slots=True)
+class Progress:
+    journal: Journal
+    job_id: str
+    run: _Counts = field(default_factory=_Counts)  # this run, all of it
+    cancelled: bool = False  # the job item says `promptdrop cancel` asked this job to stop
+    _reported: _Counts = field(default_factory=_Counts)
+    _tokens_by_model: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _cost_reported: float = 0.0
+
+    def sent(self) -> None:
+        self.run.sent += 1
+
+    def succeeded(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self.run.succeeded += 1
+        self.run.prompt_tokens += prompt_tokens
+        self.run.completion_tokens += completion_tokens
+        p, c = self._tokens_by_model.get(model, (0, 0))
+        self._tokens_by_model[model] = (p + prompt_tokens, c + completion_tokens)
+
+    def failed(self) -> None:
+        self.run.failed += 1
+
+    async def report(self) -> None:
+        """Add what was done since the last report to the job item; learn of a cancel request."""
+        run, last = self.run, self._reported
+        counts: dict[str, int | float] = {
+            name: getattr(run, name) - getattr(last, name)
+            for name in ("sent", "succeeded", "failed", "prompt_tokens", "completion_tokens")
+        }
+        cost = estimate_cost_usd(self._tokens_by_model)
+        if cost is not None:
+            counts["cost_usd"] = cost - self._cost_reported
+        counts = {name: value for name, value in counts.items() if value}
+        job = await self.journal.add_progress(self.job_id, counts, now_iso())
+        self._reported = _Counts(run.sent, run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
+        self._cost_reported = cost or 0.0
+        self.cancelled = job.cancel_requested_at is not None
+
+    @contextlib.asynccontextmanager
+    async def reporting(self) -> AsyncIterator[Progress]:
+        """Report at once (a cancelled job stops before sending anything), then every few seconds."""
+        await self.report()
+        async with every(REPORT_INTERVAL_S, self.report):
+            yield self
+        await self.report()
