@@ -7,8 +7,9 @@ code, and retries (or not) exactly as it would against AWS:
 
 =================  ==========================================================================================
 ``THROTTLE``       answered instead of forwarded: DynamoDB ``ProvisionedThroughputExceededException`` (400;
-                   or ``ThrottlingException``, ``RequestLimitExceeded``), S3 ``SlowDown`` (503), SQS
-                   ``RequestThrottled`` (400)
+                   or ``ThrottlingException``, ``RequestLimitExceeded``, and for transactions
+                   ``TransactionCanceledException`` with ``ThrottlingError`` reasons), S3 ``SlowDown`` (503),
+                   SQS ``RequestThrottled`` (400)
 ``SERVER_ERROR``   answered instead of forwarded: DynamoDB ``InternalServerError``, S3 and SQS
                    ``InternalError`` (500; or ``ServiceUnavailable``, 503)
 ``AFTER_WRITE``    forwarded — the call takes effect in moto — then moto's answer is dropped and the client
@@ -172,6 +173,8 @@ _ERRORS: Final[Mapping[Service, Mapping[str, AwsError]]] = {
             ),
             AwsError("InternalServerError", 500, "Internal server error", _DDB_NS),
             AwsError("ServiceUnavailable", 503, "Service unavailable", _CORAL_NS),
+            # A throttled TransactWriteItems/TransactGetItems: one ThrottlingError reason per item.
+            AwsError("TransactionCanceledException", 400, "Transaction cancelled", _DDB_NS),
         )
     },
     Service.S3: {
@@ -583,6 +586,10 @@ class _FaultState:
         with self._lock:
             self._rules.append(_LiveRule(rule, len(self._rules)))
 
+    def add_outage(self, outage: Outage) -> None:
+        with self._lock:
+            self._pending.append(outage)
+
     def start_outage(self, service: Service | None, duration_s: float, code: str | None) -> None:
         if code is not None:
             if service is None:
@@ -624,11 +631,14 @@ class _FaultState:
 # -- answering --------------------------------------------------------------------------------------------
 
 
-def _error_response(call: Call, error: AwsError, method: str) -> web.Response:
+def _error_response(call: Call, error: AwsError, method: str, request_body: bytes | None) -> web.Response:
     request_id = uuid.uuid4().hex.upper()
     headers: dict[str, str]
     if call.protocol is Protocol.JSON:
-        body = json.dumps({"__type": error.type_namespace + error.code, "message": error.message}).encode()
+        doc: dict[str, Any] = {"__type": error.type_namespace + error.code, "message": error.message}
+        if error.code == "TransactionCanceledException":
+            doc |= _throttled_transaction(request_body)
+        body = json.dumps(doc).encode()
         headers = {"Content-Type": "application/x-amz-json-1.0", "x-amzn-RequestId": request_id}
         if call.service == Service.DYNAMODB:
             headers["x-amz-crc32"] = str(zlib.crc32(body))  # botocore checks it on every DynamoDB answer
@@ -651,6 +661,24 @@ def _error_response(call: Call, error: AwsError, method: str) -> web.Response:
         if method == "HEAD":  # S3 answers HEAD without a body: botocore names the error by its status ("503")
             body = b""
     return web.Response(status=error.status, body=body, headers=headers)
+
+
+def _throttled_transaction(request_body: bytes | None) -> dict[str, Any]:
+    """The message and reasons of a transaction DynamoDB cancelled for throttling (one reason per item)."""
+    try:
+        count = len(json.loads(request_body or b"{}")["TransactItems"])
+    except (ValueError, KeyError, TypeError):
+        count = 1
+    reason = {
+        "Code": "ThrottlingError",
+        "Message": "Throughput exceeds the current capacity of your table or index. DynamoDB is automatically "
+        "scaling your table or index so please try again shortly.",
+    }
+    codes = ", ".join(["ThrottlingError"] * count)
+    return {
+        "message": f"Transaction cancelled, please refer cancellation reasons for specific reasons [{codes}]",
+        "CancellationReasons": [reason] * count,
+    }
 
 
 def _split_batch(body: bytes, withhold: frozenset[int]) -> tuple[bytes, dict[str, list[Any]]]:
@@ -720,7 +748,7 @@ class _Proxy:
         if decision is not None and decision.kind in (FaultKind.THROTTLE, FaultKind.SERVER_ERROR, FaultKind.OUTAGE):
             assert decision.error is not None
             self._state.count_fault(call, decision.kind)
-            return _error_response(call, decision.error, request.method)
+            return _error_response(call, decision.error, request.method, body)
         held: dict[str, list[Any]] = {}
         if decision is not None and decision.kind is FaultKind.UNPROCESSED and body is not None:
             body, held = _split_batch(body, decision.withhold)
@@ -735,7 +763,7 @@ class _Proxy:
                 await upstream.read()  # the call took effect; its answer is lost on the way back
                 assert decision.error is not None
                 self._state.count_fault(call, decision.kind)
-                return _error_response(call, decision.error, request.method)
+                return _error_response(call, decision.error, request.method, body)
             if held and upstream.status == 200:
                 answer = json.loads(await upstream.read())
                 unprocessed = answer.setdefault("UnprocessedItems", {})
@@ -908,6 +936,10 @@ class AwsFaultProxy:
 
     def clear_rules(self) -> None:
         self._state.set_rules(())
+
+    def add_outage(self, outage: Outage) -> None:
+        """Schedule an outage (its ``after_calls`` counts the calls seen since the proxy started)."""
+        self._state.add_outage(outage)
 
     def start_outage(self, service: Service | None = None, duration_s: float = 5.0, *, code: str | None = None) -> None:
         """Fail every call to ``service`` (``None``: all three) from now for ``duration_s`` seconds."""

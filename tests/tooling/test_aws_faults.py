@@ -341,6 +341,26 @@ def test_each_fault_is_the_error_aws_answers(
     assert sum(proxy.stats().forwarded.values()) == 0
 
 
+def test_a_throttled_transaction_is_cancelled_with_a_reason_per_item(
+    make_proxy: ProxyFactory, local_aws: LocalAws
+) -> None:
+    proxy = make_proxy(
+        FaultRule(
+            FaultKind.THROTTLE,
+            service=Service.DYNAMODB,
+            operations={"TransactWriteItems"},
+            code="TransactionCanceledException",
+        )
+    )
+    ddb = client(proxy.endpoint, "dynamodb")  # botocore retries no cancelled transaction, in any mode
+    puts = [{"Put": {"TableName": local_aws.table, "Item": item("t", str(i))}} for i in range(2)]
+    with pytest.raises(ddb.exceptions.TransactionCanceledException) as raised:
+        ddb.transact_write_items(TransactItems=puts)
+    reasons = raised.value.response["CancellationReasons"]
+    assert [r["Code"] for r in reasons] == ["ThrottlingError", "ThrottlingError"]
+    assert proxy.stats().calls == {"dynamodb.TransactWriteItems": 1}
+
+
 def test_s3_head_errors_have_no_body_and_are_named_by_status(make_proxy: ProxyFactory, local_aws: LocalAws) -> None:
     proxy = make_proxy(FaultRule(FaultKind.THROTTLE, service=Service.S3, operations={"HeadObject"}))
     s3 = client(proxy.endpoint, "s3", NO_RETRIES)
@@ -603,6 +623,13 @@ def test_an_outage_at_a_time_and_on_demand(make_proxy: ProxyFactory, local_aws: 
     clock.now += 2.0
     s3.list_objects_v2(Bucket=local_aws.bucket)
 
+    # Scheduled while running: its calls count from the proxy's start (S3 has seen 3)
+    proxy.add_outage(Outage(1.0, Service.S3, after_calls=4))
+    s3.list_objects_v2(Bucket=local_aws.bucket)
+    with pytest.raises(ClientError):
+        s3.list_objects_v2(Bucket=local_aws.bucket)
+    clock.now += 1.0
+
     # On demand: every service, until ended
     proxy.start_outage(duration_s=60.0)
     for call in (_s3_get, _ddb_get, _sqs_send):
@@ -611,7 +638,7 @@ def test_an_outage_at_a_time_and_on_demand(make_proxy: ProxyFactory, local_aws: 
     proxy.end_outage()
     for call in (_s3_get, _ddb_get, _sqs_send):
         call(proxy.endpoint, local_aws, NO_RETRIES)
-    assert proxy.stats().faults_of(FaultKind.OUTAGE) == 4
+    assert proxy.stats().faults_of(FaultKind.OUTAGE) == 5
 
 
 def test_the_control_endpoints_start_and_end_an_outage_and_report_counters(
