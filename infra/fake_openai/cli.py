@@ -12,10 +12,26 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from infra.fake_openai.config import FakeOpenAIConfig
+from infra.fake_openai.config import FakeOpenAIConfig, ModelLimit
 from infra.fake_openai.server import app_closing, create_app, start
 
 __all__ = ["config_from_args", "main"]
+
+
+def _model_limit(value: str) -> tuple[str, ModelLimit]:
+    """``MODEL=RPM,TPM`` (either side may be empty: unlimited) -> ``(model, (rpm, tpm))``."""
+    model, sep, limits = value.rpartition("=")
+    rpm_text, comma, tpm_text = limits.partition(",")
+    if not sep or not model or not comma:
+        raise argparse.ArgumentTypeError(
+            f"expected MODEL=RPM,TPM (e.g. gpt-4o=500,30000 or gpt-4o=,30000), got {value!r}"
+        )
+    try:
+        rpm = int(rpm_text) if rpm_text.strip() else None
+        tpm = int(tpm_text) if tpm_text.strip() else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"RPM and TPM must be whole numbers or empty, got {value!r}") from None
+    return model, (rpm, tpm)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,8 +44,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8089, help="0 picks a free port (printed on the ready line)")
     p.add_argument("--latency-ms", type=float, default=d.latency_ms)
     p.add_argument("--jitter-ms", type=float, default=d.jitter_ms, help="uniform +/- around --latency-ms")
-    p.add_argument("--rpm", type=int, default=None, help="requests per minute (default: unlimited)")
-    p.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: unlimited)")
+    p.add_argument("--rpm", type=int, default=None, help="requests per minute of each model (default: unlimited)")
+    p.add_argument("--tpm", type=int, default=None, help="tokens per minute of each model (default: unlimited)")
+    p.add_argument(
+        "--model-limit",
+        type=_model_limit,
+        action="append",
+        default=[],
+        metavar="MODEL=RPM,TPM",
+        help="this model's own limits instead of --rpm/--tpm (repeatable; an empty side is unlimited)",
+    )
     p.add_argument(
         "--burst-s", type=float, default=d.burst_s, help="bucket capacity in seconds of the limit (60: a whole minute)"
     )
@@ -61,6 +85,7 @@ def config_from_args(args: argparse.Namespace) -> FakeOpenAIConfig:
         require_api_key=args.require_api_key,
         default_max_tokens=args.default_max_tokens,
         fault_retry_after_ms=args.fault_retry_after_ms,
+        model_limits=dict(args.model_limit),
     )
 
 

@@ -1,4 +1,4 @@
-"""OpenAI-style rate limits: token buckets for requests/min and tokens/min, and their ``x-ratelimit-*`` headers.
+"""OpenAI-style rate limits: per-model token buckets for requests and tokens a minute, and ``x-ratelimit-*`` headers.
 
 The server asks :meth:`RateLimiter.admit` before answering; a :class:`Denial` tells it what 429 to send
 (the server owns HTTP, this module only counts).
@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+
+from infra.fake_openai.config import ModelLimit
 
 __all__ = ["Bucket", "Denial", "RateLimiter", "format_duration"]
 
 _RATE_LIMIT_DOCS: Final = "Visit https://platform.openai.com/account/rate-limits to learn more."
 ORG: Final = "org-local"
+_MAX_MODELS: Final = 10_000  # past this many models, new ones get fresh buckets each request (a fake's bound)
 
 
 def format_duration(seconds: float) -> str:
@@ -78,17 +82,15 @@ class Denial:
     wait_s: float | None
 
 
-class RateLimiter:
-    """The requests/min and tokens/min buckets. Used from the server's event loop only."""
+class _ModelBuckets:
+    """One model's requests/min and tokens/min buckets."""
+
+    __slots__ = ("buckets", "rpm", "tpm")
 
     def __init__(self, rpm: int | None, tpm: int | None, burst_s: float) -> None:
         self.rpm = Bucket(rpm, burst_s) if rpm else None
         self.tpm = Bucket(tpm, burst_s) if tpm else None
         self.buckets = [b for b in (self.rpm, self.tpm) if b is not None]
-
-    @property
-    def active(self) -> bool:
-        return bool(self.buckets)
 
     def headers(self) -> dict[str, str]:
         headers: dict[str, str] = {}
@@ -99,19 +101,49 @@ class RateLimiter:
                 headers[f"x-ratelimit-reset-{what}"] = format_duration((bucket.capacity - bucket.level) / bucket.rate)
         return headers
 
+
+class RateLimiter:
+    """Per-model requests/min and tokens/min buckets, as OpenAI keeps them. Used from the server's loop only.
+
+    A model's buckets are made at its first request: from ``model_limits[model]`` if given, else from the
+    default ``(rpm, tpm)``; a model with neither limit has no buckets and gets no ``x-ratelimit-*`` headers.
+    """
+
+    def __init__(
+        self, rpm: int | None, tpm: int | None, burst_s: float, model_limits: Mapping[str, ModelLimit] | None = None
+    ) -> None:
+        self.default: ModelLimit = (rpm, tpm)
+        self.model_limits = dict(model_limits or {})
+        self.burst_s = burst_s
+        self.active = any(self.default) or any(any(pair) for pair in self.model_limits.values())
+        self.models: dict[str, _ModelBuckets | None] = {}
+
+    def _buckets(self, model: str) -> _ModelBuckets | None:
+        try:
+            return self.models[model]
+        except KeyError:
+            rpm, tpm = self.model_limits.get(model, self.default)
+            buckets = _ModelBuckets(rpm, tpm, self.burst_s) if rpm or tpm else None
+            if len(self.models) < _MAX_MODELS:
+                self.models[model] = buckets
+            return buckets
+
     def admit(self, model: str, need_tokens: int) -> tuple[dict[str, str], Denial | None]:
-        """Charge one request and ``need_tokens`` tokens, or deny (charging nothing) if a bucket lacks them."""
+        """Charge ``model`` one request and ``need_tokens`` tokens, or deny (charging nothing) if it lacks them."""
+        limits = self._buckets(model)
+        if limits is None:
+            return {}, None
         now = time.monotonic()
-        for each in self.buckets:
+        for each in limits.buckets:
             each.refill(now)
-        if self.tpm is not None and need_tokens > self.tpm.limit:
+        if limits.tpm is not None and need_tokens > limits.tpm.limit:
             message = (
                 f"Request too large for {model} in organization {ORG} on tokens per min (TPM): "
-                f"Limit {self.tpm.limit}, Requested {need_tokens}. The input or output tokens "
+                f"Limit {limits.tpm.limit}, Requested {need_tokens}. The input or output tokens "
                 f"must be reduced in order to run successfully. {_RATE_LIMIT_DOCS}"
             )
-            return self.headers(), Denial("tokens", message, None)
-        checks = ((self.rpm, 1, "requests", "RPM"), (self.tpm, need_tokens, "tokens", "TPM"))
+            return limits.headers(), Denial("tokens", message, None)
+        checks = ((limits.rpm, 1, "requests", "RPM"), (limits.tpm, need_tokens, "tokens", "TPM"))
         for bucket, need, what, abbr in checks:
             if bucket is None:
                 continue
@@ -124,13 +156,13 @@ class RateLimiter:
                 f"Limit {bucket.limit}, Used {used}, Requested {need}. "
                 f"Please try again in {format_duration(wait)}. {_RATE_LIMIT_DOCS}"
             )
-            return self.headers(), Denial(what, message, wait)
-        if self.rpm is not None:
-            self.rpm.level -= 1
-        if self.tpm is not None:
-            self.tpm.level -= need_tokens
-        return self.headers(), None
+            return limits.headers(), Denial(what, message, wait)
+        if limits.rpm is not None:
+            limits.rpm.level -= 1
+        if limits.tpm is not None:
+            limits.tpm.level -= need_tokens
+        return limits.headers(), None
 
     def reset(self) -> None:
-        for bucket in self.buckets:
-            bucket.reset()
+        """Every model's buckets full again."""
+        self.models.clear()

@@ -94,6 +94,7 @@ class FakeOpenAIState:
         self.injected: dict[str, int] = {}
         self.prompts: dict[str, int] = {}
         self.prompts_ok: dict[str, int] = {}
+        self.models: dict[str, int] = {}
         #: what else a reset clears (the marker counts, the rate-limit buckets)
         self.reset_hooks: list[Callable[[], None]] = []
 
@@ -110,6 +111,7 @@ class FakeOpenAIState:
             "completion_tokens": self.completion_tokens,
             "prompts": dict(self.prompts),
             "prompts_ok": dict(self.prompts_ok),
+            "models": dict(self.models),
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
 
@@ -121,6 +123,7 @@ class FakeOpenAIState:
         self.injected.clear()
         self.prompts.clear()
         self.prompts_ok.clear()
+        self.models.clear()
         for hook in self.reset_hooks:
             hook()
 
@@ -133,7 +136,7 @@ class _Handler:
         self.state = state
         self.closing = asyncio.Event()
         self.auth = f"Bearer {config.require_api_key}" if config.require_api_key is not None else None
-        self.limiter = RateLimiter(config.rpm, config.tpm, config.burst_s)
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.burst_s, config.model_limits)
         self.faults = FaultPicker(config)
         state.reset_hooks += [self.limiter.reset, self.faults.reset]
         self.jitter_rng = random.Random(None if config.seed is None else config.seed + 1)
@@ -243,6 +246,7 @@ class _Handler:
             return self._api_error(ask, started)
         key = prompt_hash(ask.text)
         state.prompts[key] = state.prompts.get(key, 0) + 1
+        state.models[ask.model] = state.models.get(ask.model, 0) + 1
 
         rate_headers: dict[str, str] | None = None
         if self.limiter.active:

@@ -157,6 +157,53 @@ async def test_tpm_limit_and_request_too_large() -> None:
     assert "retry-after-ms" in exhausted.value.response.headers
 
 
+async def test_each_model_has_its_own_limits_and_headers() -> None:
+    # Given a default of 3 requests/min and gpt-4o's own 600 requests/min and 50,000 tokens/min
+    config = FakeOpenAIConfig(rpm=3, model_limits={"gpt-4o": (600, 50_000)})
+    with serve_in_thread(config) as server:
+        async with client_for(server) as client:
+
+            async def call(model: str) -> dict[str, str]:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=model, messages=[{"role": "user", "content": "hello"}], max_tokens=10
+                )
+                return dict(raw.headers)
+
+            # When the small model's 3 requests are used up
+            small = [await call("gpt-4o-mini") for _ in range(3)]
+            with pytest.raises(openai.RateLimitError) as limited:
+                await call("gpt-4o-mini")
+            # Then the large model still answers, with its own headers,
+            large = await call("gpt-4o")
+            # and another model without an override has the default limit, in a bucket of its own
+            other = await call("gpt-4.1")
+    assert [h["x-ratelimit-remaining-requests"] for h in small] == ["2", "1", "0"]
+    assert small[0]["x-ratelimit-limit-requests"] == "3"
+    assert "x-ratelimit-limit-tokens" not in small[0]
+    assert "Rate limit reached for gpt-4o-mini" in limited.value.message
+    assert large["x-ratelimit-limit-requests"] == "600"
+    assert large["x-ratelimit-remaining-requests"] == "599"
+    assert large["x-ratelimit-limit-tokens"] == "50000"
+    assert int(large["x-ratelimit-remaining-tokens"]) == 50_000 - 15
+    assert other["x-ratelimit-limit-requests"] == "3"
+    assert other["x-ratelimit-remaining-requests"] == "2"
+    assert server.stats()["models"] == {"gpt-4o-mini": 4, "gpt-4o": 1, "gpt-4.1": 1}
+
+
+async def test_a_model_override_alone_limits_only_that_model() -> None:
+    with serve_in_thread(FakeOpenAIConfig(model_limits={"gpt-4o": (None, 100)})) as server:
+        async with client_for(server) as client:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=[{"role": "user", "content": "hello"}], max_tokens=10
+            )
+            free = await client.chat.completions.with_raw_response.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hello"}], max_tokens=10
+            )
+    assert raw.headers["x-ratelimit-limit-tokens"] == "100"
+    assert "x-ratelimit-limit-requests" not in raw.headers
+    assert "x-ratelimit-limit-tokens" not in free.headers
+
+
 async def test_fail_500_twice_marker_fails_twice_then_succeeds(server: RunningFakeOpenAI) -> None:
     prompt = "flaky [[fail:500x2]]"
     async with client_for(server) as client:
@@ -305,7 +352,11 @@ def test_config_validation() -> None:
         FakeOpenAIConfig(rpm=0)
     with pytest.raises(ValueError, match="add up"):
         FakeOpenAIConfig(fail_500_rate=0.6, hang_rate=0.6)
+    with pytest.raises(ValueError, match=r"model_limits\['gpt-4o'\]"):
+        FakeOpenAIConfig(model_limits={"gpt-4o": (0, 10)})
     assert main(["--fail-500-rate", "2"]) == 2
+    with pytest.raises(SystemExit):
+        main(["--model-limit", "gpt-4o=500"])  # no comma: argparse explains MODEL=RPM,TPM
 
 
 @pytest.mark.parametrize(
@@ -326,7 +377,19 @@ def test_format_duration(seconds: float, expected: str) -> None:
 
 def test_cli_starts_prints_its_url_and_stops() -> None:
     with subprocess.Popen(
-        [sys.executable, "-m", "infra.fake_openai", "--port", "0", "--latency-ms", "1"],
+        [
+            sys.executable,
+            "-m",
+            "infra.fake_openai",
+            "--port",
+            "0",
+            "--latency-ms",
+            "1",
+            "--rpm",
+            "100",
+            "--model-limit",
+            "gpt-4o=7,",
+        ],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -341,6 +404,17 @@ def test_cli_starts_prints_its_url_and_stops() -> None:
             root = base_url.removesuffix("/v1")
             with urllib.request.urlopen(f"{root}/health", timeout=5) as response:
                 assert response.status == 200
+            limits = {}
+            for model in ("gpt-4o", "gpt-4o-mini"):
+                body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+                request = urllib.request.Request(
+                    f"{base_url}/chat/completions",
+                    data=json.dumps(body).encode(),
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    limits[model] = response.headers["x-ratelimit-limit-requests"]
+            assert limits == {"gpt-4o": "7", "gpt-4o-mini": "100"}
         finally:
             proc.terminate()
             _, stderr = proc.communicate(timeout=10)
