@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any, Final, Protocol
 
-from infra.fake_openai.validation import ApiError, invalid, missing
+from infra.fake_openai.validation import CHAT_SPEC, ApiError, check_body, check_messages, invalid
 
 __all__ = ["CHAT", "ECHO_CHARS", "ECHO_PREFIX", "Answer", "Ask", "Endpoint"]
 
@@ -62,9 +62,9 @@ def _text_of(content: object) -> str:
     return ""
 
 
-def _positive_int(value: object) -> int | None:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
+def _no_stream(body: dict[str, Any]) -> ApiError | None:
+    if body.get("stream"):
+        return invalid("The fake OpenAI API does not stream: send 'stream': false or leave it out.", "stream")
     return None
 
 
@@ -89,33 +89,29 @@ class ChatCompletions:
     path = "/chat/completions"
 
     def parse(self, body: object) -> Ask | ApiError:
-        if not isinstance(body, dict):
-            return invalid("The request body must be a JSON object.")
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            return invalid("you must provide a model parameter")
-        messages = body.get("messages")
-        if messages is None:
-            return missing("messages")
-        if not isinstance(messages, list) or not messages:
-            return invalid("Invalid 'messages': expected a non-empty array.", "messages")
+        error = check_body(CHAT_SPEC, body)
+        if error is not None:
+            return error
+        assert isinstance(body, dict)  # check_body made sure
+        messages: list[Any] = body["messages"]
+        error = check_messages(messages) or _no_stream(body)
+        if error is not None:
+            return error
         total = 0
         last_user: str | None = None
         last_any = ""
         for message in messages:
-            if not isinstance(message, dict):
-                continue
             text = _text_of(message.get("content"))
             total += len(text)
             last_any = text
-            if message.get("role") == "user":
+            if message["role"] == "user":
                 last_user = text
         return Ask(
-            model=model,
+            model=body["model"],
             text=last_user if last_user is not None else last_any,
             input_tokens=total // 4 + 4 * len(messages),
-            max_output_tokens=_positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens")),
-            outputs=min(_positive_int(body.get("n")) or 1, 128),
+            max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+            outputs=body.get("n") or 1,
             body=body,
         )
 

@@ -25,7 +25,7 @@ from infra.fake_openai.config import FakeOpenAIConfig
 from infra.fake_openai.endpoints import CHAT, Endpoint
 from infra.fake_openai.faults import FaultPicker
 from infra.fake_openai.limits import RateLimiter, format_duration
-from infra.fake_openai.validation import ApiError
+from infra.fake_openai.validation import ApiError, loads
 
 __all__ = ["FakeOpenAIState", "RunningFakeOpenAI", "app_state", "create_app", "prompt_hash", "serve_in_thread"]
 
@@ -66,10 +66,6 @@ _QUOTA_ERROR: Final = (
     "insufficient_quota",
     "You exceeded your current quota, please check your plan and billing details. For more information on "
     "this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
-)
-_BAD_JSON: Final = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
-    "your HTTP library correctly. The OpenAI API expects a JSON payload.)"
 )
 
 
@@ -237,11 +233,8 @@ class _Handler:
         state = self.state
         if self.auth is not None and request.headers.get("Authorization") != self.auth:
             return self._error(401, _STATUS_TEXT[401], started)
-        try:
-            body = json.loads(await request.read())
-        except ValueError:
-            return self._error(400, ("invalid_request_error", None, _BAD_JSON), started)
-        ask = endpoint.parse(body)
+        body = loads(await request.read())
+        ask = endpoint.parse(body) if not isinstance(body, ApiError) else body
         if isinstance(ask, ApiError):
             return self._api_error(ask, started)
         key = prompt_hash(ask.text)

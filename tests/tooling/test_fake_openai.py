@@ -10,11 +10,15 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import openai
 import pytest
+from openai.types import completion_create_params, embedding_create_params, moderation_create_params
 from openai.types.chat import ChatCompletion
+from openai.types.chat import completion_create_params as chat_params
+from openai.types.responses import response_create_params
 
 from infra.fake_openai import (
     FakeOpenAIConfig,
@@ -23,6 +27,7 @@ from infra.fake_openai import (
     main,
     prompt_hash,
     serve_in_thread,
+    validation,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +103,169 @@ async def test_long_prompt_is_echoed_up_to_200_chars_and_max_tokens_truncates(
     assert short.usage is not None
     assert short.usage.completion_tokens == 3
     assert [c.index for c in two.choices] == [0, 1]
+
+
+async def post_raw(server: RunningFakeOpenAI, path: str, body: object) -> tuple[int, dict[str, Any]]:
+    """POST a body the SDK would not send (a missing required field, NaN); returns (status, JSON answer)."""
+    async with aiohttp.ClientSession() as http:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        async with http.post(f"{server.base_url}{path}", data=data, headers=headers) as response:
+            return response.status, await response.json()
+
+
+async def test_unknown_chat_parameter_is_refused_like_openai(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(openai.BadRequestError) as one:
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], extra_body={"metadata_x": "a"}
+            )
+        with pytest.raises(openai.BadRequestError) as two:
+            await client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                extra_body={"city": "Lisbon", "row": 3},
+            )
+        # metadata is a chat-completions parameter (the SDK knows it): accepted
+        ok = await client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], metadata={"team": "support"}
+        )
+    assert one.value.status_code == 400
+    assert one.value.body == {
+        "message": "Unrecognized request argument supplied: metadata_x",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    assert two.value.message.endswith("Unrecognized request arguments supplied: city, row")
+    assert ok.choices[0].message.content == "Echo: hi"
+    assert server.stats()["prompts"] == {prompt_hash("hi"): 1}  # refused requests reach no prompt
+
+
+@pytest.mark.parametrize(
+    ("params", "message", "param", "code"),
+    [
+        (
+            {"temperature": "0.2"},
+            "Invalid type for 'temperature': expected a decimal, but got a string instead.",
+            "temperature",
+            "invalid_type",
+        ),
+        (
+            {"max_tokens": "5"},
+            "Invalid type for 'max_tokens': expected an integer, but got a string instead.",
+            "max_tokens",
+            "invalid_type",
+        ),
+        (
+            {"max_tokens": 5.5},
+            "Invalid type for 'max_tokens': expected an integer, but got a decimal instead.",
+            "max_tokens",
+            "invalid_type",
+        ),
+        (
+            {"logprobs": 1},
+            "Invalid type for 'logprobs': expected a boolean, but got an integer instead.",
+            "logprobs",
+            "invalid_type",
+        ),
+        (
+            {"stop": 5},
+            "Invalid type for 'stop': expected one of a string or an array, but got an integer instead.",
+            "stop",
+            "invalid_type",
+        ),
+        (
+            {"response_format": "json"},
+            "Invalid type for 'response_format': expected an object, but got a string instead.",
+            "response_format",
+            "invalid_type",
+        ),
+        (
+            {"temperature": 3},
+            "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got 3 instead.",
+            "temperature",
+            "decimal_above_max_value",
+        ),
+        (
+            {"n": 0},
+            "Invalid 'n': integer below minimum value. Expected a value >= 1, but got 0 instead.",
+            "n",
+            "integer_below_min_value",
+        ),
+        (
+            {"reasoning_effort": "huge"},
+            "Invalid value: 'huge'. Supported values are: 'high', 'low', 'max', 'medium', 'minimal', 'none', "
+            "and 'xhigh'.",
+            "reasoning_effort",
+            "invalid_value",
+        ),
+    ],
+)
+async def test_wrong_type_or_value_is_a_400_naming_the_parameter(
+    server: RunningFakeOpenAI, params: dict[str, Any], message: str, param: str, code: str
+) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], extra_body=params
+            )
+    assert info.value.body == {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "param"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "you must provide a model parameter", None),
+        ({"model": "", "messages": [{"role": "user", "content": "hi"}]}, "you must provide a model parameter", None),
+        ({"model": "m"}, "Missing required parameter: 'messages'.", "messages"),
+        ({"model": "m", "messages": []}, "Invalid 'messages': empty array.", "messages"),
+        ({"model": "m", "messages": ["hi"]}, "Invalid type for 'messages[0]': expected an object", "messages[0]"),
+        ({"model": "m", "messages": [{"content": "hi"}]}, "Missing required parameter: 'messages[0].role'.", None),
+        ({"model": "m", "messages": [{"role": "bot", "content": "hi"}]}, "Invalid value: 'bot'.", "messages[0].role"),
+        ({"model": "m", "messages": [{"role": "user"}]}, "Missing required parameter: 'messages[0].content'.", None),
+        ({"model": "m", "messages": [{"role": "user", "content": 7}]}, "Invalid type for 'messages[0].content'", None),
+        ([1, 2], "The request body must be a JSON object.", None),
+        (b'{"model": "m", "temperature": NaN}', "We could not parse the JSON body of your request.", None),
+        (b'{"model": "m", "temperature": Infinity}', "We could not parse the JSON body of your request.", None),
+    ],
+)
+async def test_missing_or_malformed_required_fields_are_a_400(
+    server: RunningFakeOpenAI, body: object, message: str, param: str | None
+) -> None:
+    status, answer = await post_raw(server, "/chat/completions", body)
+    assert status == 400
+    assert answer["error"]["message"].startswith(message)
+    assert answer["error"]["type"] == "invalid_request_error"
+    if param is not None:
+        assert answer["error"]["param"] == param
+
+
+def test_accepted_parameters_follow_the_installed_sdk() -> None:
+    # Given the SDK's TypedDicts, the fake accepts exactly their keys (stream comes from the streaming variant)
+    expected = {
+        "chat.completions": set(chat_params.CompletionCreateParamsBase.__annotations__) | {"stream"},
+        "responses": set(response_create_params.ResponseCreateParamsBase.__annotations__) | {"stream"},
+        "embeddings": set(embedding_create_params.EmbeddingCreateParams.__annotations__),
+        "completions": set(completion_create_params.CompletionCreateParamsBase.__annotations__) | {"stream"},
+        "moderations": set(moderation_create_params.ModerationCreateParams.__annotations__),
+    }
+    specs = {spec.name: spec for spec in validation.SPECS}
+    assert {name: set(spec.params) for name, spec in specs.items()} == expected
+    assert "metadata" in specs["chat.completions"].params
+    # and every hand-kept range names a parameter the SDK knows, of a numeric type
+    for spec in validation.SPECS:
+        for name in spec.ranges:
+            assert name in spec.params, (spec.name, name)
+            assert spec.params[name].kinds & {"integer", "number"}, (spec.name, name)
+
+
+async def test_stream_true_is_refused_clearly(server: RunningFakeOpenAI) -> None:
+    status, answer = await post_raw(
+        server, "/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    )
+    assert status == 400
+    assert answer["error"]["param"] == "stream"
 
 
 async def test_rate_limit_headers_when_limits_are_configured() -> None:
