@@ -22,10 +22,10 @@ from typing import Any, Final, TypeVar
 from aiohttp import web
 
 from infra.fake_openai.config import FakeOpenAIConfig
-from infra.fake_openai.endpoints import CHAT, Endpoint
+from infra.fake_openai.endpoints import ENDPOINTS, Endpoint
 from infra.fake_openai.faults import FaultPicker
 from infra.fake_openai.limits import RateLimiter, format_duration
-from infra.fake_openai.validation import ApiError, loads
+from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
 
 __all__ = ["FakeOpenAIState", "RunningFakeOpenAI", "app_state", "create_app", "prompt_hash", "serve_in_thread"]
 
@@ -33,6 +33,7 @@ _T = TypeVar("_T")
 
 _JSON_CT: Final = "application/json"
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+_MODELS_CREATED: Final = 1_686_935_002  # a fixed creation time for every listed model
 
 _STATUS_TEXT: Final[dict[int, tuple[str, str | None, str]]] = {
     # status: (type, code, message)
@@ -277,9 +278,17 @@ class _Handler:
             state.prompts_ok[key] = state.prompts_ok.get(key, 0) + 1
         return web.Response(body=raw, headers=self._headers(started, rate_headers))
 
+    @staticmethod
+    def _model(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": _MODELS_CREATED, "owned_by": "system"}
+
     async def models(self, request: web.Request) -> web.Response:
-        model = {"id": "local-echo", "object": "model", "created": 0, "owned_by": "local"}
-        return web.json_response({"object": "list", "data": [model]})
+        """Every model the SDK names, and those given limits of their own (any other name is served too)."""
+        names = sorted({*SDK_MODELS, *self.config.model_limits})
+        return web.json_response({"object": "list", "data": [self._model(name) for name in names]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        return web.json_response(self._model(request.match_info["model"]))
 
     async def stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.state.snapshot())
@@ -311,11 +320,12 @@ def create_app(config: FakeOpenAIConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app[_STATE_KEY] = state
     app[_HANDLER_KEY] = handler
-    for endpoint in (CHAT,):
+    for endpoint in ENDPOINTS:
         handle = handler.api(endpoint)
         app.router.add_post(f"/v1{endpoint.path}", handle)
         app.router.add_post(endpoint.path, handle)
     app.router.add_get("/v1/models", handler.models)
+    app.router.add_get("/v1/models/{model}", handler.model)
     app.router.add_get("/stats", handler.stats)
     app.router.add_post("/stats/reset", handler.reset)
     app.router.add_get("/health", handler.health)

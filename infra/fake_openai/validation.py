@@ -26,6 +26,7 @@ from openai.types import completion_create_params as _legacy
 from openai.types import embedding_create_params as _embeddings
 from openai.types import moderation_create_params as _moderations
 from openai.types.chat import completion_create_params as _chat
+from openai.types.responses import EasyInputMessageParam
 from openai.types.responses import response_create_params as _responses
 
 __all__ = [
@@ -34,7 +35,9 @@ __all__ = [
     "COMPLETIONS_SPEC",
     "EMBEDDINGS_SPEC",
     "MODERATIONS_SPEC",
+    "RESPONSES_ROLES",
     "RESPONSES_SPEC",
+    "SDK_MODELS",
     "SPECS",
     "ApiError",
     "BodySpec",
@@ -273,6 +276,33 @@ def _message_roles() -> frozenset[str]:
 
 
 CHAT_ROLES: Final = _message_roles()
+
+
+def _responses_roles() -> frozenset[str]:
+    """The ``role`` values of a Responses input message (user, assistant, system, developer)."""
+    roles: set[str] = set()
+    _describe(typing.get_type_hints(EasyInputMessageParam)["role"], set(), roles, [False])
+    return frozenset(roles)
+
+
+RESPONSES_ROLES: Final = _responses_roles()
+
+
+def _model_names() -> tuple[str, ...]:
+    """Every model the SDK names for the five endpoints (what ``GET /v1/models`` lists)."""
+    names: set[str] = set()
+    for spec_params in (
+        _chat.CompletionCreateParamsBase,
+        _responses.ResponseCreateParamsBase,
+        _embeddings.EmbeddingCreateParams,
+        _legacy.CompletionCreateParamsBase,
+        _moderations.ModerationCreateParams,
+    ):
+        _describe(typing.get_type_hints(spec_params, include_extras=True)["model"], set(), names, [False])
+    return tuple(sorted(names))
+
+
+SDK_MODELS: Final = _model_names()
 #: Roles whose message must have content (an assistant's may be null, with tool calls or a refusal).
 _CONTENT_REQUIRED: Final = frozenset({"system", "developer", "user", "tool"})
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import time
@@ -15,10 +16,17 @@ from typing import Any
 import aiohttp
 import openai
 import pytest
-from openai.types import completion_create_params, embedding_create_params, moderation_create_params
+from openai.types import (
+    Completion,
+    CreateEmbeddingResponse,
+    ModerationCreateResponse,
+    completion_create_params,
+    embedding_create_params,
+    moderation_create_params,
+)
 from openai.types.chat import ChatCompletion
 from openai.types.chat import completion_create_params as chat_params
-from openai.types.responses import response_create_params
+from openai.types.responses import Response, response_create_params
 
 from infra.fake_openai import (
     FakeOpenAIConfig,
@@ -587,3 +595,247 @@ def test_cli_starts_prints_its_url_and_stops() -> None:
             proc.terminate()
             _, stderr = proc.communicate(timeout=10)
     assert proc.returncode == 0, stderr
+
+
+# -- every Batch API endpoint -------------------------------------------------------------------------------------
+
+
+async def test_responses_answer_parses_into_a_response_with_output_text_and_usage(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        response = await client.responses.create(
+            model="gpt-4o-mini", input="What is 2+2?", instructions="Be brief.", metadata={"run": "7"}
+        )
+        as_messages = await client.responses.create(
+            model="gpt-4o-mini",
+            input=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "input_text", "text": "Name a colour."}]},
+            ],
+        )
+    assert isinstance(response, Response)
+    assert response.id.startswith("resp_")
+    assert response.object == "response"
+    assert response.status == "completed"
+    assert response.output_text == "Echo: What is 2+2?"
+    [message] = response.output
+    assert message.type == "message"
+    assert message.role == "assistant"
+    assert message.status == "completed"
+    assert response.instructions == "Be brief."
+    assert response.metadata == {"run": "7"}
+    usage = response.usage
+    assert usage is not None
+    assert usage.input_tokens == (len("What is 2+2?") + len("Be brief.")) // 4 + 4
+    assert usage.output_tokens > 0
+    assert usage.total_tokens == usage.input_tokens + usage.output_tokens
+    assert usage.input_tokens_details.cached_tokens == 0
+    assert usage.output_tokens_details.reasoning_tokens == 0
+    assert as_messages.output_text == "Echo: Name a colour."
+    assert server.stats()["prompts"][prompt_hash("Name a colour.")] == 1
+
+
+async def test_responses_max_output_tokens_cut_makes_it_incomplete(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        response = await client.responses.create(model="gpt-4o-mini", input="x" * 400, max_output_tokens=16)
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output_text == ("Echo: " + "x" * 400)[:64]
+    assert response.usage is not None
+    assert response.usage.output_tokens == 16
+
+
+@pytest.mark.parametrize(
+    ("body", "message", "param", "code"),
+    [
+        (
+            {"model": "m", "input": "hi", "metadata_x": 1},
+            "Unknown parameter: 'metadata_x'.",
+            "metadata_x",
+            "unknown_parameter",
+        ),
+        (
+            {"model": "m", "input": "hi", "messages": []},
+            "Unknown parameter: 'messages'.",
+            "messages",
+            "unknown_parameter",
+        ),
+        ({"input": "hi"}, "Missing required parameter: 'model'.", "model", "missing_required_parameter"),
+        ({"model": "m"}, "Missing required parameter: 'input'.", "input", "missing_required_parameter"),
+        (
+            {"model": "m", "input": "hi", "temperature": "0.2"},
+            "Invalid type for 'temperature': expected a decimal, but got a string instead.",
+            "temperature",
+            "invalid_type",
+        ),
+        (
+            {"model": "m", "input": 5},
+            "Invalid type for 'input': expected one of a string or an array, but got an integer instead.",
+            "input",
+            "invalid_type",
+        ),
+        (
+            {"model": "m", "input": "hi", "max_output_tokens": 5},
+            "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got 5 instead.",
+            "max_output_tokens",
+            "integer_below_min_value",
+        ),
+        (
+            {"model": "m", "input": "hi", "previous_response_id": "resp_1"},
+            "Previous response with id 'resp_1' not found.",
+            "previous_response_id",
+            "previous_response_not_found",
+        ),
+    ],
+)
+async def test_responses_refuses_what_the_api_refuses(
+    server: RunningFakeOpenAI, body: dict[str, Any], message: str, param: str, code: str
+) -> None:
+    status, answer = await post_raw(server, "/responses", body)
+    assert status == 400
+    assert answer["error"] == {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+
+
+async def test_embeddings_are_deterministic_unit_vectors_with_the_asked_dimensions(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        small = await client.embeddings.create(model="text-embedding-3-small", input=["a cat", "a dog"])
+        again = await client.embeddings.create(model="text-embedding-3-small", input="a cat", encoding_format="float")
+        large = await client.embeddings.create(model="text-embedding-3-large", input="a cat")
+        cut = await client.embeddings.create(model="text-embedding-3-small", input=[[1, 2, 3], [4, 5]], dimensions=256)
+    assert isinstance(small, CreateEmbeddingResponse)
+    assert small.object == "list"
+    assert [(d.object, d.index, len(d.embedding)) for d in small.data] == [
+        ("embedding", 0, 1536),
+        ("embedding", 1, 1536),
+    ]
+    cat, dog = (d.embedding for d in small.data)
+    assert math.isclose(math.fsum(x * x for x in cat), 1.0, rel_tol=1e-4)
+    assert cat != dog
+    # the SDK asks for base64 by default; the floats are the same vector
+    assert again.data[0].embedding == pytest.approx(cat, abs=1e-6)
+    assert len(large.data[0].embedding) == 3072
+    assert [len(d.embedding) for d in cut.data] == [256, 256]
+    assert small.usage.prompt_tokens == small.usage.total_tokens == 2 * (len("a cat") // 4 + 1)
+    assert cut.usage.prompt_tokens == 5  # token arrays count their tokens
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"model": "text-embedding-3-small", "input": ""}, "'$.input' is invalid."),
+        ({"model": "text-embedding-3-small", "input": []}, "'$.input' is invalid."),
+        ({"model": "text-embedding-3-small", "input": ["a", 1]}, "'$.input' is invalid."),
+        ({"model": "text-embedding-3-small"}, "Missing required parameter: 'input'."),
+        ({"input": "a"}, "you must provide a model parameter"),
+        ({"model": "text-embedding-ada-002", "input": "a", "dimensions": 8}, "This model does not support"),
+        ({"model": "text-embedding-3-small", "input": "a", "dimensions": 4096}, "Invalid 'dimensions': integer above"),
+        ({"model": "text-embedding-3-small", "input": "a", "dimensions": 0}, "Invalid 'dimensions': integer below"),
+        ({"model": "text-embedding-3-small", "input": "a", "encoding_format": "hex"}, "Invalid value: 'hex'."),
+        ({"model": "text-embedding-3-small", "input": "a", "temperature": 0}, "Unrecognized request argument"),
+    ],
+)
+async def test_embeddings_refuse_what_the_api_refuses(
+    server: RunningFakeOpenAI, body: dict[str, Any], message: str
+) -> None:
+    status, answer = await post_raw(server, "/embeddings", body)
+    assert status == 400
+    assert answer["error"]["message"].startswith(message)
+
+
+async def test_legacy_completions_answer_each_prompt_n_times(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        completion = await client.completions.create(
+            model="gpt-3.5-turbo-instruct", prompt=["Say hi", "Say bye"], n=2, max_tokens=50, logprobs=1
+        )
+        default_cap = await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="y" * 200)
+        echoed = await client.completions.create(model="gpt-3.5-turbo-instruct", prompt="Hello", echo=True)
+    assert isinstance(completion, Completion)
+    assert completion.object == "text_completion"
+    assert [(c.index, c.text, c.finish_reason) for c in completion.choices] == [
+        (0, "Echo: Say hi", "stop"),
+        (1, "Echo: Say hi", "stop"),
+        (2, "Echo: Say bye", "stop"),
+        (3, "Echo: Say bye", "stop"),
+    ]
+    assert completion.choices[0].logprobs is not None
+    assert completion.usage is not None
+    assert completion.usage.prompt_tokens == 2 * (len("Say hi") // 4 + 1)
+    assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
+    # the endpoint's own default max_tokens is 16
+    assert default_cap.choices[0].finish_reason == "length"
+    assert default_cap.usage is not None
+    assert default_cap.usage.completion_tokens == 16
+    assert echoed.choices[0].text == "HelloEcho: Hello"
+
+
+async def test_legacy_completions_refuse_chat_parameters(server: RunningFakeOpenAI) -> None:
+    status, answer = await post_raw(
+        server, "/completions", {"model": "m", "prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert status == 400
+    assert answer["error"]["message"] == "Unrecognized request argument supplied: messages"
+    status, answer = await post_raw(server, "/completions", {"model": "m"})
+    assert answer["error"]["message"] == "Missing required parameter: 'prompt'."
+
+
+async def test_moderations_answer_one_result_per_input(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        moderation = await client.moderations.create(input=["hello", "goodbye"])
+        multimodal = await client.moderations.create(
+            model="omni-moderation-latest",
+            input=[
+                {"type": "text", "text": "a picture"},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+            ],
+        )
+    assert isinstance(moderation, ModerationCreateResponse)
+    assert moderation.id.startswith("modr-")
+    assert moderation.model == "omni-moderation-latest"
+    assert len(moderation.results) == 2
+    result = moderation.results[0]
+    assert result.flagged is False
+    assert result.categories.harassment_threatening is False
+    assert 0 <= result.category_scores.self_harm < 0.01
+    assert set(result.category_scores.model_dump(by_alias=True)) >= {"hate", "self-harm", "violence/graphic"}
+    [picture] = multimodal.results
+    assert picture.category_applied_input_types.violence == ["text", "image"]
+    assert picture.category_applied_input_types.hate == ["text"]
+
+
+async def test_models_lists_the_sdk_models_and_the_configured_ones() -> None:
+    with serve_in_thread(FakeOpenAIConfig(model_limits={"my-fine-tune": (10, 1000)})) as server:
+        async with client_for(server) as client:
+            models = [m.id async for m in client.models.list()]
+            one = await client.models.retrieve("gpt-4o")
+    assert {"gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "omni-moderation-latest", "my-fine-tune"} <= set(models)
+    assert one.id == "gpt-4o"
+    assert one.object == "model"
+
+
+async def test_every_endpoint_charges_its_tokens_and_honours_markers() -> None:
+    # Given 100,000 tokens/min for every model (each its own bucket)
+    with serve_in_thread(FakeOpenAIConfig(tpm=100_000)) as server:
+        async with client_for(server) as client:
+            responses = await client.responses.with_raw_response.create(model="r", input="hello", max_output_tokens=20)
+            embeddings = await client.embeddings.with_raw_response.create(model="e", input="hello world!")
+            legacy = await client.completions.with_raw_response.create(model="c", prompt="hello", max_tokens=10)
+            moderation = await client.moderations.with_raw_response.create(model="o", input="hello")
+            # and the per-prompt markers work on every endpoint
+            for call in (
+                lambda: client.responses.create(model="r", input="flaky [[fail:500x1]]"),
+                lambda: client.embeddings.create(model="e", input="flaky [[fail:500x1]]"),
+                lambda: client.completions.create(model="c", prompt="flaky [[fail:500x1]]"),
+                lambda: client.moderations.create(input="flaky [[fail:500x1]]"),
+            ):
+                server.reset()
+                with pytest.raises(openai.InternalServerError):
+                    await call()
+                await call()
+
+    def spent(raw: Any) -> int:
+        return 100_000 - int(raw.headers["x-ratelimit-remaining-tokens"])
+
+    assert spent(responses) == (len("hello") // 4 + 4) + 20  # input + max_output_tokens
+    assert spent(embeddings) == len("hello world!") // 4 + 1  # input only
+    assert spent(legacy) == (len("hello") // 4 + 1) + 10  # prompt + max_tokens
+    assert spent(moderation) == len("hello") // 4 + 1
