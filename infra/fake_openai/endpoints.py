@@ -21,6 +21,14 @@ from typing import Any, Final, Protocol
 
 from openai.types.moderation import Categories
 
+from infra.fake_openai.structured import (
+    OutputFormat,
+    chat_format,
+    instance,
+    json_word_error,
+    mismatch,
+    responses_format,
+)
 from infra.fake_openai.validation import (
     CHAT_SPEC,
     COMPLETIONS_SPEC,
@@ -69,6 +77,8 @@ class Ask:
     body: dict[str, Any]
     #: The separate inputs of endpoints that take several (embeddings, completions, moderations).
     inputs: list[Any] = field(default_factory=list)
+    #: The JSON the request asked for (chat ``response_format``, Responses ``text.format``), if any.
+    format: OutputFormat | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +94,9 @@ class Endpoint(Protocol):
 
     def parse(self, body: object) -> Ask | ApiError: ...
 
-    def render(self, ask: Ask, rng: random.Random) -> Answer: ...
+    def render(self, ask: Ask, rng: random.Random, misbehave: str = "") -> Answer:
+        """The answer; ``misbehave`` is one of ``OUTPUT_MARKERS`` when an ``[[output:...]]`` marker applies."""
+        ...
 
 
 def _text_of(content: object) -> str:
@@ -119,11 +131,55 @@ def _no_stream(body: dict[str, Any]) -> ApiError | None:
     return None
 
 
+REFUSAL: Final = "I'm sorry, but I can't help with that."
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    """One generated answer: its text (``None`` when refused), refusal, why it stopped and its tokens."""
+
+    text: str | None
+    refusal: str | None
+    finish_reason: str  # "stop", "length" or "content_filter"
+    tokens: int
+
+
+def _output(prompt: str, fmt: OutputFormat | None, max_tokens: int | None, misbehave: str) -> _Output:
+    """The answer to ``prompt``: its echo, as the JSON asked for, cut at ``max_tokens``, misbehaving on demand.
+
+    ``invalid_json``: the JSON in a Markdown fence (not JSON); ``schema_mismatch``: valid JSON that breaks the
+    schema; ``truncated``/``content_filter``: cut in half, finish_reason ``length``/``content_filter``;
+    ``refusal``: no text, a refusal.
+    """
+    echo = _echo(prompt)
+    if misbehave == "refusal":
+        return _Output(None, REFUSAL, "stop", _tokens(REFUSAL))
+    if fmt is None:
+        text = echo
+    elif fmt.kind == "json_schema" and fmt.schema is not None:
+        text = json.dumps(instance(fmt.schema, echo))
+    else:
+        text = json.dumps({"answer": echo})
+    if misbehave == "invalid_json":
+        text = "```json\n" + (text if fmt is not None else json.dumps({"answer": echo})) + "\n```"
+    elif misbehave == "schema_mismatch":
+        text = json.dumps(mismatch(fmt, echo))
+    if misbehave in ("truncated", "content_filter"):
+        cut = text[: max(1, len(text) // 2)]
+        if misbehave == "truncated":
+            return _Output(cut, None, "length", max_tokens or _tokens(cut))
+        return _Output(cut, None, "content_filter", _tokens(cut))
+    tokens = _tokens(text)
+    if max_tokens is not None and max_tokens < tokens:
+        return _Output(text[: max_tokens * 4], None, "length", max_tokens)
+    return _Output(text, None, "stop", tokens)
+
+
 # -- /v1/chat/completions --------------------------------------------------------------------------------------
 
 # The chat.completion body as templates (what json.dumps of the equivalent dict gives, but cheaper: the hot path).
 _CHOICE_TEMPLATE: Final = (
-    '{"index":%d,"message":{"role":"assistant","content":%s,"refusal":null,"annotations":[]},'
+    '{"index":%d,"message":{"role":"assistant","content":%s,"refusal":%s,"annotations":[]},'
     '"logprobs":null,"finish_reason":"%s"}'
 )
 _COMPLETION_TEMPLATE: Final = (
@@ -157,6 +213,16 @@ class ChatCompletions:
             last_any = text
             if message["role"] == "user":
                 last_user = text
+        fmt: OutputFormat | None = None
+        if "response_format" in body:
+            parsed = chat_format(body["response_format"])
+            if isinstance(parsed, ApiError):
+                return parsed
+            fmt = parsed
+            if fmt is not None and fmt.kind == "json_object":
+                error = json_word_error([_text_of(m.get("content")) for m in messages], responses=False)
+                if error is not None:
+                    return error
         return Ask(
             model=body["model"],
             text=last_user if last_user is not None else last_any,
@@ -164,19 +230,15 @@ class ChatCompletions:
             max_output_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
             outputs=body.get("n") or 1,
             body=body,
+            format=fmt,
         )
 
-    def render(self, ask: Ask, rng: random.Random) -> Answer:
-        content = ECHO_PREFIX + ask.text[:ECHO_CHARS]
-        completion_tokens = len(content) // 4 + 1
-        finish_reason = "stop"
-        if ask.max_output_tokens is not None and ask.max_output_tokens < completion_tokens:
-            content = content[: ask.max_output_tokens * 4]
-            completion_tokens = ask.max_output_tokens
-            finish_reason = "length"
-        encoded = _encode_str(content)
-        choices = ",".join(_CHOICE_TEMPLATE % (i, encoded, finish_reason) for i in range(ask.outputs))
-        completion_tokens *= ask.outputs
+    def render(self, ask: Ask, rng: random.Random, misbehave: str = "") -> Answer:
+        out = _output(ask.text, ask.format, ask.max_output_tokens, misbehave)
+        content = "null" if out.text is None else _encode_str(out.text)
+        refusal = "null" if out.refusal is None else _encode_str(out.refusal)
+        choices = ",".join(_CHOICE_TEMPLATE % (i, content, refusal, out.finish_reason) for i in range(ask.outputs))
+        completion_tokens = out.tokens * ask.outputs
         body = _COMPLETION_TEMPLATE % (
             rng.getrandbits(116),
             int(time.time()),
@@ -248,6 +310,7 @@ class Responses:
         if given is None and body.get("prompt") is None:
             return missing("input")
         text, chars, messages = "", 0, 1
+        parts: list[str] = []
         if isinstance(given, str):
             text, chars = given, len(given)
         elif isinstance(given, list):
@@ -261,12 +324,24 @@ class Responses:
                 if role is not None and role not in RESPONSES_ROLES:
                     return invalid_value(f"input[{i}].role", str(role), RESPONSES_ROLES)
                 part = _text_of(item.get("content"))
+                parts.append(part)
                 chars += len(part)
                 last_any = part
                 if role == "user":
                     last_user = part
             text = last_user if last_user is not None else (last_any or "")
         instructions = body.get("instructions") or ""
+        fmt: OutputFormat | None = None
+        if "text" in body:
+            parsed = responses_format(body["text"])
+            if isinstance(parsed, ApiError):
+                return parsed
+            fmt = parsed
+            if fmt is not None and fmt.kind == "json_object":
+                texts = [instructions, given] if isinstance(given, str) else [instructions, *parts]
+                error = json_word_error(texts, responses=True)
+                if error is not None:
+                    return error
         return Ask(
             model=body["model"],
             text=text,
@@ -274,18 +349,22 @@ class Responses:
             max_output_tokens=body.get("max_output_tokens"),
             outputs=1,
             body=body,
+            format=fmt,
         )
 
-    def render(self, ask: Ask, rng: random.Random) -> Answer:
+    def render(self, ask: Ask, rng: random.Random, misbehave: str = "") -> Answer:
         body = ask.body
-        text = _echo(ask.text)
-        output_tokens = _tokens(text)
+        out = _output(ask.text, ask.format, ask.max_output_tokens, misbehave)
+        output_tokens = out.tokens
         status, incomplete = "completed", None
-        if ask.max_output_tokens is not None and ask.max_output_tokens < output_tokens:
-            text = text[: ask.max_output_tokens * 4]
-            output_tokens = ask.max_output_tokens
-            status, incomplete = "incomplete", {"reason": "max_output_tokens"}
-        content = [{"type": "output_text", "annotations": [], "logprobs": [], "text": text}]
+        if out.finish_reason != "stop":
+            reason = "max_output_tokens" if out.finish_reason == "length" else out.finish_reason
+            status, incomplete = "incomplete", {"reason": reason}
+        content: list[dict[str, Any]] = [
+            {"type": "output_text", "annotations": [], "logprobs": [], "text": out.text}
+            if out.refusal is None
+            else {"type": "refusal", "refusal": out.refusal}
+        ]
         now = int(time.time())
         response = {
             "id": _hex_id(rng, "resp_", 50),
@@ -401,7 +480,7 @@ class Embeddings:
             inputs=inputs,
         )
 
-    def render(self, ask: Ask, rng: random.Random) -> Answer:
+    def render(self, ask: Ask, rng: random.Random, misbehave: str = "") -> Answer:
         dimensions = ask.body.get("dimensions") or _EMBEDDING_DIMENSIONS.get(ask.model, _DEFAULT_DIMENSIONS)
         as_base64 = ask.body.get("encoding_format") == "base64"
         data = []
@@ -454,7 +533,7 @@ class Completions:
             inputs=inputs,
         )
 
-    def render(self, ask: Ask, rng: random.Random) -> Answer:
+    def render(self, ask: Ask, rng: random.Random, misbehave: str = "") -> Answer:
         body = ask.body
         n = body.get("n") or 1
         logprobs = body.get("logprobs")
@@ -462,13 +541,9 @@ class Completions:
         output_tokens = 0
         for i, item in enumerate(ask.inputs):
             prompt = _input_text(item)
-            text = _echo(prompt)
-            tokens = _tokens(text)
-            finish_reason = "stop"
-            if ask.max_output_tokens is not None and ask.max_output_tokens < tokens:
-                text = text[: ask.max_output_tokens * 4]
-                tokens = ask.max_output_tokens
-                finish_reason = "length"
+            out = _output(prompt, None, ask.max_output_tokens, misbehave)
+            text = out.text if out.text is not None else (out.refusal or "")  # no refusal field here
+            tokens, finish_reason = out.tokens, out.finish_reason
             if body.get("echo"):
                 text = prompt + text
             for j in range(n):
@@ -556,8 +631,9 @@ class Moderations:
             inputs=inputs,
         )
 
-    def render(self, ask: Ask, rng: random.Random) -> Answer:
-        results = [_moderation(text, has_image, flagged=False) for text, has_image in ask.inputs]
+    def render(self, ask: Ask, rng: random.Random, misbehave: str = "") -> Answer:
+        flagged = misbehave == "content_filter"  # the marker makes moderation flag it
+        results = [_moderation(text, has_image, flagged=flagged) for text, has_image in ask.inputs]
         body = {"id": _hex_id(rng, "modr-", 32), "model": ask.model, "results": results}
         return Answer(_dumps(body), ask.input_tokens, 0)
 

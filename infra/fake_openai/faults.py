@@ -4,6 +4,10 @@ A marker is ``[[KIND]]`` or ``[[KIND:xN]]`` in the prompt text (``[[fail:500x2]]
 the first N requests carrying that exact prompt get the fault, then it behaves; without one, always. Several
 counted markers in one prompt apply one after the other (``[[fail:500x1]] [[malformed:x1]]``: a 500, then a
 malformed body, then an answer).
+
+``[[output:NAME]]`` markers (``invalid_json``, ``schema_mismatch``, ``truncated``, ``refusal``, ``content_filter``;
+``[[output:refusal:x2]]`` or ``[[output:refusalx2]]`` with a count) do not fail the request: it is answered 200,
+and the answer misbehaves that way.
 """
 
 from __future__ import annotations
@@ -15,16 +19,32 @@ from typing import Final
 
 from infra.fake_openai.config import FakeOpenAIConfig
 
-__all__ = ["Fault", "FaultPicker"]
+__all__ = ["OUTPUT_MARKERS", "Fault", "FaultPicker"]
 
-_MARKER_RE: Final = re.compile(r"\[\[(?:fail:(?P<code>\d{3})|(?P<kind>hang|malformed|quota))(?::?x(?P<count>\d+))?\]\]")
+#: What ``[[output:NAME]]`` makes an answer do (see :mod:`infra.fake_openai.endpoints`).
+OUTPUT_MARKERS: Final = ("invalid_json", "schema_mismatch", "truncated", "refusal", "content_filter")
+_MARKER_RE: Final = re.compile(
+    r"\[\[(?:fail:(?P<code>\d{3})|(?P<kind>hang|malformed|quota)|output:(?P<output>"
+    + "|".join(OUTPUT_MARKERS)
+    + r"))(?::?x(?P<count>\d+))?\]\]"
+)
 _MARKER_CACHE_MAX: Final = 100_000
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    kind: str  # "status", "quota", "hang", "malformed"
+    kind: str  # "status", "quota", "hang", "malformed", "output"
     status: int = 0
+    #: For "output": which of :data:`OUTPUT_MARKERS` the answer does.
+    output: str = ""
+
+
+def _fault(match: re.Match[str]) -> Fault:
+    if match["code"] is not None:
+        return Fault("status", int(match["code"]))
+    if match["output"] is not None:
+        return Fault("output", output=match["output"])
+    return Fault(match["kind"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +87,7 @@ class FaultPicker:
         cached = self.markers_cache.get(text)
         if cached is None:
             cached = [
-                _Marker(
-                    Fault("status", int(m["code"])) if m["code"] is not None else Fault(m["kind"]),
-                    int(m["count"]) if m["count"] is not None else None,
-                )
+                _Marker(_fault(m), int(m["count"]) if m["count"] is not None else None)
                 for m in _MARKER_RE.finditer(text)
             ]
             if len(self.markers_cache) < _MARKER_CACHE_MAX:

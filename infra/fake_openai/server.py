@@ -267,7 +267,7 @@ class _Handler:
                 return self._error(429, _QUOTA_ERROR, started, rate_headers)
             if fault.kind == "hang":
                 await self._hang()
-        answer = endpoint.render(ask, self.id_rng)
+        answer = endpoint.render(ask, self.id_rng, fault.output if fault is not None else "")
         raw = answer.body
         if fault is not None and fault.kind == "malformed":
             raw = raw[: len(raw) // 2]

@@ -11,9 +11,10 @@ import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+import jsonschema
 import openai
 import pytest
 from openai.types import (
@@ -27,6 +28,7 @@ from openai.types import (
 from openai.types.chat import ChatCompletion
 from openai.types.chat import completion_create_params as chat_params
 from openai.types.responses import Response, response_create_params
+from pydantic import BaseModel
 
 from infra.fake_openai import (
     FakeOpenAIConfig,
@@ -35,6 +37,7 @@ from infra.fake_openai import (
     main,
     prompt_hash,
     serve_in_thread,
+    structured,
     validation,
 )
 
@@ -839,3 +842,300 @@ async def test_every_endpoint_charges_its_tokens_and_honours_markers() -> None:
     assert spent(embeddings) == len("hello world!") // 4 + 1  # input only
     assert spent(legacy) == (len("hello") // 4 + 1) + 10  # prompt + max_tokens
     assert spent(moderation) == len("hello") // 4 + 1
+
+
+# -- structured outputs -----------------------------------------------------------------------------------------
+
+TICKET_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": ["billing", "bug", "question"]},
+        "summary": {"type": "string", "maxLength": 40},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 5},
+        "score": {"type": "number", "exclusiveMinimum": 0},
+        "urgent": {"type": "boolean"},
+        "opened": {"type": "string", "format": "date"},
+        "assignee": {"anyOf": [{"type": "string", "minLength": 3}, {"type": "null"}]},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "customer": {"$ref": "#/$defs/customer"},
+    },
+    "required": ["category", "summary", "priority", "score", "urgent", "opened", "assignee", "tags", "customer"],
+    "additionalProperties": False,
+    "$defs": {
+        "customer": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "plan": {"type": "string", "const": "pro"}},
+            "required": ["name", "plan"],
+            "additionalProperties": False,
+        }
+    },
+}
+
+
+def ticket_format(schema: dict[str, Any] | None = None, *, strict: bool = True) -> dict[str, Any]:
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": "ticket", "schema": schema or TICKET_SCHEMA, "strict": strict},
+    }
+
+
+async def ask_structured(
+    client: openai.AsyncOpenAI, prompt: str, response_format: dict[str, Any], **params: Any
+) -> ChatCompletion:
+    return await client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=[{"role": "user", "content": prompt}],
+        response_format=response_format,  # type: ignore[arg-type]
+        **params,
+    )
+
+
+async def test_json_schema_answers_conform_to_the_requested_schema(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        completion = await ask_structured(client, "Classify: charged twice", ticket_format())
+        response = await client.responses.create(
+            model="gpt-4o-mini",
+            input="Classify: charged twice",
+            text={"format": {"type": "json_schema", "name": "ticket", "schema": TICKET_SCHEMA, "strict": True}},
+        )
+    content = completion.choices[0].message.content
+    assert content is not None
+    answer = json.loads(content)
+    jsonschema.validate(answer, TICKET_SCHEMA)
+    assert answer["category"] == "billing"  # the first enum value
+    assert answer["customer"]["plan"] == "pro"
+    assert completion.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(response.output_text), TICKET_SCHEMA)
+    assert response.text is not None
+    assert response.text.format is not None
+    assert response.text.format.type == "json_schema"
+
+
+class Ticket(BaseModel):
+    category: Literal["billing", "bug", "question"]
+    summary: str
+    priority: int
+    tags: list[str]
+
+
+async def test_the_sdks_parse_helpers_get_a_valid_instance(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        chat = await client.chat.completions.parse(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "Classify: crash"}], response_format=Ticket
+        )
+        response = await client.responses.parse(model="gpt-4o-mini", input="Classify: crash", text_format=Ticket)
+    parsed = chat.choices[0].message.parsed
+    assert parsed == Ticket(
+        category="billing", summary="Echo: Classify: crash", priority=0, tags=["Echo: Classify: crash"]
+    )
+    assert response.output_parsed == parsed
+
+
+async def test_json_object_answers_a_json_object_and_needs_the_word_json(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        completion = await ask_structured(client, "Reply in JSON: hi", {"type": "json_object"})
+        with pytest.raises(openai.BadRequestError) as chat_refused:
+            await ask_structured(client, "Reply: hi", {"type": "json_object"})
+        response = await client.responses.create(
+            model="m", input="hi", instructions="Answer in JSON.", text={"format": {"type": "json_object"}}
+        )
+        with pytest.raises(openai.BadRequestError) as responses_refused:
+            await client.responses.create(model="m", input="hi", text={"format": {"type": "json_object"}})
+    assert json.loads(completion.choices[0].message.content or "") == {"answer": "Echo: Reply in JSON: hi"}
+    assert "must contain the word 'json'" in chat_refused.value.message
+    assert chat_refused.value.param == "messages"
+    assert isinstance(json.loads(response.output_text), dict)
+    assert "must contain the word 'json'" in responses_refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("response_format", "message", "param"),
+    [
+        (
+            {"type": "xml"},
+            "Invalid value: 'xml'. Supported values are: 'json_object', 'json_schema', and 'text'.",
+            "response_format.type",
+        ),
+        ({"type": "json_schema"}, "Missing required parameter: 'response_format.json_schema'.", None),
+        (
+            {"type": "json_schema", "json_schema": {"schema": {}}},
+            "Missing required parameter: 'response_format.json_schema.name'.",
+            None,
+        ),
+        ({"type": "json_schema", "json_schema": {"name": "a b"}}, "Invalid 'response_format.json_schema.name'", None),
+        (
+            {"type": "json_schema", "json_schema": {"name": "t", "schema": {}, "strict": True, "extra": 1}},
+            "Unknown parameter: 'response_format.json_schema.extra'.",
+            None,
+        ),
+        (
+            ticket_format({"type": "array", "items": {"type": "string"}}),
+            "Invalid schema for response_format 'ticket': schema must be a JSON Schema of 'type: \"object\"', "
+            "got 'type: \"array\"'.",
+            "response_format",
+        ),
+        (
+            ticket_format({"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"]}),
+            "Invalid schema for response_format 'ticket': In context=(), 'additionalProperties' is required to be "
+            "supplied and to be false.",
+            "response_format",
+        ),
+        (
+            ticket_format(
+                {
+                    "type": "object",
+                    "properties": {
+                        "a": {
+                            "type": "object",
+                            "properties": {"b": {"type": "string"}, "c": {"type": "string"}},
+                            "required": ["b"],
+                            "additionalProperties": False,
+                        }
+                    },
+                    "required": ["a"],
+                    "additionalProperties": False,
+                }
+            ),
+            "Invalid schema for response_format 'ticket': In context=('properties', 'a'), 'required' is required to "
+            "be supplied and to be an array including every key in properties. Missing 'c'.",
+            "response_format",
+        ),
+    ],
+)
+async def test_bad_response_formats_and_non_strict_schemas_are_refused(
+    server: RunningFakeOpenAI, response_format: dict[str, Any], message: str, param: str | None
+) -> None:
+    async with client_for(server) as client:
+        with pytest.raises(openai.BadRequestError) as info:
+            await ask_structured(client, "hi", response_format)
+    assert info.value.message.endswith(message) or message in info.value.message
+    if param is not None:
+        assert info.value.param == param
+
+
+async def test_a_non_strict_schema_is_answered_as_is(server: RunningFakeOpenAI) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}}, "required": ["a"]}
+    async with client_for(server) as client:
+        completion = await ask_structured(client, "hi", ticket_format(schema, strict=False))
+    jsonschema.validate(json.loads(completion.choices[0].message.content or ""), schema)
+
+
+async def test_output_invalid_json_marker_twice_then_valid(server: RunningFakeOpenAI) -> None:
+    prompt = "Classify [[output:invalid_json:x2]]"
+    async with client_for(server) as client:
+        answers = [await ask_structured(client, prompt, ticket_format()) for _ in range(3)]
+    contents = [a.choices[0].message.content or "" for a in answers]
+    for content in contents[:2]:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(content)
+    jsonschema.validate(json.loads(contents[2]), TICKET_SCHEMA)
+    assert server.stats()["status"] == {"200": 3}
+    assert server.stats()["injected"] == {"marker": 2}
+
+
+async def test_output_schema_mismatch_marker_is_valid_json_against_the_schema(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        chat = await ask_structured(client, "Classify [[output:schema_mismatch]]", ticket_format())
+        obj = await ask_structured(client, "JSON please [[output:schema_mismatch]]", {"type": "json_object"})
+        response = await client.responses.create(
+            model="m",
+            input="Classify [[output:schema_mismatch]]",
+            text={"format": {"type": "json_schema", "name": "ticket", "schema": TICKET_SCHEMA, "strict": True}},
+        )
+    for content in (chat.choices[0].message.content, response.output_text):
+        answer = json.loads(content or "")
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(answer, TICKET_SCHEMA)
+    assert not isinstance(json.loads(obj.choices[0].message.content or ""), dict)
+
+
+async def test_output_truncated_marker(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        chat = await ask_structured(client, "Classify [[output:truncated]]", ticket_format(), max_tokens=500)
+        response = await client.responses.create(model="m", input="Tell me [[output:truncated]]")
+        legacy = await client.completions.create(model="m", prompt="Tell me [[output:truncated]]")
+    [choice] = chat.choices
+    assert choice.finish_reason == "length"
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(choice.message.content or "")
+    assert chat.usage is not None
+    assert chat.usage.completion_tokens == 500
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "max_output_tokens"
+    assert response.output[0].status == "incomplete"  # type: ignore[union-attr]
+    assert legacy.choices[0].finish_reason == "length"
+
+
+async def test_output_refusal_marker(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        chat = await ask_structured(client, "Classify [[output:refusal]]", ticket_format())
+        response = await client.responses.create(model="m", input="Tell me [[output:refusal]]")
+    message = chat.choices[0].message
+    assert message.content is None
+    assert message.refusal == "I'm sorry, but I can't help with that."
+    assert chat.choices[0].finish_reason == "stop"
+    [item] = response.output
+    assert item.type == "message"
+    assert [c.type for c in item.content] == ["refusal"]
+    assert response.output_text == ""
+
+
+async def test_output_content_filter_marker(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        chat = await ask(client, "Tell me [[output:content_filter]]")
+        response = await client.responses.create(model="m", input="Tell me [[output:content_filter]]")
+        legacy = await client.completions.create(model="m", prompt="Tell me [[output:content_filter]]")
+        moderation = await client.moderations.create(input="Tell me [[output:content_filter]]")
+    assert chat.choices[0].finish_reason == "content_filter"
+    assert response.status == "incomplete"
+    assert response.incomplete_details is not None
+    assert response.incomplete_details.reason == "content_filter"
+    assert legacy.choices[0].finish_reason == "content_filter"
+    assert moderation.results[0].flagged is True
+    assert moderation.results[0].categories.violence is True
+
+
+async def test_output_markers_follow_fault_markers_in_order(server: RunningFakeOpenAI) -> None:
+    prompt = "Classify [[fail:500x1]] [[output:refusal:x1]]"
+    async with client_for(server) as client:
+        with pytest.raises(openai.InternalServerError):
+            await ask_structured(client, prompt, ticket_format())
+        refused = await ask_structured(client, prompt, ticket_format())
+        answered = await ask_structured(client, prompt, ticket_format())
+    assert refused.choices[0].message.refusal is not None
+    jsonschema.validate(json.loads(answered.choices[0].message.content or ""), TICKET_SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "object", "properties": {"n": {"type": "integer", "exclusiveMinimum": 3, "multipleOf": 5}}},
+        {"type": "object", "properties": {"x": {"type": "number", "minimum": -2.5, "maximum": -1}}},
+        {"type": "object", "properties": {"s": {"type": ["string", "null"], "minLength": 300}}},
+        {"type": "object", "properties": {"s": {"type": "string", "maxLength": 0}}},
+        {
+            "type": "object",
+            "properties": {"a": {"type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "boolean"}}},
+        },
+        {
+            "type": "object",
+            "properties": {"t": {"type": "array", "prefixItems": [{"type": "integer"}, {"type": "string"}]}},
+        },
+        {"type": "object", "properties": {"o": {"oneOf": [{"type": "null"}, {"type": "integer"}]}}},
+        {"type": "object", "properties": {"m": {"allOf": [{"type": "object"}, {"required": ["k"]}]}}},
+        {"type": "object", "properties": {"e": {"type": "string", "format": "email"}, "u": {"format": "uuid"}}},
+        {"type": "object", "required": ["only"]},
+        {
+            "type": "object",
+            "properties": {"tree": {"$ref": "#/definitions/node"}},
+            "definitions": {"node": {"type": "object", "properties": {"children": {"type": "array", "maxItems": 0}}}},
+        },
+    ],
+)
+def test_generated_instances_validate_against_their_schema(schema: dict[str, Any]) -> None:
+    value = structured.instance(schema, "Echo: hi")
+    jsonschema.validate(value, schema, format_checker=jsonschema.FormatChecker())
+    mismatched = structured.mismatch(structured.OutputFormat("json_schema", schema, "t"), "Echo: hi")
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(mismatched, schema)
