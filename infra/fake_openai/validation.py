@@ -18,7 +18,7 @@ import math
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import typing_extensions
@@ -87,8 +87,22 @@ def missing(param: str) -> ApiError:
     return ApiError(f"Missing required parameter: '{param}'.", param, "missing_required_parameter")
 
 
+_KIND_OF_TYPE: Final[dict[type, str]] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    list: "array",
+    dict: "object",
+    type(None): "null",
+}
+
+
 def json_kind(value: object) -> str:
     """The JSON kind of a parsed value: string, integer, number, boolean, array, object or null."""
+    kind = _KIND_OF_TYPE.get(type(value))  # what json.loads makes: the exact types (the hot path)
+    if kind is not None:
+        return kind
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -138,9 +152,14 @@ class ParamSpec:
     kinds: frozenset[str]  # contains "any" when the SDK's type says nothing checkable
     choices: frozenset[str] | None  # None: any string (when "string" is a kind at all)
     required: bool
+    #: ``kinds`` plus what they imply (an integer is a valid decimal); every kind for "any".
+    accepted: frozenset[str] = field(init=False)
 
-    def accepts_kind(self, kind: str) -> bool:
-        return _ANY in self.kinds or kind in self.kinds or (kind == "integer" and "number" in self.kinds)
+    def __post_init__(self) -> None:
+        accepted = set(_KIND_NAMES) if _ANY in self.kinds else set(self.kinds)
+        if "number" in accepted:
+            accepted.add("integer")
+        object.__setattr__(self, "accepted", frozenset(accepted))
 
 
 def _describe(hint: Any, kinds: set[str], choices: set[str], free: list[bool]) -> None:
@@ -204,6 +223,10 @@ class BodySpec:
     ranges: Mapping[str, tuple[float | None, float | None]]
     #: Newer endpoints (Responses) name one unknown parameter; older ones list them all.
     unknown_style: Literal["argument", "parameter"] = "argument"
+    required: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "required", tuple(name for name, p in self.params.items() if p.required))
 
 
 _RANGES: Final[dict[str, dict[str, tuple[float | None, float | None]]]] = {
@@ -319,10 +342,13 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not JSON")
 
 
+_DECODER: Final = json.JSONDecoder(parse_constant=_refuse_constant)  # made once: json.loads makes one a call
+
+
 def loads(raw: bytes) -> object | ApiError:
     """The request body as JSON, or the API's 400. ``NaN``/``Infinity`` are not JSON: refused as the API does."""
     try:
-        body: object = json.loads(raw, parse_constant=_refuse_constant)
+        body: object = _DECODER.decode(raw.decode("utf-8"))
     except ValueError:  # includes UnicodeDecodeError
         return invalid(_BAD_JSON)
     return body
@@ -362,15 +388,15 @@ def check_body(spec: BodySpec, body: object) -> ApiError | None:
             return invalid(f"Unknown parameter: '{unknown[0]}'.", unknown[0], "unknown_parameter")
         plural = "s" if len(unknown) > 1 else ""
         return invalid(f"Unrecognized request argument{plural} supplied: {', '.join(unknown)}")
-    for name, param in params.items():
-        if param.required and (name not in body or (name == "model" and body[name] == "")):
+    for name in spec.required:
+        if name not in body or (name == "model" and body[name] == ""):
             if name == "model" and spec.unknown_style == "argument":
                 return invalid("you must provide a model parameter")
             return missing(name)
     for name, value in body.items():
         param = params[name]
         kind = json_kind(value)
-        if not param.accepts_kind(kind):
+        if kind not in param.accepted:
             return invalid_type(name, param.kinds, value)
         if kind == "string" and param.choices is not None and value not in param.choices:
             return invalid_value(name, value, param.choices)
