@@ -1,0 +1,66 @@
+"""How the fake OpenAI API behaves: one frozen, validated :class:`FakeOpenAIConfig`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = ["FakeOpenAIConfig", "ModelLimit"]
+
+#: (requests/min, tokens/min) of one model; ``None`` is unlimited.
+ModelLimit = tuple[int | None, int | None]
+
+
+@dataclass(frozen=True, slots=True)
+class FakeOpenAIConfig:
+    """How the server behaves. Rates are probabilities in [0, 1]; ``None`` limits mean unlimited.
+
+    Rate limits are per model, as OpenAI's are: every model has its own buckets and its own
+    ``x-ratelimit-*`` headers, sized by ``model_limits[model]`` (``(rpm, tpm)``) if it is there, else by
+    ``rpm``/``tpm``.
+    """
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    rpm: int | None = None
+    tpm: int | None = None
+    burst_s: float = 60.0
+    fail_500_rate: float = 0.0
+    fail_429_rate: float = 0.0
+    hang_rate: float = 0.0
+    malformed_rate: float = 0.0
+    hang_s: float = 30.0
+    seed: int | None = None
+    require_api_key: str | None = None
+    #: Completion tokens charged to the tokens/min bucket when the request sets no max_tokens.
+    default_max_tokens: int = 16
+    #: retry-after-ms sent with injected 429s (random ones and ``[[fail:429xN]]`` markers).
+    fault_retry_after_ms: int = 50
+    #: Per-model (rpm, tpm) overriding ``rpm``/``tpm`` for that model (``None`` in the pair: unlimited).
+    model_limits: Mapping[str, ModelLimit] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("fail_500_rate", "fail_429_rate", "hang_rate", "malformed_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {value!r}")
+        if self.fail_500_rate + self.fail_429_rate + self.hang_rate + self.malformed_rate > 1.0:
+            raise ValueError("the fault rates must add up to at most 1")
+        for name in ("rpm", "tpm"):
+            limit = getattr(self, name)
+            if limit is not None and limit <= 0:
+                raise ValueError(f"{name} must be positive or None, got {limit!r}")
+        for model, pair in self.model_limits.items():
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise ValueError(f"model_limits[{model!r}] must be a pair (rpm, tpm), got {pair!r}")
+            if any(limit is not None and limit <= 0 for limit in pair):
+                raise ValueError(f"model_limits[{model!r}] limits must be positive or None, got {pair!r}")
+        object.__setattr__(self, "model_limits", MappingProxyType(dict(self.model_limits)))
+        negative = [
+            name
+            for name in ("latency_ms", "jitter_ms", "hang_s", "default_max_tokens", "fault_retry_after_ms")
+            if getattr(self, name) < 0
+        ]
+        if negative:
+            raise ValueError(f"{', '.join(negative)} must not be negative")

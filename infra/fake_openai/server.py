@@ -1,0 +1,476 @@
+"""The HTTP side of the fake OpenAI API: the aiohttp application, its counters, and a server in a thread.
+
+Every API request goes the same way (:meth:`_Handler.api`): authentication, parsing and validation, the
+per-prompt counters, rate limiting, the fault (marker or random), latency, then the body. The bodies
+themselves are built in :mod:`infra.fake_openai.endpoints`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
+
+from aiohttp import web
+
+from infra.fake_openai.config import FakeOpenAIConfig
+from infra.fake_openai.endpoints import ENDPOINTS, Endpoint
+from infra.fake_openai.faults import FaultPicker
+from infra.fake_openai.limits import RateLimiter, format_duration
+from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
+
+__all__ = ["FakeOpenAIState", "RunningFakeOpenAI", "app_state", "create_app", "prompt_hash", "serve_in_thread"]
+
+_T = TypeVar("_T")
+
+_JSON_CT: Final = "application/json"
+_MAX_BODY_BYTES: Final = 32 * 1024 * 1024
+_MODELS_CREATED: Final = 1_686_935_002  # a fixed creation time for every listed model
+
+_STATUS_TEXT: Final[dict[int, tuple[str, str | None, str]]] = {
+    # status: (type, code, message)
+    400: ("invalid_request_error", None, "Injected bad request (fault marker)."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+    ),
+    403: (
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Injected forbidden (fault marker).",
+    ),
+    404: (
+        "invalid_request_error",
+        "model_not_found",
+        "The model does not exist or you do not have access to it.",
+    ),
+    408: ("timeout", None, "Request timed out."),
+    409: ("invalid_request_error", None, "Injected conflict (fault marker)."),
+    422: ("invalid_request_error", None, "Injected unprocessable entity (fault marker)."),
+    429: ("requests", "rate_limit_exceeded", "Rate limit reached (injected fault)."),
+    500: ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+    502: ("server_error", None, "Bad gateway."),
+    503: ("server_error", None, "The engine is currently overloaded, please try again later."),
+    504: ("server_error", None, "Gateway timeout."),
+}
+_QUOTA_ERROR: Final = (
+    "insufficient_quota",
+    "insufficient_quota",
+    "You exceeded your current quota, please check your plan and billing details. For more information on "
+    "this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
+)
+
+
+def prompt_hash(text: str) -> str:
+    """The key of ``/stats`` ``prompts``: sha256 hex of the prompt text (chat: the last user message), 16 chars."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+class FakeOpenAIState:
+    """Counters and per-prompt bookkeeping. Mutated only on the server's event loop."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.requests = 0
+        self.ok = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.rate_limited = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.status: dict[int, int] = {}
+        self.injected: dict[str, int] = {}
+        self.prompts: dict[str, int] = {}
+        self.prompts_ok: dict[str, int] = {}
+        self.models: dict[str, int] = {}
+        #: what else a reset clears (the marker counts, the rate-limit buckets)
+        self.reset_hooks: list[Callable[[], None]] = []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "ok": self.ok,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "rate_limited": self.rate_limited,
+            "status": {str(k): v for k, v in sorted(self.status.items())},
+            "injected": dict(self.injected),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "prompts": dict(self.prompts),
+            "prompts_ok": dict(self.prompts_ok),
+            "models": dict(self.models),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+        }
+
+    def reset(self) -> None:
+        self.requests = self.ok = self.rate_limited = 0
+        self.max_in_flight = self.in_flight
+        self.prompt_tokens = self.completion_tokens = 0
+        self.status.clear()
+        self.injected.clear()
+        self.prompts.clear()
+        self.prompts_ok.clear()
+        self.models.clear()
+        for hook in self.reset_hooks:
+            hook()
+
+
+class _Handler:
+    """The request handlers; one instance per application."""
+
+    def __init__(self, config: FakeOpenAIConfig, state: FakeOpenAIState) -> None:
+        self.config = config
+        self.state = state
+        self.closing = asyncio.Event()
+        self.auth = f"Bearer {config.require_api_key}" if config.require_api_key is not None else None
+        self.limiter = RateLimiter(config.rpm, config.tpm, config.burst_s, config.model_limits)
+        self.faults = FaultPicker(config)
+        state.reset_hooks += [self.limiter.reset, self.faults.reset]
+        self.jitter_rng = random.Random(None if config.seed is None else config.seed + 1)
+        self.id_rng = random.Random()
+        self.retry_after = {
+            # Whole seconds, floored: retry-after-ms 50 goes with retry-after 0.
+            "retry-after": str(config.fault_retry_after_ms // 1000),
+            "retry-after-ms": str(config.fault_retry_after_ms),
+        }
+        self.retry_after_text = format_duration(config.fault_retry_after_ms / 1000)
+
+    # -- responses ----------------------------------------------------------------------------------------
+
+    def _headers(self, started: float, rate_headers: dict[str, str] | None) -> dict[str, str]:
+        headers = {
+            "Content-Type": _JSON_CT,
+            "x-request-id": f"req_{self.id_rng.getrandbits(128):032x}",
+            "openai-processing-ms": str(int((time.monotonic() - started) * 1000)),
+            "openai-version": "2020-10-01",
+        }
+        if rate_headers:
+            headers.update(rate_headers)
+        return headers
+
+    def _error(
+        self,
+        status: int,
+        error: tuple[str, str | None, str],
+        started: float,
+        rate_headers: dict[str, str] | None = None,
+        *,
+        param: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+    ) -> web.Response:
+        headers = self._headers(started, rate_headers)
+        if extra_headers:
+            headers.update(extra_headers)
+        err_type, code, message = error
+        body = {"error": {"message": message, "type": err_type, "param": param, "code": code}}
+        return web.Response(status=status, body=json.dumps(body).encode(), headers=headers)
+
+    def _api_error(self, error: ApiError, started: float) -> web.Response:
+        return self._error(error.status, (error.type, error.code, error.message), started, param=error.param)
+
+    def _status_fault(
+        self, status: int, started: float, rate_headers: dict[str, str] | None, model: str
+    ) -> web.Response:
+        err_type, code, message = _STATUS_TEXT.get(
+            status,
+            (
+                "server_error" if status >= 500 else "invalid_request_error",
+                None,
+                f"Injected HTTP {status} (fault).",
+            ),
+        )
+        extra = None
+        if status == 404:
+            message = f"The model `{model}` does not exist or you do not have access to it."
+        elif status == 429:
+            extra = self.retry_after
+            message = f"Rate limit reached (injected fault). Please try again in {self.retry_after_text}."
+        return self._error(status, (err_type, code, message), started, rate_headers, extra_headers=extra)
+
+    # -- waiting --------------------------------------------------------------------------------------------
+
+    async def _hang(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closing.wait(), self.config.hang_s)
+
+    async def _delay(self) -> None:
+        config = self.config
+        delay = config.latency_ms
+        if config.jitter_ms:
+            delay += self.jitter_rng.uniform(-config.jitter_ms, config.jitter_ms)
+        if delay > 0:
+            await asyncio.sleep(delay / 1000)
+
+    # -- handlers -------------------------------------------------------------------------------------------
+
+    def api(self, endpoint: Endpoint) -> Callable[[web.Request], Any]:
+        """The aiohttp handler of one API endpoint."""
+
+        async def handle(request: web.Request) -> web.Response:
+            state = self.state
+            state.requests += 1
+            state.in_flight += 1
+            state.max_in_flight = max(state.max_in_flight, state.in_flight)
+            try:
+                response = await self._answer(endpoint, request, time.monotonic())
+            finally:
+                state.in_flight -= 1
+            state.status[response.status] = state.status.get(response.status, 0) + 1
+            return response
+
+        return handle
+
+    async def _answer(self, endpoint: Endpoint, request: web.Request, started: float) -> web.Response:
+        state = self.state
+        if self.auth is not None and request.headers.get("Authorization") != self.auth:
+            return self._error(401, _STATUS_TEXT[401], started)
+        body = loads(await request.read())
+        ask = endpoint.parse(body) if not isinstance(body, ApiError) else body
+        if isinstance(ask, ApiError):
+            return self._api_error(ask, started)
+        key = prompt_hash(ask.text)
+        state.prompts[key] = state.prompts.get(key, 0) + 1
+        state.models[ask.model] = state.models.get(ask.model, 0) + 1
+
+        rate_headers: dict[str, str] | None = None
+        if self.limiter.active:
+            need = ask.input_tokens + (ask.max_output_tokens or self.config.default_max_tokens) * ask.outputs
+            rate_headers, denied = self.limiter.admit(ask.model, need)
+            if denied is not None:
+                state.rate_limited += 1
+                extra = None
+                if denied.wait_s is not None:
+                    wait_ms = max(1, math.ceil(denied.wait_s * 1000))
+                    extra = {"retry-after": str(math.ceil(wait_ms / 1000)), "retry-after-ms": str(wait_ms)}
+                error = (denied.kind, "rate_limit_exceeded", denied.message)
+                return self._error(429, error, started, rate_headers, extra_headers=extra)
+
+        fault, name = self.faults.pick(ask.text)
+        if fault is not None:
+            state.injected[name] = state.injected.get(name, 0) + 1
+        if self.config.latency_ms or self.config.jitter_ms:
+            await self._delay()
+        if fault is not None:
+            if fault.kind == "status":
+                return self._status_fault(fault.status, started, rate_headers, ask.model)
+            if fault.kind == "quota":
+                return self._error(429, _QUOTA_ERROR, started, rate_headers)
+            if fault.kind == "hang":
+                await self._hang()
+        answer = endpoint.render(ask, self.id_rng, fault.output if fault is not None else "")
+        raw = answer.body
+        if fault is not None and fault.kind == "malformed":
+            raw = raw[: len(raw) // 2]
+        else:
+            state.ok += 1
+            state.prompt_tokens += answer.input_tokens
+            state.completion_tokens += answer.output_tokens
+            state.prompts_ok[key] = state.prompts_ok.get(key, 0) + 1
+        return web.Response(body=raw, headers=self._headers(started, rate_headers))
+
+    @staticmethod
+    def _model(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": _MODELS_CREATED, "owned_by": "system"}
+
+    async def models(self, request: web.Request) -> web.Response:
+        """Every model the SDK names, and those given limits of their own (any other name is served too)."""
+        names = sorted({*SDK_MODELS, *self.config.model_limits})
+        return web.json_response({"object": "list", "data": [self._model(name) for name in names]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        return web.json_response(self._model(request.match_info["model"]))
+
+    async def stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.state.snapshot())
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.state.reset()
+        return web.json_response({"reset": True})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        error = ("invalid_request_error", None, f"Invalid URL ({request.method} {request.path})")
+        return self._error(404, error, time.monotonic())
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        self.closing.set()
+
+
+_STATE_KEY: Final = web.AppKey("fake_openai_state", FakeOpenAIState)
+_HANDLER_KEY: Final = web.AppKey("fake_openai_handler", _Handler)
+
+
+def create_app(config: FakeOpenAIConfig | None = None) -> web.Application:
+    """The aiohttp application; :func:`app_state` gives its :class:`FakeOpenAIState`."""
+    config = config or FakeOpenAIConfig()
+    state = FakeOpenAIState()
+    handler = _Handler(config, state)
+    app = web.Application(client_max_size=_MAX_BODY_BYTES)
+    app[_STATE_KEY] = state
+    app[_HANDLER_KEY] = handler
+    for endpoint in ENDPOINTS:
+        handle = handler.api(endpoint)
+        app.router.add_post(f"/v1{endpoint.path}", handle)
+        app.router.add_post(endpoint.path, handle)
+    app.router.add_get("/v1/models", handler.models)
+    app.router.add_get("/v1/models/{model}", handler.model)
+    app.router.add_get("/stats", handler.stats)
+    app.router.add_post("/stats/reset", handler.reset)
+    app.router.add_get("/health", handler.health)
+    app.router.add_route("*", "/{tail:.*}", handler.not_found)
+    app.on_shutdown.append(handler.on_shutdown)
+    return app
+
+
+def app_state(app: web.Application) -> FakeOpenAIState:
+    """The counters of an application made by :func:`create_app`."""
+    return app[_STATE_KEY]
+
+
+def app_closing(app: web.Application) -> asyncio.Event:
+    """Set it to release hanging requests before the application's runner is cleaned up."""
+    return app[_HANDLER_KEY].closing
+
+
+async def start(app: web.Application, host: str, port: int, *, shutdown_timeout: float) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: a free port); returns the runner and the real port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
+        await site.start()
+        real_port = int(runner.addresses[0][1])  # the real port when port=0
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, real_port
+
+
+class RunningFakeOpenAI:
+    """A fake OpenAI API running on its own event loop in a daemon thread (see :func:`serve_in_thread`)."""
+
+    def __init__(self, config: FakeOpenAIConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or FakeOpenAIConfig()
+        self.host = host
+        self.port = port
+        self.app = create_app(self.config)
+        self.state = app_state(self.app)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """What to give ``openai.AsyncOpenAI(base_url=...)``: ``http://HOST:PORT/v1``."""
+        return f"{self.root_url}/v1"
+
+    def start(self, timeout: float = 10.0) -> RunningFakeOpenAI:
+        if self._thread is not None:
+            raise RuntimeError("the fake OpenAI API was already started")
+        self._thread = threading.Thread(target=self._run, name="fake-openai", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError(f"the fake OpenAI API did not start within {timeout}s")
+        if self._error is not None:
+            self._thread.join()
+            raise RuntimeError("the fake OpenAI API failed to start") from self._error
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None:
+            return
+        if loop is not None and stop is not None and thread.is_alive():
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout)
+        if thread.is_alive():
+            raise RuntimeError(f"the fake OpenAI API thread did not stop within {timeout}s")
+        self._thread = None
+
+    def _call(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the server's loop (so it sees consistent state) and return its result."""
+        loop = self._loop
+        if loop is None or not loop.is_running() or threading.current_thread() is self._thread:
+            return fn()
+        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # pragma: no cover - fn does not raise
+                future.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:  # the loop closed in between
+            return fn()
+        return future.result(timeout=10)
+
+    def stats(self) -> dict[str, Any]:
+        """The ``GET /stats`` counters, read directly."""
+        return self._call(self.state.snapshot)
+
+    def reset(self) -> None:
+        """Same as ``POST /stats/reset``."""
+        self._call(self.state.reset)
+
+    def __enter__(self) -> RunningFakeOpenAI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        runner, self.port = await start(self.app, self.host, self.port, shutdown_timeout=2.0)
+        self._loop = asyncio.get_running_loop()
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            app_closing(self.app).set()
+            await runner.cleanup()
+            self._loop = None
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    config: FakeOpenAIConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> Iterator[RunningFakeOpenAI]:
+    """Run a fake OpenAI API in a daemon thread for the duration of the ``with`` block.
+
+    >>> with serve_in_thread(FakeOpenAIConfig(rpm=60)) as server:  # doctest: +SKIP
+    ...     client = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-local")
+    """
+    server = RunningFakeOpenAI(config, host=host, port=port).start()
+    try:
+        yield server
+    finally:
+        server.stop()
