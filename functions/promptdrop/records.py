@@ -74,6 +74,7 @@ class JobRecord:
     error: dict[str, Any] | None = None  # the file failure that ended the job, if one did
     cancel_requested_at: str | None = None  # set by `promptdrop cancel`; cleared by a redrive
     published: str | None = None  # the outcome the last completion event announced
+    cancel_reported: str | None = None  # when the cancelled job's dead letter was sent (once a job)
 
     @property
     def all_units_done(self) -> bool:

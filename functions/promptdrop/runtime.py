@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aioboto3
+from aiobotocore.config import AioConfig
 from openai import AsyncOpenAI
 
 from .adapters.bus import EventPublisher
@@ -35,6 +36,12 @@ __all__ = ["Runtime", "get_runtime", "run", "shutdown"]
 
 T = TypeVar("T")
 
+# botocore's "standard" retries, for every AWS call: throttling (SQS's RequestThrottled included,
+# which the default "legacy" mode does not retry) and 5xx are retried with jittered backoff, up to
+# 10 attempts; a retry quota stops a long outage from being retried forever — the run then fails and
+# its message comes back. Past that, promptdrop's own rule: hand the message back, lose nothing.
+_AWS_RETRIES = AioConfig(retries={"mode": "standard", "max_attempts": 10})
+
 
 class Runtime:
     """The loop-bound dependencies of one container, for one configuration."""
@@ -49,12 +56,12 @@ class Runtime:
     async def create(cls, settings: Settings) -> Runtime:
         stack = AsyncExitStack()
         session = aioboto3.Session()
-        s3 = await stack.enter_async_context(session.client("s3"))
-        ddb = await stack.enter_async_context(session.client("dynamodb"))
-        sqs = await stack.enter_async_context(session.client("sqs"))
+        s3 = await stack.enter_async_context(session.client("s3", config=_AWS_RETRIES))
+        ddb = await stack.enter_async_context(session.client("dynamodb", config=_AWS_RETRIES))
+        sqs = await stack.enter_async_context(session.client("sqs", config=_AWS_RETRIES))
         publisher = None
         if settings.event_bus:
-            events = await stack.enter_async_context(session.client("events"))
+            events = await stack.enter_async_context(session.client("events", config=_AWS_RETRIES))
             publisher = EventPublisher(events, settings.event_bus)
         api_key = None
         if settings.openai_secret_arn:

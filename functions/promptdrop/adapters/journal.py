@@ -7,7 +7,6 @@ Records and their codec are in :mod:`promptdrop.records` and :mod:`.items`; the 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -190,8 +189,7 @@ class Journal:
 
     async def complete_unit(self, job_id: str, unit: str, hold: Hold, now: str) -> None:
         """Mark the unit done and count it on the job item — both or neither, and only once."""
-        # Cancelled when a duplicate run got there first: the unit was counted once already.
-        with contextlib.suppress(self._ddb.exceptions.TransactionCanceledException):
+        try:
             await self._ddb.transact_write_items(
                 TransactItems=[
                     {
@@ -214,6 +212,13 @@ class Journal:
                     },
                 ]
             )
+        except self._ddb.exceptions.TransactionCanceledException as exc:
+            # Only a failed condition on the unit means a duplicate run got there first (the unit was
+            # counted once already). Throttling or a conflict with a parallel shard's count: raised,
+            # so the run's message comes back and completes the unit then — never counted as done.
+            reasons = exc.response.get("CancellationReasons") or [{}]
+            if reasons[0].get("Code") != "ConditionalCheckFailed":
+                raise
         hold.released = True
 
 

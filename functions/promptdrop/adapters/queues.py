@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,9 @@ class MessageSender:
         bodies = [m.dump() for m in messages]
         for start in range(0, len(bodies), _BATCH):
             pending = {str(i): body for i, body in enumerate(bodies[start : start + _BATCH])}
-            for _ in range(attempts):
+            for attempt in range(attempts):
+                if attempt:
+                    await asyncio.sleep(0.1 * 2**attempt)  # entries SQS failed for its own reasons: back off
                 response = await self._sqs.send_message_batch(
                     QueueUrl=queue_url,
                     Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ..adapters.journal import Journal
 from ..background import every
 from ..outputs import estimate_cost_usd
-from .result import now_iso
+from .result import JobResult, now_iso
 
 __all__ = ["REPORT_INTERVAL_S", "Progress"]
 
@@ -41,6 +41,13 @@ class Progress:
     _reported: _Counts = field(default_factory=_Counts)
     _tokens_by_model: dict[str, tuple[int, int]] = field(default_factory=dict)
     _cost_reported: float = 0.0
+
+    def tag(self, result: JobResult) -> JobResult:
+        """``result`` carrying this run's own figures (what the handler's metrics count)."""
+        run = self.run
+        result.run_succeeded, result.run_failed = run.succeeded, run.failed
+        result.run_prompt_tokens, result.run_completion_tokens = run.prompt_tokens, run.completion_tokens
+        return result
 
     def sent(self) -> None:
         self.run.sent += 1

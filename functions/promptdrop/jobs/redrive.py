@@ -70,6 +70,4 @@ class Redriver:
         ):
             report = await self._dispatcher_factory().run(source(), rec.outcome)
         logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
-        result = await self._finalizer.finish_if_complete(job_id, ref, report)
-        run = progress.run
-        return result.with_run(run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
+        return progress.tag(await self._finalizer.finish_if_complete(job_id, ref, report))

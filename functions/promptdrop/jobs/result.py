@@ -66,11 +66,6 @@ class JobResult:
     run_prompt_tokens: int = 0
     run_completion_tokens: int = 0
 
-    def with_run(self, succeeded: int, failed: int, prompt_tokens: int, completion_tokens: int) -> JobResult:
-        self.run_succeeded, self.run_failed = succeeded, failed
-        self.run_prompt_tokens, self.run_completion_tokens = prompt_tokens, completion_tokens
-        return self
-
     @classmethod
     def of_run(
         cls, job_id: str, ref: FileRef, status: RunStatus, report: DispatchReport | None, reason: str | None = None

@@ -10,6 +10,7 @@ error every request would share stopped it (the job fails, to be redriven once t
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from aws_lambda_powertools import Logger
 
@@ -33,6 +34,16 @@ from .source import read, suffix, template_of
 __all__ = ["UnitRunner"]
 
 logger = Logger(service="promptdrop", child=True)
+
+
+@dataclass(slots=True, frozen=True)
+class _Ending:
+    """A unit stopped for good before its end: the dead letter's code and text, the run's status."""
+
+    code: str
+    message: str
+    status: RunStatus
+    once_per_job: bool = False  # one dead letter for the job, not one per shard (a cancel)
 
 
 class UnitRunner:
@@ -62,8 +73,8 @@ class UnitRunner:
         ref = FileRef(unit.bucket, unit.key)
         lease = self._journal.unit_lease(unit.job_id, unit.unit, self._settings.lease_s)
         progress = Progress(self._journal, unit.job_id)
-        rejected: FileRejected | None = None
         report: DispatchReport | None = None
+        ending: _Ending | None = None
         async with lease.held() as hold:
             if hold.outcome is LeaseOutcome.BUSY:
                 logger.info("another run holds this unit; leaving it to that run", extra={"unit": unit.unit})
@@ -74,53 +85,57 @@ class UnitRunner:
                 try:
                     report = await self._dispatch(unit, progress, fresh=fresh, should_stop=should_stop)
                 except FileRejected as exc:
-                    rejected = exc
-                if report is not None and report.stopped is StopReason.DEADLINE and not progress.cancelled:
-                    return await self._continue_later(unit, lease, hold, report, progress)
-                if report is not None and (report.fatal is not None or report.stopped is StopReason.DEADLINE):
-                    await lease.release(hold)  # not done: a redrive resumes it
-                else:
+                    # The dead letter and the FAILED job first, the unit done last: a crash between
+                    # them runs (and rejects) the file again — never takes it for finished.
+                    result = await self._failures.report(ref, unit.job_id, exc.code, exc.message)
                     await self._journal.complete_unit(unit.job_id, unit.unit, hold, now_iso())
-        run = progress.run
-        if rejected is not None:
-            result = await self._failures.report(ref, unit.job_id, rejected.code, rejected.message)
-        elif report is not None and report.fatal is not None:
-            result = await self._stopped_early(unit, ref, report)
-        elif report is not None and report.stopped is StopReason.DEADLINE:
-            result = await self._cancelled(unit, ref, report)
-        else:
-            result = await self._finalizer.finish_if_complete(unit.job_id, ref, report)
-        return result.with_run(run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
+                    return progress.tag(result)
+                ending = self._ending(unit, report, progress)
+                if ending is None and report.stopped is StopReason.DEADLINE:
+                    return progress.tag(await self._continue_later(unit, lease, hold, report))
+                if ending is None:
+                    await self._journal.complete_unit(unit.job_id, unit.unit, hold, now_iso())
+                else:
+                    await lease.release(hold)  # not done: a redrive resumes it
+        if report is not None and ending is not None:
+            return progress.tag(await self._end_early(unit, ref, report, ending))
+        return progress.tag(await self._finalizer.finish_if_complete(unit.job_id, ref, report))
 
-    async def _cancelled(self, unit: UnitMessage, ref: FileRef, report: DispatchReport) -> JobResult:
-        """Stopped on request: write what was done (status CANCELLED), and dead-letter the file once
-        (whichever shard gets there first) so that ``promptdrop redrive`` resumes it."""
-        result = await self._finalizer.finalize(unit.job_id, ref, report)
-        if await self._journal.claim_once(unit.job_id, "cancel_reported", now_iso()):
-            await self._failures.report(
-                ref,
-                unit.job_id,
-                FailureCode.CANCELLED,
-                "cancelled on request; the outputs hold what was done — redrive this message to resume the job",
-                fail_job=False,
+    def _ending(self, unit: UnitMessage, report: DispatchReport, progress: Progress) -> _Ending | None:
+        """Why this unit stops for good before its end, if it does."""
+        if report.fatal is not None:
+            fatal = report.fatal
+            why = f"stopped early: {fatal.message}; requests not yet sent were not attempted — fix the cause "
+            return _Ending(fatal.code, why + "and redrive this message to finish the file", RunStatus.FAILED)
+        if report.stopped is not StopReason.DEADLINE:
+            return None
+        if progress.cancelled:
+            why = "cancelled on request; the outputs hold what was done — redrive this message to resume the job"
+            return _Ending(FailureCode.CANCELLED, why, RunStatus.CANCELLED, once_per_job=True)
+        limit = self._settings.max_continuations
+        if unit.hops >= limit:
+            why = (
+                f"unit {unit.unit} needed more than {limit} continuations (PROMPTDROP_MAX_CONTINUATIONS); "
+                "what was done is in the outputs — raise the limit or split the file, then redrive this message"
             )
-        result.status, result.reason = RunStatus.CANCELLED, FailureCode.CANCELLED
-        return result
+            return _Ending(FailureCode.TOO_MANY_CONTINUATIONS, why, RunStatus.FAILED)
+        return None
 
-    async def _stopped_early(self, unit: UnitMessage, ref: FileRef, report: DispatchReport) -> JobResult:
-        """An error every request would share: write what was done, fail the job, say how to finish it."""
-        assert report.fatal is not None
-        fatal = report.fatal
+    async def _end_early(self, unit: UnitMessage, ref: FileRef, report: DispatchReport, ending: _Ending) -> JobResult:
+        """Dead-letter the file (how to finish it), then write the outputs with what was done.
+
+        In that order: a crash between the two leaves the job open, so the redelivery ends it again —
+        rather than a finished job whose dead letter, the only way to resume it, was never sent.
+        A flag on the job item keeps the shards of a cancelled job to one dead letter (two shards at
+        the very same moment may both send one: harmless, a redrive of either resumes the job).
+        """
+        job = await self._journal.get_job(unit.job_id) if ending.once_per_job else None
+        if job is None or job.cancel_reported is None:
+            await self._failures.report(ref, unit.job_id, ending.code, ending.message, fail_job=False)
+            if ending.once_per_job:
+                await self._journal.claim_once(unit.job_id, "cancel_reported", now_iso())
         result = await self._finalizer.finalize(unit.job_id, ref, report)
-        await self._failures.report(
-            ref,
-            unit.job_id,
-            fatal.code,
-            f"stopped early: {fatal.message}; requests not yet sent were not attempted — fix the cause "
-            "and redrive this message to finish the file",
-            fail_job=False,
-        )
-        result.status, result.reason = RunStatus.FAILED, fatal.code
+        result.status, result.reason = ending.status, str(ending.code)
         return result
 
     async def _dispatch(
@@ -170,24 +185,10 @@ class UnitRunner:
             finally:
                 await parsed.aclose()
 
-    async def _continue_later(
-        self, unit: UnitMessage, lease: Lease, hold: Hold, report: DispatchReport, progress: Progress
-    ) -> JobResult:
+    async def _continue_later(self, unit: UnitMessage, lease: Lease, hold: Hold, report: DispatchReport) -> JobResult:
         ref = FileRef(unit.bucket, unit.key)
         result = JobResult.of_run(unit.job_id, ref, RunStatus.UNFINISHED, report, reason="deadline")
         queue = self._settings.work_queue_url
-        if unit.hops >= self._settings.max_continuations:
-            await lease.release(hold)
-            limit = self._settings.max_continuations
-            message = (
-                f"unit {unit.unit} needed more than {limit} continuations (PROMPTDROP_MAX_CONTINUATIONS); "
-                "what was done is in the outputs — raise the limit or split the file, then redrive this message"
-            )
-            result = await self._finalizer.finalize(unit.job_id, ref, report)
-            await self._failures.report(ref, unit.job_id, FailureCode.TOO_MANY_CONTINUATIONS, message, fail_job=False)
-            result.status, result.reason = RunStatus.FAILED, FailureCode.TOO_MANY_CONTINUATIONS
-            run = progress.run
-            return result.with_run(run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
         if queue is not None:
             # .jsonl resumes at the first line not dispatched; other formats re-read and skip what is final.
             resume = report.resume
@@ -199,5 +200,4 @@ class UnitRunner:
             result.status = RunStatus.CONTINUED
         # Given up at once: the continuation (or, with no work queue, the message handed back) may take it.
         await lease.release(hold)
-        run = progress.run
-        return result.with_run(run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
+        return result
