@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from cfnlint.api import ManualArgs, lint
-from cfnlint.decode import decode
-from samtranslator.parser.parser import Parser
-from samtranslator.translator.translator import Translator
 
 from infra.local_aws import load_template
+from tests.unit.sam import TEMPLATE, lint_template, raw_template, transform
 
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
-REGION = "us-east-1"
-# What `sam package` puts in place of the local CodeUri; the transform needs an S3 URI.
-PACKAGED_CODE_URI = "s3://promptdrop-artifacts/processor.zip"
 # The only managed policies we accept on the function's role. SAM attaches them itself:
 # basic execution (CloudWatch Logs) and the SQS event source (receive/delete on the queue).
 # Both use Resource "*", which we cannot narrow without dropping SAM's SQS event.
@@ -30,43 +21,14 @@ SAM_MANAGED_POLICIES = {
 }
 
 
-def _raw_template() -> dict[str, Any]:
-    template, matches = decode(str(TEMPLATE))
-    assert not matches, [str(m) for m in matches]
-    assert template is not None
-    # cfn-lint's node types subclass dict/str; a JSON round trip makes them plain.
-    plain: dict[str, Any] = json.loads(json.dumps(template))
-    return plain
-
-
-def _no_managed_policy_names() -> dict[str, str]:
-    raise AssertionError("the template names an AWS managed policy: the transform would need AWS")
-
-
-def _transform(template: dict[str, Any]) -> dict[str, Any]:
-    sam = copy.deepcopy(template)
-    for resource in sam["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = PACKAGED_CODE_URI
-    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGION))
-    transformed: dict[str, Any] = translator.translate(
-        sam, parameter_values={}, get_managed_policy_map=_no_managed_policy_names
-    )
-    return transformed
-
-
-def _lint(template: dict[str, Any]) -> list[Any]:
-    return lint(json.dumps(template), config=ManualArgs(regions=[REGION]))
-
-
 @pytest.fixture(scope="module")
 def sam_template() -> dict[str, Any]:
-    return _raw_template()
+    return raw_template()
 
 
 @pytest.fixture(scope="module")
 def cfn_template(sam_template: dict[str, Any]) -> dict[str, Any]:
-    return _transform(sam_template)
+    return transform(sam_template)
 
 
 def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -86,13 +48,13 @@ def test_both_loaders_read_the_same_template(sam_template: dict[str, Any]) -> No
 
 
 def test_transformed_template_lints_clean(cfn_template: dict[str, Any]) -> None:
-    matches = _lint(cfn_template)
+    matches = lint_template(cfn_template)
     assert not matches, "\n".join(f"{m.rule.id} {m.message} {m.path}" for m in matches)
 
 
 def test_sam_template_lints_clean() -> None:
     # cfn-lint also runs its own SAM transform on the source template (what users run).
-    matches = lint(TEMPLATE.read_text(), config=ManualArgs(regions=[REGION]))
+    matches = lint_template(TEMPLATE.read_text())
     assert not matches, "\n".join(f"{m.rule.id} {m.message} {m.path}" for m in matches)
 
 
@@ -101,7 +63,7 @@ def test_lint_catches_a_circular_dependency(sam_template: dict[str, Any]) -> Non
     broken = copy.deepcopy(sam_template)
     statement = broken["Resources"]["WorkQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
     statement["Condition"]["ArnLike"]["aws:SourceArn"] = {"Fn::GetAtt": ["InputBucket", "Arn"]}
-    rule_ids = {m.rule.id for m in _lint(_transform(broken))}
+    rule_ids = {m.rule.id for m in lint_template(transform(broken))}
     assert "E3004" in rule_ids
 
 
