@@ -1,5 +1,5 @@
 """template.yaml is valid offline: it parses, the SAM transform accepts it, cfn-lint finds no
-error in the result, and it keeps the properties the design relies on."""
+error in the result, and it keeps the properties the design relies on (hardening included)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,6 @@ import pytest
 
 from infra.local_aws import load_template
 from tests.unit.sam import TEMPLATE, lint_template, raw_template, transform
-
-# The only managed policies we accept on the function's role. SAM attaches them itself:
-# basic execution (CloudWatch Logs) and the SQS event source (receive/delete on the queue).
-# Both use Resource "*", which we cannot narrow without dropping SAM's SQS event.
-SAM_MANAGED_POLICIES = {
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole",
-}
 
 
 @pytest.fixture(scope="module")
@@ -181,41 +173,70 @@ def test_secret_holds_no_value(cfn_template: dict[str, Any]) -> None:
     assert "GenerateSecretString" not in props
 
 
-def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for policy in role["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
-
-
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def test_function_policies_are_least_privilege(cfn_template: dict[str, Any]) -> None:
-    role = cfn_template["Resources"]["ProcessorFunctionRole"]
-    assert set(role["Properties"]["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES
-    statements = _statements(role)
-    for statement in statements:
-        assert statement["Effect"] == "Allow"
-        assert "*" not in _as_list(statement["Resource"]), statement
-        for action in _as_list(statement["Action"]):
-            assert action != "*"
-            assert not action.endswith(":*"), statement
+def _grants(cfn_template: dict[str, Any]) -> dict[str, list[Any]]:
+    """Every action the function's role allows -> the resources it allows it on."""
+    role = cfn_template["Resources"]["ProcessorRole"]["Properties"]
+    grants: dict[str, list[Any]] = {}
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow", statement
+            for action in _as_list(statement["Action"]):
+                grants.setdefault(action, []).extend(_as_list(statement["Resource"]))
+    return grants
 
-    def refs(statement: dict[str, Any]) -> str:
-        return json.dumps(statement["Resource"])
 
-    granted = {action: refs(s) for s in statements for action in _as_list(s["Action"])}
-    assert "JobsTable" in granted["dynamodb:PutItem"]
-    assert "OpenAIKeySecret" in granted["secretsmanager:GetSecretValue"]
-    assert "${OutputPrefix}*" in granted["s3:PutObject"]
-    assert "${InputBucket}/${InputPrefix}*" in granted["s3:GetObject"]
-    send = [refs(s) for s in statements if "sqs:SendMessage*" in _as_list(s["Action"])]
-    assert len(send) == 2
-    assert any("DeadLetterQueue" in r for r in send)
-    assert any("WorkQueue" in r for r in send)
-    # nothing grants writes outside the output prefix
-    for statement in statements:
-        if any(a.startswith("s3:Put") for a in _as_list(statement["Action"])):
-            assert all("${OutputPrefix}*" in json.dumps(r) for r in _as_list(statement["Resource"]))
+def _sub(text: str) -> dict[str, str]:
+    return {"Fn::Sub": text}
+
+
+def test_function_role_grants_exactly_what_the_code_calls(cfn_template: dict[str, Any]) -> None:
+    """Given the calls in functions/promptdrop (adapters, runtime) and Lambda's SQS event source,
+    the role allows those actions, each on the one resource it is for, and nothing else."""
+    function = _function(cfn_template)
+    assert function["Role"] == {"Fn::GetAtt": ["ProcessorRole", "Arn"]}
+    # SAM generates no role, so none of its managed policies (their statements apply to "*").
+    assert "ProcessorFunctionRole" not in cfn_template["Resources"]
+    role = cfn_template["Resources"]["ProcessorRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+    inputs = _sub("arn:${AWS::Partition}:s3:::${InputBucket}/${InputPrefix}*")
+    outputs = _sub("arn:${AWS::Partition}:s3:::${InputBucket}/${OutputPrefix}*")
+    table = {"Fn::GetAtt": ["JobsTable", "Arn"]}
+    work_queue = {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    assert _grants(cfn_template) == {
+        "logs:CreateLogStream": [{"Fn::GetAtt": ["ProcessorLogGroup", "Arn"]}],
+        "logs:PutLogEvents": [{"Fn::GetAtt": ["ProcessorLogGroup", "Arn"]}],
+        "s3:GetObject": [inputs, outputs],
+        "s3:GetObjectVersion": [inputs],
+        "s3:PutObject": [outputs],
+        "s3:AbortMultipartUpload": [outputs],
+        "s3:ListBucket": [_sub("arn:${AWS::Partition}:s3:::${InputBucket}")],
+        "dynamodb:GetItem": [table],
+        "dynamodb:PutItem": [table],
+        "dynamodb:UpdateItem": [table],
+        "dynamodb:BatchWriteItem": [table],
+        "dynamodb:Query": [table],
+        "sqs:SendMessage": [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}, work_queue],
+        "sqs:ReceiveMessage": [work_queue],
+        "sqs:DeleteMessage": [work_queue],
+        "sqs:GetQueueAttributes": [work_queue],
+        "secretsmanager:GetSecretValue": [{"Ref": "OpenAIKeySecret"}],
+    }
+
+
+def test_conditional_grants_stay_narrow(cfn_template: dict[str, Any]) -> None:
+    role = cfn_template["Resources"]["ProcessorRole"]["Properties"]
+    statements = {s["Sid"]: s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]}
+    # listing only under the two prefixes (it turns a missing key's 403 into 404)
+    assert statements["ListOwnPrefixes"]["Condition"] == {
+        "StringLike": {"s3:prefix": [_sub("${InputPrefix}*"), _sub("${OutputPrefix}*")]}
+    }
 
 
 def test_outputs(sam_template: dict[str, Any]) -> None:
@@ -229,3 +250,20 @@ def test_outputs(sam_template: dict[str, Any]) -> None:
         "ProcessorFunction",
     ):
         assert json.dumps({"Ref": logical_id}) in values
+
+
+def test_function_may_loop_through_its_queue_and_spool_large_outputs(cfn_template: dict[str, Any]) -> None:
+    props = _function(cfn_template)
+    # continuations re-enter through the work queue; Lambda would stop them after ~16 hops
+    assert props["RecursiveLoop"] == "Allow"
+    # the finalizer's /tmp holds about twice the .out.jsonl: far beyond the default 512 MB
+    assert 2048 <= props["EphemeralStorage"]["Size"] <= 10240
+
+
+def test_lint_checks_values_sam_passes_through(sam_template: dict[str, Any]) -> None:
+    """SAM copies RecursiveLoop to the Lambda function unchecked; cfn-lint, on the transformed
+    template, holds it to CloudFormation's schema: a wrong value fails the lint test above."""
+    broken = copy.deepcopy(sam_template)
+    broken["Resources"]["ProcessorFunction"]["Properties"]["RecursiveLoop"] = "Allowed"
+    rule_ids = {m.rule.id for m in lint_template(transform(broken))}
+    assert "E3030" in rule_ids
