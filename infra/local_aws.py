@@ -16,6 +16,9 @@ resource's *properties* into the boto3 calls CloudFormation would make:
 ``AWS::SecretsManager::Secret`` create_secret (empty unless the template gives a value)
 ==============================  ===========================================================
 
+Parameters are checked as CloudFormation checks them (``AllowedPattern``, ``AllowedValues``,
+lengths, ``MinValue``/``MaxValue``): a value AWS would refuse is refused here too.
+
 Compute and plumbing resources (the function, its role, log group, event-source mapping) are
 not created: locally the handler runs in-process, fed by :class:`infra.event_source.SqsEventSource`.
 A resource type or property this module does not know is an error, not a silent skip, so a
@@ -664,6 +667,34 @@ class LocalAws:
         return {k: v for k, v in merged.items() if v != ""}
 
 
+def _check_parameter(name: str, spec: Mapping[str, Any], value: str) -> None:
+    """Refuse a value CloudFormation would refuse (its constraints, checked on defaults too)."""
+
+    def refuse(reason: str) -> TemplateError:
+        hint = spec.get("ConstraintDescription")
+        return TemplateError(f"parameter {name}={value!r} {reason}" + (f" ({hint})" if hint else ""))
+
+    if "AllowedValues" in spec and value not in {str(v) for v in spec["AllowedValues"]}:
+        raise refuse(f"is not one of {spec['AllowedValues']}")
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            raise refuse("is not a number") from None
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            raise refuse(f"is below MinValue {spec['MinValue']}")
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            raise refuse(f"is above MaxValue {spec['MaxValue']}")
+        return
+    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        raise refuse(f"is shorter than MinLength {spec['MinLength']}")
+    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        raise refuse(f"is longer than MaxLength {spec['MaxLength']}")
+    # CloudFormation matches the whole value (Java regex); the template's patterns mean the same in Python.
+    if "AllowedPattern" in spec and re.fullmatch(str(spec["AllowedPattern"]), value) is None:
+        raise refuse(f"does not match AllowedPattern {spec['AllowedPattern']}")
+
+
 def _resolve_parameters(
     template: Mapping[str, Any], overrides: Mapping[str, str], pseudo: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -680,6 +711,7 @@ def _resolve_parameters(
         else:
             raise TemplateError(f"parameter {name!r} has no default and no value was given")
         value = str(value)
+        _check_parameter(name, spec, value)
         if spec.get("Type") in {"CommaDelimitedList", "List<String>"}:
             values[name] = [v.strip() for v in value.split(",")] if value else []
         else:
