@@ -7,13 +7,16 @@ resource's *properties* into the boto3 calls CloudFormation would make:
 
 ==============================  ===========================================================
 ``AWS::S3::Bucket``             create_bucket + public access block, encryption, versioning,
-                                tags and the notification configuration (S3 -> SQS, with
-                                its key filter)
+                                lifecycle rules, tags and the notification configuration
+                                (S3 -> SQS, with its key filter)
+``AWS::S3::BucketPolicy``       put_bucket_policy (without a TLS-only deny: see
+                                :func:`_create_bucket_policy`)
 ``AWS::SQS::Queue``             create_queue with every declared attribute (redrive policy,
                                 visibility timeout, retention...)
 ``AWS::SQS::QueuePolicy``       set_queue_attributes(Policy=...)
 ``AWS::DynamoDB::Table``        create_table (keys, billing, indexes, SSE) + PITR and TTL
 ``AWS::SecretsManager::Secret`` create_secret (empty unless the template gives a value)
+``AWS::CloudWatch::Alarm``      put_metric_alarm
 ==============================  ===========================================================
 
 Parameters are checked as CloudFormation checks them (``AllowedPattern``, ``AllowedValues``,
@@ -21,8 +24,10 @@ lengths, ``MinValue``/``MaxValue``): a value AWS would refuse is refused here to
 
 Compute and plumbing resources (the function, its role, log group, event-source mapping) are
 not created: locally the handler runs in-process, fed by :class:`infra.event_source.SqsEventSource`.
-A resource type or property this module does not know is an error, not a silent skip, so a
-template change that the local stack cannot honour is noticed at once.
+A resource type, property or resource attribute this module does not know is an error, not a
+silent skip, so a template change that the local stack cannot honour is noticed at once.
+moto accepts but does not enforce some of what is created (bucket and queue policies, lifecycle
+expiry, TTL deletion, alarms): the configuration is there to be read back, not acted on.
 
 moto's in-process ``mock_aws`` does not work with aioboto3, so the stack always lives in a
 :class:`~moto.server.ThreadedMotoServer` reached through ``AWS_ENDPOINT_URL``.
@@ -96,6 +101,13 @@ _NOT_DEPLOYED_LOCALLY: Final = frozenset(
         "AWS::IAM::Policy",
         "AWS::Logs::LogGroup",
     }
+)
+
+# Resource attributes besides Type/Properties. The ones with no local meaning are accepted and
+# ignored: nothing is deleted or replaced locally (the stack dies with the moto server), so
+# DeletionPolicy/UpdateReplacePolicy have nothing to act on; Metadata annotates tools (checkov).
+_RESOURCE_ATTRIBUTES: Final = frozenset(
+    {"Type", "Properties", "Condition", "DependsOn", "DeletionPolicy", "UpdateReplacePolicy", "Metadata"}
 )
 
 _NO_VALUE: Final = object()  # what {"Ref": "AWS::NoValue"} resolves to; removed from its container
@@ -512,6 +524,24 @@ def _s3_notification(cfn: Mapping[str, Any]) -> dict[str, Any]:
     return api
 
 
+def _s3_lifecycle_rule(cfn: Mapping[str, Any]) -> dict[str, Any]:
+    """One CloudFormation lifecycle ``Rule`` -> the PutBucketLifecycleConfiguration shape."""
+    known = {"Id", "Status", "Prefix", "ExpirationInDays", "AbortIncompleteMultipartUpload"}
+    unknown = set(cfn) - known
+    if unknown:
+        raise TemplateError(f"LifecycleConfiguration rule: {sorted(unknown)} not supported locally")
+    # CloudFormation turns the rule's Prefix into the API's Filter; no Prefix = the whole bucket.
+    rule: dict[str, Any] = {"Status": cfn["Status"], "Filter": {"Prefix": cfn.get("Prefix", "")}}
+    if "Id" in cfn:
+        rule["ID"] = cfn["Id"]
+    if "ExpirationInDays" in cfn:
+        rule["Expiration"] = {"Days": int(cfn["ExpirationInDays"])}  # a Number parameter arrives as text
+    if "AbortIncompleteMultipartUpload" in cfn:
+        days = int(cfn["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+        rule["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+    return rule
+
+
 def _create_bucket(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deployed:
     _check_known(
         logical_id,
@@ -519,6 +549,7 @@ def _create_bucket(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploy
         {
             "BucketName",
             "BucketEncryption",
+            "LifecycleConfiguration",
             "NotificationConfiguration",
             "PublicAccessBlockConfiguration",
             "Tags",
@@ -546,6 +577,9 @@ def _create_bucket(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploy
         s3.put_bucket_versioning(
             Bucket=name, VersioningConfiguration={"Status": props["VersioningConfiguration"]["Status"]}
         )
+    if props.get("LifecycleConfiguration", {}).get("Rules"):
+        rules = [_s3_lifecycle_rule(rule) for rule in props["LifecycleConfiguration"]["Rules"]]
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
     if props.get("Tags"):
         tag_set = [{"Key": k, "Value": v} for k, v in _tags(props).items()]
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": tag_set})
@@ -562,6 +596,32 @@ def _create_bucket(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploy
             "RegionalDomainName": f"{name}.s3.{ctx.region}.amazonaws.com",
         },
     )
+
+
+def _denies_plain_http(statement: Mapping[str, Any]) -> bool:
+    secure_transport = statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+    return statement.get("Effect") == "Deny" and secure_transport in ("false", False)
+
+
+def _create_bucket_policy(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deployed:
+    """Apply the policy's statements, except a TLS-only deny, which has no local meaning.
+
+    moto enforces ``Principal: "*"`` statements of a bucket policy but ignores their
+    ``Condition`` (see ``S3Backend.put_bucket_policy``): a deny "when not aws:SecureTransport"
+    would deny every request, and the local endpoint is plain HTTP on loopback anyway. Any other
+    conditional statement would be enforced wrongly too, so it is refused rather than applied.
+    """
+    _check_known(logical_id, props, {"Bucket", "PolicyDocument"})
+    document = dict(props["PolicyDocument"])
+    statements = document["Statement"]
+    kept = [s for s in (statements if isinstance(statements, list) else [statements]) if not _denies_plain_http(s)]
+    conditional = [s.get("Sid", "?") for s in kept if "Condition" in s]
+    if conditional:
+        raise TemplateError(f"{logical_id}: moto would enforce statements {conditional} without their Condition")
+    if kept:
+        document["Statement"] = kept
+        ctx.client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(document))
+    return _Deployed(ref=props["Bucket"])
 
 
 def _create_table(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deployed:
@@ -622,12 +682,41 @@ def _create_secret(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploy
     return _Deployed(ref=arn, attrs={"Id": arn})
 
 
+def _create_alarm(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deployed:
+    integers = {"Period", "EvaluationPeriods", "DatapointsToAlarm"}
+    passthrough = {
+        "ActionsEnabled",
+        "AlarmActions",
+        "AlarmDescription",
+        "ComparisonOperator",
+        "Dimensions",
+        "InsufficientDataActions",
+        "MetricName",
+        "Namespace",
+        "OKActions",
+        "Statistic",
+        "Threshold",
+        "TreatMissingData",
+        "Unit",
+    }
+    _check_known(logical_id, props, integers | passthrough | {"AlarmName"})
+    name = props.get("AlarmName") or _physical_name(ctx.stack_name, logical_id, max_len=255)
+    request: dict[str, Any] = {k: v for k, v in props.items() if k in passthrough}
+    request.update({k: int(v) for k, v in props.items() if k in integers})
+    if "Threshold" in request:
+        request["Threshold"] = float(request["Threshold"])
+    ctx.client("cloudwatch").put_metric_alarm(AlarmName=name, **request)
+    return _Deployed(ref=name, attrs={"Arn": f"arn:aws:cloudwatch:{ctx.region}:{ctx.account_id}:alarm:{name}"})
+
+
 _CREATORS: Final[Mapping[str, Callable[[_Ctx, str, dict[str, Any]], _Deployed]]] = {
     "AWS::SQS::Queue": _create_queue,
     "AWS::SQS::QueuePolicy": _create_queue_policy,
     "AWS::S3::Bucket": _create_bucket,
+    "AWS::S3::BucketPolicy": _create_bucket_policy,
     "AWS::DynamoDB::Table": _create_table,
     "AWS::SecretsManager::Secret": _create_secret,
+    "AWS::CloudWatch::Alarm": _create_alarm,
 }
 
 
@@ -761,6 +850,9 @@ def deploy(
         resources: Mapping[str, Any] = doc["Resources"]
         for logical_id in _deploy_order(resources):
             resource = resources[logical_id]
+            unknown = set(resource) - _RESOURCE_ATTRIBUTES
+            if unknown:
+                raise TemplateError(f"{logical_id}: resource attributes {sorted(unknown)} are not supported locally")
             if "Condition" in resource and not resolver.condition(resource["Condition"]):
                 continue
             kind = resource["Type"]
@@ -771,6 +863,7 @@ def deploy(
                 raise TemplateError(f"{logical_id}: resource type {kind} is not supported by the local stack")
             props = resolver.resolve(resource.get("Properties", {}))
             resolver.deployed[logical_id] = creator(ctx, logical_id, props)
+        template_env = _function_env(doc, resolver)
 
     physical = {k: v.ref for k, v in resolver.deployed.items()}
     for required in (_BUCKET_ID, _WORK_QUEUE_ID, _DLQ_ID, _TABLE_ID, _SECRET_ID):
@@ -788,5 +881,5 @@ def deploy(
         input_prefix=str(resolver.parameters["InputPrefix"]),
         output_prefix=str(resolver.parameters["OutputPrefix"]),
         resources=MappingProxyType(physical),
-        _template_env=MappingProxyType(_function_env(doc, resolver)),
+        _template_env=MappingProxyType(template_env),
     )

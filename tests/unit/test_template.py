@@ -85,6 +85,7 @@ def test_function_environment_contract(cfn_template: dict[str, Any]) -> None:
         "PROMPTDROP_MAX_CONCURRENCY": "MaxConcurrency",
         "PROMPTDROP_RPM": "Rpm",
         "PROMPTDROP_TPM": "Tpm",
+        "PROMPTDROP_REQUEST_TTL_DAYS": "RequestTtlDays",
     }.items():
         assert variables[name] == {"Ref": parameter}
     assert variables["OPENAI_BASE_URL"] == {
@@ -105,6 +106,9 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "Rpm": 0,
         "Tpm": 0,
         "OpenAIBaseUrl": "",
+        "RequestTtlDays": 0,
+        "ResultsExpirationDays": 0,
+        "AlarmTopicArn": "",
     }
 
 
@@ -245,6 +249,7 @@ def test_outputs(sam_template: dict[str, Any]) -> None:
         "InputBucket",
         "WorkQueue",
         "DeadLetterQueue",
+        "DeadLetterQueueAlarm",
         "JobsTable",
         "OpenAIKeySecret",
         "ProcessorFunction",
@@ -258,6 +263,71 @@ def test_function_may_loop_through_its_queue_and_spool_large_outputs(cfn_templat
     assert props["RecursiveLoop"] == "Allow"
     # the finalizer's /tmp holds about twice the .out.jsonl: far beyond the default 512 MB
     assert 2048 <= props["EphemeralStorage"]["Size"] <= 10240
+
+
+def test_input_bucket_refuses_plain_http(cfn_template: dict[str, Any]) -> None:
+    policies = _of_type(cfn_template, "AWS::S3::BucketPolicy")
+    (policy,) = (p["Properties"] for p in policies.values())
+    assert policy["Bucket"] == {"Ref": "InputBucket"}
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == "*"
+    assert statement["Action"] == "s3:*"
+    assert statement["Resource"] == [{"Fn::GetAtt": ["InputBucket", "Arn"]}, {"Fn::Sub": "${InputBucket.Arn}/*"}]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_lifecycle_aborts_stale_uploads_and_may_expire_results(
+    sam_template: dict[str, Any], cfn_template: dict[str, Any]
+) -> None:
+    abort, expire = cfn_template["Resources"]["InputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert abort["Status"] == "Enabled"
+    assert "Prefix" not in abort  # the whole bucket: inputs and outputs alike
+    assert 1 <= abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] <= 7
+    # results expire only when asked to, and only under the output prefix (never the inputs)
+    assert expire == {
+        "Fn::If": [
+            "ExpireResults",
+            {
+                "Id": "ExpireResults",
+                "Status": "Enabled",
+                "Prefix": {"Ref": "OutputPrefix"},
+                "ExpirationInDays": {"Ref": "ResultsExpirationDays"},
+            },
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert sam_template["Conditions"]["ExpireResults"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ResultsExpirationDays"}, 0]}]
+    }
+
+
+def test_request_items_can_expire(cfn_template: dict[str, Any]) -> None:
+    props = cfn_template["Resources"]["JobsTable"]["Properties"]
+    # on whatever RequestTtlDays says: only items carrying expires_at are deleted, and the
+    # function writes it only when RequestTtlDays > 0
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+@pytest.mark.parametrize("logical_id", ["InputBucket", "InputBucketPolicy", "JobsTable", "OpenAIKeySecret"])
+def test_data_outlives_the_stack(cfn_template: dict[str, Any], logical_id: str) -> None:
+    resource = cfn_template["Resources"][logical_id]
+    assert resource["DeletionPolicy"] == "Retain"
+    assert resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_dead_letters_raise_an_alarm(sam_template: dict[str, Any], cfn_template: dict[str, Any]) -> None:
+    (alarm,) = (a["Properties"] for a in _of_type(cfn_template, "AWS::CloudWatch::Alarm").values())
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
+    assert alarm["Statistic"] == "Maximum"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["TreatMissingData"] == "notBreaching"  # an idle, empty queue publishes nothing
+    notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    assert alarm["AlarmActions"] == notify
+    assert alarm["OKActions"] == notify
+    assert sam_template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
 
 
 def test_lint_checks_values_sam_passes_through(sam_template: dict[str, Any]) -> None:

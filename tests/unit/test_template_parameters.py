@@ -103,3 +103,22 @@ def test_prefixes_are_ones_the_function_accepts(parameter: str, prefix: str, acc
     elif prefix.startswith("/") or not prefix:
         with pytest.raises(ValidationError):
             _settings(**{field: prefix})
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value", "accepted"),
+    [
+        ("RequestTtlDays", "0", True),  # off
+        ("RequestTtlDays", "30", True),
+        ("RequestTtlDays", "-1", False),
+        ("ResultsExpirationDays", "0", True),  # never
+        ("ResultsExpirationDays", "90", True),
+        ("ResultsExpirationDays", "-1", False),
+        ("AlarmTopicArn", "", True),  # no notification
+        ("AlarmTopicArn", "arn:aws:sns:eu-west-1:123456789012:ops-alerts", True),
+        ("AlarmTopicArn", "ops-alerts", False),
+        ("AlarmTopicArn", "arn:aws:sqs:eu-west-1:123456789012:ops-alerts", False),
+    ],
+)
+def test_new_parameters_take_what_they_describe(parameter: str, value: str, accepted: bool) -> None:
+    assert _accepts(parameter, value) is accepted
