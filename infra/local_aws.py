@@ -29,6 +29,10 @@ silent skip, so a template change that the local stack cannot honour is noticed 
 moto accepts but does not enforce some of what is created (bucket and queue policies, lifecycle
 expiry, TTL deletion, alarms): the configuration is there to be read back, not acted on.
 
+Beyond the template, for tests and local users only: the completion events the function
+publishes on ``PROMPTDROP_EVENT_BUS`` (source ``promptdrop``) are routed by an EventBridge rule
+to a local queue, :attr:`LocalAws.events_queue_url`, where they can be received.
+
 moto's in-process ``mock_aws`` does not work with aioboto3, so the stack always lives in a
 :class:`~moto.server.ThreadedMotoServer` reached through ``AWS_ENDPOINT_URL``.
 
@@ -109,6 +113,9 @@ _NOT_DEPLOYED_LOCALLY: Final = frozenset(
 _RESOURCE_ATTRIBUTES: Final = frozenset(
     {"Type", "Properties", "Condition", "DependsOn", "DeletionPolicy", "UpdateReplacePolicy", "Metadata"}
 )
+
+# What the function's completion events carry as `source` (issue 11); the local rule matches it.
+EVENT_SOURCE: Final = "promptdrop"
 
 _NO_VALUE: Final = object()  # what {"Ref": "AWS::NoValue"} resolves to; removed from its container
 
@@ -730,6 +737,8 @@ class LocalAws:
     """The deployed local stack: physical names of the template's resources.
 
     ``resources`` maps every created logical id to its physical id (what ``Ref`` returns).
+    ``event_bus`` is the bus the function publishes on (``PROMPTDROP_EVENT_BUS``) and
+    ``events_queue_url`` the local-only queue its rule delivers ``source: promptdrop`` events to.
     """
 
     endpoint: str
@@ -740,6 +749,8 @@ class LocalAws:
     dlq_url: str
     table: str
     secret_arn: str
+    event_bus: str
+    events_queue_url: str
     input_prefix: str
     output_prefix: str
     resources: Mapping[str, str]
@@ -818,6 +829,37 @@ def _function_env(template: Mapping[str, Any], resolver: _Resolver) -> dict[str,
     return {str(k): _attribute_value(v) for k, v in resolved.items()}
 
 
+def _route_completion_events(ctx: _Ctx, bus: str) -> str:
+    """Local only: a rule on ``bus`` that sends every ``source: promptdrop`` event to a new queue.
+
+    On AWS the bus exists before the stack (``default``, or one the user made) and whoever
+    consumes the events adds their own rule; locally moto starts empty, so a bus other than
+    ``default`` is created here, and the rule gives tests and ``local`` users somewhere to see
+    the events. Returns the queue's URL.
+    """
+    events, sqs = ctx.client("events"), ctx.client("sqs")
+    if bus != "default":
+        events.create_event_bus(Name=bus)
+    queue_name = _physical_name(ctx.stack_name, "CompletionEvents", max_len=80)
+    queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+    queue_arn = f"arn:aws:sqs:{ctx.region}:{ctx.account_id}:{queue_name}"
+    rule_name = f"{ctx.stack_name}-completion-events"[:64]
+    pattern = json.dumps({"source": [EVENT_SOURCE]})
+    rule_arn = events.put_rule(Name=rule_name, EventBusName=bus, EventPattern=pattern)["RuleArn"]
+    # What AWS needs for the rule to deliver (moto delivers without it): the queue lets this rule send.
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+    }
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})
+    events.put_targets(Rule=rule_name, EventBusName=bus, Targets=[{"Id": "events-queue", "Arn": queue_arn}])
+    return str(queue_url)
+
+
 def deploy(
     endpoint: str,
     *,
@@ -864,6 +906,10 @@ def deploy(
             props = resolver.resolve(resource.get("Properties", {}))
             resolver.deployed[logical_id] = creator(ctx, logical_id, props)
         template_env = _function_env(doc, resolver)
+        if "PROMPTDROP_EVENT_BUS" not in template_env:
+            raise TemplateError(f"{FUNCTION_LOGICAL_ID} has no PROMPTDROP_EVENT_BUS (LocalAws routes its events)")
+        event_bus = template_env["PROMPTDROP_EVENT_BUS"]
+        events_queue_url = _route_completion_events(ctx, event_bus)
 
     physical = {k: v.ref for k, v in resolver.deployed.items()}
     for required in (_BUCKET_ID, _WORK_QUEUE_ID, _DLQ_ID, _TABLE_ID, _SECRET_ID):
@@ -878,6 +924,8 @@ def deploy(
         dlq_url=physical[_DLQ_ID],
         table=physical[_TABLE_ID],
         secret_arn=physical[_SECRET_ID],
+        event_bus=event_bus,
+        events_queue_url=events_queue_url,
         input_prefix=str(resolver.parameters["InputPrefix"]),
         output_prefix=str(resolver.parameters["OutputPrefix"]),
         resources=MappingProxyType(physical),

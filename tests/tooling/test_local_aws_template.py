@@ -1,5 +1,5 @@
 """The local stack follows the hardened template (lifecycle rules, TTL, the dead-letter alarm, the
-bucket policy, parameter constraints)."""
+bucket policy, parameter constraints) and routes the function's completion events to a queue."""
 
 from __future__ import annotations
 
@@ -123,6 +123,7 @@ def test_parameters_flow_into_lifecycle_alarm_and_env(moto_endpoint: str, client
         ({"MaxConcurrency": "many"}, "MaxConcurrency.*not a number"),
         ({"OutputPrefix": ""}, "OutputPrefix.*MinLength"),
         ({"RequestTtlDays": "-1"}, "RequestTtlDays.*MinValue"),
+        ({"EventBusName": "arn:aws:events:us-east-1:123456789012:event-bus/x"}, "EventBusName"),
     ],
 )
 def test_parameters_cloudformation_refuses_are_refused(
@@ -130,6 +131,42 @@ def test_parameters_cloudformation_refuses_are_refused(
 ) -> None:
     with pytest.raises(TemplateError, match=message):
         deploy(moto_endpoint, stack_name=_stack_name(), parameters=parameters)
+
+
+def test_completion_events_reach_the_events_queue(local_aws: LocalAws, client: Clients) -> None:
+    events, sqs = client("events"), client("sqs")
+    assert local_aws.event_bus == "default" == local_aws.function_env()["PROMPTDROP_EVENT_BUS"]
+    detail = {"job_id": "j-1", "status": "SUCCEEDED"}
+    entries = [
+        {"Source": "promptdrop", "DetailType": "promptdrop job SUCCEEDED", "Detail": json.dumps(detail)},
+        {"Source": "someone.else", "DetailType": "other", "Detail": "{}"},  # not promptdrop's: not routed
+    ]
+    assert (
+        events.put_events(Entries=[{**e, "EventBusName": local_aws.event_bus} for e in entries])["FailedEntryCount"]
+        == 0
+    )
+
+    received = sqs.receive_message(QueueUrl=local_aws.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    (message,) = received["Messages"]
+    event = json.loads(message["Body"])
+    assert event["source"] == "promptdrop"
+    assert event["detail-type"] == "promptdrop job SUCCEEDED"
+    assert event["detail"] == detail
+    sqs.delete_message(QueueUrl=local_aws.events_queue_url, ReceiptHandle=message["ReceiptHandle"])
+    assert "Messages" not in sqs.receive_message(QueueUrl=local_aws.events_queue_url, WaitTimeSeconds=0)
+
+
+def test_a_named_bus_is_created_and_routed(moto_endpoint: str, client: Clients) -> None:
+    stack = deploy(moto_endpoint, stack_name=_stack_name(), parameters={"EventBusName": f"jobs-{uuid.uuid4().hex[:6]}"})
+    assert stack.function_env()["PROMPTDROP_EVENT_BUS"] == stack.event_bus != "default"
+    entry = {"Source": "promptdrop", "DetailType": "promptdrop job FAILED", "Detail": "{}"}
+    client("events").put_events(Entries=[{**entry, "EventBusName": stack.event_bus}])
+    sqs = client("sqs")
+    (message,) = sqs.receive_message(QueueUrl=stack.events_queue_url, WaitTimeSeconds=1)["Messages"]
+    assert json.loads(message["Body"])["detail-type"] == "promptdrop job FAILED"
+    # the default bus is not routed to this stack's queue
+    client("events").put_events(Entries=[entry])
+    assert "Messages" not in sqs.receive_message(QueueUrl=stack.events_queue_url, WaitTimeSeconds=0)
 
 
 def test_other_bucket_policy_statements_are_applied_and_enforced(

@@ -86,6 +86,7 @@ def test_function_environment_contract(cfn_template: dict[str, Any]) -> None:
         "PROMPTDROP_RPM": "Rpm",
         "PROMPTDROP_TPM": "Tpm",
         "PROMPTDROP_REQUEST_TTL_DAYS": "RequestTtlDays",
+        "PROMPTDROP_EVENT_BUS": "EventBusName",
     }.items():
         assert variables[name] == {"Ref": parameter}
     assert variables["OPENAI_BASE_URL"] == {
@@ -108,6 +109,7 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "OpenAIBaseUrl": "",
         "RequestTtlDays": 0,
         "ResultsExpirationDays": 0,
+        "EventBusName": "default",
         "AlarmTopicArn": "",
     }
 
@@ -231,6 +233,9 @@ def test_function_role_grants_exactly_what_the_code_calls(cfn_template: dict[str
         "sqs:DeleteMessage": [work_queue],
         "sqs:GetQueueAttributes": [work_queue],
         "secretsmanager:GetSecretValue": [{"Ref": "OpenAIKeySecret"}],
+        "events:PutEvents": [
+            _sub("arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}")
+        ],
     }
 
 
@@ -241,6 +246,8 @@ def test_conditional_grants_stay_narrow(cfn_template: dict[str, Any]) -> None:
     assert statements["ListOwnPrefixes"]["Condition"] == {
         "StringLike": {"s3:prefix": [_sub("${InputPrefix}*"), _sub("${OutputPrefix}*")]}
     }
+    # events from this application only: no spoofing other sources on a shared bus
+    assert statements["PublishCompletionEvents"]["Condition"] == {"StringEquals": {"events:source": "promptdrop"}}
 
 
 def test_outputs(sam_template: dict[str, Any]) -> None:

@@ -114,6 +114,10 @@ def test_prefixes_are_ones_the_function_accepts(parameter: str, prefix: str, acc
         ("ResultsExpirationDays", "0", True),  # never
         ("ResultsExpirationDays", "90", True),
         ("ResultsExpirationDays", "-1", False),
+        ("EventBusName", "default", True),
+        ("EventBusName", "promptdrop-jobs", True),
+        ("EventBusName", "arn:aws:events:us-east-1:123456789012:event-bus/x", False),  # a name, not an ARN
+        ("EventBusName", "", False),
         ("AlarmTopicArn", "", True),  # no notification
         ("AlarmTopicArn", "arn:aws:sns:eu-west-1:123456789012:ops-alerts", True),
         ("AlarmTopicArn", "ops-alerts", False),
