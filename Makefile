@@ -3,15 +3,26 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# checkov (the template's security scan) in a virtualenv of its own: its pins clash with ours
+# (see infra/checkov-requirements.txt). The scan test runs .venv-checkov/bin/checkov.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit pytest bench package clean
+.PHONY: venv checkov demo test lint typecheck unit pytest bench package clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(CHECKOV_STAMP): infra/checkov-requirements.txt
+	$(PY) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r infra/checkov-requirements.txt
+	touch $(CHECKOV_STAMP)
+
 venv: $(STAMP)
+
+checkov: $(CHECKOV_STAMP)
 
 ## Run the whole pipeline locally: moto + the fake OpenAI API (or the real API with OPENAI_API_KEY).
 demo: venv
@@ -28,11 +39,11 @@ typecheck: venv
 	$(BIN)/mypy
 
 ## Unit tests of the product only (fast; no servers).
-unit: venv
+unit: venv checkov
 	$(BIN)/pytest tests/unit
 
 ## Every test: unit, integration (real handler, moto server, fake OpenAI API) and the local tooling's own.
-pytest: venv
+pytest: venv checkov
 	$(BIN)/pytest
 
 ## Throughput / memory / AWS-call benchmark against the fake OpenAI API.
@@ -44,4 +55,4 @@ package:
 	sam build
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache

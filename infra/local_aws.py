@@ -7,19 +7,31 @@ resource's *properties* into the boto3 calls CloudFormation would make:
 
 ==============================  ===========================================================
 ``AWS::S3::Bucket``             create_bucket + public access block, encryption, versioning,
-                                tags and the notification configuration (S3 -> SQS, with
-                                its key filter)
+                                lifecycle rules, tags and the notification configuration
+                                (S3 -> SQS, with its key filter)
+``AWS::S3::BucketPolicy``       put_bucket_policy (without a TLS-only deny: see
+                                :func:`_create_bucket_policy`)
 ``AWS::SQS::Queue``             create_queue with every declared attribute (redrive policy,
                                 visibility timeout, retention...)
 ``AWS::SQS::QueuePolicy``       set_queue_attributes(Policy=...)
 ``AWS::DynamoDB::Table``        create_table (keys, billing, indexes, SSE) + PITR and TTL
 ``AWS::SecretsManager::Secret`` create_secret (empty unless the template gives a value)
+``AWS::CloudWatch::Alarm``      put_metric_alarm
 ==============================  ===========================================================
+
+Parameters are checked as CloudFormation checks them (``AllowedPattern``, ``AllowedValues``,
+lengths, ``MinValue``/``MaxValue``): a value AWS would refuse is refused here too.
 
 Compute and plumbing resources (the function, its role, log group, event-source mapping) are
 not created: locally the handler runs in-process, fed by :class:`infra.event_source.SqsEventSource`.
-A resource type or property this module does not know is an error, not a silent skip, so a
-template change that the local stack cannot honour is noticed at once.
+A resource type, property or resource attribute this module does not know is an error, not a
+silent skip, so a template change that the local stack cannot honour is noticed at once.
+moto accepts but does not enforce some of what is created (bucket and queue policies, lifecycle
+expiry, TTL deletion, alarms): the configuration is there to be read back, not acted on.
+
+Beyond the template, for tests and local users only: the completion events the function
+publishes on ``PROMPTDROP_EVENT_BUS`` (source ``promptdrop``) are routed by an EventBridge rule
+to a local queue, :attr:`LocalAws.events_queue_url`, where they can be received.
 
 moto's in-process ``mock_aws`` does not work with aioboto3, so the stack always lives in a
 :class:`~moto.server.ThreadedMotoServer` reached through ``AWS_ENDPOINT_URL``.
@@ -94,6 +106,16 @@ _NOT_DEPLOYED_LOCALLY: Final = frozenset(
         "AWS::Logs::LogGroup",
     }
 )
+
+# Resource attributes besides Type/Properties. The ones with no local meaning are accepted and
+# ignored: nothing is deleted or replaced locally (the stack dies with the moto server), so
+# DeletionPolicy/UpdateReplacePolicy have nothing to act on; Metadata annotates tools (checkov).
+_RESOURCE_ATTRIBUTES: Final = frozenset(
+    {"Type", "Properties", "Condition", "DependsOn", "DeletionPolicy", "UpdateReplacePolicy", "Metadata"}
+)
+
+# What the function's completion events carry as `source` (issue 11); the local rule matches it.
+EVENT_SOURCE: Final = "promptdrop"
 
 _NO_VALUE: Final = object()  # what {"Ref": "AWS::NoValue"} resolves to; removed from its container
 
@@ -509,6 +531,24 @@ def _s3_notification(cfn: Mapping[str, Any]) -> dict[str, Any]:
     return api
 
 
+def _s3_lifecycle_rule(cfn: Mapping[str, Any]) -> dict[str, Any]:
+    """One CloudFormation lifecycle ``Rule`` -> the PutBucketLifecycleConfiguration shape."""
+    known = {"Id", "Status", "Prefix", "ExpirationInDays", "AbortIncompleteMultipartUpload"}
+    unknown = set(cfn) - known
+    if unknown:
+        raise TemplateError(f"LifecycleConfiguration rule: {sorted(unknown)} not supported locally")
+    # CloudFormation turns the rule's Prefix into the API's Filter; no Prefix = the whole bucket.
+    rule: dict[str, Any] = {"Status": cfn["Status"], "Filter": {"Prefix": cfn.get("Prefix", "")}}
+    if "Id" in cfn:
+        rule["ID"] = cfn["Id"]
+    if "ExpirationInDays" in cfn:
+        rule["Expiration"] = {"Days": int(cfn["ExpirationInDays"])}  # a Number parameter arrives as text
+    if "AbortIncompleteMultipartUpload" in cfn:
+        days = int(cfn["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+        rule["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+    return rule
+
+
 def _create_bucket(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deployed:
     _check_known(
         logical_id,
@@ -516,6 +556,7 @@ def _create_bucket(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploy
         {
             "BucketName",
             "BucketEncryption",
+            "LifecycleConfiguration",
             "NotificationConfiguration",
             "PublicAccessBlockConfiguration",
             "Tags",
@@ -543,6 +584,9 @@ def _create_bucket(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploy
         s3.put_bucket_versioning(
             Bucket=name, VersioningConfiguration={"Status": props["VersioningConfiguration"]["Status"]}
         )
+    if props.get("LifecycleConfiguration", {}).get("Rules"):
+        rules = [_s3_lifecycle_rule(rule) for rule in props["LifecycleConfiguration"]["Rules"]]
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": rules})
     if props.get("Tags"):
         tag_set = [{"Key": k, "Value": v} for k, v in _tags(props).items()]
         s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": tag_set})
@@ -559,6 +603,32 @@ def _create_bucket(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploy
             "RegionalDomainName": f"{name}.s3.{ctx.region}.amazonaws.com",
         },
     )
+
+
+def _denies_plain_http(statement: Mapping[str, Any]) -> bool:
+    secure_transport = statement.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport")
+    return statement.get("Effect") == "Deny" and secure_transport in ("false", False)
+
+
+def _create_bucket_policy(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deployed:
+    """Apply the policy's statements, except a TLS-only deny, which has no local meaning.
+
+    moto enforces ``Principal: "*"`` statements of a bucket policy but ignores their
+    ``Condition`` (see ``S3Backend.put_bucket_policy``): a deny "when not aws:SecureTransport"
+    would deny every request, and the local endpoint is plain HTTP on loopback anyway. Any other
+    conditional statement would be enforced wrongly too, so it is refused rather than applied.
+    """
+    _check_known(logical_id, props, {"Bucket", "PolicyDocument"})
+    document = dict(props["PolicyDocument"])
+    statements = document["Statement"]
+    kept = [s for s in (statements if isinstance(statements, list) else [statements]) if not _denies_plain_http(s)]
+    conditional = [s.get("Sid", "?") for s in kept if "Condition" in s]
+    if conditional:
+        raise TemplateError(f"{logical_id}: moto would enforce statements {conditional} without their Condition")
+    if kept:
+        document["Statement"] = kept
+        ctx.client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(document))
+    return _Deployed(ref=props["Bucket"])
 
 
 def _create_table(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deployed:
@@ -619,12 +689,41 @@ def _create_secret(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploy
     return _Deployed(ref=arn, attrs={"Id": arn})
 
 
+def _create_alarm(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deployed:
+    integers = {"Period", "EvaluationPeriods", "DatapointsToAlarm"}
+    passthrough = {
+        "ActionsEnabled",
+        "AlarmActions",
+        "AlarmDescription",
+        "ComparisonOperator",
+        "Dimensions",
+        "InsufficientDataActions",
+        "MetricName",
+        "Namespace",
+        "OKActions",
+        "Statistic",
+        "Threshold",
+        "TreatMissingData",
+        "Unit",
+    }
+    _check_known(logical_id, props, integers | passthrough | {"AlarmName"})
+    name = props.get("AlarmName") or _physical_name(ctx.stack_name, logical_id, max_len=255)
+    request: dict[str, Any] = {k: v for k, v in props.items() if k in passthrough}
+    request.update({k: int(v) for k, v in props.items() if k in integers})
+    if "Threshold" in request:
+        request["Threshold"] = float(request["Threshold"])
+    ctx.client("cloudwatch").put_metric_alarm(AlarmName=name, **request)
+    return _Deployed(ref=name, attrs={"Arn": f"arn:aws:cloudwatch:{ctx.region}:{ctx.account_id}:alarm:{name}"})
+
+
 _CREATORS: Final[Mapping[str, Callable[[_Ctx, str, dict[str, Any]], _Deployed]]] = {
     "AWS::SQS::Queue": _create_queue,
     "AWS::SQS::QueuePolicy": _create_queue_policy,
     "AWS::S3::Bucket": _create_bucket,
+    "AWS::S3::BucketPolicy": _create_bucket_policy,
     "AWS::DynamoDB::Table": _create_table,
     "AWS::SecretsManager::Secret": _create_secret,
+    "AWS::CloudWatch::Alarm": _create_alarm,
 }
 
 
@@ -638,6 +737,8 @@ class LocalAws:
     """The deployed local stack: physical names of the template's resources.
 
     ``resources`` maps every created logical id to its physical id (what ``Ref`` returns).
+    ``event_bus`` is the bus the function publishes on (``PROMPTDROP_EVENT_BUS``) and
+    ``events_queue_url`` the local-only queue its rule delivers ``source: promptdrop`` events to.
     """
 
     endpoint: str
@@ -648,6 +749,8 @@ class LocalAws:
     dlq_url: str
     table: str
     secret_arn: str
+    event_bus: str
+    events_queue_url: str
     input_prefix: str
     output_prefix: str
     resources: Mapping[str, str]
@@ -662,6 +765,34 @@ class LocalAws:
         """
         merged = {**self._template_env, **local_aws_env(self.endpoint, self.region), **overrides}
         return {k: v for k, v in merged.items() if v != ""}
+
+
+def _check_parameter(name: str, spec: Mapping[str, Any], value: str) -> None:
+    """Refuse a value CloudFormation would refuse (its constraints, checked on defaults too)."""
+
+    def refuse(reason: str) -> TemplateError:
+        hint = spec.get("ConstraintDescription")
+        return TemplateError(f"parameter {name}={value!r} {reason}" + (f" ({hint})" if hint else ""))
+
+    if "AllowedValues" in spec and value not in {str(v) for v in spec["AllowedValues"]}:
+        raise refuse(f"is not one of {spec['AllowedValues']}")
+    if spec.get("Type") == "Number":
+        try:
+            number = float(value)
+        except ValueError:
+            raise refuse("is not a number") from None
+        if "MinValue" in spec and number < float(spec["MinValue"]):
+            raise refuse(f"is below MinValue {spec['MinValue']}")
+        if "MaxValue" in spec and number > float(spec["MaxValue"]):
+            raise refuse(f"is above MaxValue {spec['MaxValue']}")
+        return
+    if "MinLength" in spec and len(value) < int(spec["MinLength"]):
+        raise refuse(f"is shorter than MinLength {spec['MinLength']}")
+    if "MaxLength" in spec and len(value) > int(spec["MaxLength"]):
+        raise refuse(f"is longer than MaxLength {spec['MaxLength']}")
+    # CloudFormation matches the whole value (Java regex); the template's patterns mean the same in Python.
+    if "AllowedPattern" in spec and re.fullmatch(str(spec["AllowedPattern"]), value) is None:
+        raise refuse(f"does not match AllowedPattern {spec['AllowedPattern']}")
 
 
 def _resolve_parameters(
@@ -680,6 +811,7 @@ def _resolve_parameters(
         else:
             raise TemplateError(f"parameter {name!r} has no default and no value was given")
         value = str(value)
+        _check_parameter(name, spec, value)
         if spec.get("Type") in {"CommaDelimitedList", "List<String>"}:
             values[name] = [v.strip() for v in value.split(",")] if value else []
         else:
@@ -695,6 +827,37 @@ def _function_env(template: Mapping[str, Any], resolver: _Resolver) -> dict[str,
     own_vars = function.get("Properties", {}).get("Environment", {}).get("Variables", {})
     resolved = resolver.resolve({**global_vars, **own_vars})
     return {str(k): _attribute_value(v) for k, v in resolved.items()}
+
+
+def _route_completion_events(ctx: _Ctx, bus: str) -> str:
+    """Local only: a rule on ``bus`` that sends every ``source: promptdrop`` event to a new queue.
+
+    On AWS the bus exists before the stack (``default``, or one the user made) and whoever
+    consumes the events adds their own rule; locally moto starts empty, so a bus other than
+    ``default`` is created here, and the rule gives tests and ``local`` users somewhere to see
+    the events. Returns the queue's URL.
+    """
+    events, sqs = ctx.client("events"), ctx.client("sqs")
+    if bus != "default":
+        events.create_event_bus(Name=bus)
+    queue_name = _physical_name(ctx.stack_name, "CompletionEvents", max_len=80)
+    queue_url = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+    queue_arn = f"arn:aws:sqs:{ctx.region}:{ctx.account_id}:{queue_name}"
+    rule_name = f"{ctx.stack_name}-completion-events"[:64]
+    pattern = json.dumps({"source": [EVENT_SOURCE]})
+    rule_arn = events.put_rule(Name=rule_name, EventBusName=bus, EventPattern=pattern)["RuleArn"]
+    # What AWS needs for the rule to deliver (moto delivers without it): the queue lets this rule send.
+    statement = {
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+    }
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    sqs.set_queue_attributes(QueueUrl=queue_url, Attributes={"Policy": policy})
+    events.put_targets(Rule=rule_name, EventBusName=bus, Targets=[{"Id": "events-queue", "Arn": queue_arn}])
+    return str(queue_url)
 
 
 def deploy(
@@ -729,6 +892,9 @@ def deploy(
         resources: Mapping[str, Any] = doc["Resources"]
         for logical_id in _deploy_order(resources):
             resource = resources[logical_id]
+            unknown = set(resource) - _RESOURCE_ATTRIBUTES
+            if unknown:
+                raise TemplateError(f"{logical_id}: resource attributes {sorted(unknown)} are not supported locally")
             if "Condition" in resource and not resolver.condition(resource["Condition"]):
                 continue
             kind = resource["Type"]
@@ -739,6 +905,11 @@ def deploy(
                 raise TemplateError(f"{logical_id}: resource type {kind} is not supported by the local stack")
             props = resolver.resolve(resource.get("Properties", {}))
             resolver.deployed[logical_id] = creator(ctx, logical_id, props)
+        template_env = _function_env(doc, resolver)
+        if "PROMPTDROP_EVENT_BUS" not in template_env:
+            raise TemplateError(f"{FUNCTION_LOGICAL_ID} has no PROMPTDROP_EVENT_BUS (LocalAws routes its events)")
+        event_bus = template_env["PROMPTDROP_EVENT_BUS"]
+        events_queue_url = _route_completion_events(ctx, event_bus)
 
     physical = {k: v.ref for k, v in resolver.deployed.items()}
     for required in (_BUCKET_ID, _WORK_QUEUE_ID, _DLQ_ID, _TABLE_ID, _SECRET_ID):
@@ -753,8 +924,10 @@ def deploy(
         dlq_url=physical[_DLQ_ID],
         table=physical[_TABLE_ID],
         secret_arn=physical[_SECRET_ID],
+        event_bus=event_bus,
+        events_queue_url=events_queue_url,
         input_prefix=str(resolver.parameters["InputPrefix"]),
         output_prefix=str(resolver.parameters["OutputPrefix"]),
         resources=MappingProxyType(physical),
-        _template_env=MappingProxyType(_function_env(doc, resolver)),
+        _template_env=MappingProxyType(template_env),
     )

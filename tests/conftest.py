@@ -8,10 +8,12 @@
 
 ``local_aws`` (function scope)
     Yields an ``infra.local_aws.LocalAws``: the data resources of ``template.yaml``
-    (input bucket with its S3 -> SQS notification, work queue + DLQ, jobs table, secret)
-    deployed in that server under a stack name unique to the test, so tests never see each
-    other's objects, messages or items. Its work queue starts with the ``s3:TestEvent``
-    message S3 sends when the notification is configured, as in AWS. The secret is empty.
+    (input bucket with its S3 -> SQS notification and lifecycle rules, work queue + DLQ and
+    its alarm, jobs table with TTL, secret) deployed in that server under a stack name unique
+    to the test, so tests never see each other's objects, messages or items; plus a rule that
+    routes ``source: promptdrop`` events on the function's bus to ``events_queue_url``. Its
+    work queue starts with the ``s3:TestEvent`` message S3 sends when the notification is
+    configured, as in AWS. The secret is empty.
     To run the handler against it, set the environment first, e.g.::
 
         for name, value in local_aws.function_env(OPENAI_API_KEY="sk-test").items():

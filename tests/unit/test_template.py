@@ -1,72 +1,26 @@
 """template.yaml is valid offline: it parses, the SAM transform accepts it, cfn-lint finds no
-error in the result, and it keeps the properties the design relies on."""
+error in the result, and it keeps the properties the design relies on (hardening included)."""
 
 from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from cfnlint.api import ManualArgs, lint
-from cfnlint.decode import decode
-from samtranslator.parser.parser import Parser
-from samtranslator.translator.translator import Translator
 
 from infra.local_aws import load_template
-
-TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
-REGION = "us-east-1"
-# What `sam package` puts in place of the local CodeUri; the transform needs an S3 URI.
-PACKAGED_CODE_URI = "s3://promptdrop-artifacts/processor.zip"
-# The only managed policies we accept on the function's role. SAM attaches them itself:
-# basic execution (CloudWatch Logs) and the SQS event source (receive/delete on the queue).
-# Both use Resource "*", which we cannot narrow without dropping SAM's SQS event.
-SAM_MANAGED_POLICIES = {
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole",
-}
-
-
-def _raw_template() -> dict[str, Any]:
-    template, matches = decode(str(TEMPLATE))
-    assert not matches, [str(m) for m in matches]
-    assert template is not None
-    # cfn-lint's node types subclass dict/str; a JSON round trip makes them plain.
-    plain: dict[str, Any] = json.loads(json.dumps(template))
-    return plain
-
-
-def _no_managed_policy_names() -> dict[str, str]:
-    raise AssertionError("the template names an AWS managed policy: the transform would need AWS")
-
-
-def _transform(template: dict[str, Any]) -> dict[str, Any]:
-    sam = copy.deepcopy(template)
-    for resource in sam["Resources"].values():
-        if resource["Type"] == "AWS::Serverless::Function":
-            resource["Properties"]["CodeUri"] = PACKAGED_CODE_URI
-    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGION))
-    transformed: dict[str, Any] = translator.translate(
-        sam, parameter_values={}, get_managed_policy_map=_no_managed_policy_names
-    )
-    return transformed
-
-
-def _lint(template: dict[str, Any]) -> list[Any]:
-    return lint(json.dumps(template), config=ManualArgs(regions=[REGION]))
+from tests.unit.sam import TEMPLATE, lint_template, raw_template, transform
 
 
 @pytest.fixture(scope="module")
 def sam_template() -> dict[str, Any]:
-    return _raw_template()
+    return raw_template()
 
 
 @pytest.fixture(scope="module")
 def cfn_template(sam_template: dict[str, Any]) -> dict[str, Any]:
-    return _transform(sam_template)
+    return transform(sam_template)
 
 
 def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
@@ -86,13 +40,13 @@ def test_both_loaders_read_the_same_template(sam_template: dict[str, Any]) -> No
 
 
 def test_transformed_template_lints_clean(cfn_template: dict[str, Any]) -> None:
-    matches = _lint(cfn_template)
+    matches = lint_template(cfn_template)
     assert not matches, "\n".join(f"{m.rule.id} {m.message} {m.path}" for m in matches)
 
 
 def test_sam_template_lints_clean() -> None:
     # cfn-lint also runs its own SAM transform on the source template (what users run).
-    matches = lint(TEMPLATE.read_text(), config=ManualArgs(regions=[REGION]))
+    matches = lint_template(TEMPLATE.read_text())
     assert not matches, "\n".join(f"{m.rule.id} {m.message} {m.path}" for m in matches)
 
 
@@ -101,7 +55,7 @@ def test_lint_catches_a_circular_dependency(sam_template: dict[str, Any]) -> Non
     broken = copy.deepcopy(sam_template)
     statement = broken["Resources"]["WorkQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
     statement["Condition"]["ArnLike"]["aws:SourceArn"] = {"Fn::GetAtt": ["InputBucket", "Arn"]}
-    rule_ids = {m.rule.id for m in _lint(_transform(broken))}
+    rule_ids = {m.rule.id for m in lint_template(transform(broken))}
     assert "E3004" in rule_ids
 
 
@@ -131,6 +85,8 @@ def test_function_environment_contract(cfn_template: dict[str, Any]) -> None:
         "PROMPTDROP_MAX_CONCURRENCY": "MaxConcurrency",
         "PROMPTDROP_RPM": "Rpm",
         "PROMPTDROP_TPM": "Tpm",
+        "PROMPTDROP_REQUEST_TTL_DAYS": "RequestTtlDays",
+        "PROMPTDROP_EVENT_BUS": "EventBusName",
     }.items():
         assert variables[name] == {"Ref": parameter}
     assert variables["OPENAI_BASE_URL"] == {
@@ -151,6 +107,10 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "Rpm": 0,
         "Tpm": 0,
         "OpenAIBaseUrl": "",
+        "RequestTtlDays": 0,
+        "ResultsExpirationDays": 0,
+        "EventBusName": "default",
+        "AlarmTopicArn": "",
     }
 
 
@@ -219,41 +179,75 @@ def test_secret_holds_no_value(cfn_template: dict[str, Any]) -> None:
     assert "GenerateSecretString" not in props
 
 
-def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
-    return [s for policy in role["Properties"]["Policies"] for s in policy["PolicyDocument"]["Statement"]]
-
-
 def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def test_function_policies_are_least_privilege(cfn_template: dict[str, Any]) -> None:
-    role = cfn_template["Resources"]["ProcessorFunctionRole"]
-    assert set(role["Properties"]["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES
-    statements = _statements(role)
-    for statement in statements:
-        assert statement["Effect"] == "Allow"
-        assert "*" not in _as_list(statement["Resource"]), statement
-        for action in _as_list(statement["Action"]):
-            assert action != "*"
-            assert not action.endswith(":*"), statement
+def _grants(cfn_template: dict[str, Any]) -> dict[str, list[Any]]:
+    """Every action the function's role allows -> the resources it allows it on."""
+    role = cfn_template["Resources"]["ProcessorRole"]["Properties"]
+    grants: dict[str, list[Any]] = {}
+    for policy in role["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            assert statement["Effect"] == "Allow", statement
+            for action in _as_list(statement["Action"]):
+                grants.setdefault(action, []).extend(_as_list(statement["Resource"]))
+    return grants
 
-    def refs(statement: dict[str, Any]) -> str:
-        return json.dumps(statement["Resource"])
 
-    granted = {action: refs(s) for s in statements for action in _as_list(s["Action"])}
-    assert "JobsTable" in granted["dynamodb:PutItem"]
-    assert "OpenAIKeySecret" in granted["secretsmanager:GetSecretValue"]
-    assert "${OutputPrefix}*" in granted["s3:PutObject"]
-    assert "${InputBucket}/${InputPrefix}*" in granted["s3:GetObject"]
-    send = [refs(s) for s in statements if "sqs:SendMessage*" in _as_list(s["Action"])]
-    assert len(send) == 2
-    assert any("DeadLetterQueue" in r for r in send)
-    assert any("WorkQueue" in r for r in send)
-    # nothing grants writes outside the output prefix
-    for statement in statements:
-        if any(a.startswith("s3:Put") for a in _as_list(statement["Action"])):
-            assert all("${OutputPrefix}*" in json.dumps(r) for r in _as_list(statement["Resource"]))
+def _sub(text: str) -> dict[str, str]:
+    return {"Fn::Sub": text}
+
+
+def test_function_role_grants_exactly_what_the_code_calls(cfn_template: dict[str, Any]) -> None:
+    """Given the calls in functions/promptdrop (adapters, runtime) and Lambda's SQS event source,
+    the role allows those actions, each on the one resource it is for, and nothing else."""
+    function = _function(cfn_template)
+    assert function["Role"] == {"Fn::GetAtt": ["ProcessorRole", "Arn"]}
+    # SAM generates no role, so none of its managed policies (their statements apply to "*").
+    assert "ProcessorFunctionRole" not in cfn_template["Resources"]
+    role = cfn_template["Resources"]["ProcessorRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "lambda.amazonaws.com"}
+
+    inputs = _sub("arn:${AWS::Partition}:s3:::${InputBucket}/${InputPrefix}*")
+    outputs = _sub("arn:${AWS::Partition}:s3:::${InputBucket}/${OutputPrefix}*")
+    table = {"Fn::GetAtt": ["JobsTable", "Arn"]}
+    work_queue = {"Fn::GetAtt": ["WorkQueue", "Arn"]}
+    assert _grants(cfn_template) == {
+        "logs:CreateLogStream": [{"Fn::GetAtt": ["ProcessorLogGroup", "Arn"]}],
+        "logs:PutLogEvents": [{"Fn::GetAtt": ["ProcessorLogGroup", "Arn"]}],
+        "s3:GetObject": [inputs, outputs],
+        "s3:GetObjectVersion": [inputs],
+        "s3:PutObject": [outputs],
+        "s3:AbortMultipartUpload": [outputs],
+        "s3:ListBucket": [_sub("arn:${AWS::Partition}:s3:::${InputBucket}")],
+        "dynamodb:GetItem": [table],
+        "dynamodb:PutItem": [table],
+        "dynamodb:UpdateItem": [table],
+        "dynamodb:BatchWriteItem": [table],
+        "dynamodb:Query": [table],
+        "sqs:SendMessage": [{"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}, work_queue],
+        "sqs:ReceiveMessage": [work_queue],
+        "sqs:DeleteMessage": [work_queue],
+        "sqs:GetQueueAttributes": [work_queue],
+        "secretsmanager:GetSecretValue": [{"Ref": "OpenAIKeySecret"}],
+        "events:PutEvents": [
+            _sub("arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}")
+        ],
+    }
+
+
+def test_conditional_grants_stay_narrow(cfn_template: dict[str, Any]) -> None:
+    role = cfn_template["Resources"]["ProcessorRole"]["Properties"]
+    statements = {s["Sid"]: s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]}
+    # listing only under the two prefixes (it turns a missing key's 403 into 404)
+    assert statements["ListOwnPrefixes"]["Condition"] == {
+        "StringLike": {"s3:prefix": [_sub("${InputPrefix}*"), _sub("${OutputPrefix}*")]}
+    }
+    # events from this application only: no spoofing other sources on a shared bus
+    assert statements["PublishCompletionEvents"]["Condition"] == {"StringEquals": {"events:source": "promptdrop"}}
 
 
 def test_outputs(sam_template: dict[str, Any]) -> None:
@@ -262,8 +256,91 @@ def test_outputs(sam_template: dict[str, Any]) -> None:
         "InputBucket",
         "WorkQueue",
         "DeadLetterQueue",
+        "DeadLetterQueueAlarm",
         "JobsTable",
         "OpenAIKeySecret",
         "ProcessorFunction",
     ):
         assert json.dumps({"Ref": logical_id}) in values
+
+
+def test_function_may_loop_through_its_queue_and_spool_large_outputs(cfn_template: dict[str, Any]) -> None:
+    props = _function(cfn_template)
+    # continuations re-enter through the work queue; Lambda would stop them after ~16 hops
+    assert props["RecursiveLoop"] == "Allow"
+    # the finalizer's /tmp holds about twice the .out.jsonl: far beyond the default 512 MB
+    assert 2048 <= props["EphemeralStorage"]["Size"] <= 10240
+
+
+def test_input_bucket_refuses_plain_http(cfn_template: dict[str, Any]) -> None:
+    policies = _of_type(cfn_template, "AWS::S3::BucketPolicy")
+    (policy,) = (p["Properties"] for p in policies.values())
+    assert policy["Bucket"] == {"Ref": "InputBucket"}
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Principal"] == "*"
+    assert statement["Action"] == "s3:*"
+    assert statement["Resource"] == [{"Fn::GetAtt": ["InputBucket", "Arn"]}, {"Fn::Sub": "${InputBucket.Arn}/*"}]
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_lifecycle_aborts_stale_uploads_and_may_expire_results(
+    sam_template: dict[str, Any], cfn_template: dict[str, Any]
+) -> None:
+    abort, expire = cfn_template["Resources"]["InputBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert abort["Status"] == "Enabled"
+    assert "Prefix" not in abort  # the whole bucket: inputs and outputs alike
+    assert 1 <= abort["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] <= 7
+    # results expire only when asked to, and only under the output prefix (never the inputs)
+    assert expire == {
+        "Fn::If": [
+            "ExpireResults",
+            {
+                "Id": "ExpireResults",
+                "Status": "Enabled",
+                "Prefix": {"Ref": "OutputPrefix"},
+                "ExpirationInDays": {"Ref": "ResultsExpirationDays"},
+            },
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert sam_template["Conditions"]["ExpireResults"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "ResultsExpirationDays"}, 0]}]
+    }
+
+
+def test_request_items_can_expire(cfn_template: dict[str, Any]) -> None:
+    props = cfn_template["Resources"]["JobsTable"]["Properties"]
+    # on whatever RequestTtlDays says: only items carrying expires_at are deleted, and the
+    # function writes it only when RequestTtlDays > 0
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+@pytest.mark.parametrize("logical_id", ["InputBucket", "InputBucketPolicy", "JobsTable", "OpenAIKeySecret"])
+def test_data_outlives_the_stack(cfn_template: dict[str, Any], logical_id: str) -> None:
+    resource = cfn_template["Resources"][logical_id]
+    assert resource["DeletionPolicy"] == "Retain"
+    assert resource["UpdateReplacePolicy"] == "Retain"
+
+
+def test_dead_letters_raise_an_alarm(sam_template: dict[str, Any], cfn_template: dict[str, Any]) -> None:
+    (alarm,) = (a["Properties"] for a in _of_type(cfn_template, "AWS::CloudWatch::Alarm").values())
+    assert alarm["Namespace"] == "AWS/SQS"
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
+    assert alarm["Statistic"] == "Maximum"
+    assert (alarm["ComparisonOperator"], alarm["Threshold"]) == ("GreaterThanThreshold", 0)
+    assert alarm["TreatMissingData"] == "notBreaching"  # an idle, empty queue publishes nothing
+    notify = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+    assert alarm["AlarmActions"] == notify
+    assert alarm["OKActions"] == notify
+    assert sam_template["Conditions"]["HasAlarmTopic"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]}
+
+
+def test_lint_checks_values_sam_passes_through(sam_template: dict[str, Any]) -> None:
+    """SAM copies RecursiveLoop to the Lambda function unchecked; cfn-lint, on the transformed
+    template, holds it to CloudFormation's schema: a wrong value fails the lint test above."""
+    broken = copy.deepcopy(sam_template)
+    broken["Resources"]["ProcessorFunction"]["Properties"]["RecursiveLoop"] = "Allowed"
+    rule_ids = {m.rule.id for m in lint_template(transform(broken))}
+    assert "E3030" in rule_ids
