@@ -173,6 +173,13 @@ _ERRORS: Final[Mapping[Service, Mapping[str, AwsError]]] = {
             ),
             AwsError("InternalServerError", 500, "Internal server error", _DDB_NS),
             AwsError("ServiceUnavailable", 503, "Service unavailable", _CORAL_NS),
+            # Not retried by any botocore mode: a permission missing after a deploy, say.
+            AwsError(
+                "AccessDeniedException",
+                400,
+                "User is not authorized to perform this action on the table",
+                _CORAL_NS,
+            ),
             # A throttled TransactWriteItems/TransactGetItems: one ThrottlingError reason per item.
             AwsError("TransactionCanceledException", 400, "Transaction cancelled", _DDB_NS),
         )

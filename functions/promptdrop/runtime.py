@@ -87,7 +87,7 @@ class Runtime:
         runner = JobRunner(
             settings=settings,
             store=ObjectStore(s3),
-            journal=Journal(ddb, settings.table),
+            journal=Journal(ddb, settings.table, request_ttl_days=settings.request_ttl_days),
             messages=MessageSender(sqs),
             dispatcher_factory=dispatcher,
             publisher=publisher,

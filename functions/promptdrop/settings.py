@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     shard_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="A .jsonl larger than this is split into parallel shards."
     )
+    request_ttl_days: int = Field(
+        default=0, ge=0, le=3650, description="Request items expire this many days after written (0: kept)."
+    )
     event_bus: str | None = Field(
         default=None, description="EventBridge bus a job's completion event is published on (unset: none)."
     )

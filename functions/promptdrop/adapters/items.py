@@ -87,7 +87,7 @@ def job_from_item(item: dict[str, Any]) -> JobRecord:
     return JobRecord(job_id=plain["pk"].removeprefix("JOB#"), **known)
 
 
-def request_to_item(job_id: str, record: RequestRecord, now: str) -> dict[str, Any]:
+def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: int | None = None) -> dict[str, Any]:
     item: dict[str, Any] = {
         "pk": {"S": job_pk(job_id)},
         "sk": {"S": request_sk(record)},
@@ -109,6 +109,8 @@ def request_to_item(job_id: str, record: RequestRecord, now: str) -> dict[str, A
             item[name] = {"N": str(value)}
     if record.error is not None:
         item["error"] = serialize({k: v for k, v in record.error.items() if v is not None})
+    if expires_at is not None:  # epoch seconds: the table's TTL attribute
+        item["expires_at"] = {"N": str(expires_at)}
     return item
 
 

@@ -26,11 +26,13 @@ __all__ = ["Journal"]
 class Journal:
     """Job and request items in one table."""
 
-    def __init__(self, client: DynamoDBClient, table: str, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, client: DynamoDBClient, table: str, *, clock: Callable[[], float] = time.time, request_ttl_days: int = 0
+    ) -> None:
         self._ddb = client
         self._table = table
         self._clock = clock
-        self.requests = RequestLog(client, table)
+        self.requests = RequestLog(client, table, ttl_days=request_ttl_days)
 
     # -- the job item ---------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,10 @@ ITEM_RESPONSE_MAX_BYTES = 300_000
 class RequestLog:
     """The request items of every job, in the journal's table."""
 
-    def __init__(self, client: DynamoDBClient, table: str) -> None:
+    def __init__(self, client: DynamoDBClient, table: str, *, ttl_days: int = 0) -> None:
         self._ddb = client
         self._table = table
+        self._ttl_s = ttl_days * 86_400
 
     async def write(self, job_id: str, records: Sequence[RequestRecord], now: str) -> None:
         """Journal finished requests; a failure never replaces a success.
@@ -38,8 +40,9 @@ class RequestLog:
         replace a failure — a redrive — or an identical success, both harmless). Failures, the only
         writes that could destroy an answer, are conditional puts: never over a SUCCEEDED item.
         """
-        successes = [request_to_item(job_id, r, now) for r in records if r.succeeded]
-        failures = [request_to_item(job_id, r, now) for r in records if not r.succeeded]
+        expires_at = int(time.time()) + self._ttl_s if self._ttl_s else None
+        successes = [request_to_item(job_id, r, now, expires_at) for r in records if r.succeeded]
+        failures = [request_to_item(job_id, r, now, expires_at) for r in records if not r.succeeded]
         for start in range(0, len(successes), _BATCH_WRITE_ITEMS):
             await self._batch_write(successes[start : start + _BATCH_WRITE_ITEMS])
         if failures:
