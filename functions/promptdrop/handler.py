@@ -46,21 +46,33 @@ def _record_metrics(result: JobResult) -> None:
         metrics.add_metric(name="LatencyAvg", unit=MetricUnit.Milliseconds, value=result.latency_avg_ms)
 
 
+def _to_run(items: list[WorkItem], settings: Settings) -> list[WorkItem]:
+    """The items that are work: skips and refused keys are logged and dropped here."""
+    work: list[WorkItem] = []
+    for item in items:
+        if isinstance(item, Skip):
+            logger.info("skipped", extra={"reason": item.reason})
+        elif isinstance(item, FileWork) and (why := _check_key(settings, item)) is not None:
+            logger.warning("refused key", extra={"bucket": item.bucket, "key": item.key, "reason": why})
+        else:
+            work.append(item)
+    return work
+
+
 async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Settings) -> list[JobResult]:
+    work = _to_run(items, settings)
+    if not work:
+        return []  # e.g. S3's s3:TestEvent, sent before the key is in the secret: nothing to build
     rt = await runtime.get_runtime(settings)
+    await rt.refresh_key()
     margin_ms = settings.deadline_margin_s * 1000
 
     def should_stop() -> bool:
         return context.get_remaining_time_in_millis() < margin_ms
 
     results: list[JobResult] = []
-    for item in items:
-        if isinstance(item, Skip):
-            logger.info("skipped", extra={"reason": item.reason})
-        elif isinstance(item, FileWork):
-            if (why := _check_key(settings, item)) is not None:
-                logger.warning("refused key", extra={"bucket": item.bucket, "key": item.key, "reason": why})
-                continue
+    for item in work:
+        if isinstance(item, FileWork):
             ref = FileRef(item.bucket, item.key)
             results.append(await rt.runner.run_file(ref, redrive=item.redrive, should_stop=should_stop))
         elif isinstance(item, UnitMessage):
@@ -68,6 +80,8 @@ async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Se
         elif isinstance(item, PromptFailure):
             results.append(await rt.runner.redrive(item))
     for result in results:
+        if result.key_rejected:
+            rt.key_rejected()
         logger.info("run done", extra={"job": {k: v for k, v in vars_of(result).items() if k != "outputs"}})
         _record_metrics(result)
     return results

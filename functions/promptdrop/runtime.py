@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,11 +47,40 @@ _AWS_RETRIES = AioConfig(retries={"mode": "standard", "max_attempts": 10})
 class Runtime:
     """The loop-bound dependencies of one container, for one configuration."""
 
-    def __init__(self, settings: Settings, stack: AsyncExitStack, runner: JobRunner, client: AsyncOpenAI) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stack: AsyncExitStack,
+        runner: JobRunner,
+        client: AsyncOpenAI,
+        session: aioboto3.Session,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.settings = settings
         self.runner = runner
         self.openai = client
         self._stack = stack
+        self._session = session
+        self._clock = clock
+        self._key_read_at = clock()
+        self._key_rejected = False
+
+    def key_rejected(self) -> None:
+        """The API answered 401: read the key again before the next run (it may have been fixed)."""
+        self._key_rejected = True
+
+    async def refresh_key(self) -> None:
+        """Re-read the key from Secrets Manager after a 401, or once it is older than
+        ``PROMPTDROP_SECRET_TTL_S``: a key fixed or rotated in the secret reaches warm containers
+        without waiting for them to be recycled. (A key from ``OPENAI_API_KEY`` cannot change.)"""
+        arn = self.settings.openai_secret_arn
+        if arn is None:
+            return
+        if not self._key_rejected and self._clock() - self._key_read_at < self.settings.secret_ttl_s:
+            return
+        async with self._session.client("secretsmanager", config=_AWS_RETRIES) as secrets:
+            self.openai.api_key = await _read_api_key(secrets, arn)
+        self._key_read_at, self._key_rejected = self._clock(), False
 
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
@@ -65,7 +95,7 @@ class Runtime:
             publisher = EventPublisher(events, settings.event_bus)
         api_key = None
         if settings.openai_secret_arn:
-            async with session.client("secretsmanager") as secrets:
+            async with session.client("secretsmanager", config=_AWS_RETRIES) as secrets:
                 api_key = await _read_api_key(secrets, settings.openai_secret_arn)
         client = make_client(
             api_key=api_key, max_connections=settings.max_concurrency, timeout_s=settings.request_timeout_s
@@ -92,7 +122,7 @@ class Runtime:
             dispatcher_factory=dispatcher,
             publisher=publisher,
         )
-        return cls(settings, stack, runner, client)
+        return cls(settings, stack, runner, client, session)
 
     async def aclose(self) -> None:
         await self._stack.aclose()

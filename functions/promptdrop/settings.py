@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     openai_secret_arn: str | None = Field(
         default=None, description="Secrets Manager secret with the OpenAI key (else OPENAI_API_KEY)."
     )
+    secret_ttl_s: float = Field(
+        default=300.0, gt=0, description="Re-read the key from the secret after this long (and after a 401)."
+    )
     deadline_margin_s: float = Field(
         default=60.0, ge=0, description="Stop dispatching this long before the Lambda deadline."
     )

@@ -35,6 +35,19 @@ _JSON_CT: Final = "application/json"
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 _MODELS_CREATED: Final = 1_686_935_002  # a fixed creation time for every listed model
 
+
+def _wrong_key(authorization: str) -> tuple[str, str | None, str]:
+    """OpenAI's 401 for a wrong key echoes part of it (the first 8 and last 4 characters): so does
+    the fake, so that the product's masking of keys in stored errors is tested against it."""
+    key = authorization.removeprefix("Bearer ").strip()
+    shown = f"{key[:8]}{'*' * max(0, len(key) - 12)}{key[-4:]}" if len(key) > 12 else "***"
+    return (
+        "invalid_request_error",
+        "invalid_api_key",
+        f"Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys.",
+    )
+
+
 _STATUS_TEXT: Final[dict[int, tuple[str, str | None, str]]] = {
     # status: (type, code, message)
     400: ("invalid_request_error", None, "Injected bad request (fault marker)."),
@@ -233,7 +246,7 @@ class _Handler:
     async def _answer(self, endpoint: Endpoint, request: web.Request, started: float) -> web.Response:
         state = self.state
         if self.auth is not None and request.headers.get("Authorization") != self.auth:
-            return self._error(401, _STATUS_TEXT[401], started)
+            return self._error(401, _wrong_key(request.headers.get("Authorization", "")), started)
         body = loads(await request.read())
         ask = endpoint.parse(body) if not isinstance(body, ApiError) else body
         if isinstance(ask, ApiError):

@@ -196,6 +196,12 @@ class Pipeline:
         )["Items"]
         return {item["sk"]["S"]: {k: deserializer.deserialize(v) for k, v in item.items()} for item in raw}
 
+    @property
+    def secrets(self) -> Any:
+        client = boto3.client("secretsmanager", region_name=self.stack.region, endpoint_url=self.stack.endpoint)
+        self.monkeypatch.setattr(self, "_secrets", client, raising=False)
+        return client
+
     def stack_secret(self, value: str) -> None:
         """Store another OpenAI key in the stack's secret (read when the runtime is next built)."""
         secrets = boto3.client("secretsmanager", region_name=self.stack.region, endpoint_url=self.stack.endpoint)

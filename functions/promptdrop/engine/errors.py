@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 import time
 from dataclasses import dataclass
 from enum import Enum
@@ -17,7 +18,7 @@ from typing import Any
 import httpx2
 import openai
 
-__all__ = ["MAX_RETRY_AFTER_S", "Disposition", "ErrorInfo", "classify", "retry_after_s"]
+__all__ = ["MAX_RETRY_AFTER_S", "Disposition", "ErrorInfo", "classify", "redact", "retry_after_s"]
 
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
 _FATAL_CODES = frozenset({"insufficient_quota", "invalid_api_key", "account_deactivated", "billing_hard_limit_reached"})
@@ -54,6 +55,22 @@ class ErrorInfo:
             "status_code": self.status_code,
             "message": self.message,
         }
+
+
+# An API key (OpenAI's ``sk-…`` forms, or any bearer token) that an error message echoes back: it
+# must not reach the errors file, the journal, a dead letter or a log (README, "Limits"…"Secrets").
+_SECRET = re.compile(r"(?i)\b(sk-|bearer\s+)[A-Za-z0-9_\-*.]{6,}")
+
+
+def redact(value: Any) -> Any:
+    """``value`` (a string, or a JSON value holding strings) with every API key masked."""
+    if isinstance(value, str):
+        return _SECRET.sub(lambda m: m.group(1) + "[redacted]", value)
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
 
 
 def retry_after_s(headers: httpx2.Headers | dict[str, str] | None, *, now: float | None = None) -> float | None:
@@ -120,12 +137,12 @@ def classify(exc: BaseException) -> ErrorInfo:
         return ErrorInfo(
             type=kind or type(exc).__name__,
             code=code or f"http_{status}",
-            message=(message or str(exc))[:_MAX_MESSAGE],
+            message=redact((message or str(exc))[:_MAX_MESSAGE]),
             disposition=disposition,
             status_code=status,
             retry_after=retry_after_s(exc.response.headers),
             rate_limited=status == 429 and disposition is Disposition.TRANSIENT,
-            body=raw_body,
+            body=redact(raw_body),
             request_id=exc.response.headers.get("x-request-id"),
         )
     if isinstance(exc, openai.APITimeoutError):

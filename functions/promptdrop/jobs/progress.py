@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from ..adapters.journal import Journal
 from ..background import every
+from ..engine.dispatch import DispatchReport
 from ..outputs import estimate_cost_usd
 from .result import JobResult, now_iso
 
@@ -42,8 +43,11 @@ class Progress:
     _tokens_by_model: dict[str, tuple[int, int]] = field(default_factory=dict)
     _cost_reported: float = 0.0
 
-    def tag(self, result: JobResult) -> JobResult:
-        """``result`` carrying this run's own figures (what the handler's metrics count)."""
+    def tag(self, result: JobResult, report: DispatchReport | None = None) -> JobResult:
+        """``result`` carrying this run's own figures (what the handler's metrics count), and whether
+        the API refused the key (``report``: the engine's, when it ran)."""
+        if report is not None and report.fatal is not None and report.fatal.status_code == 401:
+            result.key_rejected = True
         run = self.run
         result.run_succeeded, result.run_failed = run.succeeded, run.failed
         result.run_prompt_tokens, result.run_completion_tokens = run.prompt_tokens, run.completion_tokens

@@ -70,4 +70,4 @@ class Redriver:
         ):
             report = await self._dispatcher_factory().run(source(), rec.outcome)
         logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
-        return progress.tag(await self._finalizer.finish_if_complete(job_id, ref, report))
+        return progress.tag(await self._finalizer.finish_if_complete(job_id, ref, report), report)

@@ -65,6 +65,7 @@ class JobResult:
     run_failed: int = 0
     run_prompt_tokens: int = 0
     run_completion_tokens: int = 0
+    key_rejected: bool = False  # the API answered 401: the container should read its key again
 
     @classmethod
     def of_run(

@@ -98,7 +98,7 @@ class UnitRunner:
                 else:
                     await lease.release(hold)  # not done: a redrive resumes it
         if report is not None and ending is not None:
-            return progress.tag(await self._end_early(unit, ref, report, ending))
+            return progress.tag(await self._end_early(unit, ref, report, ending), report)
         return progress.tag(await self._finalizer.finish_if_complete(unit.job_id, ref, report))
 
     def _ending(self, unit: UnitMessage, report: DispatchReport, progress: Progress) -> _Ending | None:
