@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit pytest bench package clean
+.PHONY: venv demo test lint typecheck unit pytest bench package sam-build clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -39,9 +39,14 @@ pytest: venv
 bench: venv
 	$(BIN)/python -m infra.bench
 
-## Build the Lambda package with SAM (needs the aws-sam-cli).
-package:
+## The Lambda bundle (arm64, Python 3.12) from wheels, without Docker or the SAM CLI:
+## dist/promptdrop-lambda-arm64.zip and the template that deploys it (README: Deploy to AWS).
+package: venv
+	$(BIN)/python -m infra.package
+
+## The bundle built by the SAM CLI instead (.aws-sam/build), for `sam deploy`.
+sam-build:
 	sam build
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .aws-sam dist .mypy_cache .ruff_cache .pytest_cache
