@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: venv checkov demo test lint typecheck unit pytest bench package clean
+.PHONY: venv checkov demo test lint typecheck unit pytest bench package sam-build clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -50,9 +50,14 @@ pytest: venv checkov
 bench: venv
 	$(BIN)/python -m infra.bench
 
-## Build the Lambda package with SAM (needs the aws-sam-cli).
-package:
+## The Lambda bundle (arm64, Python 3.12) from wheels, without Docker or the SAM CLI:
+## dist/promptdrop-lambda-arm64.zip and the template that deploys it (README: Deploy to AWS).
+package: venv
+	$(BIN)/python -m infra.package
+
+## The bundle built by the SAM CLI instead (.aws-sam/build), for `sam deploy`.
+sam-build:
 	sam build
 
 clean:
-	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam dist .mypy_cache .ruff_cache .pytest_cache
