@@ -10,7 +10,7 @@ from ..messages import UnitMessage
 from ..settings import Settings
 from .source import read
 
-__all__ = ["Repeat", "make_job_id", "output_keys", "plan_shards"]
+__all__ = ["S3_KEY_MAX_BYTES", "Repeat", "make_job_id", "output_base", "output_keys", "plan_shards"]
 
 # (line, custom_id, the earlier line using it)
 Repeat = tuple[int, str, int]
@@ -22,8 +22,23 @@ def make_job_id(bucket: str, key: str, info: ObjectInfo) -> str:
     return hashlib.sha256(f"{bucket}\n{key}\n{identity}".encode()).hexdigest()[:32]
 
 
+# S3 keys are at most 1,024 bytes (UTF-8). The longest name an output adds to its base is a large
+# answer's ``.responses/<line>.json``.
+S3_KEY_MAX_BYTES = 1024
+_LONGEST_SUFFIX = len(".responses/18446744073709551615.json")
+
+
+def output_base(output_prefix: str, key: str) -> str:
+    """Where a job's outputs go: ``<prefix><key>``, or — when that would make an output key longer
+    than S3 allows — ``<prefix>_long-keys/<sha256 of the key>`` (the summary names the input key)."""
+    base = output_prefix + key
+    if len(base.encode()) + _LONGEST_SUFFIX <= S3_KEY_MAX_BYTES:
+        return base
+    return f"{output_prefix}_long-keys/{hashlib.sha256(key.encode()).hexdigest()}"
+
+
 def output_keys(settings: Settings, key: str, *, text: bool) -> dict[str, str]:
-    base = settings.output_prefix + key
+    base = output_base(settings.output_prefix, key)
     keys = {
         "results": base + ".out.jsonl",
         "errors": base + ".errors.jsonl",

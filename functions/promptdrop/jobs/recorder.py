@@ -24,6 +24,7 @@ from ..formats import LineError
 from ..jsonsafe import dumps
 from ..messages import PromptFailure
 from ..records import FailureCode, RequestRecord, RequestStatus
+from .planning import output_base
 from .progress import Progress
 from .result import now_iso
 
@@ -101,7 +102,7 @@ class Recorder:
             self._progress.failed()
         if record.response is not None and _too_large(record.response):
             # Too large for a DynamoDB item (400 KB): kept in S3, the item points to it.
-            pointer = f"{self._job.output_prefix}{self._job.key}.responses/{request.line}.json"
+            pointer = f"{output_base(self._job.output_prefix, self._job.key)}.responses/{request.line}.json"
             await self._store.put_bytes(self._job.out_bucket, pointer, record.response.encode(), "application/json")
             record.response, record.response_s3_key = None, pointer
         self._records.append(record)
