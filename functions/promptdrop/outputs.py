@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 from array import array
+from collections.abc import Iterator
 from typing import IO, Any
 
 from .records import RequestRecord
@@ -78,12 +79,13 @@ class OrderedSpool:
         self._lengths.append(len(data))
         self._end += len(data)
 
-    def write_sorted(self, out: IO[bytes]) -> None:
+    def sorted_lines(self) -> Iterator[bytes]:
+        """The lines in input order, read back one at a time (no second copy on disk)."""
         self._file.flush()
-        order = sorted(range(len(self._lines)), key=self._lines.__getitem__)
-        for i in order:
-            self._file.seek(self._offsets[i])
-            out.write(self._file.read(self._lengths[i]))
+        lines, offsets, lengths = self._lines, self._offsets, self._lengths
+        for i in sorted(range(len(lines)), key=lines.__getitem__):
+            self._file.seek(offsets[i])
+            yield self._file.read(lengths[i])
 
     def close(self) -> None:
         self._file.close()

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
+    from types_aiobotocore_s3.type_defs import CompletedPartTypeDef
 
 __all__ = ["ObjectChanged", "ObjectInfo", "ObjectStore"]
 
 _CHUNK = 256 * 1024
+# Outputs go up in parts of this size (S3's smallest is 5 MiB): one part in memory at a time.
+PART_BYTES = 8 * 1024 * 1024
 
 
 class ObjectChanged(Exception):
@@ -74,12 +77,36 @@ class ObjectStore:
         data = json.dumps(value, ensure_ascii=False, indent=2).encode()
         await self.put_bytes(bucket, key, data, "application/json")
 
-    async def put_file(self, bucket: str, key: str, fileobj: IO[bytes], content_type: str) -> None:
-        """Upload a spooled file (multipart when large), from its start."""
-        fileobj.seek(0)
-        await self._s3.upload_fileobj(
-            fileobj, bucket, key, ExtraArgs={"ContentType": content_type}, Config=_upload_config()
-        )
+    async def put_stream(self, bucket: str, key: str, chunks: Iterable[bytes], content_type: str) -> None:
+        """Upload what ``chunks`` yields as one object, holding one part in memory and nothing on disk.
+
+        Up to :data:`PART_BYTES` it is one ``PutObject``; beyond, a multipart upload of parts of that
+        size (S3 allows 10,000 parts: 80 GB), aborted if anything fails so no part is left billed.
+        """
+        upload: _Multipart | None = None
+        part = bytearray()
+        try:
+            for chunk in chunks:
+                part += chunk
+                if len(part) >= PART_BYTES:
+                    if upload is None:
+                        created = await self._s3.create_multipart_upload(
+                            Bucket=bucket, Key=key, ContentType=content_type
+                        )
+                        upload = _Multipart(self._s3, bucket, key, created["UploadId"])
+                    await upload.add(bytes(part))
+                    part.clear()
+            if upload is None:
+                await self._s3.put_object(Bucket=bucket, Key=key, Body=bytes(part), ContentType=content_type)
+                return
+            if part:
+                await upload.add(bytes(part))
+            await upload.complete()
+        except BaseException:
+            if upload is not None:
+                with contextlib.suppress(Exception):
+                    await self._s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload.upload_id)
+            raise
 
     async def get_json(self, bucket: str, key: str) -> Any:
         response = await self._s3.get_object(Bucket=bucket, Key=key)
@@ -101,14 +128,24 @@ def _replaced(exc: Exception, key: str) -> Exception:
     return exc
 
 
-@functools.cache
-def _upload_config() -> Any:
-    """Outputs over 5 MiB go up in 5 MiB parts (S3's smallest), two in flight and one read ahead:
-    an upload adds ~40 MB to the peak whatever the file's size (measured on a 70 MB file; the
-    defaults read up to 100 parts of 8 MiB ahead and added 109 MB). Imported on first use:
-    s3transfer costs ~9 ms of cold start.
-    """
-    from boto3.s3.transfer import TransferConfig
+class _Multipart:
+    """One multipart upload's parts, in order."""
 
-    mib = 1024 * 1024
-    return TransferConfig(multipart_threshold=5 * mib, multipart_chunksize=5 * mib, max_concurrency=2, max_io_queue=1)
+    def __init__(self, client: S3Client, bucket: str, key: str, upload_id: str) -> None:
+        self._s3 = client
+        self._bucket = bucket
+        self._key = key
+        self.upload_id = upload_id
+        self._parts: list[CompletedPartTypeDef] = []
+
+    async def add(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        answer = await self._s3.upload_part(
+            Bucket=self._bucket, Key=self._key, UploadId=self.upload_id, PartNumber=number, Body=data
+        )
+        self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    async def complete(self) -> None:
+        await self._s3.complete_multipart_upload(
+            Bucket=self._bucket, Key=self._key, UploadId=self.upload_id, MultipartUpload={"Parts": self._parts}
+        )

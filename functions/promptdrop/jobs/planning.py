@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+from array import array
 
 from ..adapters.s3 import ObjectInfo, ObjectStore
 from ..formats import custom_id_of, split_lines
@@ -56,12 +58,12 @@ async def plan_shards(
 
     Shard boundaries are a pure function of the file: a redelivery plans the same shards. Also
     finds the lines that repeat an earlier line's ``custom_id``: in different shards they would run
-    at once (both sent, one answer kept), so they fail before any shard starts. This holds one
-    entry per line (a few tens of bytes each): the price of catching them.
+    at once (both sent, one answer kept), so they fail before any shard starts. That costs 8 bytes a
+    line (a 64-bit hash of its ``custom_id``), and a second read of the file only when two hashes
+    match — so a million-line file is planned in a few MB.
     """
     shards: list[UnitMessage] = []
-    first_line_of: dict[str, int] = {}
-    repeats: list[Repeat] = []
+    hashes = array("Q")  # one per line, in order; 0 for a blank line
     start, first_line, line = 0, 1, 0
 
     def shard(end: int | None) -> UnitMessage:
@@ -74,10 +76,32 @@ async def plan_shards(
         if offset - start >= shard_bytes:
             shards.append(shard(offset))
             start, first_line = offset, line
-        if raw.strip():
+        hashes.append(_hash(custom_id_of(raw, line)) if raw.strip() else 0)
+    shards.append(shard(None))
+    twice = _repeated(hashes)
+    return shards, (await _repeats(store, whole, hashes, twice) if twice else [])
+
+
+def _hash(custom_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(custom_id.encode(), digest_size=8).digest()) or 1
+
+
+def _repeated(hashes: array[int]) -> set[int]:
+    """The hashes that occur on more than one line (blank lines aside)."""
+    ordered = sorted(hashes)
+    return {h for h, after in itertools.pairwise(ordered) if h == after and h}
+
+
+async def _repeats(store: ObjectStore, whole: UnitMessage, hashes: array[int], twice: set[int]) -> list[Repeat]:
+    """The second read: exact ``custom_id`` comparison for the lines whose hashes matched."""
+    first_line_of: dict[str, int] = {}
+    repeats: list[Repeat] = []
+    line = 0
+    async for _, raw in split_lines(read(store, whole)):
+        line += 1
+        if hashes[line - 1] in twice:
             custom_id = custom_id_of(raw, line)
             earlier = first_line_of.setdefault(custom_id, line)
             if earlier != line:
                 repeats.append((line, custom_id, earlier))
-    shards.append(shard(None))
-    return shards, repeats
+    return repeats

@@ -8,7 +8,6 @@ same files; memory does not grow with the file (:class:`~promptdrop.outputs.Orde
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,9 +120,7 @@ class OutputWriter:
                     errors.add(record.line, line)
                     tally.failed += 1
             for spool, key in ((results, keys["results"]), (errors, keys["errors"])):
-                with tempfile.TemporaryFile() as ordered:
-                    spool.write_sorted(ordered)
-                    await self._store.put_file(out_bucket, key, ordered, "application/x-ndjson")
+                await self._store.put_stream(out_bucket, key, spool.sorted_lines(), "application/x-ndjson")
         finally:
             results.close()
             errors.close()
