@@ -21,6 +21,7 @@ from urllib.parse import quote_plus
 import boto3
 import pytest
 from promptdrop import runtime
+from promptdrop.adapters.items import request_pks
 from promptdrop.handler import lambda_handler
 from promptdrop.settings import get_settings
 
@@ -187,13 +188,17 @@ class Pipeline:
         return client
 
     def items(self, job_id: str) -> dict[str, dict[str, Any]]:
-        """The job's DynamoDB items by sort key, as plain values."""
+        """The job's DynamoDB items by sort key (its request items from every partition), as plain values."""
         deserializer = boto3.dynamodb.types.TypeDeserializer()
-        raw = self.ddb.query(
-            TableName=self.stack.table,
-            KeyConditionExpression="pk = :pk",
-            ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}},
-        )["Items"]
+        raw = [
+            item
+            for pk in [f"JOB#{job_id}", *request_pks(job_id)]
+            for item in self.ddb.query(
+                TableName=self.stack.table,
+                KeyConditionExpression="pk = :pk",
+                ExpressionAttributeValues={":pk": {"S": pk}},
+            )["Items"]
+        ]
         return {item["sk"]["S"]: {k: deserializer.deserialize(v) for k, v in item.items()} for item in raw}
 
     @property

@@ -44,7 +44,7 @@ async def test_a_change_made_while_the_outputs_are_written_makes_the_holder_writ
     lease = journal.finalizer_lease("j1", lease_s=60)
     a = await lease.take("A")
     assert a.acquired
-    assert a.attrs["changes"] == {"N": "1"}
+    assert a.attrs["changes"] == {"N": "1"}  # the job item as the take found it
 
     # When run B changes the journal meanwhile and asks for the outputs to be rewritten
     await journal.note_change("j1")
@@ -81,7 +81,7 @@ async def test_a_dead_holders_lease_expires_and_the_next_run_finishes(journal: J
 async def test_a_unit_lease_is_busy_while_held_and_done_for_good_once_completed(journal: Journal, clock: Clock) -> None:
     lease = journal.unit_lease("j1", "shard-0", lease_s=60)
     async with lease.held() as first:
-        assert first.acquired
+        assert (first.acquired, first.first) == (True, True)  # nothing of this unit was run before
         assert (await lease.take("other")).outcome is LeaseOutcome.BUSY
         await journal.complete_unit("j1", "shard-0", first, "2026-01-01T00:00:00Z")
     clock.now = 1000.0  # long after any lease would have expired
@@ -101,5 +101,6 @@ async def test_a_run_that_fails_gives_its_unit_lease_back_at_once(journal: Journ
 
     with pytest.raises(RuntimeError, match="AWS fault"):
         await failing_run()
-    # the redelivered message may take it now, not after the lease ran out
-    assert (await lease.take("redelivery")).acquired
+    # the redelivered message may take it now, not after the lease ran out — and knows it is a rerun
+    again = await lease.take("redelivery")
+    assert (again.acquired, again.first) == (True, False)

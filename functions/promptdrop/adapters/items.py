@@ -1,13 +1,16 @@
 """The DynamoDB codec of the journal's records: keys and attribute maps, in one place.
 
-Key scheme (README, "Outputs" → DynamoDB): every item of a job shares ``pk = JOB#<job_id>``; the
-job item is ``sk = JOB``, a unit's lease ``UNIT#<unit>``, a request ``REQ#<custom_id>``, and a line
-that repeats an earlier line's ``custom_id`` ``DUP#<line>`` — a prefix no ``custom_id`` can produce,
-so no user string aliases an internal item.
+Key scheme (README, "Outputs" → DynamoDB): the job item is ``JOB#<job_id>`` / ``JOB`` and a unit's
+lease ``JOB#<job_id>`` / ``UNIT#<unit>``. Request items are spread over :data:`REQUEST_PARTITIONS`
+partition keys ``JOB#<job_id>#<n>``, ``n`` from a hash of the ``custom_id``: one partition key takes
+about 1,000 write units a second, and the shards of a large job write together. A request is
+``REQ#<custom_id>`` and a line that repeats an earlier line's ``custom_id`` ``DUP#<line>`` — a prefix
+no ``custom_id`` can produce, so no user string aliases an internal item.
 """
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import fields
 from decimal import Decimal
 from typing import Any
@@ -18,12 +21,16 @@ from ..records import JobRecord, JobStatus, RequestRecord, RequestStatus
 
 __all__ = [
     "JOB_SK",
+    "REQUEST_PARTITIONS",
     "REQUEST_PREFIXES",
     "job_from_item",
     "job_key",
     "job_pk",
     "job_to_item",
     "request_from_item",
+    "request_key",
+    "request_pk",
+    "request_pks",
     "request_sk",
     "request_to_item",
     "serialize",
@@ -31,6 +38,7 @@ __all__ = [
 ]
 
 JOB_SK = "JOB"
+REQUEST_PARTITIONS = 8
 JOBS_INDEX_PK = "JOBS"
 _REQ = "REQ#"
 _DUP = "DUP#"
@@ -58,6 +66,21 @@ def unit_key(job_id: str, unit: str) -> dict[str, Any]:
 
 def request_sk(record: RequestRecord) -> str:
     return f"{_DUP}{record.line}" if record.repeat_of is not None else f"{_REQ}{record.custom_id}"
+
+
+def request_pk(job_id: str, custom_id: str) -> str:
+    """The partition key of a request's item: the same ``custom_id`` always lands in the same one."""
+    n = zlib.crc32(custom_id.encode("utf-8", "surrogatepass")) % REQUEST_PARTITIONS
+    return f"JOB#{job_id}#{n}"
+
+
+def request_pks(job_id: str) -> list[str]:
+    """Every partition key a job's request items may have."""
+    return [f"JOB#{job_id}#{n}" for n in range(REQUEST_PARTITIONS)]
+
+
+def request_key(job_id: str, custom_id: str) -> dict[str, Any]:
+    return {"pk": {"S": request_pk(job_id, custom_id)}, "sk": {"S": f"{_REQ}{custom_id}"}}
 
 
 def _plain(value: Any) -> Any:
@@ -89,7 +112,7 @@ def job_from_item(item: dict[str, Any]) -> JobRecord:
 
 def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: int | None = None) -> dict[str, Any]:
     item: dict[str, Any] = {
-        "pk": {"S": job_pk(job_id)},
+        "pk": {"S": request_pk(job_id, record.custom_id)},
         "sk": {"S": request_sk(record)},
         "custom_id": {"S": record.custom_id},
         "status": {"S": str(record.status)},

@@ -32,7 +32,8 @@ class LeaseOutcome(StrEnum):
 
 @dataclass(slots=True)
 class Hold:
-    """The result of taking a lease; ``attrs`` is the item as the take left it (when acquired)."""
+    """The result of taking a lease; ``attrs`` is the item as it was before the take (when acquired):
+    empty when the item did not exist — the first run of what it guards."""
 
     outcome: LeaseOutcome
     owner: str
@@ -42,6 +43,11 @@ class Hold:
     @property
     def acquired(self) -> bool:
         return self.outcome is LeaseOutcome.ACQUIRED
+
+    @property
+    def first(self) -> bool:
+        """No run ever held this lease before: nothing it guards can have been done yet."""
+        return self.acquired and not self.attrs
 
 
 class Lease:
@@ -106,7 +112,7 @@ class Lease:
                     ":until": {"N": f"{now + self._lease_s:.3f}"},
                     ":now": {"N": f"{now:.3f}"},
                 },
-                ReturnValues="ALL_NEW",
+                ReturnValues="ALL_OLD",
             )
         except self._ddb.exceptions.ConditionalCheckFailedException:
             return Hold(LeaseOutcome.DONE if self._done_attr and await self._is_done() else LeaseOutcome.BUSY, owner)

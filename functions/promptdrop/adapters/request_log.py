@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..records import RequestRecord, RequestStatus
-from .items import REQUEST_PREFIXES, job_pk, request_from_item, request_to_item
+from .items import REQUEST_PREFIXES, request_from_item, request_key, request_pks, request_to_item
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -72,36 +72,48 @@ class RequestLog:
 
     async def records(self, job_id: str) -> AsyncIterator[RequestRecord]:
         """Every request item of the job (strongly consistent; in key order, not input order)."""
-        for prefix in REQUEST_PREFIXES:
-            async for item in self._query(job_id, prefix):
-                yield request_from_item(item)
+        for pk in request_pks(job_id):
+            for prefix in REQUEST_PREFIXES:
+                async for item in self._query(pk, prefix):
+                    yield request_from_item(item)
 
     async def finals(self, job_id: str) -> tuple[dict[str, int], set[int]]:
         """What a rerun must not send again: each final ``custom_id`` with the line it answers, and
         the lines already failed as repeats of an earlier line's ``custom_id``."""
-        names = {"#l": "line"}
-        answered = {
-            item["custom_id"]["S"]: int(item["line"]["N"])
-            async for item in self._query(job_id, REQUEST_PREFIXES[0], projection="custom_id, #l", names=names)
-        }
-        repeats = {int(item["line"]["N"]) async for item in self._query(job_id, REQUEST_PREFIXES[1], "#l", names)}
-        return answered, repeats
+        answered: dict[str, int] = {}
+        for pk in request_pks(job_id):
+            async for item in self._query(pk, REQUEST_PREFIXES[0], "custom_id, #l", {"#l": "line"}):
+                answered[item["custom_id"]["S"]] = int(item["line"]["N"])
+        return answered, await self.repeats(job_id)
 
-    async def succeeded_ids(self, job_id: str) -> set[str]:
-        """custom_ids answered successfully (a redrive re-runs only the others)."""
+    async def repeats(self, job_id: str) -> set[int]:
+        """The lines failed as repeats of an earlier line's ``custom_id`` (a split file's are known
+        before any shard runs: even a shard's first run must not send them)."""
+        names = {"#l": "line"}
         return {
-            item["custom_id"]["S"]
-            async for item in self._query(job_id, REQUEST_PREFIXES[0], "custom_id, #s", {"#s": "status"})
-            if item["status"]["S"] == RequestStatus.SUCCEEDED
+            int(item["line"]["N"])
+            for pk in request_pks(job_id)
+            async for item in self._query(pk, REQUEST_PREFIXES[1], "#l", names)
         }
+
+    async def succeeded(self, job_id: str, custom_id: str) -> bool:
+        """Whether the request has an answer (a redrive of it then sends nothing)."""
+        response = await self._ddb.get_item(
+            TableName=self._table,
+            Key=request_key(job_id, custom_id),
+            ConsistentRead=True,
+            ProjectionExpression="#s",
+            ExpressionAttributeNames={"#s": "status"},
+        )
+        return response.get("Item", {}).get("status", {}).get("S") == RequestStatus.SUCCEEDED
 
     async def _query(
-        self, job_id: str, prefix: str, projection: str | None = None, names: dict[str, str] | None = None
+        self, pk: str, prefix: str, projection: str | None = None, names: dict[str, str] | None = None
     ) -> AsyncIterator[dict[str, Any]]:
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ExpressionAttributeValues": {":pk": {"S": job_pk(job_id)}, ":prefix": {"S": prefix}},
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":prefix": {"S": prefix}},
             "ConsistentRead": True,
         }
         if projection:

@@ -48,7 +48,7 @@ class Redriver:
         requests: list[Request] = []
         batch_line = failure.request
         # A line that never parsed has no request to send: only a corrected upload can fix it.
-        if batch_line is not None and failure.custom_id not in await self._journal.requests.succeeded_ids(job_id):
+        if batch_line is not None and not await self._journal.requests.succeeded(job_id, failure.custom_id):
             item = request_from_object(
                 batch_line,
                 line=failure.line,

@@ -83,6 +83,8 @@ class UnitRunner:
                 )
             if hold.outcome is LeaseOutcome.ACQUIRED:
                 try:
+                    # A shard's first run has nothing to skip either: no need to ask the journal.
+                    fresh = fresh or hold.first
                     report = await self._dispatch(unit, progress, fresh=fresh, should_stop=should_stop)
                 except FileRejected as exc:
                     # The dead letter and the FAILED job first, the unit done last: a crash between
@@ -141,8 +143,14 @@ class UnitRunner:
     async def _dispatch(
         self, unit: UnitMessage, progress: Progress, *, fresh: bool, should_stop: Callable[[], bool]
     ) -> DispatchReport:
-        # A first run of a new job has nothing to skip; any other run asks the journal once.
-        answered, repeats = ({}, set()) if fresh else await self._journal.requests.finals(unit.job_id)
+        # A first run has no answers to skip (only, in a split file, the repeats planning found);
+        # any other run asks the journal once.
+        requests_log = self._journal.requests
+        answered: dict[str, int]
+        if fresh:
+            answered, repeats = {}, (await requests_log.repeats(unit.job_id) if unit.unit != "all" else set())
+        else:
+            answered, repeats = await requests_log.finals(unit.job_id)
         kind = suffix(unit.key)
         template = await template_of(self._store, unit) if kind == ".csv" else None
         parsed = parse_stream(
