@@ -3,13 +3,17 @@
 Every supported format (``.txt``, ``.jsonl``, ``.json``, ``.csv``) becomes a stream of
 :class:`Request` (ready to send: the chat-completions body is serialized once, here) or
 :class:`LineError` (that line fails alone; the rest of the file still runs). A whole-file problem
-(unknown suffix, empty file, undecodable text file) raises :class:`FileRejected`.
+(unknown suffix, empty file, undecodable text file, a document over its size limit, a .json with a
+syntax error, a .csv with broken quoting) raises :class:`FileRejected` — before anything is sent:
+the only thing found mid-file is a .jsonl that changed while being read (``object_changed``).
+The limits are in ``limits``.
 
 ``line`` is the 1-based position a user would look for (the physical line of a ``.jsonl``, the row
 of a ``.csv`` counting the header, the item of a ``.json`` array) and it orders the outputs.
 
 One module per format (``jsonl``, ``documents`` for ``.json``/``.txt``, ``csv_rows``); ``shapes``
-turns one decoded object into a request, for all of them.
+turns one decoded object into a request, for all of them; ``json_text`` is the strict JSON they
+all read with; ``limits`` holds every limit and the ``custom_id`` rules.
 """
 
 from __future__ import annotations
@@ -17,18 +21,24 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from .csv_rows import CSV_TEMPLATE_METADATA, parse_csv
-from .documents import decode_whole, parse_json, read_all
+from .documents import decode_whole, parse_json, read_all, txt_request
 from .jsonl import custom_id_of, parse_jsonl, split_lines
+from .limits import MAX_CUSTOM_ID_BYTES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed, Request
-from .shapes import request_from_object
+from .shapes import chat_parameters, request_from_object
 
 __all__ = [
     "CSV_TEMPLATE_METADATA",
+    "MAX_CUSTOM_ID_BYTES",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_NESTING",
+    "MAX_REQUEST_BYTES",
     "SUFFIXES",
     "FileRejected",
     "LineError",
     "Parsed",
     "Request",
+    "chat_parameters",
     "custom_id_of",
     "parse_stream",
     "request_from_object",
@@ -62,20 +72,22 @@ async def parse_stream(
             produced = True
             yield item
     elif suffix == ".txt":
-        prompt = decode_whole(await read_all(chunks))
+        why = "a .txt is one prompt, and a request is at most 1 MiB"
+        prompt = decode_whole(await read_all(chunks, limit=MAX_REQUEST_BYTES, why=why))
         if prompt.strip():
             produced = True
-            yield request_from_object(
-                {"prompt": prompt}, line=1, default_id=key, default_model=default_model, text_len=len(prompt)
-            )
+            yield txt_request(prompt, key=key, default_model=default_model)
     elif suffix in (".json", ".csv"):
-        text = decode_whole(await read_all(chunks))
+        why = f"{suffix} files are read whole; use .jsonl for larger files (streamed, and split into shards)"
+        text = decode_whole(await read_all(chunks, limit=MAX_DOCUMENT_BYTES, why=why))
         if text.strip():
             rows = parse_json(text, default_model) if suffix == ".json" else parse_csv(text, default_model, template)
             for item in rows:
                 produced = True
                 yield item
     else:
-        raise FileRejected("unsupported_format", f"unknown suffix {suffix or '(none)'!r}; use one of {SUFFIXES}")
+        raise FileRejected(
+            "unsupported_format", f"unknown suffix {shown(suffix, 40) or '(none)'!r}; use one of {SUFFIXES}"
+        )
     if not produced and start == 0:
         raise FileRejected("empty", "the file holds no requests (empty or only blank lines)")
