@@ -564,8 +564,23 @@ def test_an_object_deleted_before_its_event_runs_fails_as_not_found(pipeline: Pi
             {"kind": "unit", "job_id": "j", "bucket": "b", "key": "k", "etag": "e", "unit": "all", "start": "x"}
         ),
         json.dumps({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {}}}]}),
+        pytest.param(
+            NESTED.decode(),
+            marks=pytest.mark.xfail(
+                strict=True, reason="needs RecursionError read as a malformed body (events.py, lead engineer)"
+            ),
+        ),
     ],
-    ids=["not-json", "empty", "array", "unknown-shape", "prompt-failure-missing-fields", "unit-bad-start", "s3-no-key"],
+    ids=[
+        "not-json",
+        "empty",
+        "array",
+        "unknown-shape",
+        "prompt-failure-missing-fields",
+        "unit-bad-start",
+        "s3-no-key",
+        "nested-100000-deep",
+    ],
 )
 def test_a_malformed_message_is_acknowledged_and_nothing_runs(pipeline: Pipeline, body: str) -> None:
     pipeline.drain()  # the queue's s3:TestEvent
