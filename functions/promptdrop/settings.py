@@ -8,16 +8,23 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings"]
+__all__ = ["ENV_PREFIX", "ConfigurationError", "Settings", "get_settings"]
+
+ENV_PREFIX = "PROMPTDROP_"
+_MAX_SHOWN_VALUE = 80
+
+
+class ConfigurationError(ValueError):
+    """The function's environment is not valid: the message names each variable at fault and why."""
 
 
 class Settings(BaseSettings):
     """The function's environment. Names are part of the contract (README, "Configuration")."""
 
-    model_config = SettingsConfigDict(env_prefix="PROMPTDROP_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
 
     table: str = Field(description="DynamoDB table holding job and request items.")
     dlq_url: str = Field(description="SQS dead-letter queue URL for failed prompts and files.")
@@ -32,7 +39,9 @@ class Settings(BaseSettings):
     rpm: int | None = Field(default=None, ge=1, description="Requests/min budget (default: learned).")
     tpm: int | None = Field(default=None, ge=1, description="Tokens/min budget (default: learned).")
     max_attempts: int = Field(default=6, ge=1, le=50, description="Tries per request, first included.")
-    request_timeout_s: float = Field(default=120.0, gt=0, description="Timeout of one API call.")
+    # allow_inf_nan=False on every float: "inf" and "nan" parse as floats, and an infinite
+    # timeout or lease would hang a run instead of failing it.
+    request_timeout_s: float = Field(default=120.0, gt=0, allow_inf_nan=False, description="Timeout of one API call.")
     openai_secret_arn: str | None = Field(
         default=None, description="Secrets Manager secret with the OpenAI key (else OPENAI_API_KEY)."
     )
@@ -40,7 +49,7 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Re-read the key from the secret after this long (and after a 401)."
     )
     deadline_margin_s: float = Field(
-        default=60.0, ge=0, description="Stop dispatching this long before the Lambda deadline."
+        default=60.0, ge=0, allow_inf_nan=False, description="Stop dispatching this long before the Lambda deadline."
     )
     shard_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="A .jsonl larger than this is split into parallel shards."
@@ -55,7 +64,10 @@ class Settings(BaseSettings):
         default=48, ge=1, le=1000, description="Continuations one unit may take before its file fails."
     )
     lease_s: float = Field(
-        default=120.0, gt=0, description="How long a crashed run keeps others off its file (renewed while alive)."
+        default=120.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long a crashed run keeps others off its file (renewed while alive).",
     )
 
     @field_validator("output_bucket", "work_queue_url", "openai_secret_arn", "event_bus", "rpm", "tpm", mode="before")
@@ -79,7 +91,32 @@ class Settings(BaseSettings):
         return value
 
 
+def _problem(error: dict[str, object]) -> str:
+    """One validation error, named by the variable a user sets (pydantic names the field)."""
+    loc = error.get("loc") or ("?",)
+    field = str(loc[0]) if isinstance(loc, tuple) else "?"
+    variable = ENV_PREFIX + field.upper()
+    if error.get("type") == "missing":
+        info = Settings.model_fields.get(field)
+        what = info.description if info is not None and info.description else "required"
+        return f"{variable} is not set ({what.rstrip('.')})"
+    ctx = error.get("ctx")
+    cause = ctx.get("error") if isinstance(ctx, dict) and error.get("type") == "value_error" else None
+    value = str(error.get("input"))
+    if len(value) > _MAX_SHOWN_VALUE:
+        value = value[:_MAX_SHOWN_VALUE] + "…"
+    return f"{variable}={value!r}: {cause or error.get('msg')}"
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The validated settings, built on first use (``get_settings.cache_clear()`` to re-read)."""
-    return Settings()  # required fields come from the environment
+    """The validated settings, built on first use (``get_settings.cache_clear()`` to re-read).
+
+    Raises :class:`ConfigurationError` naming each variable at fault (``PROMPTDROP_MAX_CONCURRENCY``,
+    not the field ``max_concurrency``), so the Lambda error says what to change.
+    """
+    try:
+        return Settings()  # required fields come from the environment
+    except ValidationError as exc:
+        problems = "; ".join(_problem(dict(error)) for error in exc.errors())
+        raise ConfigurationError(f"invalid configuration: {problems}") from None

@@ -1,0 +1,161 @@
+"""``.csv``: a ``prompt`` column, or data rows and a prompt template from the upload's job header.
+
+A column is sent only when it is part of the request: the prompt (the ``prompt`` column, or the
+template's columns), ``custom_id``, ``model``, ``system`` and chat-completions parameters. Every
+other column is carried through on the request (``Request.columns``), never sent: the API
+answers an unknown parameter with a 400, which would fail every row of a table of data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import string
+from collections.abc import Iterator
+from typing import Any
+
+from .json_text import decode
+from .limits import MAX_DOCUMENT_BYTES, shown
+from .parsed import FileRejected, LineError, Parsed
+from .shapes import chat_parameters, custom_id_or_default, request_from_object
+
+__all__ = ["CSV_TEMPLATE_METADATA", "parse_csv"]
+
+# The job header a .csv's prompt template comes in: the object's user metadata
+# (``x-amz-meta-promptdrop-template``, e.g. ``aws s3 cp --metadata promptdrop-template=...``).
+CSV_TEMPLATE_METADATA = "promptdrop-template"
+
+
+def _compile_template(template: str, columns: list[str]) -> list[tuple[str, str | None]]:
+    """A prompt template's (literal text, column name) parts; ``{column}`` only, ``{{``/``}}`` for braces."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise FileRejected("invalid_template", f"the prompt template is not valid: {exc}") from None
+    compiled: list[tuple[str, str | None]] = []
+    for literal, name, spec, conversion in parts:
+        if name is not None and (spec or conversion or name not in columns):
+            field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            why = "takes a column name alone" if name in columns else f"names no column of the .csv ({columns})"
+            raise FileRejected("invalid_template", f"the prompt template's {field} {why}")
+        compiled.append((literal, name))
+    if not any(name for _, name in compiled):
+        raise FileRejected("invalid_template", "the prompt template uses no column: every row would ask the same")
+    return compiled
+
+
+def _csv_value(cell: str) -> Any:
+    """A parameter cell as JSON when it is standard JSON (``0.2``, ``true``, ``{"type": "json_object"}``), else text."""
+    try:
+        return decode(cell)
+    except ValueError:  # not JSON (or JSON the API refuses: NaN, 1e400…): sent as the text it is
+        return cell
+
+
+def _reader(text: str) -> Any:
+    """A strict reader: a quote where none may be (``"a"b``), or a quoted cell never closed, raises —
+    a lenient reader would run the rest of the file into one cell."""
+    # The csv module's own field limit (131,072 characters by default) would raise mid-file; a
+    # cell is bounded by the document's limit instead (and a request's, once it is a prompt).
+    # Process-wide, and the same value every time.
+    csv.field_size_limit(MAX_DOCUMENT_BYTES)
+    return csv.reader(io.StringIO(text, newline=""), strict=True)
+
+
+def _rows(text: str) -> Iterator[list[str]]:
+    """The records of a .csv, blank lines skipped (they count as no row, as in ``csv.DictReader``)."""
+    for record in _reader(text):
+        if record:
+            yield record
+
+
+def _check_quoting(text: str) -> None:
+    """Read every record once before any is sent: past broken quoting, every row boundary is a guess."""
+    reader = _reader(text)
+    rows = 0
+    try:
+        for record in reader:
+            rows += bool(record)
+    except csv.Error as exc:
+        raise FileRejected(
+            "invalid_csv",
+            f"row {rows + 1} (read up to line {reader.line_num}): {exc}. A cell holding a comma, a quote or a "
+            'line break must be quoted, each quote inside it doubled ("say ""hi"""). Nothing was sent',
+        ) from None
+
+
+def _header(record: list[str], template: str | None) -> tuple[list[str], list[tuple[str, str | None]] | None]:
+    names = [name.strip() for name in record]
+    named = [name for name in names if name]
+    twice = sorted({name for name in named if named.count(name) > 1})
+    if twice:
+        raise FileRejected(
+            "invalid_csv",
+            f"the header names {', '.join(repr(shown(n, 60)) for n in twice)} more than once: "
+            "each column needs its own name",
+        )
+    parts = _compile_template(template, named) if template is not None else None
+    if parts is None and "prompt" not in named:
+        raise FileRejected(
+            "invalid_csv",
+            f'a .csv needs a "prompt" column, or a prompt template in its {CSV_TEMPLATE_METADATA} metadata; '
+            f"found {[shown(n, 60) for n in named]}",
+        )
+    return names, parts
+
+
+def parse_csv(text: str, default_model: str, template: str | None = None) -> Iterator[Parsed]:
+    """Each row → a request: the prompt, custom_id, model, system and parameter columns are sent;
+    every other column is carried (``Request.columns``), never sent."""
+    _check_quoting(text)
+    records = _rows(text)
+    header = next(records, None)
+    if header is None:
+        raise FileRejected("empty", "the .csv holds no rows")
+    names, parts = _header(header, template)
+    used = {name for _, name in parts or () if name}
+    prompt_columns = used if parts is not None else {"prompt"}
+    parameters = chat_parameters() - {"messages", "model"}
+    sent = prompt_columns | {"custom_id", "model", "system"} | parameters
+    width = len(names)
+    produced = False
+    for row_number, record in enumerate(records, start=2):  # the header is row 1
+        if not any(record):
+            continue  # a row of empty cells
+        produced = True
+        default_id = f"line-{row_number}"
+        if any(record[width:]):  # its cells are shifted: not even its custom_id can be trusted
+            yield LineError(
+                row_number,
+                default_id,
+                f"the row has {len(record)} cells but the header {width} columns: quote a cell that holds a comma",
+            )
+            continue
+        row = dict(zip(names, record, strict=False))
+        custom_id, _ = custom_id_or_default(row.get("custom_id") or None, default_id)
+        if parts is not None:
+            if not any(row.get(name) for name in used):
+                yield LineError(row_number, custom_id, f"the template's columns {sorted(used)} are all empty")
+                continue
+            prompt = "".join(literal + (row.get(name) or "" if name else "") for literal, name in parts)
+        else:
+            prompt = row.get("prompt") or ""
+        if not prompt.strip():
+            yield LineError(row_number, custom_id, "empty prompt")
+            continue
+        fields: dict[str, Any] = {
+            name: cell if name in ("custom_id", "model", "system") else _csv_value(cell)
+            for name, cell in row.items()
+            if name in sent and name not in prompt_columns and cell
+        }
+        carried = tuple((name, row.get(name, "")) for name in names if name and name not in sent)
+        yield request_from_object(
+            {**fields, "prompt": prompt},
+            line=row_number,
+            default_id=default_id,
+            default_model=default_model,
+            text_len=len(prompt),
+            columns=carried,
+        )
+    if not produced:
+        raise FileRejected("empty", "the .csv has a header but no rows")

@@ -1,0 +1,109 @@
+"""JSON as promptdrop reads it: standard JSON only, of bounded depth, each key once.
+
+Python's ``json`` accepts more than the standard, and what it accepts it sends on: ``NaN``,
+``Infinity`` and ``-Infinity`` (and ``1e400``, decoded to ``inf``) come back out as non-standard
+JSON the API refuses; a line nested 100,000 deep raises ``RecursionError``; an integer of 5,000
+digits raises ``ValueError``; a key given twice silently keeps its last value. Here each of those
+is a :class:`JsonRefused` with a message for the user, so the line (or the item) fails alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+from .limits import MAX_NESTING, shown
+
+__all__ = ["JsonRefused", "decode", "lenient_end", "nesting_too_deep", "skip_whitespace", "strict_decoder"]
+
+
+class JsonRefused(ValueError):
+    """Parsable by Python, but not JSON promptdrop will send (the message says why)."""
+
+
+def _refuse_constant(name: str) -> Any:
+    raise JsonRefused(f"{name} is not valid JSON and the API refuses it: use a number or null")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise JsonRefused(
+            f"the number {shown(text, 40)} is too large for a 64-bit float (it would be sent as Infinity)"
+        )
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # longer than Python's int/str conversion limit (4,300 digits by default)
+        raise JsonRefused(f"an integer of {len(text):,} digits is too long: no parameter takes one") from None
+
+
+def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise JsonRefused(f'the key "{shown(key, 60)}" appears twice in one object: give it once')
+        seen.add(key)
+    raise AssertionError("unreachable: a shorter dict means a repeated key")
+
+
+_STRICT = json.JSONDecoder(
+    object_pairs_hook=_keys_once,
+    parse_float=_finite_float,
+    parse_int=_bounded_int,
+    parse_constant=_refuse_constant,
+)
+# Only finds where a value ends (after the strict decoder refused it): accepts what it refuses.
+_LENIENT = json.JSONDecoder(parse_int=lambda _: 0, parse_float=lambda _: 0.0)
+# A JSON string (escapes included) or a bracket: enough to count nesting without decoding.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+
+
+def strict_decoder() -> json.JSONDecoder:
+    """The decoder behind :func:`decode`, for ``raw_decode`` of one value in a document."""
+    return _STRICT
+
+
+def lenient_end(text: str, index: int) -> int:
+    """Where the JSON value starting at ``index`` ends, ignoring what the strict decoder refuses."""
+    return _LENIENT.raw_decode(text, index)[1]
+
+
+def skip_whitespace(text: str, index: int) -> int:
+    return _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]  # matches the empty string
+
+
+def nesting_too_deep(text: str, limit: int = MAX_NESTING) -> int | None:
+    """The index in ``text`` where arrays and objects nest deeper than ``limit``, or None.
+
+    Costs two ``str.count`` calls unless the text holds more than ``limit`` brackets; then one
+    pass over its strings and brackets, never recursion.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return None
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        first = text[match.start()]
+        if first in "[{":
+            depth += 1
+            if depth > limit:
+                return match.start()
+        elif first in "]}":
+            depth -= 1
+    return None
+
+
+def decode(text: str) -> Any:
+    """One JSON value, strictly: raises :class:`JsonRefused` (or ``json.JSONDecodeError`` for bad syntax)."""
+    if (at := nesting_too_deep(text)) is not None:
+        raise JsonRefused(f"arrays and objects nest deeper than {MAX_NESTING} levels (at character {at + 1})")
+    return _STRICT.decode(text)

@@ -1,0 +1,31 @@
+"""What parsing an input file yields: a :class:`Request`, a :class:`LineError`, or :class:`FileRejected`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..engine.request import Request
+
+__all__ = ["FileRejected", "LineError", "Parsed", "Request"]
+
+
+class FileRejected(Exception):
+    """The whole file cannot be processed (the reason is meant for the user)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(slots=True, frozen=True)
+class LineError:
+    """A line that could not be turned into a request; it fails alone."""
+
+    line: int
+    custom_id: str
+    message: str
+    offset: int = 0
+
+
+Parsed = Request | LineError

@@ -1,0 +1,690 @@
+"""The bad-input matrix: every way an input, a key, an event, the configuration or the model can be wrong.
+
+Each case goes through the real handler (S3 upload → notification on the work queue → the SQS
+event-source mapping → handler) against moto and the fake OpenAI API, and asserts the exact
+outcome: the job's status and counts, the answered lines (every good line answered once, in
+order: nothing lost), each failed line's error code and reason in ``.errors.jsonl``, the DLQ
+messages, the journal's items and how many calls reached the API.
+
+Cases marked ``xfail(strict=True)`` describe the outcome their fix will give; the fix belongs to
+another part of the code (named in the reason), and the test turns green — and must be unmarked —
+once it lands.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_plus
+
+import pytest
+from promptdrop.formats import MAX_DOCUMENT_BYTES, MAX_REQUEST_BYTES
+from promptdrop.settings import ConfigurationError
+
+from tests.integration.conftest import Pipeline
+
+# -- how a case is described and checked ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Failed:
+    """One line in ``.errors.jsonl`` (and its ``prompt_failure`` dead letter)."""
+
+    custom_id: str
+    code: str
+    fragment: str  # a part of the error message that says why
+
+
+@dataclass(frozen=True)
+class Ran:
+    """The file ran: these lines answered, in input order, and these failed, in input order."""
+
+    status: str
+    answered: tuple[str, ...]
+    failed: tuple[Failed, ...] = ()
+    api_calls: int | None = None  # calls the fake API received; default: one per answer or API failure
+
+    def expected_calls(self) -> int:
+        if self.api_calls is not None:
+            return self.api_calls
+        return len(self.answered) + sum(1 for f in self.failed if f.code != "invalid_line")
+
+
+@dataclass(frozen=True)
+class FileFailed:
+    """The whole file failed: one ``file_failure`` dead letter, no outputs, nothing sent to the API."""
+
+    code: str
+    fragment: str
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    data: bytes
+    outcome: Ran | FileFailed
+    metadata: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def jsonl(*lines: object) -> bytes:
+    """A .jsonl of ``lines``: bytes are taken as they are, anything else is dumped as JSON."""
+    return b"\n".join(item if isinstance(item, bytes) else json.dumps(item).encode() for item in lines) + b"\n"
+
+
+def p(custom_id: object, prompt: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A short-form line."""
+    return {"custom_id": custom_id, "prompt": prompt or f"question {custom_id}", **extra}
+
+
+def batch(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions", "body": body}
+
+
+def user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def invalid(custom_id: str, fragment: str) -> Failed:
+    return Failed(custom_id, "invalid_line", fragment)
+
+
+# Characters SQS refuses in a message body (SendMessage): what a dead letter must never hold.
+SQS_REFUSED = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def run(pipe: Pipeline, case: Case) -> None:
+    if case.env:
+        pipe.configure(**case.env)
+    pipe.s3.put_object(Bucket=pipe.bucket, Key=case.key, Body=case.data, Metadata=case.metadata)
+    pipe.drain()
+
+
+def check(pipe: Pipeline, case: Case, dead: list[dict[str, Any]] | None = None) -> None:
+    """Assert the exact outcome; ``dead``: the DLQ's messages when the caller has taken them already."""
+    outcome = case.outcome
+    dead = pipe.dlq() if dead is None else dead
+    if isinstance(outcome, FileFailed):
+        assert [(m["kind"], m["key"], m["error"]["code"]) for m in dead] == [("file_failure", case.key, outcome.code)]
+        assert outcome.fragment in dead[0]["error"]["message"], dead[0]["error"]["message"]
+        job_id = dead[0]["job_id"]
+        if job_id is not None:
+            assert pipe.items(job_id)["JOB"]["status"] == "FAILED"
+        assert pipe.summary_missing(case.key)
+        assert pipe.server.stats()["requests"] == 0  # nothing sent, nothing paid for
+        return
+
+    summary = pipe.summary(case.key)
+    total = len(outcome.answered) + len(outcome.failed)
+    assert (summary["status"], summary["counts"]) == (
+        outcome.status,
+        {"total": total, "succeeded": len(outcome.answered), "failed": len(outcome.failed)},
+    )
+    # every good line answered, once, in input order
+    results = pipe.jsonl(case.key, ".out.jsonl")
+    assert [r["custom_id"] for r in results] == list(outcome.answered)
+    for result in results:
+        assert result["response"]["status_code"] == 200
+        assert result["response"]["body"]["choices"][0]["message"]["content"].startswith("Echo: ")
+    # every failed line, once, in input order, with its reason
+    errors = pipe.jsonl(case.key, ".errors.jsonl")
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [(f.custom_id, f.code) for f in outcome.failed]
+    for error, expected in zip(errors, outcome.failed, strict=True):
+        assert expected.fragment in error["error"]["message"], error["error"]["message"]
+    # one dead letter per failed line
+    assert sorted((m["kind"], m["custom_id"], m["error"]["code"]) for m in dead) == sorted(
+        ("prompt_failure", f.custom_id, f.code) for f in outcome.failed
+    )
+    # the journal agrees
+    items = pipe.items(summary["job_id"])
+    job = items["JOB"]
+    assert (job["status"], job["total"], job["succeeded"], job["failed"]) == (
+        outcome.status,
+        total,
+        len(outcome.answered),
+        len(outcome.failed),
+    )
+    assert sum(1 for sk in items if sk.startswith("REQ#")) == total
+    assert pipe.server.stats()["requests"] == outcome.expected_calls()
+
+
+# -- the matrix ---------------------------------------------------------------------------------
+
+LONG_PROMPT = "x" * 200_000  # past Python's default csv field limit of 131,072 characters
+NESTED = b"[" * 100_000 + b"]" * 100_000
+
+CASES: dict[str, Case | Any] = {
+    # encodings
+    "jsonl-utf8-bom": Case("inputs/bom.jsonl", b"\xef\xbb\xbf" + jsonl(p("a"), p("b")), Ran("SUCCEEDED", ("a", "b"))),
+    "jsonl-crlf": Case(
+        "inputs/crlf.jsonl", jsonl(p("a"), p("b")).replace(b"\n", b"\r\n"), Ran("SUCCEEDED", ("a", "b"))
+    ),
+    "jsonl-only-a-bom": Case("inputs/only-bom.jsonl", b"\xef\xbb\xbf\r\n", FileFailed("empty", "no requests")),
+    "jsonl-invalid-utf8-line": Case(
+        "inputs/latin1-line.jsonl",
+        jsonl(p("a"), b'{"custom_id": "b", "prompt": "caf\xe9"}', p("c")),
+        Ran("PARTIAL", ("a", "c"), (invalid("line-2", "not valid UTF-8 (byte 33)"),)),
+    ),
+    "jsonl-utf16": Case(
+        "inputs/utf16.jsonl", json.dumps(p("a")).encode("utf-16"), FileFailed("undecodable", "save it as UTF-8")
+    ),
+    "txt-latin1": Case("inputs/latin1.txt", "café".encode("latin-1"), FileFailed("undecodable", "not valid UTF-8")),
+    "txt-only-whitespace": Case("inputs/blank.txt", b" \r\n\t\n ", FileFailed("empty", "no requests")),
+    "jsonl-lone-surrogate": Case(
+        "inputs/surrogate.jsonl",
+        jsonl(p("a"), b'{"custom_id": "b", "prompt": "half \\ud800 a pair"}', p("c")),
+        Ran("PARTIAL", ("a", "c"), (invalid("b", "lone surrogate (\\ud800)"),)),
+    ),
+    "jsonl-surrogate-pair": Case(
+        "inputs/pair.jsonl", jsonl(b'{"custom_id": "a", "prompt": "smile \\ud83d\\ude00"}'), Ran("SUCCEEDED", ("a",))
+    ),
+    # JSON pathologies
+    "jsonl-nested-100000-deep": Case(
+        "inputs/deep.jsonl",
+        jsonl(p("a"), NESTED, p("c")),
+        Ran("PARTIAL", ("a", "c"), (invalid("line-2", "nest deeper than 100 levels"),)),
+    ),
+    "jsonl-nan-infinity-1e400": Case(
+        "inputs/nan.jsonl",
+        jsonl(
+            p("a"),
+            b'{"custom_id": "n", "prompt": "x", "temperature": NaN}',
+            b'{"custom_id": "i", "prompt": "x", "temperature": Infinity}',
+            b'{"custom_id": "m", "prompt": "x", "temperature": -Infinity}',
+            b'{"custom_id": "e", "prompt": "x", "temperature": 1e400}',
+            p("z"),
+        ),
+        Ran(
+            "PARTIAL",
+            ("a", "z"),
+            (
+                invalid("line-2", "NaN is not valid JSON"),
+                invalid("line-3", "Infinity is not valid JSON"),
+                invalid("line-4", "-Infinity is not valid JSON"),
+                invalid("line-5", "1e400 is too large for a 64-bit float"),
+            ),
+        ),
+    ),
+    "jsonl-5000-digit-integer": Case(
+        "inputs/bigint.jsonl",
+        jsonl(b'{"custom_id": "a", "prompt": "x", "seed": ' + b"9" * 5000 + b"}", p("b")),
+        Ran("PARTIAL", ("b",), (invalid("line-1", "an integer of 5,000 digits"),)),
+    ),
+    "jsonl-repeated-key": Case(
+        "inputs/dupkey.jsonl",
+        jsonl(b'{"custom_id": "a", "prompt": "one", "prompt": "two"}', p("b")),
+        Ran("PARTIAL", ("b",), (invalid("line-1", 'the key "prompt" appears twice'),)),
+    ),
+    "jsonl-raw-control-character": Case(
+        "inputs/control.jsonl",
+        jsonl(b'{"custom_id": "a", "prompt": "tab\x01in"}', p("b")),
+        Ran("PARTIAL", ("b",), (invalid("line-1", "Invalid control character"),)),
+    ),
+    "jsonl-broken-and-non-object-lines": Case(
+        "inputs/shapes.jsonl",
+        jsonl(b"{broken", b"[1, 2]", b'"text"', b"null", p("e")),
+        Ran(
+            "PARTIAL",
+            ("e",),
+            (
+                invalid("line-1", "not valid JSON"),
+                invalid("line-2", "expected a JSON object, got an array"),
+                invalid("line-3", "got a string"),
+                invalid("line-4", "got null"),
+            ),
+        ),
+    ),
+    "json-nested-too-deep": Case(
+        "inputs/deep.json", b"[" + b'{"prompt": ' + NESTED + b"}]", FileFailed("too_deep", "deeper than 100 levels")
+    ),
+    "json-trailing-comma": Case(
+        "inputs/comma.json", b'[{"prompt": "a"},]', FileFailed("invalid_json", "Expecting value at line 1 column 18")
+    ),
+    "json-refused-items-fail-alone": Case(
+        "inputs/items.json",
+        b'[{"prompt": "a"}, {"prompt": NaN}, {"prompt": "c", "prompt": "d"}, 7, {"custom_id": "e", "prompt": "e"}]',
+        Ran(
+            "PARTIAL",
+            ("item-1", "e"),
+            (
+                invalid("item-2", "NaN is not valid JSON"),
+                invalid("item-3", "appears twice"),
+                invalid("item-4", "expected a JSON object, got an integer"),
+            ),
+        ),
+    ),
+    "json-empty-array": Case("inputs/empty.json", b" [ ] ", FileFailed("empty", "holds no requests")),
+    # request shapes
+    "batch-body-not-an-object": Case(
+        "inputs/body.jsonl",
+        jsonl({"custom_id": "a", "url": "/v1/chat/completions", "body": "hello"}, p("b")),
+        Ran("PARTIAL", ("b",), (invalid("a", "body: Input should be a valid dictionary"),)),
+    ),
+    "batch-messages-not-a-list": Case(
+        "inputs/messages.jsonl",
+        jsonl(batch("a", {"messages": "hello"}), {"custom_id": "b", "messages": "hello"}, p("c")),
+        Ran(
+            "PARTIAL",
+            ("c",),
+            (invalid("a", 'needs a non-empty "messages" list'), invalid("b", "messages: Input should be a valid list")),
+        ),
+    ),
+    "stream-prompt-and-messages-empty-prompt": Case(
+        "inputs/misc.jsonl",
+        jsonl(
+            p("a", stream=True),
+            {"custom_id": "b", "prompt": "x", "messages": user("y")},
+            p("c", prompt=" "),
+            {"custom_id": "d", "prompt": 42},
+            p("e"),
+        ),
+        Ran(
+            "PARTIAL",
+            ("e",),
+            (
+                invalid("a", '"stream": true is not supported'),
+                invalid("b", 'give exactly one of "prompt" or "messages"'),
+                invalid("c", "prompt: is empty"),
+                invalid("d", "prompt: Input should be a valid string"),
+            ),
+        ),
+    ),
+    # custom_ids
+    "custom-id-wrong-types": Case(
+        "inputs/id-types.jsonl",
+        jsonl(p("a"), p(True), p(1.5), p([1]), p({"k": 1}), p(7), p("z")),
+        Ran(
+            "PARTIAL",
+            ("a", "7", "z"),
+            (
+                invalid("line-2", "custom_id must be a string (or an integer), got a boolean"),
+                invalid("line-3", "got a number"),
+                invalid("line-4", "got an array"),
+                invalid("line-5", "got an object"),
+            ),
+        ),
+    ),
+    "custom-id-empty": Case(
+        "inputs/id-empty.jsonl",
+        jsonl(p(""), p("b")),
+        Ran("PARTIAL", ("b",), (invalid("line-1", "custom_id is empty"),)),
+    ),
+    "custom-id-2000-chars": Case(
+        "inputs/id-long.jsonl",
+        jsonl(p("x" * 2000), p("b")),
+        Ran("PARTIAL", ("b",), (invalid("line-1", "custom_id is 2,000 bytes in UTF-8; the limit is 512"),)),
+    ),
+    "custom-id-512-bytes-and-unicode": Case(
+        "inputs/id-limit.jsonl",
+        jsonl(p("é" * 256), p("日本語 🙂 id"), p("a/b#c?d")),
+        Ran("SUCCEEDED", ("é" * 256, "日本語 🙂 id", "a/b#c?d")),
+    ),
+    "custom-id-characters-sqs-refuses": Case(
+        "inputs/id-chars.jsonl",
+        jsonl(p("nul\x00"), p("bad\uffff"), p("tab\there"), p("ok")),
+        Ran(
+            "PARTIAL",
+            ("ok",),
+            (
+                invalid("line-1", "custom_id holds U+0000 at character 4"),
+                invalid("line-2", "custom_id holds U+FFFF at character 4"),
+                invalid("line-3", "custom_id holds U+0009"),
+            ),
+        ),
+    ),
+    "custom-id-repeated-and-int-vs-string": Case(
+        "inputs/id-repeat.jsonl",
+        jsonl(p("a"), p(7), p("a"), p("7")),
+        Ran(
+            "PARTIAL",
+            ("a", "7"),
+            (invalid("a", "is already used by line 1"), invalid("7", "is already used by line 2")),
+        ),
+    ),
+    "custom-id-aliasing-an-internal-key": pytest.param(
+        Case(
+            "inputs/id-alias.jsonl",
+            jsonl(p("dup", "first"), p("dup", "second"), p("dup#line-2", "third")),
+            Ran("PARTIAL", ("dup", "dup#line-2"), (invalid("dup", "is already used by line 1"),)),
+        ),
+        marks=pytest.mark.xfail(
+            strict=True, reason="needs journal keys no custom_id can alias (adapters/journal.py, lead engineer)"
+        ),
+    ),
+    # parameters
+    "unknown-short-form-keys": Case(
+        "inputs/params.jsonl",
+        jsonl(p("a", foo=1), p("b", metadata_x="m"), p("c", metadata={"team": "x"}, store=True, temperature=0), p("d")),
+        Ran(
+            "PARTIAL",
+            ("c", "d"),
+            (
+                invalid("a", 'unknown parameter "foo": not sent'),
+                invalid("b", 'unknown parameter "metadata_x"'),
+            ),
+        ),
+    ),
+    "batch-body-unknown-parameter": pytest.param(
+        Case(
+            "inputs/batch-params.jsonl",
+            jsonl(batch("a", {"messages": user("hi"), "foo": 1}), p("b")),
+            Ran("PARTIAL", ("b",), (Failed("a", "http_400", "Unrecognized request argument supplied: foo"),)),
+        ),
+        marks=pytest.mark.xfail(strict=True, reason="needs the strict fake OpenAI API (unknown parameters -> 400)"),
+    ),
+    "batch-messages-of-strings": pytest.param(
+        Case(
+            "inputs/batch-strings.jsonl",
+            jsonl(batch("a", {"messages": ["hi"]}), p("b")),
+            Ran("PARTIAL", ("b",), (Failed("a", "http_400", "messages"),)),
+        ),
+        marks=pytest.mark.xfail(strict=True, reason="needs the strict fake OpenAI API (wrong types -> 400)"),
+    ),
+    "csv-wrong-type-parameter-cell": pytest.param(
+        Case(
+            "inputs/csv-types.csv",
+            b"custom_id,prompt,temperature\na,hi,hot\nb,hello,0.5\n",
+            Ran("PARTIAL", ("b",), (Failed("a", "http_400", "temperature"),)),
+        ),
+        marks=pytest.mark.xfail(strict=True, reason="needs the strict fake OpenAI API (wrong types -> 400)"),
+    ),
+    # .csv pathologies
+    "csv-extra-columns-carried-not-sent": Case(
+        "inputs/extra.csv",
+        b"custom_id,prompt,region,notes,max_tokens\na,hi,EU,call back,\nb,hello,US,,5\n",
+        Ran("SUCCEEDED", ("a", "b")),
+    ),
+    "csv-field-over-131072-chars": Case(
+        "inputs/wide.csv",
+        f'custom_id,prompt\nbig,"{LONG_PROMPT}"\nsmall,hi\n'.encode(),
+        Ran("SUCCEEDED", ("big", "small")),
+    ),
+    "csv-nul-bytes": Case(
+        "inputs/nul.csv", b"custom_id,prompt\r\na,hi\x00there\r\nb,bye\r\n", Ran("SUCCEEDED", ("a", "b"))
+    ),
+    "csv-column-named-twice": Case(
+        "inputs/twice.csv", b"prompt,custom_id,prompt\na,b,c\n", FileFailed("invalid_csv", "'prompt' more than once")
+    ),
+    "csv-header-only": Case("inputs/header.csv", b"custom_id,prompt\r\n", FileFailed("empty", "a header but no rows")),
+    "csv-unterminated-quote": Case(
+        "inputs/quote.csv",
+        b'custom_id,prompt\na,fine\nb,"never closed\nc,lost\n',
+        FileFailed("invalid_csv", "row 3 (read up to line 4): unexpected end of data"),
+    ),
+    "csv-row-with-more-cells-than-the-header": Case(
+        "inputs/cells.csv",
+        b"custom_id,prompt\na,hello, world\nb,fine\n",
+        Ran("PARTIAL", ("b",), (invalid("line-2", "the row has 3 cells but the header 2 columns"),)),
+    ),
+    "csv-template-naming-a-missing-column": Case(
+        "inputs/template.csv",
+        b"city\nOslo\n",
+        FileFailed("invalid_template", "{town} names no column"),
+        metadata={"promptdrop-template": "Museums in {town}?"},
+    ),
+    # sizes
+    "jsonl-line-over-1-mib": Case(
+        "inputs/big-line.jsonl",
+        jsonl(p("a"), p("b", "y" * MAX_REQUEST_BYTES), p("c")),
+        Ran("PARTIAL", ("a", "c"), (invalid("line-2", "longer than 1,048,576 bytes (1 MiB)"),)),
+    ),
+    "jsonl-3-mib-without-a-newline": Case(
+        "inputs/no-newline.jsonl",
+        b'{"prompt": "' + b"z" * (3 * MAX_REQUEST_BYTES),
+        Ran("FAILED", (), (invalid("line-1", "longer than 1,048,576 bytes"),)),
+    ),
+    "txt-over-1-mib": Case(
+        "inputs/big.txt", b"w" * (MAX_REQUEST_BYTES + 1), FileFailed("too_large", "a .txt is one prompt")
+    ),
+    "json-over-32-mib": Case(
+        "inputs/big.json",
+        b'[{"prompt": "' + b"v" * MAX_DOCUMENT_BYTES + b'"}]',
+        FileFailed("too_large", "use .jsonl for larger files"),
+    ),
+    # keys
+    "key-spaces-unicode-plus-percent": Case(
+        "inputs/été 2026/c++ notes 100% (final).jsonl", jsonl(p("a")), Ran("SUCCEEDED", ("a",))
+    ),
+    "key-uppercase-suffix": Case("inputs/SHOUT.JSONL", jsonl(p("a")), Ran("SUCCEEDED", ("a",))),
+    "key-unknown-suffix": Case(
+        "inputs/notes.pdf", b"%PDF-1.7", FileFailed("unsupported_format", "unknown suffix '.pdf'")
+    ),
+    "txt-key-too-long-to-be-its-id": Case(
+        "inputs/" + "k" * 600 + ".txt", b"hello from a long key", Ran("SUCCEEDED", ("line-1",))
+    ),
+    # the model answering garbage
+    "model-malformed-once-then-fine": Case(
+        "inputs/malformed.jsonl",
+        jsonl(p("a", "half a body [[malformed:x1]]"), p("b")),
+        Ran("SUCCEEDED", ("a", "b"), api_calls=3),
+    ),
+    "model-always-malformed": Case(
+        "inputs/malformed-always.jsonl",
+        jsonl(p("a", "garbage [[malformed:x9]]"), p("b")),
+        Ran("PARTIAL", ("b",), (Failed("a", "malformed_response", "not JSON"),), api_calls=3),
+        env={"PROMPTDROP_MAX_ATTEMPTS": "2"},
+    ),
+    "model-hangs-once": Case(
+        "inputs/hang.jsonl",
+        jsonl(p("a", "slow [[hang:x1]]"), p("b")),
+        Ran("SUCCEEDED", ("a", "b"), api_calls=3),
+        env={"PROMPTDROP_REQUEST_TIMEOUT_S": "1"},
+    ),
+    "model-500-until-attempts-run-out": Case(
+        "inputs/500.jsonl",
+        jsonl(p("a", "down [[fail:500]]"), p("b")),
+        Ran("PARTIAL", ("b",), (Failed("a", "http_500", "had an error"),), api_calls=3),
+        env={"PROMPTDROP_MAX_ATTEMPTS": "2"},
+    ),
+    "model-400-404-422": Case(
+        "inputs/4xx.jsonl",
+        jsonl(p("a", "no [[fail:400]]"), p("b", "where [[fail:404]]"), p("c", "what [[fail:422]]"), p("d")),
+        Ran(
+            "PARTIAL",
+            ("d",),
+            (
+                Failed("a", "http_400", "Injected bad request"),
+                Failed("b", "model_not_found", "does not exist"),
+                Failed("c", "http_422", "unprocessable"),
+            ),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_bad_input(pipeline: Pipeline, case: Case) -> None:
+    run(pipeline, case)
+    check(pipeline, case)
+
+
+# -- cases that need more than an upload ----------------------------------------------------------
+
+
+def test_csv_columns_that_are_not_parameters_never_reach_the_api(pipeline: Pipeline) -> None:
+    # the dead letter carries the request exactly as it was sent: no carried column in it
+    case = Case(
+        "inputs/carried.csv",
+        b"custom_id,prompt,region,temperature\na,refused [[fail:400]],EU,0.5\nb,fine,US,\n",
+        Ran("PARTIAL", ("b",), (Failed("a", "http_400", "Injected bad request"),)),
+    )
+    run(pipeline, case)
+    dead = pipeline.dlq()
+    sent = {"temperature": 0.5, "messages": user("refused [[fail:400]]"), "model": "gpt-4o-mini"}
+    assert dead[0]["request"]["body"] == sent
+    check(pipeline, case, dead)
+
+
+def test_a_sharded_jsonl_fails_the_same_lines_the_same_way(pipeline: Pipeline) -> None:
+    # the shard planner reads ids with custom_id_of; the shards parse with the parser: they agree
+    pipeline.configure(PROMPTDROP_SHARD_BYTES="1024")
+    lines = [p(f"q{i}") for i in range(30)]
+    lines[3] = p(True)  # fails as line-4
+    lines[20] = p("q1")  # repeats line 2, in another shard
+    data = b"\xef\xbb\xbf" + jsonl(*lines[:10], b'{"prompt": "' + b"y" * MAX_REQUEST_BYTES + b'"}', *lines[10:])
+    answered = tuple(f"q{i}" for i in range(30) if i not in (3, 20))
+    case = Case(
+        "inputs/sharded.jsonl",
+        data,
+        Ran(
+            "PARTIAL",
+            answered,
+            (
+                invalid("line-4", "got a boolean"),
+                invalid("line-11", "longer than 1,048,576 bytes"),
+                invalid("q1", "is already used by line 2"),
+            ),
+        ),
+    )
+    run(pipeline, case)
+    check(pipeline, case)
+    assert pipeline.summary(case.key)["units"] == 2  # lines 1-11 (line 2) and 12-31 (line 21, its repeat)
+
+
+def test_an_object_deleted_before_its_event_runs_fails_as_not_found(pipeline: Pipeline) -> None:
+    pipeline.put("inputs/gone.jsonl", jsonl(p("a")))
+    pipeline.s3.delete_object(Bucket=pipeline.bucket, Key="inputs/gone.jsonl")
+    pipeline.drain()
+    (dead,) = pipeline.dlq()
+    assert (dead["kind"], dead["job_id"], dead["error"]["code"]) == ("file_failure", None, "not_found")
+    assert pipeline.server.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json at all",
+        "",
+        json.dumps([1, 2]),
+        json.dumps({"hello": "world"}),
+        json.dumps({"kind": "prompt_failure", "job_id": "j"}),  # fields missing
+        json.dumps(
+            {"kind": "unit", "job_id": "j", "bucket": "b", "key": "k", "etag": "e", "unit": "all", "start": "x"}
+        ),
+        json.dumps({"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {}}}]}),
+        pytest.param(
+            NESTED.decode(),
+            marks=pytest.mark.xfail(
+                strict=True, reason="needs RecursionError read as a malformed body (events.py, lead engineer)"
+            ),
+        ),
+    ],
+    ids=[
+        "not-json",
+        "empty",
+        "array",
+        "unknown-shape",
+        "prompt-failure-missing-fields",
+        "unit-bad-start",
+        "s3-no-key",
+        "nested-100000-deep",
+    ],
+)
+def test_a_malformed_message_is_acknowledged_and_nothing_runs(pipeline: Pipeline, body: str) -> None:
+    pipeline.drain()  # the queue's s3:TestEvent
+    pipeline.sqs.send_message(QueueUrl=pipeline.stack.work_queue_url, MessageBody=body or " ")
+    assert pipeline.drain() == 1  # received once: acknowledged, not redelivered until it dead-letters
+    assert pipeline.dlq() == []
+    assert pipeline.server.stats()["requests"] == 0
+    assert pipeline.s3.list_objects_v2(Bucket=pipeline.bucket, Prefix="results/").get("KeyCount", 0) == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [("results/inputs/x.jsonl", "output prefix"), ("elsewhere/x.jsonl", "outside the input prefix")],
+)
+def test_events_for_keys_this_function_does_not_own_run_nothing(pipeline: Pipeline, key: str, why: str) -> None:
+    pipeline.configure(PROMPTDROP_INPUT_PREFIX="inputs/")
+    pipeline.s3.put_object(Bucket=pipeline.bucket, Key=key, Body=jsonl(p("a")))
+    assert pipeline.invoke(pipeline.s3_event(key)) == {"jobs": []}, why
+    assert pipeline.server.stats()["requests"] == 0
+    assert pipeline.dlq() == []
+
+
+def test_a_non_create_s3_event_is_skipped(pipeline: Pipeline) -> None:
+    event = pipeline.s3_event("inputs/x.jsonl")
+    event["Records"][0]["eventName"] = "ObjectRemoved:Delete"
+    assert pipeline.invoke(event) == {"jobs": []}
+    assert pipeline.server.stats()["requests"] == 0
+
+
+# The invocation fails before it records a metric: Powertools warns that it has none to publish.
+@pytest.mark.filterwarnings("ignore:No application metrics to publish")
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "PROMPTDROP_MAX_CONCURRENCY",
+            "0",
+            "PROMPTDROP_MAX_CONCURRENCY='0': Input should be greater than or equal to 1",
+        ),
+        ("PROMPTDROP_MAX_ATTEMPTS", "many", "PROMPTDROP_MAX_ATTEMPTS='many': Input should be a valid integer"),
+        ("PROMPTDROP_REQUEST_TIMEOUT_S", "inf", "PROMPTDROP_REQUEST_TIMEOUT_S='inf': Input should be a finite number"),
+        ("PROMPTDROP_OUTPUT_PREFIX", "/results/", "PROMPTDROP_OUTPUT_PREFIX='/results/': S3 key prefixes do not start"),
+        ("PROMPTDROP_TABLE", None, "PROMPTDROP_TABLE is not set (DynamoDB table"),
+    ],
+)
+def test_a_bad_configuration_fails_the_invocation_naming_the_variable(
+    pipeline: Pipeline, variable: str, value: str | None, message: str
+) -> None:
+    pipeline.put("inputs/config.jsonl", jsonl(p("a")))
+    if value is None:
+        pipeline.monkeypatch.delenv(variable)
+        pipeline.configure()
+    else:
+        pipeline.configure(**{variable: value})
+    with pytest.raises(ConfigurationError) as info:
+        pipeline.invoke(pipeline.s3_event("inputs/config.jsonl"))
+    assert message in str(info.value)
+    assert variable.removeprefix("PROMPTDROP_").lower() + "\n" not in str(info.value)
+    assert pipeline.server.stats()["requests"] == 0
+
+
+def test_a_table_that_does_not_exist_hands_the_message_back_until_sqs_dead_letters_it(pipeline: Pipeline) -> None:
+    pipeline.drain()  # the queue's s3:TestEvent
+    pipeline.configure(PROMPTDROP_TABLE="no-such-table")
+    pipeline.put("inputs/nowhere.jsonl", jsonl(p("a")))
+    assert pipeline.drain() == 5  # received 5 times (the template's maxReceiveCount), then moved by SQS
+    (dead,) = pipeline.dlq()
+    assert unquote_plus(dead["Records"][0]["s3"]["object"]["key"]) == "inputs/nowhere.jsonl"  # the notification
+    assert pipeline.server.stats()["requests"] == 0
+
+
+# -- limits whose enforcement belongs to the AWS adapters (lead engineer) --------------------------
+
+
+@pytest.mark.xfail(strict=True, reason="needs dead letters encoded for SQS (adapters/queues.py, lead engineer)")
+def test_a_dead_letter_never_holds_a_character_sqs_refuses(pipeline: Pipeline) -> None:
+    # U+FFFF is valid JSON and a valid prompt; SQS refuses it in a message body (moto does not)
+    prompt = "odd \uffff char [[fail:400]]"
+    case = Case(
+        "inputs/odd.jsonl",
+        jsonl(p("a", prompt), p("b")),
+        Ran("PARTIAL", ("b",), (Failed("a", "http_400", "Injected bad request"),)),
+    )
+    run(pipeline, case)
+    raw = pipeline.sqs.receive_message(QueueUrl=pipeline.stack.dlq_url, WaitTimeSeconds=0)["Messages"][0]["Body"]
+    assert SQS_REFUSED.search(raw) is None
+    assert json.loads(raw)["request"]["body"]["messages"] == user(prompt)
+
+
+@pytest.mark.xfail(strict=True, reason="needs output keys that fit S3's 1,024 bytes (jobs.py, lead engineer)")
+def test_an_input_key_near_s3s_limit_gets_output_keys_s3_accepts(pipeline: Pipeline) -> None:
+    # S3 keys are at most 1,024 bytes (moto does not check): results/<key>.summary.json would not fit
+    key = "inputs/" + "n" * (1024 - len("inputs/") - len(".jsonl")) + ".jsonl"
+    pipeline.put(key, jsonl(p("a")))
+    pipeline.drain()
+    assert pipeline.dlq() == []
+    jobs = pipeline.ddb.scan(
+        TableName=pipeline.stack.table,
+        FilterExpression="sk = :job AND #k = :key",
+        ExpressionAttributeNames={"#k": "key"},
+        ExpressionAttributeValues={":job": {"S": "JOB"}, ":key": {"S": key}},
+    )["Items"]
+    (job,) = jobs
+    outputs = {name: value["S"] for name, value in job["outputs"]["M"].items()}
+    assert all(len(k.encode()) <= 1024 for k in outputs.values()), outputs
+    summary = json.loads(pipeline.s3.get_object(Bucket=pipeline.bucket, Key=outputs["summary"])["Body"].read())
+    assert (summary["status"], summary["input"]["key"]) == ("SUCCEEDED", key)
