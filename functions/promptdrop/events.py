@@ -134,6 +134,8 @@ def parse_message(message: SqsMessage) -> list[WorkItem]:
         body = json.loads(message.body)
     except json.JSONDecodeError as exc:
         raise UnrecognizedEvent(f"message body is not JSON: {exc.msg}") from None
+    except RecursionError:  # nested deeper than Python's recursion limit: no event we accept is
+        raise UnrecognizedEvent("message body is nested too deep to be an event") from None
     return parse_body(body)
 
 
