@@ -378,6 +378,22 @@ def test_redrive_by_job_moves_only_that_jobs_dead_letters(cli: Cli, pipeline: Pi
     assert [m["job_id"] for m in p.dlq()] == [p.summary("inputs/y.jsonl")["job_id"]]  # left, visible again
 
 
+def test_redrive_moves_what_was_there_not_what_fails_again_meanwhile(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Given a prompt that always fails, dead-lettered, and the function live
+    cli("submit", str(write_file(tmp_path, "hopeless.jsonl", [json.dumps({"prompt": "no [[fail:400]]"})])))
+    pipeline.drain()
+    with event_source(pipeline):
+        # When the DLQ is redriven while the redriven prompt fails again
+        code, moved = cli.json("redrive")
+        _wait_for(lambda: len(peek_dlq(pipeline)) == 1)
+
+    # Then it was moved once (not again and again), and its new dead letter waits for the next redrive
+    assert (code, moved) == (0, {"moved": 1, "by_kind": {"prompt_failure": 1}})
+    assert pipeline.times_seen("no [[fail:400]]") == 2
+
+
 @pytest.mark.xfail(strict=False, reason="needs the product's cancel")
 def test_cancel_mid_run_then_redrive_finishes_paying_nothing_twice(
     slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path

@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -223,3 +224,50 @@ def test_resources_come_from_flags_then_the_stack_then_the_environment(monkeypat
     )
     with pytest.raises(Exception, match=r"give --work-queue-url, or --stack NAME \(its WorkQueueUrl output\)"):
         resolve(_args(), _Stack()).need("work_queue_url")
+
+
+# -- redrive ---------------------------------------------------------------------------------------
+
+
+class _FakeDlq:
+    """An SQS client holding one DLQ whose clock runs ``skew_s`` ahead of this machine's."""
+
+    def __init__(self, messages: list[tuple[str, float]], skew_s: float) -> None:
+        self.skew_s = skew_s
+        self.visible = [
+            {"MessageId": str(i), "ReceiptHandle": f"r{i}", "Body": body, "Attributes": {"SentTimestamp": str(int(t))}}
+            for i, (body, t) in enumerate(messages)
+        ]
+        self.sent: list[str] = []
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        from email.utils import formatdate
+
+        batch, self.visible = (
+            self.visible[: kwargs["MaxNumberOfMessages"]],
+            self.visible[kwargs["MaxNumberOfMessages"] :],
+        )
+        date = formatdate(time.time() + self.skew_s, usegmt=True)
+        return {"Messages": batch, "ResponseMetadata": {"HTTPHeaders": {"date": date}}}
+
+    def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.sent += [e["MessageBody"] for e in kwargs["Entries"]]
+        return {"Successful": [{"Id": e["Id"]} for e in kwargs["Entries"]]}
+
+    def delete_message_batch(self, **kwargs: Any) -> None:
+        return None
+
+    def change_message_visibility_batch(self, **kwargs: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("skew_s", [0, -600, 600])
+def test_redrive_moves_the_messages_older_than_itself_on_the_queues_clock(skew_s: float) -> None:
+    from promptdrop.cli import redrive
+
+    now_ms = (time.time() + skew_s) * 1000  # the queue's clock
+    old = json.dumps({"kind": "prompt_failure", "job_id": "j"})
+    new = json.dumps({"kind": "prompt_failure", "job_id": "j", "again": True})  # failed again meanwhile
+    sqs = _FakeDlq([(old, now_ms - 60_000), (new, now_ms + 5_000)], skew_s)
+    assert redrive(sqs, dlq_url="dlq", work_queue_url="work") == {"prompt_failure": 1}
+    assert sqs.sent == [old]

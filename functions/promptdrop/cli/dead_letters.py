@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import Counter
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ..messages import KINDS
@@ -47,24 +49,35 @@ def redrive(
 ) -> Counter[str]:
     """Move up to ``limit`` messages (of ``kinds`` and of ``job_id``, or all) from the DLQ to the work queue.
 
-    A message is deleted from the DLQ only after the work queue accepted it. Messages received but
-    not wanted are made visible again at the end (they were held so each is looked at once).
-    Returns the count moved, by kind.
+    Only the messages already in the DLQ when it starts: a redriven prompt that fails again while
+    this runs (the function is live) comes back as a new message, and moving it again would loop
+    until the function stops failing. A message is deleted from the DLQ only after the work queue
+    accepted it. Messages received but not moved are made visible again at the end (held meanwhile,
+    so each is looked at once). Returns the count moved, by kind.
     """
     moved: Counter[str] = Counter()
-    held: dict[str, str] = {}  # message id -> receipt handle of the unwanted ones
+    held: dict[str, str] = {}  # message id -> receipt handle of the ones not moved
     picking = kinds is not None or job_id is not None
+    started_ms: int | None = None
+    asked_ms = int(time.time() * 1000)
     try:
         while limit is None or sum(moved.values()) < limit:
             left = None if limit is None else limit - sum(moved.values())
             want = 10 if picking or left is None else min(10, left)
-            batch = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=want, WaitTimeSeconds=1).get(
-                "Messages", []
+            response = sqs.receive_message(
+                QueueUrl=dlq_url,
+                MaxNumberOfMessages=want,
+                WaitTimeSeconds=1,
+                MessageSystemAttributeNames=["SentTimestamp"],
             )
+            if started_ms is None:
+                started_ms = _sqs_clock(response, asked_ms)
+            batch = response.get("Messages", [])
             fresh = [m for m in batch if m["MessageId"] not in held]
             if not fresh:
                 break  # empty, or only messages looked at already came back
-            chosen = [m for m in fresh if _wanted(m["Body"], kinds, job_id)][:left]
+            older = [m for m in fresh if int(m.get("Attributes", {}).get("SentTimestamp", 0)) < started_ms]
+            chosen = [m for m in older if _wanted(m["Body"], kinds, job_id)][:left]
             taken = {m["MessageId"] for m in chosen}
             held |= {m["MessageId"]: m["ReceiptHandle"] for m in fresh if m["MessageId"] not in taken}
             if chosen:
@@ -72,6 +85,17 @@ def redrive(
     finally:
         _release(sqs, dlq_url, held)
     return moved
+
+
+def _sqs_clock(response: dict[str, Any], local_ms: int) -> int:
+    """``local_ms`` on SQS's clock (what ``SentTimestamp`` is on): this machine's, unless the
+    response's ``Date`` shows it off by more than the header's one-second resolution allows."""
+    date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+    try:
+        server_ms = int(parsedate_to_datetime(date).timestamp() * 1000) if date else None
+    except (TypeError, ValueError):
+        server_ms = None
+    return server_ms if server_ms is not None and abs(server_ms - local_ms) > 2000 else local_ms
 
 
 def _wanted(body: str, kinds: set[str] | None, job_id: str | None) -> bool:
