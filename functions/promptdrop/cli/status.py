@@ -87,7 +87,7 @@ def detail_rows(job: JobItem, failures: Counter[str] | None) -> list[tuple[str, 
         rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in failures.most_common())))
     if job.error:
         rows.append(("error", f"{job.error.get('code')}: {job.error.get('message')}"))
-    for name in sorted(job.outputs):
+    for name in sorted(job.outputs) if job.final else ():  # written when the job ends
         rows.append((name, job.output_uri(name) or "-"))
     return rows
 
