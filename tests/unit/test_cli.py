@@ -271,3 +271,73 @@ def test_redrive_moves_the_messages_older_than_itself_on_the_queues_clock(skew_s
     sqs = _FakeDlq([(old, now_ms - 60_000), (new, now_ms + 5_000)], skew_s)
     assert redrive(sqs, dlq_url="dlq", work_queue_url="work") == {"prompt_failure": 1}
     assert sqs.sent == [old]
+
+
+# -- submit --wait follows the job item --------------------------------------------------------------
+
+
+class _Jobs:
+    """A job store whose job item changes at each read, as a running job's does."""
+
+    def __init__(self, states: list[dict[str, Any] | None]) -> None:
+        self.states = states
+        self.reads = 0
+
+    def get(self, job_id: str) -> Any:
+        from promptdrop.cli.jobstore import JobItem
+
+        state = self.states[min(self.reads, len(self.states) - 1)]
+        self.reads += 1
+        return None if state is None else JobItem(job_id=job_id, bucket="b", key="inputs/k.jsonl", **state)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_follow_shows_progress_until_the_job_ends(terminal: bool) -> None:
+    from promptdrop.cli.submit import follow
+
+    running = {"lines": 100, "progress_prompt_tokens": 10, "progress_cost_usd": 0.001}
+    store = _Jobs(
+        [
+            None,  # the function has not started it yet
+            running | {"progress_succeeded": 10},
+            running | {"progress_succeeded": 40, "progress_failed": 2},
+            {"status": "PARTIAL", "total": 100, "succeeded": 97, "failed": 3},
+        ]
+    )
+    clock, out, err = _Clock(), io.StringIO(), io.StringIO()
+    view = View(out=out, err=err, terminal=terminal)
+    job = follow(store, "j", view, interval_s=2, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
+    assert job is not None
+    assert (job.status, job.done, store.reads, clock.now) == ("PARTIAL", 100, 4, 6.0)
+    if terminal:  # the bar, as last drawn
+        assert "PARTIAL ━━━━" in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
+        return
+    # plain: a line when the status changes, else at most every 5 s (42/100, 2 s later, is not shown);
+    # the rate over the window: 90 more in 4 s
+    assert out.getvalue() == ""
+    assert err.getvalue().splitlines() == [
+        "WAITING   0  -  ETA -  for the job to start",
+        "RUNNING   10/100  -  ETA -  ok 10  failed 0  10 tokens  $0.001",
+        "PARTIAL   100/100  22.5/s  ETA -  ok 97  failed 3  0 tokens  -",
+    ]
+
+
+def test_follow_gives_up_at_its_timeout() -> None:
+    from promptdrop.cli.submit import follow
+
+    clock = _Clock()
+    store = _Jobs([{"lines": 10}])
+    view = View(out=io.StringIO(), err=io.StringIO(), terminal=False)
+    assert follow(store, "j", view, interval_s=2, timeout_s=5, clock=clock, sleep=clock.sleep) is None  # type: ignore[arg-type]
+    assert clock.now == 5.0
