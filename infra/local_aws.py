@@ -14,7 +14,8 @@ resource's *properties* into the boto3 calls CloudFormation would make:
 ``AWS::SQS::Queue``             create_queue with every declared attribute (redrive policy,
                                 visibility timeout, retention...)
 ``AWS::SQS::QueuePolicy``       set_queue_attributes(Policy=...)
-``AWS::DynamoDB::Table``        create_table (keys, billing, indexes, SSE) + PITR and TTL
+``AWS::DynamoDB::Table``        create_table (keys, billing, global and local secondary indexes,
+                                SSE) + PITR and TTL
 ``AWS::SecretsManager::Secret`` create_secret (empty unless the template gives a value)
 ``AWS::CloudWatch::Alarm``      put_metric_alarm
 ==============================  ===========================================================
@@ -651,6 +652,14 @@ def _create_table(ctx: _Ctx, logical_id: str, props: dict[str, Any]) -> _Deploye
         "TimeToLiveSpecification",
     }
     _check_known(logical_id, props, passthrough | extra)
+    for index in props.get("GlobalSecondaryIndexes", []):
+        # CreateTable takes these as CloudFormation spells them; ContributorInsightsSpecification
+        # is CloudFormation's alone (a separate API call), so it is refused rather than dropped.
+        _check_known(
+            f"{logical_id}.GlobalSecondaryIndexes[{index.get('IndexName')}]",
+            index,
+            {"IndexName", "KeySchema", "Projection", "ProvisionedThroughput", "OnDemandThroughput", "WarmThroughput"},
+        )
     name = props.get("TableName") or _physical_name(ctx.stack_name, logical_id, max_len=255)
     request: dict[str, Any] = {k: v for k, v in props.items() if k in passthrough}
     if "SSESpecification" in props:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
 from infra.event_source import LocalContext, SqsEventSource
-from infra.local_aws import DEFAULT_TEMPLATE, LocalAws, deploy, load_template
+from infra.local_aws import DEFAULT_TEMPLATE, LocalAws, TemplateError, deploy, load_template
 
 
 @pytest.fixture
@@ -113,6 +114,10 @@ def test_resources_match_the_template(local_aws: LocalAws, aws: dict[str, Any]) 
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    declared_indexes = declared["JobsTable"]["Properties"]["GlobalSecondaryIndexes"]
+    assert [(i["IndexName"], i["KeySchema"], i["Projection"]) for i in table["GlobalSecondaryIndexes"]] == [
+        (i["IndexName"], i["KeySchema"], i["Projection"]) for i in declared_indexes
+    ]
     backups = ddb.describe_continuous_backups(TableName=local_aws.table)["ContinuousBackupsDescription"]
     assert backups["PointInTimeRecoveryDescription"]["PointInTimeRecoveryStatus"] == "ENABLED"
 
@@ -183,6 +188,16 @@ def test_parameters_flow_into_resources_and_env(moto_endpoint: str) -> None:
     finally:
         s3.close()
     assert config["Filter"]["Key"]["FilterRules"] == [{"Name": "prefix", "Value": "in/"}]
+
+
+def test_an_index_property_the_local_stack_cannot_create_is_refused(moto_endpoint: str, tmp_path: Path) -> None:
+    template = load_template(DEFAULT_TEMPLATE)
+    (index,) = template["Resources"]["JobsTable"]["Properties"]["GlobalSecondaryIndexes"]
+    index["ContributorInsightsSpecification"] = {"Enabled": True}
+    path = tmp_path / "template.json"
+    path.write_text(json.dumps(template))
+    with pytest.raises(TemplateError, match=r"jobs-by-start.*ContributorInsightsSpecification"):
+        deploy(moto_endpoint, template=path, stack_name="pd-bad-index")
 
 
 def test_local_context_counts_down() -> None:

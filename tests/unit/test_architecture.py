@@ -30,7 +30,8 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": BASE | {"engine", "adapters", "formats", "outputs"},
     "runtime": BASE | {"engine", "adapters", "jobs"},
     "handler": BASE | {"runtime", "jobs", "events"},
-    "cli": BASE,
+    # The operator's commands: an entry point like the handler (``local`` runs the handler itself).
+    "cli": BASE | {"formats", "outputs", "adapters", "jobs", "runtime", "handler"},
 }
 
 

@@ -169,8 +169,21 @@ def test_table_is_on_demand_with_pk_sk(cfn_template: dict[str, Any]) -> None:
     assert {d["AttributeName"]: d["AttributeType"] for d in props["AttributeDefinitions"]} == {
         "pk": "S",
         "sk": "S",
+        "jobs_pk": "S",
+        "started_at": "S",
     }
     assert props["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+def test_table_lists_jobs_by_start(cfn_template: dict[str, Any]) -> None:
+    # promptdrop status (no argument) queries it: jobs_pk = "JOBS" on every job item, newest first.
+    (index,) = cfn_template["Resources"]["JobsTable"]["Properties"]["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "jobs-by-start"
+    assert index["KeySchema"] == [
+        {"AttributeName": "jobs_pk", "KeyType": "HASH"},
+        {"AttributeName": "started_at", "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
 
 
 def test_secret_holds_no_value(cfn_template: dict[str, Any]) -> None:

@@ -1,0 +1,81 @@
+"""``promptdrop``: the operator's commands for the life of a job.
+
+``estimate`` (offline) → ``submit [--wait]`` → ``status`` → ``results``; ``cancel`` and ``redrive``
+to stop and resume; ``local`` runs the whole stack on this machine. Every command takes ``--json``;
+resources come from flags, ``--stack NAME`` or the function's environment variables
+(:mod:`.resources`); the exit codes are :class:`.errors.ExitCode` (README, "CLI").
+
+One module per command; this one builds the parser and maps every error to a message and a code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import cancel, dead_letters, estimate, local, results, status, submit
+from .dead_letters import redrive
+from .errors import CliError, ExitCode
+from .resources import Clients
+from .view import View
+
+__all__ = ["main", "redrive"]
+
+EPILOG = (
+    "exit codes: 0 done (submit --wait: every request succeeded); 1 not all succeeded (a job PARTIAL, "
+    "FAILED or CANCELLED; lines that would fail; nothing to cancel; no outputs yet); 2 usage or setup "
+    "error; 3 still running after --timeout; 130 interrupted"
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="promptdrop",
+        description="Drop a file of prompts, watch it run, get the answers: the life of a job.",
+        epilog=EPILOG,
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output (JSON) for scripts")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (estimate, submit, status, cancel, results, dead_letters, local):
+        module.add_parser(commands, common)
+    return parser
+
+
+def _run(args: argparse.Namespace, view: View) -> int:
+    if args.command == "estimate":
+        return estimate.run(args, view)
+    if args.command == "local":
+        return local.run(args, view)
+    command = {
+        "submit": submit.run,
+        "status": status.run,
+        "cancel": cancel.run,
+        "results": results.run,
+        "redrive": dead_letters.run,
+    }[args.command]
+    with Clients() as aws:
+        return command(args, view, aws)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit status (never raises for what a user can fix)."""
+    args = _parser().parse_args(argv)
+    view = View(json_mode=args.json)
+    try:
+        return _run(args, view)
+    except CliError as exc:
+        view.note(f"promptdrop {args.command}: {exc.message}")
+        return exc.code
+    except (BotoCoreError, ClientError) as exc:
+        view.note(f"promptdrop {args.command}: AWS said: {exc}")
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        view.note(f"promptdrop {args.command}: interrupted")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:  # `promptdrop results KEY | head`
+        sys.stderr.close()
+        return ExitCode.OK

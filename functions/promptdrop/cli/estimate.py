@@ -1,0 +1,226 @@
+"""``promptdrop estimate FILE``: what a file would cost, before paying — offline, no AWS, no API call.
+
+The file is parsed by the function's own parser (:func:`promptdrop.formats.parse_stream`, by
+suffix), so the lines reported as failing are the ones the function would fail, with its reasons
+(a repeated ``custom_id`` included). Tokens are estimated, not counted: ~4 characters a token of
+message text plus 4 a message (no tokenizer download). Output is the worst case: each request's
+``max_completion_tokens``/``max_tokens`` (times ``n``); a request that sets none is counted at
+``--assume-output-tokens`` and said so. Prices: :data:`promptdrop.outputs.PRICES_PER_MTOK`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..formats import SUFFIXES, FileRejected, LineError, parse_stream
+from ..outputs import estimate_cost_usd
+from .errors import CliError, ExitCode
+from .figures import money, number
+from .view import Column, View
+
+__all__ = ["Estimate", "add_parser", "estimate_file", "run"]
+
+DEFAULT_MODEL = "gpt-4o-mini"  # the function's default (PROMPTDROP_MODEL)
+DEFAULT_ASSUMED_OUTPUT = 256  # what the function's own tokens/min estimate assumes without max_tokens
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Failing:
+    line: int
+    custom_id: str
+    reason: str
+
+
+@dataclass
+class ModelFigures:
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0  # worst case (assumed for requests without a limit)
+
+
+@dataclass
+class Estimate:
+    file: str
+    default_model: str
+    assumed_output_tokens: int
+    requests: int = 0
+    failing: list[Failing] = field(default_factory=list)
+    without_output_limit: int = 0
+    by_model: dict[str, ModelFigures] = field(default_factory=dict)
+    rejected: tuple[str, str] | None = None  # (code, message) when the whole file would fail
+
+    @property
+    def input_tokens(self) -> int:
+        return sum(m.input_tokens for m in self.by_model.values())
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(m.output_tokens for m in self.by_model.values())
+
+    @property
+    def unknown_models(self) -> list[str]:
+        return sorted(m for m in self.by_model if estimate_cost_usd({m: (1, 1)}) is None)
+
+    @property
+    def cost_usd(self) -> float | None:
+        """Input at its estimate plus the worst-case output, priced; None if any model has no price."""
+        return estimate_cost_usd({m: (f.input_tokens, f.output_tokens) for m, f in self.by_model.items()})
+
+    def cost_parts_usd(self) -> tuple[float, float] | None:
+        """(input, worst-case output) priced apart; None if any model has no price."""
+        input_cost = estimate_cost_usd({m: (f.input_tokens, 0) for m, f in self.by_model.items()})
+        output_cost = estimate_cost_usd({m: (0, f.output_tokens) for m, f in self.by_model.items()})
+        return None if input_cost is None or output_cost is None else (input_cost, output_cost)
+
+    def as_json(self, show: int | None = None) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "rejected": None if self.rejected is None else {"code": self.rejected[0], "message": self.rejected[1]},
+            "lines": self.requests + len(self.failing),
+            "requests": self.requests,
+            "failing": len(self.failing),
+            "failing_lines": [vars(f) for f in self.failing[:show]],
+            "input_tokens_estimate": self.input_tokens,
+            "output_tokens_worst_case": self.output_tokens,
+            "requests_without_output_limit": self.without_output_limit,
+            "assumed_output_tokens": self.assumed_output_tokens,
+            "by_model": {m: vars(f) for m, f in sorted(self.by_model.items())},
+            "unknown_models": self.unknown_models,
+            "cost_usd_worst_case": self.cost_usd,
+        }
+
+
+def _input_tokens(body: dict[str, Any]) -> int:
+    messages = body.get("messages") or []
+    chars = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            chars += len(content)
+        elif isinstance(content, list):  # content parts: count the text ones
+            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    return chars // 4 + 4 * len(messages)
+
+
+def _output_limit(body: dict[str, Any]) -> int | None:
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    n = body.get("n") or 1
+    return limit * n if isinstance(limit, int) and isinstance(n, int) else None
+
+
+async def _chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as file:
+        while chunk := file.read(_CHUNK):
+            yield chunk
+
+
+async def _estimate(path: Path, *, model: str, template: str | None, assume_output: int) -> Estimate:
+    result = Estimate(file=str(path), default_model=model, assumed_output_tokens=assume_output)
+    first_line: dict[str, int] = {}  # custom_id -> its first line: a repeat fails, as in the function
+    parsed = parse_stream(path.suffix, _chunks(path), key=path.name, default_model=model, template=template)
+    try:
+        async for item in parsed:
+            earlier = first_line.setdefault(item.custom_id, item.line)
+            if earlier != item.line:
+                reason = f"custom_id {item.custom_id!r} is already used by line {earlier}"
+                result.failing.append(Failing(item.line, item.custom_id, reason))
+            elif isinstance(item, LineError):
+                result.failing.append(Failing(item.line, item.custom_id, item.message))
+            else:
+                body = json.loads(item.body)
+                figures = result.by_model.setdefault(str(body.get("model") or model), ModelFigures())
+                limit = _output_limit(body)
+                if limit is None:
+                    result.without_output_limit += 1
+                figures.requests += 1
+                figures.input_tokens += _input_tokens(body)
+                figures.output_tokens += assume_output if limit is None else limit
+                result.requests += 1
+    except FileRejected as exc:
+        result.rejected = (exc.code, exc.message)
+    finally:
+        await parsed.aclose()
+    return result
+
+
+def estimate_file(
+    path: Path, *, model: str = DEFAULT_MODEL, template: str | None = None, assume_output: int = DEFAULT_ASSUMED_OUTPUT
+) -> Estimate:
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    return asyncio.run(_estimate(path, model=model, template=template, assume_output=assume_output))
+
+
+def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
+    cmd = commands.add_parser(
+        "estimate",
+        parents=[parent],
+        help="lines, failing lines, tokens and worst-case cost of a file (offline)",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    cmd.add_argument("file", type=Path, help=f"a prompt file ({', '.join(SUFFIXES)})")
+    cmd.add_argument("--model", help="for requests naming none (default: $PROMPTDROP_MODEL or gpt-4o-mini)")
+    cmd.add_argument("--template", help="a .csv's prompt template, as submit --template would send it")
+    cmd.add_argument(
+        "--assume-output-tokens",
+        type=int,
+        default=DEFAULT_ASSUMED_OUTPUT,
+        metavar="N",
+        help=f"output tokens counted for a request with no max_tokens (default {DEFAULT_ASSUMED_OUTPUT})",
+    )
+    cmd.add_argument("--show", type=int, default=10, metavar="N", help="failing lines to list (default 10)")
+
+
+def run(args: argparse.Namespace, view: View) -> int:
+    model = args.model or os.environ.get("PROMPTDROP_MODEL") or DEFAULT_MODEL
+    found = estimate_file(args.file, model=model, template=args.template, assume_output=args.assume_output_tokens)
+    code = ExitCode.NOT_ALL_SUCCEEDED if found.rejected or found.failing else ExitCode.OK
+    if view.json_mode:
+        view.json(found.as_json(args.show))
+        return code
+    if found.rejected is not None:
+        view.line(f"{found.file}: the whole file would fail ({found.rejected[0]}): {found.rejected[1]}")
+        return code
+    cost, parts = found.cost_usd, found.cost_parts_usd()
+    if cost is None or parts is None:
+        price = f"unknown: no price for {', '.join(found.unknown_models)}"
+    else:
+        price = f"{money(cost)} at most (input ~{money(parts[0])} + output at most {money(parts[1])})"
+    assumed = (
+        f" ({found.without_output_limit:,} request(s) set no max_tokens: counted at {found.assumed_output_tokens:,} "
+        "each, --assume-output-tokens)"
+        if found.without_output_limit
+        else ""
+    )
+    view.fields(
+        [
+            ("lines", f"{found.requests + len(found.failing):,} (blank ones skipped)"),
+            ("requests", number(found.requests)),
+            ("would fail", number(len(found.failing))),
+            ("input tokens", f"~{found.input_tokens:,} (estimate: ~4 characters a token)"),
+            ("output tokens", f"{found.output_tokens:,} at most{assumed}"),
+            ("cost", price),
+        ],
+        title=f"{found.file} (default model {found.default_model})",
+    )
+    if len(found.by_model) > 1:
+        rows = [
+            [m, number(f.requests), number(f.input_tokens), number(f.output_tokens)]
+            for m, f in sorted(found.by_model.items())
+        ]
+        view.table([Column("model"), Column("requests", True), Column("input", True), Column("output", True)], rows)
+    if found.failing:
+        shown = found.failing[: args.show]
+        rows = [[str(f.line), f.custom_id, f.reason] for f in shown]
+        more = len(found.failing) - len(shown)
+        title = f"lines that would fail ({len(shown)} shown{f', {more} more' if more else ''})"
+        view.table([Column("line", True), Column("custom_id"), Column("reason")], rows, title=title)
+    return code

@@ -1,0 +1,270 @@
+"""Jobs as the CLI sees them: the job item read (one, by key, or the recent ones), a cancel asked for,
+and a finished job's failures counted by code.
+
+The job item's attributes are the README's contract (DynamoDB → the job item), read into
+:class:`JobItem` leniently: attributes the CLI does not know are ignored, missing ones default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+from pydantic import BaseModel, ConfigDict
+
+from .errors import CliError
+from .resources import Clients, Resources
+
+__all__ = ["CancelOutcome", "JobItem", "JobStore", "S3Ref", "parse_s3_uri"]
+
+RUNNING = "RUNNING"
+JOBS_INDEX = "jobs-by-start"
+JOBS_PK = "JOBS"
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_deserializer = TypeDeserializer()
+
+
+class JobItem(BaseModel):
+    """The job item ``JOB#<job_id>`` / ``JOB``: counts when finished, ``progress_*`` while it runs."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    job_id: str
+    status: str = RUNNING  # RUNNING, then SUCCEEDED, PARTIAL, FAILED, CANCELLED (or any later final state)
+    bucket: str
+    key: str
+    etag: str | None = None
+    version_id: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    updated_at: str | None = None
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated_cost_usd: str | None = None
+    output_bucket: str | None = None
+    outputs: dict[str, str] = {}
+    units_total: int | None = None
+    units_done: int = 0
+    error: dict[str, Any] | None = None
+    lines: int | None = None
+    progress_sent: int = 0
+    progress_succeeded: int = 0
+    progress_failed: int = 0
+    progress_prompt_tokens: int = 0
+    progress_completion_tokens: int = 0
+    progress_cost_usd: float | None = None
+    cancel_requested_at: str | None = None
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> JobItem:
+        plain = {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+        return cls.model_validate({**plain, "job_id": str(plain["pk"]).removeprefix("JOB#")})
+
+    @property
+    def final(self) -> bool:
+        return self.status != RUNNING
+
+    @property
+    def settled(self) -> bool:
+        """Its final counts are written: it ended with outputs (a failed file has none)."""
+        return self.final and self.total > 0
+
+    @property
+    def done(self) -> int:
+        """Requests with an outcome: the final count once settled, else the live progress."""
+        if self.settled:
+            return self.total
+        done = self.progress_succeeded + self.progress_failed
+        return min(done, self.lines) if self.lines else done
+
+    @property
+    def ok(self) -> int:
+        return self.succeeded if self.settled else self.progress_succeeded
+
+    @property
+    def not_ok(self) -> int:
+        return self.failed if self.settled else self.progress_failed
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        if self.settled:
+            return self.prompt_tokens, self.completion_tokens
+        return self.progress_prompt_tokens, self.progress_completion_tokens
+
+    @property
+    def cost_usd(self) -> float | str | None:
+        return self.estimated_cost_usd if self.settled else self.progress_cost_usd
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def output_uri(self, name: str) -> str | None:
+        key = self.outputs.get(name)
+        return None if key is None else f"s3://{self.output_bucket or self.bucket}/{key}"
+
+
+@dataclass(frozen=True)
+class S3Ref:
+    bucket: str
+    key: str
+
+
+def parse_s3_uri(text: str) -> S3Ref | None:
+    if not text.startswith("s3://"):
+        return None
+    bucket, _, key = text.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise CliError(f"{text!r}: an S3 URI names a bucket and a key: s3://BUCKET/KEY")
+    return S3Ref(bucket, key)
+
+
+class CancelOutcome(StrEnum):
+    REQUESTED = "requested"
+    ALREADY_REQUESTED = "already_requested"
+    FINISHED = "finished"
+
+
+class JobStore:
+    """Reads job items, finds a job from what a user types, asks a running job to stop."""
+
+    def __init__(self, clients: Clients, resources: Resources) -> None:
+        self._aws = clients
+        self._resources = resources
+
+    @property
+    def _table(self) -> str:
+        return self._resources.need("table")
+
+    def get(self, job_id: str) -> JobItem | None:
+        raw = self._aws.ddb.get_item(TableName=self._table, Key=_key(job_id), ConsistentRead=True).get("Item")
+        return None if raw is None else JobItem.from_item(raw)
+
+    def locate(self, ref: str) -> JobItem:
+        """The job named by ``ref``: a job id, ``s3://BUCKET/KEY``, or a key in the input bucket
+        (tried as given, then under the input prefix). A key names its object's current upload."""
+        if _JOB_ID.fullmatch(ref) and (job := self.get(ref)) is not None:
+            return job
+        s3ref = parse_s3_uri(ref) or S3Ref(self._resources.need("bucket"), ref)
+        job_id = self.job_id_of(s3ref)
+        job = self.get(job_id)
+        if job is None:
+            raise CliError(
+                f"{s3ref.key} has no job yet (job id {job_id}): the function has not started it — is the key "
+                f"under the input prefix {self._resources.input_prefix!r}, and is the function deployed?"
+            )
+        return job
+
+    def job_id_of(self, ref: S3Ref) -> str:
+        """The job id of the object's current upload (the function computes it the same way)."""
+        from ..adapters.s3 import ObjectInfo  # imported here: the jobs package is slow to import
+        from ..jobs import make_job_id
+
+        candidates = [ref.key]
+        prefix = self._resources.input_prefix
+        if prefix and not ref.key.startswith(prefix):
+            candidates.append(prefix + ref.key)
+        for key in candidates:
+            try:
+                head = self._aws.s3.head_object(Bucket=ref.bucket, Key=key)
+            except self._aws.s3.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    continue
+                raise
+            info = ObjectInfo(head["ETag"].strip('"'), head.get("VersionId"), head["ContentLength"])
+            return make_job_id(ref.bucket, key, info)
+        tried = " or ".join(f"s3://{ref.bucket}/{k}" for k in candidates)
+        if _JOB_ID.fullmatch(ref.key):
+            raise CliError(f"no job {ref.key} (and no object {tried})")
+        raise CliError(f"no such job or object: {tried} does not exist")
+
+    def recent(self, limit: int) -> list[JobItem]:
+        """The ``limit`` jobs started last, newest first (the ``jobs-by-start`` index)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": JOBS_INDEX,
+            "KeyConditionExpression": "jobs_pk = :jobs",
+            "ExpressionAttributeValues": {":jobs": {"S": JOBS_PK}},
+            "ScanIndexForward": False,
+        }
+        jobs: list[JobItem] = []
+        while len(jobs) < limit:
+            page = self._aws.ddb.query(**kwargs, Limit=limit - len(jobs))
+            jobs += [JobItem.from_item(item) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return jobs
+
+    def request_cancel(self, job_id: str, now: str) -> tuple[CancelOutcome, JobItem]:
+        """Set ``cancel_requested_at`` on a RUNNING job; the first request's time is kept."""
+        ddb = self._aws.ddb
+        try:
+            new = ddb.update_item(
+                TableName=self._table,
+                Key=_key(job_id),
+                UpdateExpression="SET cancel_requested_at = :now",
+                ConditionExpression="#s = :running AND attribute_not_exists(cancel_requested_at)",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues={":now": {"S": now}, ":running": {"S": RUNNING}},
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ddb.exceptions.ConditionalCheckFailedException as exc:
+            old = exc.response.get("Item")
+            if old is None:
+                raise CliError(f"no job {job_id}") from None
+            job = JobItem.from_item(old)
+            return (CancelOutcome.FINISHED if job.final else CancelOutcome.ALREADY_REQUESTED), job
+        return CancelOutcome.REQUESTED, JobItem.from_item(new["Attributes"])
+
+    def summary(self, job: JobItem) -> dict[str, Any] | None:
+        """The job's ``.summary.json``, or None when it has not been written."""
+        body = self.output(job, "summary")
+        return None if body is None else dict(json.loads(body.read()))
+
+    def output(self, job: JobItem, name: str) -> Any:
+        """The streaming body of one of the job's outputs, or None when it does not exist (yet)."""
+        key = job.outputs.get(name)
+        if key is None:
+            return None
+        s3 = self._aws.s3
+        try:
+            return s3.get_object(Bucket=job.output_bucket or job.bucket, Key=key)["Body"]
+        except s3.exceptions.NoSuchKey:
+            return None
+
+    def failures_by_code(self, job: JobItem) -> Counter[str]:
+        """A finished job's failed requests by error code, read from its ``.errors.jsonl``."""
+        codes: Counter[str] = Counter()
+        body = self.output(job, "errors") if job.final else None
+        if body is None:
+            return codes
+        for line in body.iter_lines():
+            if line.strip():
+                codes[str((json.loads(line).get("error") or {}).get("code"))] += 1
+        return codes
+
+
+def _plain(value: Any) -> Any:
+    """DynamoDB numbers (Decimal) as int or float, in maps and lists too (the ``error`` map)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _key(job_id: str) -> dict[str, Any]:
+    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}

@@ -1,0 +1,159 @@
+"""``promptdrop status [KEY | JOB_ID]``: one job in detail, or the recent jobs as a table.
+
+A running job shows its live progress (the job item's ``progress_*``, refreshed every few seconds
+by every unit that runs), its average rate since it started and the time left at that rate when
+the file's line count is known; a finished job its final counts and its failures by code (read
+from its ``.errors.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import ExitCode
+from .figures import ago, duration, money, number, parse_time, rate, seconds_between
+from .jobstore import JobItem, JobStore
+from .resources import Clients, add_resource_flags, resolve
+from .view import Column, View
+
+__all__ = ["add_parser", "describe", "detail_rows", "job_json", "run"]
+
+
+def _avg_rate(job: JobItem) -> float | None:
+    """Requests finished a second, on average since the job started (None until there is a span)."""
+    end = job.finished_at if job.final else job.updated_at
+    span = seconds_between(job.started_at, end)
+    return job.done / span if span and job.done else None
+
+
+def _eta_s(job: JobItem) -> float | None:
+    speed = _avg_rate(job)
+    if job.final or not job.lines or not speed:
+        return None
+    return max(0.0, (job.lines - job.done) / speed)
+
+
+def job_json(job: JobItem, store: JobStore | None = None, *, failures: bool = True) -> dict[str, Any]:
+    """The job item as ``--json`` prints it, plus what the CLI derives (rate, ETA, failures by code)."""
+    prompt, completion = job.tokens
+    value: dict[str, Any] = job.model_dump()
+    value["derived"] = {
+        "done": job.done,
+        "succeeded": job.ok,
+        "failed": job.not_ok,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "cost_usd": None if job.cost_usd is None else float(job.cost_usd),
+        "rate_per_s": _avg_rate(job),
+        "eta_s": _eta_s(job),
+        "failures_by_code": dict(store.failures_by_code(job)) if store is not None and failures else None,
+    }
+    return value
+
+
+def describe(job: JobItem) -> str:
+    """The status word, with a pending cancel when there is one."""
+    if job.cancel_requested_at and not job.final:
+        return f"{job.status} (cancel requested {job.cancel_requested_at})"
+    return job.status
+
+
+def detail_rows(job: JobItem, failures: Counter[str] | None) -> list[tuple[str, str]]:
+    prompt, completion = job.tokens
+    done = f"{job.done:,}/{job.lines:,}" if job.lines and not job.settled else f"{job.done:,}"
+    elapsed = seconds_between(job.started_at, job.finished_at or datetime.now(UTC).isoformat())
+    rows = [
+        ("job", job.job_id),
+        ("input", job.uri),
+        ("status", describe(job)),
+        ("started", job.started_at or "-"),
+        ("finished" if job.final else "updated", (job.finished_at if job.final else job.updated_at) or "-"),
+        ("elapsed", duration(elapsed)),
+        ("requests", f"{done} done: {job.ok:,} succeeded, {job.not_ok:,} failed"),
+    ]
+    if not job.final:
+        rows += [("sent", number(job.progress_sent)), ("rate", f"{rate(_avg_rate(job))} (average since start)")]
+        rows.append(("ETA", duration(_eta_s(job)) if job.lines else "- (line count unknown)"))
+    rows += [
+        ("tokens", f"{prompt:,} prompt + {completion:,} completion"),
+        ("cost", f"{money(job.cost_usd)} (estimate)" if job.cost_usd is not None else "-"),
+    ]
+    if job.units_total and job.units_total > 1:
+        rows.append(("units", f"{job.units_done}/{job.units_total} shards done"))
+    if failures:
+        rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in failures.most_common())))
+    if job.error:
+        rows.append(("error", f"{job.error.get('code')}: {job.error.get('message')}"))
+    for name in sorted(job.outputs) if job.final else ():  # written when the job ends
+        rows.append((name, job.output_uri(name) or "-"))
+    return rows
+
+
+def _progress_cell(job: JobItem) -> str:
+    if job.settled or not job.lines:
+        return f"{job.done:,}"
+    return f"{job.done:,}/{job.lines:,}"
+
+
+def _list(view: View, jobs: list[JobItem]) -> None:
+    now = datetime.now(UTC)
+    if view.json_mode:
+        view.json([job_json(job, failures=False) for job in jobs])
+        return
+    if not jobs:
+        view.line("no jobs yet (drop a file under the input prefix, or: promptdrop submit FILE)")
+        return
+    columns = [
+        Column("started"),
+        Column("job"),
+        Column("status"),
+        Column("done", True),
+        Column("failed", True),
+        Column("cost", True),
+        Column("input"),
+    ]
+    rows = [
+        [
+            ago(job.started_at, now) if view.rich else (job.started_at or "-"),
+            job.job_id[:12],
+            job.status + ("*" if job.cancel_requested_at and not job.final else ""),
+            _progress_cell(job),
+            number(job.not_ok),
+            money(job.cost_usd),
+            job.key,
+        ]
+        for job in jobs
+    ]
+    view.table(columns, rows, title=f"{len(jobs)} most recent job(s), newest first")
+    if any(job.cancel_requested_at and not job.final for job in jobs):
+        view.line("* cancel requested")
+
+
+def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
+    cmd = commands.add_parser(
+        "status",
+        parents=[parent],
+        help="one job in detail, or the recent jobs",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    cmd.add_argument("ref", nargs="?", metavar="KEY | JOB_ID", help="an input key (or s3://BUCKET/KEY) or a job id")
+    cmd.add_argument("--limit", type=int, default=20, metavar="N", help="recent jobs to list (default 20)")
+    add_resource_flags(cmd, "table", "bucket")
+
+
+def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
+    store = JobStore(aws, resolve(args, aws))
+    if args.ref is None:
+        _list(view, store.recent(args.limit))
+        return ExitCode.OK
+    job = store.locate(args.ref)
+    if view.json_mode:
+        view.json(job_json(job, store))
+        return ExitCode.OK
+    view.fields(detail_rows(job, store.failures_by_code(job)))
+    if not job.final and parse_time(job.updated_at) is None:
+        view.note("(no live progress on this job item: counts appear as the function reports them)")
+    return ExitCode.OK

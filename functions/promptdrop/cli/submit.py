@@ -1,0 +1,143 @@
+"""``promptdrop submit FILE [--wait]``: upload a file under the input prefix — the S3 notification
+starts its job — and, with ``--wait``, follow the job to its end and print its summary.
+
+A ``.csv`` prompt template goes up as the object's metadata ``promptdrop-template`` (its job
+header). The exit status says how the job ended: 0 when every request succeeded, 1 when some
+failed or the job failed or was cancelled, 3 when ``--timeout`` ran out first (the job goes on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..formats import CSV_TEMPLATE_METADATA, SUFFIXES
+from .errors import CliError, ExitCode
+from .figures import RateMeter, duration, money, now_iso, rate
+from .jobstore import JobItem, JobStore, S3Ref
+from .resources import Clients, add_resource_flags, resolve
+from .status import describe, detail_rows, job_json
+from .view import View
+
+__all__ = ["add_parser", "follow", "run"]
+
+
+def follow(
+    store: JobStore,
+    job_id: str,
+    view: View,
+    *,
+    interval_s: float = 2.0,
+    timeout_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> JobItem | None:
+    """Poll the job item until the job is final (returned) or ``timeout_s`` passes (None)."""
+    meter = RateMeter()
+    deadline = None if timeout_s is None else clock() + timeout_s
+    with view.progress("WAITING") as bar:
+        while True:
+            job = store.get(job_id)
+            now = clock()
+            if job is None:
+                bar.update(status="WAITING", done=0, total=None, rate="-", eta="-", detail="for the job to start")
+            else:
+                meter.add(now, job.done)
+                prompt, completion = job.tokens
+                detail = f"ok {job.ok:,}  failed {job.not_ok:,}  {prompt + completion:,} tokens  {money(job.cost_usd)}"
+                eta = duration(meter.eta_s(job.lines)) if job.lines else "-"
+                total = job.total if job.settled else job.lines
+                bar.update(
+                    status=describe(job),
+                    done=job.done,
+                    total=total,
+                    rate=rate(meter.per_second),
+                    eta=eta,
+                    detail=detail,
+                )
+                if job.final:
+                    return job
+            if deadline is not None and now >= deadline:
+                return None
+            sleep(interval_s if deadline is None else max(0.0, min(interval_s, deadline - now)))
+
+
+def _upload(aws: Clients, path: Path, bucket: str, key: str, template: str | None) -> None:
+    extra: dict[str, Any] = {}
+    if template is not None:
+        if not template.isascii():
+            raise CliError("--template must be ASCII: S3 metadata (the job header it travels in) is ASCII only")
+        extra["Metadata"] = {CSV_TEMPLATE_METADATA: template}
+    aws.s3.upload_file(str(path), bucket, key, ExtraArgs=extra or None)
+
+
+def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
+    cmd = commands.add_parser(
+        "submit",
+        parents=[parent],
+        help="upload a file under the input prefix (its job starts); --wait follows it to the end",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+    )
+    cmd.add_argument("file", type=Path, help=f"a prompt file ({', '.join(SUFFIXES)})")
+    cmd.add_argument("--key", help="object key (default: the input prefix + the file's name)")
+    cmd.add_argument("--template", help="a .csv's prompt template, e.g. 'Name one museum in {city}.'")
+    cmd.add_argument("--wait", action="store_true", help="follow the job to its end and print its summary")
+    cmd.add_argument("--timeout", type=float, metavar="S", help="with --wait: stop waiting after S seconds (exit 3)")
+    cmd.add_argument("--interval", type=float, default=2.0, metavar="S", help="with --wait: poll every S seconds")
+    add_resource_flags(cmd, "table", "bucket")
+
+
+def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
+    path: Path = args.file
+    if not path.is_file():
+        raise CliError(f"{path}: no such file")
+    if path.suffix.lower() not in SUFFIXES:
+        raise CliError(f"{path}: the function reads {', '.join(SUFFIXES)} files (by suffix); rename it")
+    resources = resolve(args, aws)
+    bucket, prefix = resources.need("bucket"), resources.input_prefix
+    key = args.key or prefix + path.name
+    if not key.startswith(prefix):
+        raise CliError(f"{key} is outside the input prefix {prefix!r}: the function would never see it")
+    if args.template is not None and path.suffix.lower() != ".csv":
+        raise CliError("--template is for .csv files (a prompt template over their columns)")
+    if args.wait:
+        resources.need("table")  # before uploading: the wait would fail after it
+    store = JobStore(aws, resources)
+    uploaded_at = now_iso()
+    _upload(aws, path, bucket, key, args.template)
+    job_id = store.job_id_of(S3Ref(bucket, key))
+    uploaded = {"job_id": job_id, "bucket": bucket, "key": key}
+    if not args.wait:
+        if view.json_mode:
+            view.json(uploaded)
+        else:
+            view.line(f"uploaded {path} to s3://{bucket}/{key}: job {job_id}")
+            view.line(f"follow it: promptdrop status {job_id}")
+        return ExitCode.OK
+    earlier = store.get(job_id)
+    if earlier is not None and earlier.final and (earlier.started_at or "") < uploaded_at:
+        view.note(
+            f"this is the same content as an earlier upload of {key} (same ETag, same job, {earlier.status} at "
+            f"{earlier.finished_at}): nothing runs again; use --key to run it as a new job"
+        )
+    else:
+        view.note(f"uploaded to s3://{bucket}/{key}: job {job_id} (Ctrl-C stops waiting, not the job)")
+    try:
+        job = follow(store, job_id, view, interval_s=args.interval, timeout_s=args.timeout)
+    except KeyboardInterrupt:
+        view.note(f"stopped waiting; the job goes on: promptdrop status {job_id} (or promptdrop cancel {job_id})")
+        return ExitCode.INTERRUPTED
+    if job is None:
+        view.note(f"still running after {args.timeout:g}s; the job goes on: promptdrop status {job_id}")
+        if view.json_mode:
+            view.json({**uploaded, "status": "RUNNING", "timed_out": True})
+        return ExitCode.STILL_RUNNING
+    if view.json_mode:
+        view.json({"job": job_json(job, store), "summary": store.summary(job)})
+    else:
+        view.fields(detail_rows(job, store.failures_by_code(job)), title="job finished")
+    succeeded = job.status == "SUCCEEDED" and job.not_ok == 0
+    return ExitCode.OK if succeeded else ExitCode.NOT_ALL_SUCCEEDED

@@ -1,0 +1,455 @@
+"""The CLI as a user drives it, against the local stack: submit, status, results, cancel, redrive.
+
+Commands run in-process through ``main([...])`` (stdout is not a terminal here: the plain and
+JSON views); the function runs through the real handler, drained from the work queue as Lambda's
+event source would, in the foreground (``drain``) or a background thread (``event_source``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from promptdrop.adapters.items import job_to_item
+from promptdrop.cli import main
+from promptdrop.handler import lambda_handler
+from promptdrop.records import JobRecord
+
+from infra.event_source import SqsEventSource
+from tests.integration.conftest import Pipeline
+
+MIXED = [
+    json.dumps({"custom_id": "a", "prompt": "first question"}),
+    "{broken",
+    json.dumps({"custom_id": "c", "prompt": "rejected [[fail:400]]"}),
+    json.dumps({"custom_id": "d", "prompt": "second question"}),
+]
+
+
+_HANDLER_LINES = ('{"level":', '{"_aws":')
+
+
+class Cli:
+    """``promptdrop ...`` in this process: exit status, stdout, stderr."""
+
+    def __init__(self, capsys: pytest.CaptureFixture[str]) -> None:
+        self._capsys = capsys
+
+    def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self._capsys.readouterr()
+        code = main(list(argv))
+        out, err = self._capsys.readouterr()
+        # The handler, when it runs in this process (event_source), logs JSON lines to stdout too.
+        out = "".join(line for line in out.splitlines(keepends=True) if not line.startswith(_HANDLER_LINES))
+        return code, out, err
+
+    def json(self, *argv: str) -> tuple[int, Any]:
+        code, out, err = self(*argv, "--json")
+        assert out, err
+        return code, json.loads(out)
+
+
+@pytest.fixture
+def cli(pipeline: Pipeline, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    # The function's environment is set by `pipeline`; the CLI's input bucket comes from PROMPTDROP_BUCKET.
+    monkeypatch.setenv("PROMPTDROP_BUCKET", pipeline.bucket)
+    return Cli(capsys)
+
+
+@pytest.fixture
+def slow_cli(slow_pipeline: Pipeline, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    monkeypatch.setenv("PROMPTDROP_BUCKET", slow_pipeline.bucket)
+    return Cli(capsys)
+
+
+def peek_dlq(p: Pipeline) -> list[dict[str, Any]]:
+    """The dead letters, left in the queue."""
+    got = p.sqs.receive_message(QueueUrl=p.stack.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+
+
+@contextmanager
+def event_source(p: Pipeline) -> Iterator[None]:
+    """Lambda's SQS event source, polling the work queue in a background thread until the block ends."""
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def loop() -> None:
+        with SqsEventSource.for_stack(p.stack) as source:
+            while not stop.is_set():
+                try:
+                    source.poll_once(lambda_handler, wait_s=1)
+                except BaseException as exc:  # surfaced in the test's thread
+                    errors.append(exc)
+                    return
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    if errors:
+        raise errors[0]
+
+
+def index_jobs(p: Pipeline) -> None:
+    """What the product's job items carry for the ``jobs-by-start`` index (``jobs_pk = "JOBS"``);
+    added here where the function did not set it (the lead's change, developed in parallel)."""
+    for item in p.ddb.scan(TableName=p.stack.table)["Items"]:
+        if item["sk"]["S"] == "JOB" and "jobs_pk" not in item:
+            p.ddb.update_item(
+                TableName=p.stack.table,
+                Key={"pk": item["pk"], "sk": item["sk"]},
+                UpdateExpression="SET jobs_pk = :jobs",
+                ExpressionAttributeValues={":jobs": {"S": "JOBS"}},
+            )
+
+
+def write_file(tmp_path: Path, name: str, lines: list[str]) -> Path:
+    path = tmp_path / name
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- submit, status, results ------------------------------------------------------------------------
+
+
+def test_submit_then_status_and_results_show_the_job_exactly(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    p = pipeline
+    # Given a file submitted (uploaded under the input prefix) and run by the function
+    code, submitted = cli.json("submit", str(write_file(tmp_path, "mixed.jsonl", MIXED)))
+    assert code == 0
+    assert (submitted["bucket"], submitted["key"]) == (p.bucket, "inputs/mixed.jsonl")
+    p.drain()
+    key = "inputs/mixed.jsonl"
+    job_id = p.summary(key)["job_id"]
+    assert submitted["job_id"] == job_id  # the CLI computes the function's job id
+
+    # When its status is asked by key, by key without the prefix, and by job id
+    code, by_key = cli.json("status", key)
+    assert code == 0
+    assert cli.json("status", "mixed.jsonl")[1]["job_id"] == job_id
+    assert cli.json("status", job_id)[1]["job_id"] == job_id
+
+    # Then it shows the final counts, and the failures by code (from the errors file)
+    assert (by_key["status"], by_key["total"], by_key["succeeded"], by_key["failed"]) == ("PARTIAL", 4, 2, 2)
+    assert by_key["derived"]["failures_by_code"] == {"invalid_line": 1, "http_400": 1}
+    assert by_key["derived"]["done"] == 4
+    code, text, _ = cli("status", key)
+    assert code == 0
+    lines = dict(line.split(None, 1) for line in text.splitlines())
+    assert lines["status"] == "PARTIAL"
+    assert lines["requests"] == "4 done: 2 succeeded, 2 failed"
+    assert lines["failures"] in ("invalid_line 1, http_400 1", "http_400 1, invalid_line 1")
+    assert lines["results"] == f"s3://{p.bucket}/results/{key}.out.jsonl"
+
+    # and results prints the answers, then the failures, exactly as stored
+    code, out, _ = cli("results", key)
+    assert code == 0
+    assert out.encode() == p.output(key, ".out.jsonl")
+    assert [json.loads(line)["custom_id"] for line in out.splitlines()] == ["a", "d"]
+    code, out, _ = cli("results", key, "--errors")
+    assert out.encode() == p.output(key, ".errors.jsonl")
+    assert [json.loads(line)["custom_id"] for line in out.splitlines()] == ["line-2", "c"]
+
+    # and --out downloads every output file
+    code, downloaded = cli.json("results", job_id, "--out", str(tmp_path / "out"))
+    assert code == 0
+    assert sorted(downloaded["files"]) == ["errors", "results", "summary"]
+    for suffix in (".out.jsonl", ".errors.jsonl", ".summary.json"):
+        assert (tmp_path / "out" / f"mixed.jsonl{suffix}").read_bytes() == p.output(key, suffix)
+
+
+def test_submit_wait_follows_the_job_to_its_end(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    # Given the function running (the event source polls in the background)
+    path = write_file(tmp_path, "questions.jsonl", [json.dumps({"prompt": f"question {i}"}) for i in range(30)])
+    with event_source(pipeline):
+        # When a file is submitted with --wait
+        code, out, err = cli("submit", str(path), "--wait", "--timeout", "90", "--interval", "0.2")
+
+    # Then it returns once the job ended, every request succeeded, and prints the summary
+    assert code == 0, err
+    title, *rows = out.splitlines()
+    assert title == "job finished"
+    fields = dict(row.split(None, 1) for row in rows)
+    assert fields["status"] == "SUCCEEDED"
+    assert fields["requests"] == "30 done: 30 succeeded, 0 failed"
+    assert fields["summary"] == f"s3://{pipeline.bucket}/results/inputs/questions.jsonl.summary.json"
+    assert pipeline.summary("inputs/questions.jsonl")["counts"] == {"total": 30, "succeeded": 30, "failed": 0}
+
+
+def test_submit_wait_exit_status_says_some_failed_and_json_carries_the_summary(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    path = write_file(tmp_path, "mixed.jsonl", MIXED)
+    with event_source(pipeline):
+        code, result = cli.json("submit", str(path), "--wait", "--timeout", "90", "--interval", "0.2")
+    assert code == 1  # PARTIAL
+    assert result["summary"]["status"] == "PARTIAL"
+    assert result["summary"]["counts"] == {"total": 4, "succeeded": 2, "failed": 2}
+    assert result["job"]["derived"]["failures_by_code"] == {"invalid_line": 1, "http_400": 1}
+
+
+def test_submit_a_csv_with_its_template(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    path = tmp_path / "cities.csv"
+    path.write_text("city\nLyon\nPorto\n")
+    code, _, err = cli("submit", str(path), "--template", "Name one museum in {city}.")
+    assert code == 0, err
+    pipeline.drain()
+    answers = [
+        r["response"]["body"]["choices"][0]["message"]["content"]
+        for r in pipeline.jsonl("inputs/cities.csv", ".out.jsonl")
+    ]
+    assert answers == ["Echo: Name one museum in Lyon.", "Echo: Name one museum in Porto."]
+
+
+def test_submit_refuses_what_the_function_would_not_run(cli: Cli, tmp_path: Path) -> None:
+    path = write_file(tmp_path, "notes.md", ["hello"])
+    code, _, err = cli("submit", str(path))
+    assert code == 2
+    assert "rename it" in err
+    code, _, err = cli("submit", str(write_file(tmp_path, "x.jsonl", MIXED)), "--key", "elsewhere/x.jsonl")
+    assert code == 2
+    assert "outside the input prefix 'inputs/'" in err
+
+
+def test_status_lists_recent_jobs_newest_first(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    for name in ("one.jsonl", "two.jsonl", "three.jsonl"):
+        cli("submit", str(write_file(tmp_path, name, [json.dumps({"prompt": name})])))
+        pipeline.drain()
+    index_jobs(pipeline)
+
+    code, jobs = cli.json("status")
+    assert code == 0
+    assert [j["key"] for j in jobs] == ["inputs/three.jsonl", "inputs/two.jsonl", "inputs/one.jsonl"]
+    assert {j["status"] for j in jobs} == {"SUCCEEDED"}
+    assert [j["key"] for j in cli.json("status", "--limit", "2")[1]] == ["inputs/three.jsonl", "inputs/two.jsonl"]
+
+    code, text, _ = cli("status")
+    rows = text.splitlines()
+    assert rows[0] == "3 most recent job(s), newest first"
+    assert rows[1].split() == ["started", "job", "status", "done", "failed", "cost", "input"]
+    assert [row.split()[-1] for row in rows[2:]] == ["inputs/three.jsonl", "inputs/two.jsonl", "inputs/one.jsonl"]
+
+
+@pytest.mark.xfail(strict=False, reason="needs the product's jobs_pk on every job item")
+def test_every_job_item_the_function_writes_is_listed(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    cli("submit", str(write_file(tmp_path, "listed.jsonl", [json.dumps({"prompt": "hi"})])))
+    pipeline.drain()
+    assert [j["key"] for j in cli.json("status")[1]] == ["inputs/listed.jsonl"]
+
+
+def test_status_of_a_running_job_shows_its_live_progress(cli: Cli, pipeline: Pipeline) -> None:
+    # Given a running job whose item carries live progress, as the function writes it
+    job = JobRecord(
+        job_id="0123456789abcdef0123456789abcdef",
+        bucket=pipeline.bucket,
+        key="inputs/big.jsonl",
+        etag="e",
+        started_at="2030-01-01T00:00:00.000+00:00",
+        outputs={"results": "results/inputs/big.jsonl.out.jsonl"},
+    )
+    item = job_to_item(job) | {
+        "updated_at": {"S": "2030-01-01T00:01:40.000+00:00"},  # 100 s later
+        "lines": {"N": "1000"},
+        "progress_sent": {"N": "260"},
+        "progress_succeeded": {"N": "240"},
+        "progress_failed": {"N": "10"},
+        "progress_prompt_tokens": {"N": "5000"},
+        "progress_completion_tokens": {"N": "2500"},
+        "progress_cost_usd": {"N": "0.00225"},
+    }
+    pipeline.ddb.put_item(TableName=pipeline.stack.table, Item=item)
+
+    code, shown = cli.json("status", job.job_id)
+    assert code == 0
+    derived = shown["derived"]
+    assert (derived["done"], derived["succeeded"], derived["failed"]) == (250, 240, 10)
+    assert derived["rate_per_s"] == 2.5  # 250 done in 100 s
+    assert derived["eta_s"] == 300.0  # 750 to go at 2.5/s
+    assert derived["cost_usd"] == 0.00225
+    code, text, _ = cli("status", job.job_id)
+    lines = dict(line.split(None, 1) for line in text.splitlines())
+    assert lines["status"] == "RUNNING"
+    assert lines["requests"] == "250/1,000 done: 240 succeeded, 10 failed"
+    assert lines["rate"] == "2.5/s (average since start)"
+    assert lines["ETA"] == "5m 00s"
+    assert lines["tokens"] == "5,000 prompt + 2,500 completion"
+    assert lines["cost"] == "$0.00225 (estimate)"
+
+    # and results says the outputs are not written yet
+    code, _, err = cli("results", job.job_id)
+    assert code == 1
+    assert "is RUNNING: its outputs are written when it ends" in err
+
+
+@pytest.mark.xfail(strict=False, reason="needs the product's live progress")
+def test_status_shows_counts_rising_during_a_run(slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path) -> None:
+    p, cli = slow_pipeline, slow_cli
+    prompts = [json.dumps({"prompt": f"rising {i}"}) for i in range(160)]  # 100 ms each, 8 at a time: 2 s at least
+    job_id = cli.json("submit", str(write_file(tmp_path, "rising.jsonl", prompts)))[1]["job_id"]
+    seen: list[int] = []  # done, as status showed it while the job ran
+    with event_source(p):
+
+        def ended() -> bool:
+            job = cli.json("status", job_id)[1] if "JOB" in p.items(job_id) else None
+            if job is not None and job["status"] == "RUNNING":
+                seen.append(job["derived"]["done"])
+            return job is not None and job["status"] != "RUNNING"
+
+        _wait_for(ended)
+
+    assert seen == sorted(seen)
+    assert any(0 < done < 160 for done in seen)
+
+
+def test_status_of_nothing_known_says_so(cli: Cli) -> None:
+    code, _, err = cli("status", "inputs/never-uploaded.jsonl")
+    assert code == 2
+    assert "does not exist" in err
+
+
+def test_resources_come_from_a_stack(cli: Cli, pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = pipeline.stack
+    template = {
+        "Parameters": {"InputPrefix": {"Type": "String", "Default": "inputs/"}},
+        "Resources": {"Placeholder": {"Type": "AWS::SQS::Queue"}},
+        "Outputs": {
+            "JobsTableName": {"Value": stack.table},
+            "InputBucketName": {"Value": stack.bucket},
+            "WorkQueueUrl": {"Value": stack.work_queue_url},
+            "DeadLetterQueueUrl": {"Value": stack.dlq_url},
+        },
+    }
+    import boto3
+
+    cfn = boto3.client("cloudformation")
+    cfn.create_stack(StackName=f"{stack.stack_name}-cfn", TemplateBody=json.dumps(template))
+    cfn.close()
+    for name in ("PROMPTDROP_TABLE", "PROMPTDROP_BUCKET", "PROMPTDROP_DLQ_URL", "PROMPTDROP_WORK_QUEUE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    code, _, err = cli("status")
+    assert code == 2
+    assert "give --table, or --stack NAME (its JobsTableName output), or set PROMPTDROP_TABLE" in err
+    code, _, err = cli("status", "--stack", "no-such-stack")
+    assert code == 2
+    assert err.startswith("promptdrop status: cannot read the stack 'no-such-stack': ")
+    assert cli.json("status", "--stack", f"{stack.stack_name}-cfn") == (0, [])
+    assert cli.json("redrive", "--stack", f"{stack.stack_name}-cfn") == (0, {"moved": 0, "by_kind": {}})
+
+
+# -- cancel and redrive ------------------------------------------------------------------------------
+
+
+def test_cancel_asks_a_running_job_to_stop_and_refuses_a_finished_one(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    p = pipeline
+    # Given a running job (its item as the function writes it) and a finished one
+    running = JobRecord(job_id="f" * 32, bucket=p.bucket, key="inputs/long.jsonl", etag="e", started_at="2030-01-01")
+    p.ddb.put_item(TableName=p.stack.table, Item=job_to_item(running))
+    cli("submit", str(write_file(tmp_path, "done.jsonl", [json.dumps({"prompt": "hi"})])))
+    p.drain()
+
+    # When the running one is cancelled
+    code, out, _ = cli("cancel", running.job_id)
+
+    # Then the request is on its item, and the user is told what happens and how to resume
+    assert code == 0
+    requested = p.items(running.job_id)["JOB"]["cancel_requested_at"]
+    assert (
+        out.splitlines()[0]
+        == f"cancel requested for job {running.job_id} (s3://{p.bucket}/inputs/long.jsonl) at {requested}"
+    )
+    assert f"promptdrop redrive --job {running.job_id}" in out
+    # and a second cancel keeps the first request's time
+    code, again = cli.json("cancel", running.job_id)
+    assert (code, again["outcome"], again["cancel_requested_at"]) == (0, "already_requested", requested)
+
+    # When the finished one is cancelled, it is refused and left as it is
+    code, refused = cli.json("cancel", "inputs/done.jsonl")
+    assert (code, refused["outcome"], refused["status"]) == (1, "finished", "SUCCEEDED")
+    assert "cancel_requested_at" not in p.items(refused["job_id"])["JOB"]
+    unknown = "0" * 32
+    code, _, err = cli("cancel", unknown)
+    objects = f"s3://{p.bucket}/{unknown} or s3://{p.bucket}/inputs/{unknown}"
+    assert (code, err) == (2, f"promptdrop cancel: no job {unknown} (and no object {objects})\n")
+
+
+def test_redrive_by_job_moves_only_that_jobs_dead_letters(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    p = pipeline
+    p.configure(PROMPTDROP_MAX_ATTEMPTS="1")
+    for name in ("x.jsonl", "y.jsonl"):
+        cli("submit", str(write_file(tmp_path, name, [json.dumps({"prompt": f"{name} [[fail:503x1]]"})])))
+    p.drain()
+    x = p.summary("inputs/x.jsonl")["job_id"]
+
+    code, moved = cli.json("redrive", "--job", x)
+    assert (code, moved) == (0, {"moved": 1, "by_kind": {"prompt_failure": 1}})
+    p.drain()
+    assert p.summary("inputs/x.jsonl")["status"] == "SUCCEEDED"
+    assert p.summary("inputs/y.jsonl")["status"] == "FAILED"
+    assert [m["job_id"] for m in p.dlq()] == [p.summary("inputs/y.jsonl")["job_id"]]  # left, visible again
+
+
+def test_redrive_moves_what_was_there_not_what_fails_again_meanwhile(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Given a prompt that always fails, dead-lettered, and the function live
+    cli("submit", str(write_file(tmp_path, "hopeless.jsonl", [json.dumps({"prompt": "no [[fail:400]]"})])))
+    pipeline.drain()
+    with event_source(pipeline):
+        # When the DLQ is redriven while the redriven prompt fails again
+        code, moved = cli.json("redrive")
+        _wait_for(lambda: len(peek_dlq(pipeline)) == 1)
+
+    # Then it was moved once (not again and again), and its new dead letter waits for the next redrive
+    assert (code, moved) == (0, {"moved": 1, "by_kind": {"prompt_failure": 1}})
+    assert pipeline.times_seen("no [[fail:400]]") == 2
+
+
+@pytest.mark.xfail(strict=False, reason="needs the product's cancel")
+def test_cancel_mid_run_then_redrive_finishes_paying_nothing_twice(
+    slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    p, cli = slow_pipeline, slow_cli
+    prompts = [f"long {i}" for i in range(160)]  # 100 ms each, 8 at a time: 2 s at least
+    path = write_file(tmp_path, "long.jsonl", [json.dumps({"prompt": x}) for x in prompts])
+    with event_source(p):
+        job_id = cli.json("submit", str(path))[1]["job_id"]
+        # When the job is cancelled once it has begun answering
+        _wait_for(lambda: p.prompts_seen() >= 16)
+        code, _, err = cli("cancel", job_id)
+        assert code == 0, err
+        _wait_for(lambda: p.items(job_id)["JOB"]["status"] != "RUNNING")
+
+    # Then it ends CANCELLED with what was done, and a file_failure (cancelled) to resume it
+    job = cli.json("status", job_id)[1]
+    assert job["status"] == "CANCELLED"
+    assert 0 < job["total"] < 160
+    assert [m["error"]["code"] for m in peek_dlq(p) if m["kind"] == "file_failure"] == ["cancelled"]
+
+    # When it is redriven, it finishes, and no prompt was sent twice
+    assert cli.json("redrive", "--job", job_id)[1] == {"moved": 1, "by_kind": {"file_failure": 1}}
+    p.drain()
+    job = cli.json("status", job_id)[1]
+    assert (job["status"], job["succeeded"], job["failed"]) == ("SUCCEEDED", 160, 0)
+    assert all(p.times_seen(x) == 1 for x in prompts)
+
+
+def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

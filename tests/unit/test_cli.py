@@ -1,0 +1,343 @@
+"""The CLI's offline parts: ``estimate`` (the function's own parser, no AWS, no API), the views, the
+rate and ETA, and where resources come from. The commands that touch AWS: tests/integration/test_cli.py."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from promptdrop.cli import main
+from promptdrop.cli.figures import RateMeter, duration, money
+from promptdrop.cli.resources import Clients, Resources, resolve
+from promptdrop.cli.view import INSTALL_HINT, Column, View
+
+BAD_LINES = [
+    json.dumps({"custom_id": "a", "prompt": "abcdefgh", "max_tokens": 100}).encode(),  # 8 chars: 2 + 4 tokens
+    json.dumps({"custom_id": "b", "prompt": "x" * 40, "n": 2, "max_tokens": 10}).encode(),  # 10 + 4; 2 x 10 out
+    b"",
+    b"{oops",
+    json.dumps({"custom_id": "a", "prompt": "again"}).encode(),
+    json.dumps({"prompt": "s", "stream": True}).encode(),
+    json.dumps({"custom_id": "m", "model": "mystery-model", "prompt": "abcd", "system": "be brief"}).encode(),
+    b"\xff\xfe",
+    json.dumps({"custom_id": "q"}).encode(),
+]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def bad_file(tmp_path: Path) -> Path:
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"\n".join(BAD_LINES) + b"\n")
+    return path
+
+
+# -- estimate --------------------------------------------------------------------------------------
+
+
+def test_estimate_reports_every_line_that_would_fail_and_why(
+    bad_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "estimate", str(bad_file), "--json")
+    assert code == 1  # some lines would fail
+    found = json.loads(out)
+    assert (found["lines"], found["requests"], found["failing"]) == (8, 3, 5)
+    assert found["failing_lines"] == [
+        {
+            "line": 4,
+            "custom_id": "line-4",
+            "reason": "not valid JSON: Expecting property name enclosed in double quotes at column 2: {oops",
+        },
+        {"line": 5, "custom_id": "a", "reason": "custom_id 'a' is already used by line 1"},
+        {"line": 6, "custom_id": "line-6", "reason": '"stream": true is not supported in a batch; remove it'},
+        {"line": 8, "custom_id": "line-8", "reason": "not valid UTF-8 (byte 0)"},
+        {"line": 9, "custom_id": "q", "reason": 'line: Value error, give exactly one of "prompt" or "messages"'},
+    ]
+    # input: 6 + 14 for gpt-4o-mini; (8 + 4) // 4 + 2 x 4 = 11 for the system + user pair
+    assert found["by_model"] == {
+        "gpt-4o-mini": {"requests": 2, "input_tokens": 20, "output_tokens": 100 + 2 * 10},
+        "mystery-model": {"requests": 1, "input_tokens": 11, "output_tokens": 256},  # no max_tokens: assumed
+    }
+    assert (found["input_tokens_estimate"], found["output_tokens_worst_case"]) == (31, 376)
+    assert found["requests_without_output_limit"] == 1
+    # a model without a price: said so, no number
+    assert (found["unknown_models"], found["cost_usd_worst_case"]) == (["mystery-model"], None)
+
+
+def test_estimate_prices_known_models_and_lists_the_first_failures(
+    bad_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [line for line in BAD_LINES if b"mystery" not in line]
+    bad_file.write_bytes(b"\n".join(lines))
+    code, out, _ = run(capsys, "estimate", str(bad_file), "--show", "2")
+    assert code == 1
+    assert out.splitlines() == [
+        f"{bad_file} (default model gpt-4o-mini)",
+        "lines          7 (blank ones skipped)",
+        "requests       2",
+        "would fail     5",
+        "input tokens   ~20 (estimate: ~4 characters a token)",
+        "output tokens  120 at most",
+        # (20 x $0.15 + 120 x $0.60) per million tokens
+        "cost           $0.000075 at most (input ~$0.000003 + output at most $0.000072)",
+        "lines that would fail (2 shown, 3 more)",
+        "line  custom_id  reason",
+        "   4  line-4     not valid JSON: Expecting property name enclosed in double quotes at column 2: {oops",
+        "   5  a          custom_id 'a' is already used by line 1",
+    ]
+
+
+def test_estimate_of_a_csv_uses_its_template_and_of_an_unknown_format_fails_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cities = tmp_path / "cities.csv"
+    cities.write_text("city,max_tokens\nLyon,50\n,50\nPorto,50\n")
+    code, out, _ = run(capsys, "estimate", str(cities), "--template", "A museum in {city}?", "--json")
+    found = json.loads(out)
+    assert (code, found["requests"], found["failing"]) == (1, 2, 1)
+    assert found["failing_lines"] == [
+        {"line": 3, "custom_id": "line-3", "reason": "the template's columns ['city'] are all empty"}
+    ]
+    assert found["output_tokens_worst_case"] == 100
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("hello")
+    code, out, _ = run(capsys, "estimate", str(notes))
+    assert code == 1
+    assert out.startswith(f"{notes}: the whole file would fail (unsupported_format)")
+
+
+def test_estimate_runs_as_a_module_without_aws_or_rich(bad_file: Path) -> None:
+    # No AWS environment at all, and rich never imported off a terminal
+    script = (
+        "import sys, runpy; sys.argv = ['promptdrop', 'estimate', sys.argv[1], '--json']\n"
+        "try:\n    runpy.run_module('promptdrop.cli', run_name='__main__')\n"
+        "except SystemExit as exc:\n    assert 'rich' not in sys.modules; sys.exit(exc.code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(bad_file)], capture_output=True, text=True, env={}, timeout=60, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["requests"] == 3
+
+
+def test_a_missing_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "estimate", str(tmp_path / "nope.jsonl"))
+    assert (code, err) == (2, f"promptdrop estimate: {tmp_path / 'nope.jsonl'}: no such file\n")
+
+
+# -- views -----------------------------------------------------------------------------------------
+
+
+def test_plain_tables_align_for_grep_and_diff() -> None:
+    out = io.StringIO()
+    View(out=out, terminal=False).table([Column("job"), Column("done", right=True)], [["a", "1"], ["bbb", "1,000"]])
+    assert out.getvalue().splitlines() == ["job   done", "a        1", "bbb  1,000"]
+
+
+def test_a_terminal_gets_rich_tables() -> None:
+    out = io.StringIO()
+    View(out=out, terminal=True).table([Column("job")], [["abc"]], title="jobs")
+    text = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())  # without the styles
+    assert text.splitlines() == ["jobs   ", "┏━━━━━┓", "┃ job ┃", "┡━━━━━┩", "│ abc │", "└─────┘"]
+
+
+def test_without_rich_a_terminal_gets_plain_lines_and_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # as if the cli extra were not installed
+    out, err = io.StringIO(), io.StringIO()
+    view = View(out=out, err=err, terminal=True)
+    view.fields([("status", "RUNNING")])
+    assert not view.rich
+    assert out.getvalue() == "status  RUNNING\n"
+    assert INSTALL_HINT in err.getvalue()
+
+
+def test_plain_progress_goes_to_stderr_when_something_changed() -> None:
+    out, err = io.StringIO(), io.StringIO()
+    with View(out=out, err=err, terminal=False).progress("WAITING", every_s=0) as bar:
+        for done in (0, 0, 5):
+            bar.update(status="RUNNING", done=done, total=10, rate="1.0/s", eta="5s", detail="ok 5")
+    assert out.getvalue() == ""
+    assert err.getvalue().splitlines() == [
+        "RUNNING   0/10  1.0/s  ETA 5s  ok 5",
+        "RUNNING   5/10  1.0/s  ETA 5s  ok 5",
+    ]
+
+
+# -- figures ---------------------------------------------------------------------------------------
+
+
+def test_rate_and_eta_follow_the_recent_pace() -> None:
+    meter = RateMeter(window_s=10)
+    assert meter.per_second is None
+    for t, done in ((0, 0), (5, 50), (10, 100)):
+        meter.add(t, done)
+    assert meter.per_second == 10.0
+    assert meter.eta_s(200) == 10.0
+    # a slowdown shows once the faster samples leave the window
+    for t, done in ((20, 110), (30, 120)):
+        meter.add(t, done)
+    assert meter.per_second == 1.0
+    assert meter.eta_s(200) == 80.0
+    assert meter.eta_s(None) is None
+
+
+def test_durations_and_money_read_naturally() -> None:
+    assert [duration(s) for s in (None, 4.4, 65, 7260)] == ["-", "4s", "1m 05s", "2h 01m"]
+    assert [money(v) for v in (None, 0, "0.00225", 12.0)] == ["-", "$0", "$0.00225", "$12"]
+
+
+# -- resources -------------------------------------------------------------------------------------
+
+
+class _Stack(Clients):
+    def stack_outputs(self, stack_name: str) -> dict[str, str]:
+        return {"JobsTableName": f"{stack_name}-table", "InputBucketName": "stack-bucket", "InputPrefix": "in/"}
+
+
+def _args(**given: Any) -> argparse.Namespace:
+    names = ("stack", "table", "bucket", "dlq_url", "work_queue_url", "input_prefix")
+    return argparse.Namespace(**{name: given.get(name) for name in names})
+
+
+def test_resources_come_from_flags_then_the_stack_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTDROP_TABLE", "env-table")
+    monkeypatch.setenv("PROMPTDROP_DLQ_URL", "env-dlq")
+    monkeypatch.delenv("PROMPTDROP_INPUT_PREFIX", raising=False)
+    monkeypatch.delenv("PROMPTDROP_BUCKET", raising=False)
+    assert resolve(_args(), _Stack()) == Resources(table="env-table", dlq_url="env-dlq", input_prefix="inputs/")
+    assert resolve(_args(stack="s", table="flag-table"), _Stack()) == Resources(
+        table="flag-table", bucket="stack-bucket", dlq_url="env-dlq", input_prefix="in/"
+    )
+    with pytest.raises(Exception, match=r"give --work-queue-url, or --stack NAME \(its WorkQueueUrl output\)"):
+        resolve(_args(), _Stack()).need("work_queue_url")
+
+
+# -- redrive ---------------------------------------------------------------------------------------
+
+
+class _FakeDlq:
+    """An SQS client holding one DLQ whose clock runs ``skew_s`` ahead of this machine's."""
+
+    def __init__(self, messages: list[tuple[str, float]], skew_s: float) -> None:
+        self.skew_s = skew_s
+        self.visible = [
+            {"MessageId": str(i), "ReceiptHandle": f"r{i}", "Body": body, "Attributes": {"SentTimestamp": str(int(t))}}
+            for i, (body, t) in enumerate(messages)
+        ]
+        self.sent: list[str] = []
+
+    def receive_message(self, **kwargs: Any) -> dict[str, Any]:
+        from email.utils import formatdate
+
+        batch, self.visible = (
+            self.visible[: kwargs["MaxNumberOfMessages"]],
+            self.visible[kwargs["MaxNumberOfMessages"] :],
+        )
+        date = formatdate(time.time() + self.skew_s, usegmt=True)
+        return {"Messages": batch, "ResponseMetadata": {"HTTPHeaders": {"date": date}}}
+
+    def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
+        self.sent += [e["MessageBody"] for e in kwargs["Entries"]]
+        return {"Successful": [{"Id": e["Id"]} for e in kwargs["Entries"]]}
+
+    def delete_message_batch(self, **kwargs: Any) -> None:
+        return None
+
+    def change_message_visibility_batch(self, **kwargs: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("skew_s", [0, -600, 600])
+def test_redrive_moves_the_messages_older_than_itself_on_the_queues_clock(skew_s: float) -> None:
+    from promptdrop.cli import redrive
+
+    now_ms = (time.time() + skew_s) * 1000  # the queue's clock
+    old = json.dumps({"kind": "prompt_failure", "job_id": "j"})
+    new = json.dumps({"kind": "prompt_failure", "job_id": "j", "again": True})  # failed again meanwhile
+    sqs = _FakeDlq([(old, now_ms - 60_000), (new, now_ms + 5_000)], skew_s)
+    assert redrive(sqs, dlq_url="dlq", work_queue_url="work") == {"prompt_failure": 1}
+    assert sqs.sent == [old]
+
+
+# -- submit --wait follows the job item --------------------------------------------------------------
+
+
+class _Jobs:
+    """A job store whose job item changes at each read, as a running job's does."""
+
+    def __init__(self, states: list[dict[str, Any] | None]) -> None:
+        self.states = states
+        self.reads = 0
+
+    def get(self, job_id: str) -> Any:
+        from promptdrop.cli.jobstore import JobItem
+
+        state = self.states[min(self.reads, len(self.states) - 1)]
+        self.reads += 1
+        return None if state is None else JobItem(job_id=job_id, bucket="b", key="inputs/k.jsonl", **state)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_follow_shows_progress_until_the_job_ends(terminal: bool) -> None:
+    from promptdrop.cli.submit import follow
+
+    running = {"lines": 100, "progress_prompt_tokens": 10, "progress_cost_usd": 0.001}
+    store = _Jobs(
+        [
+            None,  # the function has not started it yet
+            running | {"progress_succeeded": 10},
+            running | {"progress_succeeded": 40, "progress_failed": 2},
+            {"status": "PARTIAL", "total": 100, "succeeded": 97, "failed": 3},
+        ]
+    )
+    clock, out, err = _Clock(), io.StringIO(), io.StringIO()
+    view = View(out=out, err=err, terminal=terminal)
+    job = follow(store, "j", view, interval_s=2, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
+    assert job is not None
+    assert (job.status, job.done, store.reads, clock.now) == ("PARTIAL", 100, 4, 6.0)
+    if terminal:  # the bar, as last drawn
+        assert "PARTIAL ━━━━" in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
+        return
+    # plain: a line when the status changes, else at most every 5 s (42/100, 2 s later, is not shown);
+    # the rate over the window: 90 more in 4 s
+    assert out.getvalue() == ""
+    assert err.getvalue().splitlines() == [
+        "WAITING   0  -  ETA -  for the job to start",
+        "RUNNING   10/100  -  ETA -  ok 10  failed 0  10 tokens  $0.001",
+        "PARTIAL   100/100  22.5/s  ETA -  ok 97  failed 3  0 tokens  -",
+    ]
+
+
+def test_follow_gives_up_at_its_timeout() -> None:
+    from promptdrop.cli.submit import follow
+
+    clock = _Clock()
+    store = _Jobs([{"lines": 10}])
+    view = View(out=io.StringIO(), err=io.StringIO(), terminal=False)
+    assert follow(store, "j", view, interval_s=2, timeout_s=5, clock=clock, sleep=clock.sleep) is None  # type: ignore[arg-type]
+    assert clock.now == 5.0
