@@ -64,7 +64,7 @@ def test_estimate_reports_every_line_that_would_fail_and_why(
         {"line": 5, "custom_id": "a", "reason": "custom_id 'a' is already used by line 1"},
         {"line": 6, "custom_id": "line-6", "reason": '"stream": true is not supported in a batch; remove it'},
         {"line": 8, "custom_id": "line-8", "reason": "not valid UTF-8 (byte 0)"},
-        {"line": 9, "custom_id": "q", "reason": 'line: Value error, give exactly one of "prompt" or "messages"'},
+        {"line": 9, "custom_id": "q", "reason": 'line: give exactly one of "prompt" or "messages"'},
     ]
     # input: 6 + 14 for gpt-4o-mini; (8 + 4) // 4 + 2 x 4 = 11 for the system + user pair
     assert found["by_model"] == {
