@@ -66,16 +66,27 @@ class MemoryBudget:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
         self.leases: dict[str, dict[str, float]] = {}  # model -> member -> lease_until
+        self.using: dict[str, dict[str, tuple[float | None, float | None]]] = {}  # model -> member -> rates
         self.limits: dict[str, list[float | None]] = {}
         self.paused_until: dict[str, float] = {}
         self.calls = 0
         self.failing = False
 
-    def _share(self, model: str) -> Share:
+    def _share(self, model: str, me: str) -> Share:
         now = self.clock()
         rpm, tpm = self.limits.get(model, [None, None])
-        live = sum(until >= now for until in self.leases.get(model, {}).values())
-        return Share(rpm=rpm, tpm=tpm, members=max(1, live), paused_until=self.paused_until.get(model, 0.0))
+        live = [member for member, until in self.leases.get(model, {}).items() if until >= now]
+        using = self.using.get(model, {})
+        others = [using.get(m, (None, None)) for m in live if m != me]
+        return Share(
+            rpm=rpm,
+            tpm=tpm,
+            members=max(1, len(live)),
+            paused_until=self.paused_until.get(model, 0.0),
+            others_rpm=sum(r or 0.0 for r, _ in others),
+            others_tpm=sum(t or 0.0 for _, t in others),
+            others_unknown=sum(r is None and t is None for r, t in others),
+        )
 
     async def join(self, model: str, member: str, *, lease_s: float, observed: Observed) -> Share:
         return await self.renew(model, member, lease_s=lease_s, observed=observed)
@@ -85,12 +96,13 @@ class MemoryBudget:
         if self.failing:
             raise ConnectionError("the table is unreachable")
         self.leases.setdefault(model, {})[member] = self.clock() + lease_s
+        self.using.setdefault(model, {})[member] = (observed.using_rpm, observed.using_tpm)
         limits = self.limits.setdefault(model, [None, None])
         limits[0] = observed.rpm or limits[0]
         limits[1] = observed.tpm or limits[1]
         if observed.paused_until is not None:
             self.paused_until[model] = observed.paused_until
-        return self._share(model)
+        return self._share(model, member)
 
     async def leave(self, model: str, member: str) -> None:
         self.calls += 1

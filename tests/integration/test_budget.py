@@ -48,7 +48,10 @@ async def test_two_members_split_the_budget_and_a_leaver_gives_its_share_back(dd
     # When a second joins, then both count two
     assert (await budget.join(MODEL, "b", lease_s=LEASE_S, observed=Observed())).members == 2
     wall.now += 5
-    assert (await budget.renew(MODEL, "a", lease_s=LEASE_S, observed=Observed())).members == 2
+    assert (await budget.renew(MODEL, "a", lease_s=LEASE_S, observed=Observed(using_rpm=3000))).members == 2
+    # and each hears what the other uses: the room it leaves
+    share = await budget.renew(MODEL, "b", lease_s=LEASE_S, observed=Observed(using_rpm=1000))
+    assert (share.members, share.others_rpm) == (2, 3000.0)
     # When the second leaves, then the first is alone again
     await budget.leave(MODEL, "b")
     assert (await budget.renew(MODEL, "a", lease_s=LEASE_S, observed=Observed())).members == 1

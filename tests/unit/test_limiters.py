@@ -6,7 +6,7 @@ import json
 
 import pytest
 from promptdrop.engine.budget import Observed
-from promptdrop.engine.limiter import INITIAL_WINDOW
+from promptdrop.engine.limiter import INITIAL_WINDOW, MIN_SHARE
 from promptdrop.engine.limiters import LEASE_S, RENEW_MAX_S, ModelLimiters
 from promptdrop.engine.request import Request
 
@@ -60,10 +60,14 @@ async def test_a_limit_one_run_learned_is_known_to_a_later_run_from_its_first_se
         # When a second run starts
         async with container(clock, budget).membership() as second:
             later = await second.limiter_for(request())
-            # Then it paces at its share before its first answer, with no slow start to wait out
+            # Then it knows the limit before its first answer (no slow start to wait out), and takes
+            # what the first leaves free: next to nothing, until the first has heard of it
             assert later.limits == (6000.0, None)
             assert later.window is None
-            assert later.rates == (3000.0, None)
+            assert later.rates == (3000.0 * MIN_SHARE, None)
+            # and once both have renewed, each has an even share
+            await clock.advance(RENEW_MAX_S + 4)
+            assert (limiter.rates, later.rates) == ((3000.0, None), (3000.0, None))
 
 
 async def test_a_dead_runs_share_returns_when_its_lease_expires() -> None:

@@ -3,7 +3,8 @@
 Item ``pk = BUDGET#<model>``, ``sk = BUDGET`` (a key space apart from ``JOB#…``: no job query
 ever reads it), holding:
 
-* ``m_<member>`` — one attribute per live member: its lease, in epoch seconds;
+* ``m_<member>`` — one attribute per live member: ``{"until": its lease in epoch seconds, "rpm",
+  "tpm": the rates it paces itself at (absent until it knows them)}``;
 * ``rpm`` / ``tpm`` — the model's limits as a member last learned them from ``x-ratelimit-limit-*``;
 * ``paused_until`` — epoch seconds: a 429 asked everyone to wait until then;
 * ``model`` — for whoever reads the table.
@@ -71,8 +72,12 @@ class DynamoBudget:
     async def _write(self, model: str, member: str, lease_s: float, observed: Observed, *, joining: bool) -> Share:
         now = self._clock()
         names = {"#me": _MEMBER + member}
-        values: dict[str, Any] = {":until": {"N": f"{now + lease_s:.3f}"}}
-        sets = ["#me = :until"]
+        seat = {"until": {"N": f"{now + lease_s:.3f}"}}
+        for name, using in (("rpm", observed.using_rpm), ("tpm", observed.using_tpm)):
+            if using is not None:
+                seat[name] = {"N": f"{using:.3f}"}
+        values: dict[str, Any] = {":seat": {"M": seat}}
+        sets = ["#me = :seat"]
         news = {"rpm": observed.rpm, "tpm": observed.tpm, "paused_until": observed.paused_until}
         for name, value in news.items():
             if value is not None:
@@ -96,17 +101,24 @@ class DynamoBudget:
             ExpressionAttributeValues=values,
             ReturnValues="ALL_NEW",
         )
-        return self._share(model, response.get("Attributes", {}), now, lease_s)
+        return self._share(model, names["#me"], response.get("Attributes", {}), now, lease_s)
 
-    def _share(self, model: str, item: dict[str, Any], now: float, lease_s: float) -> Share:
-        live = 0
+    def _share(self, model: str, me: str, item: dict[str, Any], now: float, lease_s: float) -> Share:
+        live = unknown = 0
+        others = [0.0, 0.0]
         dead: list[str] = []
         for name, value in item.items():
-            if not name.startswith(_MEMBER):
+            if not name.startswith(_MEMBER) or "M" not in value:
                 continue
-            until = float(value["N"])
+            seat = value["M"]
+            until = _number(seat.get("until")) or 0.0
             if until >= now:
                 live += 1
+                if name != me:
+                    rpm, tpm = _number(seat.get("rpm")), _number(seat.get("tpm"))
+                    unknown += rpm is None and tpm is None
+                    others[0] += rpm or 0.0
+                    others[1] += tpm or 0.0
             elif until < now - lease_s:
                 dead.append(name)
         if dead:
@@ -116,6 +128,9 @@ class DynamoBudget:
             tpm=_number(item.get("tpm")),
             members=max(1, live),
             paused_until=_number(item.get("paused_until")) or 0.0,
+            others_rpm=others[0],
+            others_tpm=others[1],
+            others_unknown=unknown,
         )
 
 

@@ -4,8 +4,10 @@ OpenAI's limits are per organization and model, and every invocation running at 
 of one file, several files — spends the same ones. Each run is a *member* of its model's budget: it
 joins when it sends its first request for that model, renews every few seconds, and leaves when
 it ends. Its share is the fleet's limit divided by the live members; a member that dies stops
-renewing and its share returns when its lease expires. What one member learns is told to the
-others through the budget: the limits from ``x-ratelimit-limit-*`` (so a member that starts later
+renewing and its share returns when its lease expires. Each member also says what rates it uses,
+so one that joins takes only what the others leave free (never more than its even share) until
+they have heard of it and made room — no overshoot while the news spreads. What one member learns
+is told to the others through the budget: the limits from ``x-ratelimit-limit-*`` (so a member that starts later
 knows them from its first second) and a pause asked for by a 429.
 
 The engine sees only the :class:`SharedBudget` protocol; where the budget is kept (DynamoDB, in
@@ -22,8 +24,8 @@ member per renewal whatever the rate (2 to 10 s apart: well under 10 calls per 1
 member answers more than a few a second), never stands between a worker and the API, and leaves
 the pacing to the local buckets that already keep one invocation under its limit. Its price: a
 member's share is reserved while it is alive even when it has little left to send, and a new
-member is seen by the others only at their next renewal (a few seconds of overshoot, which the
-429 signal absorbs: see ``limiter.py``).
+member waits for the others' next renewal (a second when members come and go, at most
+``RENEW_MAX_S``) before it has its whole share — the account's limit is in use meanwhile.
 """
 
 from __future__ import annotations
@@ -36,11 +38,15 @@ __all__ = ["Observed", "Share", "SharedBudget"]
 
 @dataclass(slots=True, frozen=True)
 class Observed:
-    """What a member tells the fleet at a renewal: only news, None where it has none."""
+    """What a member tells the fleet at a renewal: the rates it uses, and news (None where it has none)."""
 
     rpm: float | None = None  # learned from x-ratelimit-limit-requests, when it differs from the budget's
     tpm: float | None = None  # learned from x-ratelimit-limit-tokens, likewise
     paused_until: float | None = None  # wall-clock seconds: a 429 asked everyone to wait until then
+    # The rates this member paces itself at now, always told (the others' room); None: not known
+    # yet (it has just joined, or knows no limit) — the others count it at its even share.
+    using_rpm: float | None = None
+    using_tpm: float | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -51,6 +57,9 @@ class Share:
     tpm: float | None
     members: int  # live members, this one included (at least 1)
     paused_until: float = 0.0  # wall-clock seconds; in the past when no pause is asked
+    others_rpm: float = 0.0  # what the other live members said they use, summed
+    others_tpm: float = 0.0
+    others_unknown: int = 0  # other live members that have not said yet
 
 
 class SharedBudget(Protocol):

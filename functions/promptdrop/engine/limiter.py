@@ -3,13 +3,16 @@
 Two token buckets (requests, tokens), each refilled continuously up to one second's worth, at
 this run's *share* of the model's limit::
 
-    rate = limit / members * factor
+    rate = min(limit / members, limit - others) * factor
 
 * ``limit`` — the account's limit for the model: configured (``PROMPTDROP_RPM``/``TPM``), else
   learned from our own ``x-ratelimit-limit-*`` headers, else told by the fleet's budget (another
   member learned it); ``x-ratelimit-remaining-*`` only ever lowers a bucket's level (the server
   knows about traffic we don't).
 * ``members`` — how many runs share the limit now (the shared budget, ``limiters.py``); 1 alone.
+* ``others`` — what the other members said they use at their last renewal: a run that has just
+  joined takes only what is free until they have heard of it (at least ``MIN_SHARE`` of its even
+  share), so the fleet does not overshoot while the news spreads.
 * ``factor`` — a 429 is a signal, not a failure: it pauses every worker for the server's wait
   (``retry-after``, else ``x-ratelimit-reset-*``), empties the buckets, and multiplies the factor by
   :data:`DECREASE` (at most once a second: one overshoot answers many requests with 429 at once);
@@ -38,7 +41,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from .errors import RequestTooLarge, parse_reset
 
-__all__ = ["DECREASE", "INITIAL_WINDOW", "LONG_PAUSE_S", "RECOVERY_PER_S", "RateLimiter", "parse_reset"]
+__all__ = ["DECREASE", "INITIAL_WINDOW", "LONG_PAUSE_S", "MIN_SHARE", "RECOVERY_PER_S", "RateLimiter", "parse_reset"]
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -52,6 +55,7 @@ _DECREASE_EVERY_S = 1.0
 _MIN_FACTOR = 0.05
 _STOP_POLL_S = 1.0  # how often a waiting admission asks whether the run should stop
 LONG_PAUSE_S = 1.0  # a 429's pause at least this long is news for the fleet
+MIN_SHARE = 0.05  # of the even share: what a member takes while the others have left nothing free
 _KINDS = ("requests", "tokens")
 
 
@@ -112,6 +116,8 @@ class RateLimiter:
         self._learned: list[float | None] = [None, None]  # from our own answers' headers
         self._fleet: list[float | None] = [None, None]  # told by the shared budget
         self._members = 1
+        self._others = (0.0, 0.0)  # requests/min, tokens/min the other members use
+        self._others_unknown = 0  # other members that have not said what they use
         self._factor = 1.0
         self._factor_at = clock()
         self._decreased_at = -math.inf
@@ -172,7 +178,9 @@ class RateLimiter:
             limit = self._limit(i)
             if limit is None:
                 continue
-            per_minute = limit / self._members * self._factor
+            even = limit / self._members
+            others = self._others[i] + self._others_unknown * even
+            per_minute = min(even, max(even * MIN_SHARE, limit - others)) * self._factor
             bucket: _Bucket | None = getattr(self, name)
             if bucket is None:
                 setattr(self, name, _Bucket(per_minute))
@@ -363,10 +371,24 @@ class RateLimiter:
                 self._window, self._growth = self._window + 1, 0.0
         self._hand_over()
 
-    def share(self, *, rpm: float | None, tpm: float | None, members: int, pause_s: float = 0.0) -> None:
-        """Apply the fleet's budget: the limits another member learned, and how many runs share them."""
+    def share(
+        self,
+        *,
+        rpm: float | None,
+        tpm: float | None,
+        members: int,
+        pause_s: float = 0.0,
+        others: tuple[float, float] = (0.0, 0.0),
+        others_unknown: int = 0,
+    ) -> None:
+        """Apply the fleet's budget: the limits another member learned, how many runs share them, and
+        the rates (requests/min, tokens/min) the ``others`` use — this run takes no more than they
+        leave free (at least :data:`MIN_SHARE` of its even share) until they make room; the
+        ``others_unknown`` that have not said count at their even share."""
         self._fleet = [rpm, tpm]
         self._members = max(1, members)
+        self._others = others
+        self._others_unknown = others_unknown
         if pause_s > 0:
             self.pause(pause_s)
         self._refresh(self._clock())

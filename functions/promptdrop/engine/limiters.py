@@ -10,7 +10,7 @@ Renewal schedule (the cost of coordination): one ``renew`` call per joined model
 :data:`RENEW_MIN_S` doubling to :data:`RENEW_MAX_S` while the membership count holds still, back
 to :data:`RENEW_MIN_S` when it changes (runs start and end together: shards of one file); sooner
 when this run has news for the fleet (a limit learned from its headers, a pause of a second or
-more asked by a 429), never more than once a second. The lease, :data:`LEASE_S`, is three
+more asked by a 429), never more often than every :data:`RENEW_MIN_S`. The lease, :data:`LEASE_S`, is three
 renewals long: a run that dies gives its share back within it.
 
 A failing budget (throttled table, network) never fails a run: the run keeps the share it had
@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .budget import Observed, Share, SharedBudget
 from .limiter import INITIAL_WINDOW, LONG_PAUSE_S, RateLimiter
@@ -35,9 +35,10 @@ __all__ = ["LEASE_S", "RENEW_MAX_S", "RENEW_MIN_S", "Membership", "ModelLimiters
 
 logger = logging.getLogger(__name__)
 
-RENEW_MIN_S = 1.0
+RENEW_MIN_S = 0.5
 RENEW_MAX_S = 10.0
 LEASE_S = 3 * RENEW_MAX_S
+_TICK_S = 0.25  # how often the renewal loop looks at what is due (no call unless something is)
 
 
 class ModelLimiters:
@@ -159,7 +160,7 @@ class Membership:
         seat = _Seat(self._limiters.limiter(model))
         seat.limiter.on_news = seat.mark_news
         self._seats[model] = seat
-        await self._call(model, seat, budget.join)
+        await self._call(model, seat, budget.join, joining=True)
         return seat
 
     async def renew_forever(self) -> None:
@@ -167,14 +168,18 @@ class Membership:
         budget = self._budget
         assert budget is not None
         while True:
-            await self._sleep(RENEW_MIN_S)
+            await self._sleep(_TICK_S)
             now = self._clock()
             for model, seat in list(self._seats.items()):
                 if now >= seat.due or (seat.news and now - seat.renewed_at >= RENEW_MIN_S):
                     await self._call(model, seat, budget.renew)
 
-    async def _call(self, model: str, seat: _Seat, operation: Callable[..., Awaitable[Share]]) -> None:
+    async def _call(
+        self, model: str, seat: _Seat, operation: Callable[..., Awaitable[Share]], *, joining: bool = False
+    ) -> None:
         observed = self._observed(seat)
+        if joining:  # what a warm limiter used in an earlier run is not what this run will use
+            observed = replace(observed, using_rpm=None, using_tpm=None)
         seat.renewed_at = self._clock()
         seat.calls += 1
         try:
@@ -189,7 +194,14 @@ class Membership:
         seat.due = self._clock() + seat.interval
         seat.share = share
         pause_s = share.paused_until - self._wall()
-        seat.limiter.share(rpm=share.rpm, tpm=share.tpm, members=share.members, pause_s=max(0.0, pause_s))
+        seat.limiter.share(
+            rpm=share.rpm,
+            tpm=share.tpm,
+            members=share.members,
+            pause_s=max(0.0, pause_s),
+            others=(share.others_rpm, share.others_tpm),
+            others_unknown=share.others_unknown,
+        )
 
     def _observed(self, seat: _Seat) -> Observed:
         """News for the fleet: what our headers taught that the budget does not say, and a long pause."""
@@ -197,7 +209,10 @@ class Membership:
         rpm, tpm = seat.limiter.learned
         pause_s = seat.limiter.paused_for()
         paused_until = self._wall() + pause_s
+        using_rpm, using_tpm = seat.limiter.rates
         return Observed(
+            using_rpm=using_rpm,
+            using_tpm=using_tpm,
             rpm=rpm if rpm is not None and (told is None or told.rpm != rpm) else None,
             tpm=tpm if tpm is not None and (told is None or told.tpm != tpm) else None,
             paused_until=paused_until
