@@ -20,11 +20,10 @@ this run's *share* of the model's limit::
   member whose budget was wrong (a member the others have not counted yet, traffic from outside
   promptdrop) backs off at once and probes back up, as TCP does.
 
-Slow start: with no limit known yet (nothing configured, nothing learned by anyone), at most
-``initial_window`` requests are in flight. The first answer says what the limit is — the buckets
-pace from then on — or says nothing (a server that publishes no limits), and the window opens. A
-429 while no limit is known closes it to half the requests in flight, from which it grows again
-(one more per answer up to the point of the last 429, then one per window of answers).
+Slow start (``window.py``): with no limit known yet (nothing configured, nothing learned by
+anyone), at most ``initial_window`` requests are in flight. The first answer says what the limit
+is — the buckets pace from then on — or says nothing (a server that publishes no limits), and the
+window opens. A 429 while no limit is known closes it to half the requests in flight.
 
 Invariants: admission is FIFO (one waiter computes and sleeps at a time, under ``_lock``); a
 bucket's level may go negative after a correction, which simply delays the next admission; every
@@ -36,10 +35,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
 from .errors import RequestTooLarge, parse_reset
+from .window import Window
 
 __all__ = ["DECREASE", "INITIAL_WINDOW", "LONG_PAUSE_S", "MIN_SHARE", "RECOVERY_PER_S", "RateLimiter", "parse_reset"]
 
@@ -125,11 +124,7 @@ class RateLimiter:
         self._tokens: _Bucket | None = None
         self._paused_until = 0.0
         self._lock = asyncio.Lock()
-        self._window: int | None = initial_window  # None: open (the buckets pace, or nothing can)
-        self._threshold = math.inf  # slow start below it; one more per window of answers above
-        self._growth = 0.0
-        self._in_flight = 0
-        self._slot_waiters: deque[asyncio.Future[None]] = deque()
+        self._window = Window(initial_window)  # slow start: open once the buckets pace (window.py)
         self.pauses = 0
         self.decreases = 0
         #: Called when there is news for the fleet: a limit our headers taught, a long pause.
@@ -163,7 +158,7 @@ class RateLimiter:
     @property
     def window(self) -> int | None:
         """Requests allowed in flight while the limits are unknown; None once open."""
-        return self._window
+        return self._window.size
 
     def paused_for(self) -> float:
         """Seconds left of the pause a 429 asked for (0 when none)."""
@@ -186,8 +181,8 @@ class RateLimiter:
                 setattr(self, name, _Bucket(per_minute))
             elif per_minute != bucket.per_minute:
                 bucket.set_rate(per_minute, now)
-        if self._window is not None and (self._requests is not None or self._tokens is not None):
-            self._open_window()
+        if self._window.size is not None and (self._requests is not None or self._tokens is not None):
+            self._window.open()
 
     def _recover(self, now: float) -> None:
         if self._factor < 1.0:
@@ -212,7 +207,7 @@ class RateLimiter:
                 f"estimated {cost} tokens exceed the whole tokens/min limit of {int(tpm)}; "
                 "shorten the prompt or lower max_tokens"
             )
-        await self._take_slot()
+        await self._window.take()
         if self._idle() and not self._lock.locked():
             return True  # unlimited and not paused: the hot path costs two comparisons
         admitted = False
@@ -243,37 +238,9 @@ class RateLimiter:
             if not admitted:
                 self.release()
 
-    async def _take_slot(self) -> None:
-        window = self._window
-        if window is None or (self._in_flight < window and not self._slot_waiters):
-            self._in_flight += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._slot_waiters.append(waiter)
-        try:
-            await waiter  # resolved: a slot was handed over (already counted in _in_flight)
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # handed a slot, then cancelled: pass it on
-            else:
-                self._slot_waiters.remove(waiter)
-            raise
-
     def release(self) -> None:
         """One admitted call is over (answered, failed or abandoned): its in-flight slot is free."""
-        self._in_flight -= 1
-        self._hand_over()
-
-    def _hand_over(self) -> None:
-        # Slots go to the waiters in order: a worker that releases and asks again queues behind them.
-        while self._slot_waiters and (self._window is None or self._in_flight < self._window):
-            waiter = self._slot_waiters.popleft()
-            self._in_flight += 1
-            waiter.set_result(None)
-
-    def _open_window(self) -> None:
-        self._window = None
-        self._hand_over()
+        self._window.release()
 
     # -- what the answers say -----------------------------------------------------------------------
 
@@ -326,8 +293,7 @@ class RateLimiter:
         self._factor_at = now
         if self._requests is None and self._tokens is None:
             # Nothing known to pace by: the requests in flight are the only handle (TCP's window).
-            self._window = self._threshold = max(1, (self._in_flight + 1) // 2)
-            self._growth = 0.0
+            self._window.halve()
         self._refresh(now)
 
     def observe(self, headers: Mapping[str, str]) -> None:
@@ -340,8 +306,12 @@ class RateLimiter:
             if bucket is not None and left is not None:
                 bucket.refill(now)
                 bucket.level = min(bucket.level, left)
-        if self._window is not None:
-            self._widen(headers)
+        if self._window.size is not None:
+            publishes = any(f"x-ratelimit-limit-{kind}" in headers for kind in _KINDS)
+            if not publishes and not self._window.congested:
+                self._window.open()  # the server publishes no limits: nothing more to wait for
+            else:
+                self._window.widen()
 
     def _learn(self, headers: Mapping[str, str], now: float) -> None:
         news = False
@@ -356,20 +326,6 @@ class RateLimiter:
             self._refresh(now)
             if self.on_news is not None:
                 self.on_news()
-
-    def _widen(self, headers: Mapping[str, str]) -> None:
-        assert self._window is not None
-        publishes = any(f"x-ratelimit-limit-{kind}" in headers for kind in _KINDS)
-        if not publishes and math.isinf(self._threshold):
-            self._open_window()  # the server publishes no limits: nothing more to wait for
-            return
-        if self._window < self._threshold:
-            self._window += 1  # one per answer: the window doubles every round trip
-        else:
-            self._growth += 1 / self._window
-            if self._growth >= 1:
-                self._window, self._growth = self._window + 1, 0.0
-        self._hand_over()
 
     def share(
         self,
