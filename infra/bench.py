@@ -14,6 +14,11 @@ Scenarios: (1) 10,000 prompts, 200 ms latency, concurrency 500, no rate limit; (
 enforces 12,000 requests/min and 600,000 tokens/min over one-second windows; (3) 10,000 and
 100,000 short prompts, for memory. Plus the cold-start import cost. Figures are printed as ratios
 against the recipe measured in the same run: nothing here asserts a timing.
+
+Fleet scenarios (``infra/fleet_bench.py``), against a server enforcing 6,000 requests/min over
+one-second windows: (4) one file run as 4 and as 10 shard invocations started together, limits
+learned or configured as the account's (and 4 that do not share them, for comparison); (5) one
+invocation, limits learned, concurrency 200. ``--only engine`` or ``--only fleet`` runs one half.
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when run: the contenders' processes must not pay for boto3
+    from infra.fleet_bench import FleetRow
 
 __all__ = ["main"]
 
@@ -266,10 +275,79 @@ def main(argv: Sequence[str] | None = None) -> int:
         return worker(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m infra.bench", description="promptdrop vs the recipe")
     parser.add_argument("--quick", action="store_true", help="a tenth of the prompts, for a smoke run")
+    parser.add_argument(
+        "--only",
+        choices=["engine", "fleet"],
+        help="engine: scenarios 1-3 and the cold start; fleet: scenarios 4-5 (one account's limit shared)",
+    )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
-    rows: list[Row] = []
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; every contender in its own process\n")
+    if args.only != "fleet":
+        _engine_scenarios(scale)
+    if args.only != "engine":
+        _fleet_scenarios(scale)
+    return 0
+
+
+def _fleet_scenarios(scale: int) -> None:
+    """4: 4 and 10 invocations on one sharded file, limits learned or configured (and 4 not sharing them);
+    5: one invocation, limits learned, concurrency 200 — all against a 6,000 requests/min server."""
+    from infra.fleet_bench import report, run_fleet
+
+    rpm = 6000
+    rows: list[FleetRow] = []
+    limited = ["--port", "0", "--latency-ms", "200", "--rpm", str(rpm), "--burst-s", "1"]
+    with (
+        _process(["-m", "infra.fake_openai", *limited], "listening on") as server,
+        _process(["-m", "infra.bench", "moto"], "moto listening on") as moto,
+    ):
+        runs = [
+            ("4: fleet", 4, "learned"),
+            ("4: fleet", 4, "configured"),
+            ("4: fleet", 4, "not shared"),
+            ("4: fleet", 10, "learned"),
+            ("4: fleet", 10, "configured"),
+        ]
+        for scenario, invocations, limits in runs:
+            row = run_fleet(
+                scenario,
+                server=server,
+                moto=moto,
+                invocations=invocations,
+                prompts=6000 // scale,
+                rpm=rpm,
+                limits=limits,
+                concurrency=100,
+            )
+            rows.append(row)
+            _print_fleet(row)
+        row = run_fleet(
+            "5: one, c=200",
+            server=server,
+            moto=moto,
+            invocations=1,
+            prompts=3000 // scale,
+            rpm=rpm,
+            limits="learned",
+            concurrency=200,
+        )
+        rows.append(row)
+        _print_fleet(row)
+    report(rows)
+
+
+def _print_fleet(row: FleetRow) -> None:
+    print(
+        f"  {row.scenario:<14} {row.invocations:>2} invocations, limits {row.limits:<10}: {row.used:.1%} of the limit "
+        f"used, {row.rate_limited} 429s of {row.requests} requests, {row.answered_once}/{row.prompts} answered once, "
+        f"{row.failed} failed",
+        flush=True,
+    )
+
+
+def _engine_scenarios(scale: int) -> None:
+    rows: list[Row] = []
 
     with _process(["-m", "infra.fake_openai", "--port", "0", "--latency-ms", "200"], "listening on") as server:
         n = 10_000 // scale
@@ -291,7 +369,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     base, ours = _import_costs(["import openai, aioboto3", "import promptdrop.handler"])
     _report(rows, base, ours)
-    return 0
 
 
 def _report(rows: list[Row], base_import: float, handler_import: float) -> None:

@@ -20,13 +20,14 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from openai import AsyncOpenAI
 
+from .adapters.budget import DynamoBudget
 from .adapters.bus import EventPublisher
 from .adapters.journal import Journal
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectStore
 from .engine.client import ChatSender, make_client
 from .engine.dispatch import Dispatcher
-from .engine.limiter import RateLimiter
+from .engine.limiters import ModelLimiters
 from .jobs import JobRunner
 from .settings import Settings
 
@@ -102,8 +103,9 @@ class Runtime:
         )
         stack.push_async_callback(client.close)
         sender = ChatSender(client)
-        # One limiter per container: what it learned of the account's limits outlives a job.
-        limiter = RateLimiter(rpm=settings.rpm, tpm=settings.tpm)
+        # One limiter per model per container: what it learned of the account's limits outlives a job.
+        budget = DynamoBudget(ddb, settings.table) if settings.share_limits else None
+        limiter = ModelLimiters(rpm=settings.rpm, tpm=settings.tpm, budget=budget)
 
         def dispatcher() -> Dispatcher:
             return Dispatcher(

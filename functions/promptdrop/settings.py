@@ -36,8 +36,18 @@ class Settings(BaseSettings):
     input_prefix: str = Field(default="", description="Only keys under this prefix are processed.")
     model: str = Field(default="gpt-4o-mini", description="Model for requests that name none.")
     max_concurrency: int = Field(default=100, ge=1, le=5000, description="Requests in flight at most.")
-    rpm: int | None = Field(default=None, ge=1, description="Requests/min budget (default: learned).")
-    tpm: int | None = Field(default=None, ge=1, description="Tokens/min budget (default: learned).")
+    # The ACCOUNT's limits per model (OpenAI's are per organization and model), not one invocation's:
+    # invocations running at once divide them among themselves through the table (share_limits).
+    rpm: int | None = Field(
+        default=None, ge=1, description="The account's requests/min for each model (default: learned from headers)."
+    )
+    tpm: int | None = Field(
+        default=None, ge=1, description="The account's tokens/min for each model (default: learned from headers)."
+    )
+    share_limits: bool = Field(
+        default=True,
+        description="Divide each model's limits among the invocations running at once (a budget item in the table).",
+    )
     max_attempts: int = Field(default=6, ge=1, le=50, description="Tries per request, first included.")
     # allow_inf_nan=False on every float: "inf" and "nan" parse as floats, and an infinite
     # timeout or lease would hang a run instead of failing it.

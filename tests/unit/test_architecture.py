@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[2] / "functions" / "promptdrop"
-# What each part may import from the package (beyond itself). Anything not listed is not allowed.
+# What each part (or one named module of it) may import from the package, beyond itself.
 BASE = {"records", "messages", "jsonsafe", "background", "settings"}
 ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
@@ -23,7 +23,9 @@ ALLOWED: dict[str, set[str]] = {
     "background": set(),
     "settings": set(),
     "messages": {"jsonsafe"},
-    "adapters": BASE - {"settings"},
+    # engine.budget: the plain records and protocol of the fleet's shared budget, which the
+    # DynamoDB adapter implements — no OpenAI in it (the rest of the engine stays out of reach).
+    "adapters": (BASE - {"settings"}) | {"engine.budget"},
     "formats": {"engine", "records"},
     "outputs": {"records"},
     "events": {"messages"},
@@ -70,7 +72,7 @@ GRAPH = {module: imports_of(module, path) for module, path in modules()}
 def test_imports_go_only_downward(module: str) -> None:
     own = part(module)
     assert own in ALLOWED, f"{module}: a new part of the package; say in ALLOWED what it may import"
-    upward = {name for name in GRAPH[module] if part(name) != own and part(name) not in ALLOWED[own]}
+    upward = {name for name in GRAPH[module] if part(name) != own and not {part(name), name} & ALLOWED[own]}
     assert not upward, f"{module} imports {sorted(upward)}, which {own} may not depend on"
 
 

@@ -78,7 +78,7 @@ async def test_limits_are_learned_from_headers_and_remaining_lowers_the_level() 
     clock = FakeClock()
     lim = limiter(clock)
     lim.observe({"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0"})
-    assert lim.limits == (60.0, None)
+    assert lim.pace.limits == (60.0, None)
     start = clock.now
     await lim.acquire(1)  # server said nothing is left: wait for one request's refill (1 s)
     assert clock.now - start == pytest.approx(1.0)
@@ -87,7 +87,7 @@ async def test_limits_are_learned_from_headers_and_remaining_lowers_the_level() 
 async def test_configured_limits_are_not_overridden_by_headers() -> None:
     lim = limiter(FakeClock(), rpm=100)
     lim.observe({"x-ratelimit-limit-requests": "10000"})
-    assert lim.limits == (100.0, None)
+    assert lim.pace.limits == (100.0, None)
 
 
 @pytest.mark.parametrize(
@@ -95,3 +95,127 @@ async def test_configured_limits_are_not_overridden_by_headers() -> None:
 )
 def test_parse_reset(value: str, seconds: float | None) -> None:
     assert parse_reset(value) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+# -- shares, the 429 signal, slow start ---------------------------------------------------------
+
+
+async def admit(lim: RateLimiter, clock: FakeClock, n: int) -> float:
+    """Seconds the fake clock moved while ``n`` requests were admitted (each released at once)."""
+    start = clock.now
+    for _ in range(n):
+        assert await lim.acquire(1)
+        lim.release()
+    return clock.now - start
+
+
+async def test_a_share_divides_the_account_limit_among_the_members() -> None:
+    # Given the account's 600 requests/min, shared by three runs
+    clock = FakeClock()
+    lim = limiter(clock, rpm=600)
+    lim.share(rpm=None, tpm=None, members=3)
+    # Then this run goes at 200/min, while the account's limit stays 600
+    assert lim.pace.limits == (600.0, None)
+    assert lim.rates == (200.0, None)
+    assert await admit(lim, clock, 40) == pytest.approx(12.0)  # 40 at 3.33 a second, from empty
+
+
+async def test_a_429_pauses_slows_down_and_the_rate_recovers_additively() -> None:
+    # Given 600/min in force
+    clock = FakeClock()
+    lim = limiter(clock, rpm=600)
+    # When a 429 asks to wait 2 s
+    lim.rate_limited(2.0)
+    # Then everyone waits 2 s, and the rate drops to 70% of the share
+    assert lim.rates == (pytest.approx(420.0), None)
+    start = clock.now
+    await lim.acquire(1)
+    lim.release()
+    assert clock.now - start >= 2.0
+    # and climbs back by 5% of the share a second: whole again six seconds later
+    clock.now += 6.0
+    await lim.acquire(1)
+    lim.release()
+    assert lim.rates == (pytest.approx(600.0), None)
+    assert lim.pace.factor == 1.0
+
+
+async def test_429s_of_one_overshoot_are_one_decrease() -> None:
+    clock = FakeClock()
+    lim = limiter(clock, rpm=600)
+    for _ in range(20):  # twenty requests answered 429 at once
+        lim.rate_limited(0.1)
+    assert lim.pace.decreases == 1
+    assert lim.pace.factor == pytest.approx(0.7)
+    clock.now += 1.0  # a second later, a new overshoot is a new signal
+    lim.rate_limited(0.1)
+    assert lim.pace.decreases == 2
+
+
+async def test_the_limits_a_429_publishes_are_learned_too() -> None:
+    clock = FakeClock()
+    lim = limiter(clock)
+    lim.rate_limited(0.5, {"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "0"})
+    assert lim.pace.limits == (6000.0, None)
+
+
+async def test_slow_start_holds_the_first_wave_until_an_answer_says_what_the_limit_is() -> None:
+    # Given nothing known of the limits, and a first window of 2
+    clock = FakeClock()
+    lim = RateLimiter(initial_window=2, clock=clock, sleep=clock.sleep)
+    assert await lim.acquire(1)
+    assert await lim.acquire(1)
+    third = asyncio.create_task(lim.acquire(1))
+    await asyncio.sleep(0)
+    # Then a third request waits for an answer
+    assert not third.done()
+    # When the first answer tells the limit
+    lim.observe({"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "99"})
+    lim.release()
+    # Then the window opens and the bucket paces from now on
+    assert await third
+    assert lim.slow_start.size is None
+    assert lim.rates == (6000.0, None)
+
+
+async def test_a_server_that_publishes_no_limits_opens_the_window_at_its_first_answer() -> None:
+    clock = FakeClock()
+    lim = RateLimiter(initial_window=2, clock=clock, sleep=clock.sleep)
+    await lim.acquire(1)
+    lim.observe({})
+    lim.release()
+    assert lim.slow_start.size is None
+    assert await admit(lim, clock, 500) == 0.0
+
+
+async def test_a_429_with_no_limit_known_halves_the_requests_in_flight_then_grows_one_per_window() -> None:
+    # Given 40 requests in flight on a server that publishes no limits
+    clock = FakeClock()
+    lim = RateLimiter(initial_window=1, clock=clock, sleep=clock.sleep)
+    await lim.acquire(1)
+    lim.observe({})
+    for _ in range(39):
+        await lim.acquire(1)
+    # When one is answered 429
+    lim.release()
+    lim.rate_limited(0.0)
+    # Then at most half as many may be in flight
+    assert lim.slow_start.size == 20
+    # and it grows again by one per window of answers (congestion avoidance)
+    for _ in range(20):
+        lim.observe({})
+    assert lim.slow_start.size == 21
+
+
+async def test_a_waiting_admission_gives_up_when_the_run_must_stop() -> None:
+    # Given a long pause (a 429's retry-after of two minutes) and a run that must stop in 5 s
+    clock = FakeClock()
+    lim = limiter(clock, rpm=600)
+    lim.rate_limited(120.0)
+    stop_at = clock.now + 5.0
+    # When a request waits for admission
+    admitted = await lim.acquire(1, stop=lambda: clock.now >= stop_at)
+    # Then it gives up within a second of the stop, not after the pause
+    assert admitted is False
+    assert clock.now - stop_at <= 1.0
+    assert lim.slow_start.size is None

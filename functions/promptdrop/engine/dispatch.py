@@ -5,8 +5,18 @@ the (streamed) input only when a queue slot is free, and each of the ``max_concu
 holds one request at a time — through its retries too. No task per prompt.
 
 Retries: transient failures back off exponentially with full jitter, never sooner than the
-server's ``retry-after``; a 429 also pauses the shared limiter, so every worker waits, not one.
-Permanent failures end the request at once; fatal ones (bad key, no quota) stop the whole run.
+server's ``retry-after``, up to ``max_attempts`` tries. Permanent failures end the request at once;
+fatal ones (bad key, no quota) stop the whole run.
+
+A 429 for rate (not quota) is a signal, not a failure: it pauses and slows the request's model
+limiter (``limiter.py``) and the request is sent again once admitted, without spending one of its
+attempts — it fails for rate limiting only when its run runs out of time. When ``should_stop()``
+says the run must end (its deadline nears) while a request waits for admission or has just been
+answered 429, the request is *handed back*: it gets no outcome, the run reports ``stopped =
+"deadline"`` with ``resume`` at the earliest request handed back, and the continuation sends it
+again (answered requests after it are skipped by the journal). A run given no ``should_stop`` (a
+redrive) has nothing to hand back to: there a request still rate limited after
+``rate_limit_patience_s`` fails with the code ``rate_limited_until_deadline``.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -25,12 +35,15 @@ import openai
 from .client import Reply
 from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, classify
 from .limiter import RateLimiter
+from .limiters import Membership, ModelLimiters
 from .request import Request
 
-__all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
+__all__ = ["RATE_LIMITED_UNTIL_DEADLINE", "DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
 
 Sender = Callable[[bytes], Awaitable[Reply]]
 OnOutcome = Callable[["Outcome"], Awaitable[None]]
+ShouldStop = Callable[[], bool]
+RATE_LIMITED_UNTIL_DEADLINE = "rate_limited_until_deadline"
 
 
 @dataclass(slots=True)
@@ -38,12 +51,13 @@ class Outcome:
     """The final word on one request: a parsed chat completion, or an error."""
 
     request: Request
-    attempts: int
+    attempts: int  # tries counted against max_attempts (429s for rate are not)
     latency_ms: int
     status_code: int | None = None
     request_id: str | None = None
     response: dict[str, Any] | None = None
     error: ErrorInfo | None = None
+    rate_limited: int = 0  # 429s for rate this request received on the way
 
 
 class StopReason(StrEnum):
@@ -62,7 +76,8 @@ class DispatchReport:
     fatal: ErrorInfo | None = None
     not_started: int = 0  # requests taken from the input but never sent (fatal stop)
     last_line: int = 0  # the last input line handed to a worker
-    resume: Request | None = None  # on a deadline stop: the first request not dispatched
+    resume: Request | None = None  # on a deadline stop: the first request not dispatched or handed back
+    handed_back: int = 0  # requests given back unanswered at the deadline (the continuation sends them)
     latency_total_ms: int = 0  # of successful calls (running totals: memory stays flat)
     latency_max_ms: int = 0
 
@@ -74,17 +89,19 @@ class Dispatcher:
         self,
         send: Sender,
         *,
-        limiter: RateLimiter,
+        limiter: RateLimiter | ModelLimiters,
         max_concurrency: int,
         max_attempts: int,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
+        rate_limit_patience_s: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self._send = send
-        self._limiter = limiter
+        self._limiters = limiter if isinstance(limiter, ModelLimiters) else ModelLimiters.single(limiter)
+        self._patience_s = rate_limit_patience_s
         self._concurrency = max_concurrency
         self._max_attempts = max_attempts
         self._backoff_base = backoff_base_s
@@ -104,100 +121,170 @@ class Dispatcher:
         requests: AsyncIterable[Request],
         on_outcome: OnOutcome,
         *,
-        should_stop: Callable[[], bool] = lambda: False,
+        should_stop: ShouldStop | None = None,
     ) -> DispatchReport:
         """Dispatch every request (until ``should_stop()`` or a fatal error); outcomes go to ``on_outcome``.
 
         A worker awaits ``on_outcome`` before it takes its next request, so a caller that returns
         only once the outcome is durable bounds what a crash can lose to ``max_concurrency``.
         """
-        report = DispatchReport()
         queue: asyncio.Queue[Request | None] = asyncio.Queue(maxsize=self._concurrency)
         source_error: Exception | None = None
-        try:
-            # Structured: a worker that fails (its outcome could not be recorded) cancels the producer
-            # and every other worker at once, and the failure surfaces here — never a producer
-            # blocked forever on a queue no worker drains.
-            async with asyncio.TaskGroup() as workers:
-                for _ in range(self._concurrency):
-                    workers.create_task(self._worker(queue, on_outcome, report))
-                try:
-                    await self._feed(requests, queue, report, should_stop)
-                except Exception as exc:
-                    # The input failed (e.g. the object changed mid-read): send nothing more, but let
-                    # the calls in flight finish and be recorded — they are paid for.
-                    source_error = exc
-                for _ in range(self._concurrency):
-                    await queue.put(None)
-        except BaseExceptionGroup as group:
-            first = group.exceptions[0]
-            raise first from (group if len(group.exceptions) > 1 else None)
+        async with self._limiters.membership() as membership:
+            run = _Run(DispatchReport(), on_outcome, membership, should_stop)
+            try:
+                # Structured: a worker that fails (its outcome could not be recorded) cancels the producer
+                # and every other worker at once, and the failure surfaces here — never a producer
+                # blocked forever on a queue no worker drains.
+                async with asyncio.TaskGroup() as workers:
+                    for _ in range(self._concurrency):
+                        workers.create_task(self._worker(run, queue))
+                    try:
+                        await self._feed(requests, queue, run)
+                    except Exception as exc:
+                        # The input failed (e.g. the object changed mid-read): send nothing more, but let
+                        # the calls in flight finish and be recorded — they are paid for.
+                        source_error = exc
+                    for _ in range(self._concurrency):
+                        await queue.put(None)
+            except BaseExceptionGroup as group:
+                first = group.exceptions[0]
+                raise first from (group if len(group.exceptions) > 1 else None)
         if source_error is not None:
             raise source_error
+        report = run.report
+        if run.earliest_handed_back is not None:
+            if report.fatal is not None:
+                report.not_started += report.handed_back
+            else:
+                report.stopped = StopReason.DEADLINE
+                if report.resume is None or run.earliest_handed_back.line < report.resume.line:
+                    report.resume = run.earliest_handed_back
         if report.fatal is not None:
             report.stopped = StopReason.FATAL
         return report
 
-    async def _feed(
-        self,
-        requests: AsyncIterable[Request],
-        queue: asyncio.Queue[Request | None],
-        report: DispatchReport,
-        should_stop: Callable[[], bool],
-    ) -> None:
+    async def _feed(self, requests: AsyncIterable[Request], queue: asyncio.Queue[Request | None], run: _Run) -> None:
+        report = run.report
         async for request in requests:
             if report.fatal is not None:
                 report.stopped = StopReason.FATAL
                 return
-            if should_stop():
+            if run.should_stop is not None and run.should_stop():
                 report.stopped, report.resume = StopReason.DEADLINE, request
                 return
             await queue.put(request)
             report.last_line = request.line
 
-    async def _worker(
-        self, queue: asyncio.Queue[Request | None], on_outcome: OnOutcome, report: DispatchReport
-    ) -> None:
+    async def _worker(self, run: _Run, queue: asyncio.Queue[Request | None]) -> None:
+        report = run.report
         while (request := await queue.get()) is not None:
             if report.fatal is not None:
                 report.not_started += 1
                 continue
+            outcome = await self._call(run, request)
+            if outcome is None:
+                run.hand_back(request)
+                continue
             report.dispatched += 1
-            await on_outcome(await self._call(request, report))
+            await run.on_outcome(outcome)
 
-    async def _call(self, request: Request, report: DispatchReport) -> Outcome:
-        limiter = self._limiter
-        attempt = 0
+    async def _call(self, run: _Run, request: Request) -> Outcome | None:
+        """The request's outcome, or None when it is handed back at the deadline (see the module doc)."""
+        limiter = await run.membership.limiter_for(request)
+        report, stop = run.report, run.should_stop
+        attempt = 0  # tries that count against max_attempts
+        limited = 0  # 429s for rate, which do not
+        limited_since: float | None = None
         while True:
-            attempt += 1
             started = self._clock()
+            headers: Mapping[str, str] | None = None
             try:
-                await limiter.acquire(request.cost)
-                started = self._clock()
-                reply = await self._send(request.body)
+                if not await limiter.acquire(request.cost, stop=stop):
+                    return None
+                try:
+                    started = self._clock()
+                    reply = await self._send(request.body)
+                finally:
+                    limiter.release()
                 data = _parse_completion(reply)
             except (openai.APIError, MalformedResponse, RequestTooLarge) as exc:
                 info = classify(exc)
+                if isinstance(exc, openai.APIStatusError):
+                    headers = exc.response.headers
             else:
                 latency = int((self._clock() - started) * 1000)
-                limiter.observe(reply.headers)
-                usage = data.get("usage")
-                if isinstance(usage, dict):
-                    limiter.settle(request.cost, int(usage.get("total_tokens") or 0))
-                report.latency_total_ms += latency
-                report.latency_max_ms = max(report.latency_max_ms, latency)
-                return Outcome(request, attempt, latency, reply.status_code, reply.headers.get("x-request-id"), data)
+                outcome = Outcome(request, attempt + 1, latency, reply.status_code, None, data, rate_limited=limited)
+                return _answered(outcome, reply, limiter, report)
             latency = int((self._clock() - started) * 1000)
             if info.rate_limited:
                 report.rate_limited += 1
+                limited += 1
                 limiter.refund(request.cost)
-                limiter.pause(info.retry_after if info.retry_after is not None else self.backoff_s(attempt, None))
+                wait = info.retry_after if info.retry_after is not None else self.backoff_s(limited, None)
+                limiter.rate_limited(wait, headers)
+                if stop is not None:
+                    if stop():
+                        return None  # handed back: the continuation sends it again
+                else:
+                    limited_since = started if limited_since is None else limited_since
+                    if self._clock() - limited_since >= self._patience_s:
+                        error = _rate_limited_too_long(info, limited, self._patience_s)
+                        return Outcome(request, attempt + limited, latency, 429, info.request_id, error=error)
+                report.retries += 1
+                continue  # back to admission: it waits out the pause at the slower rate
+            attempt += 1
             if info.disposition is Disposition.FATAL and report.fatal is None:
                 report.fatal = info
             if info.disposition is not Disposition.TRANSIENT or attempt >= self._max_attempts:
-                return Outcome(request, attempt, latency, info.status_code, info.request_id, error=info)
+                return Outcome(
+                    request, attempt, latency, info.status_code, info.request_id, error=info, rate_limited=limited
+                )
             report.retries += 1
             await self._sleep(self.backoff_s(attempt, info.retry_after))
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the producer and the workers of one ``Dispatcher.run`` share."""
+
+    report: DispatchReport
+    on_outcome: OnOutcome
+    membership: Membership
+    should_stop: ShouldStop | None
+    earliest_handed_back: Request | None = None
+
+    def hand_back(self, request: Request) -> None:
+        self.report.handed_back += 1
+        if self.earliest_handed_back is None or request.line < self.earliest_handed_back.line:
+            self.earliest_handed_back = request
+
+
+def _answered(outcome: Outcome, reply: Reply, limiter: RateLimiter, report: DispatchReport) -> Outcome:
+    """A chat completion: what its headers and usage tell the limiter, and the run's latency figures."""
+    limiter.observe(reply.headers)
+    usage = outcome.response.get("usage") if outcome.response is not None else None
+    if isinstance(usage, dict):
+        limiter.settle(outcome.request.cost, int(usage.get("total_tokens") or 0))
+    report.latency_total_ms += outcome.latency_ms
+    report.latency_max_ms = max(report.latency_max_ms, outcome.latency_ms)
+    outcome.request_id = reply.headers.get("x-request-id")
+    return outcome
+
+
+def _rate_limited_too_long(info: ErrorInfo, times: int, patience_s: float) -> ErrorInfo:
+    return ErrorInfo(
+        type=info.type,
+        code=RATE_LIMITED_UNTIL_DEADLINE,
+        message=(
+            f"answered 429 (rate limit) {times} times over {patience_s:.0f} s, in a run with no deadline to hand "
+            f"it back to (a redrive); the last answer: {info.message}"
+        )[:1000],
+        disposition=Disposition.TRANSIENT,
+        status_code=info.status_code,
+        body=info.body,
+        request_id=info.request_id,
+    )
 
 
 def _parse_completion(reply: Reply) -> dict[str, Any]:

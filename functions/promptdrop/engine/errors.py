@@ -11,14 +11,23 @@ import email.utils
 import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-import httpx2
 import openai
 
-__all__ = ["MAX_RETRY_AFTER_S", "Disposition", "ErrorInfo", "classify", "redact", "retry_after_s"]
+__all__ = [
+    "MAX_RETRY_AFTER_S",
+    "Disposition",
+    "ErrorInfo",
+    "classify",
+    "parse_reset",
+    "rate_limit_wait_s",
+    "redact",
+    "retry_after_s",
+]
 
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
 _FATAL_CODES = frozenset({"insufficient_quota", "invalid_api_key", "account_deactivated", "billing_hard_limit_reached"})
@@ -26,6 +35,8 @@ _MAX_MESSAGE = 1000
 # The longest server-requested wait honoured, as the SDK does (it refuses retry-after over two
 # minutes): a hostile or broken header must not park a run until its deadline.
 MAX_RETRY_AFTER_S = 120.0
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class Disposition(Enum):
@@ -43,8 +54,8 @@ class ErrorInfo:
     message: str
     disposition: Disposition
     status_code: int | None = None
-    retry_after: float | None = None  # seconds the server asked us to wait
-    rate_limited: bool = False  # a 429 for rate (not quota): pause everyone
+    retry_after: float | None = None  # seconds the server asked us to wait (a 429: or its x-ratelimit-reset-*)
+    rate_limited: bool = False  # a 429 for rate (not quota): a signal to slow down, not a failure
     body: dict[str, Any] | None = None  # the API's error body, when it answered
     request_id: str | None = None
 
@@ -73,7 +84,7 @@ def redact(value: Any) -> Any:
     return value
 
 
-def retry_after_s(headers: httpx2.Headers | dict[str, str] | None, *, now: float | None = None) -> float | None:
+def retry_after_s(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date), at most
     :data:`MAX_RETRY_AFTER_S`; None when absent or not a finite number."""
     seconds = _retry_after_header_s(headers, now)
@@ -82,7 +93,31 @@ def retry_after_s(headers: httpx2.Headers | dict[str, str] | None, *, now: float
     return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
-def _retry_after_header_s(headers: httpx2.Headers | dict[str, str] | None, now: float | None) -> float | None:
+def parse_reset(value: str | None) -> float | None:
+    """OpenAI's reset durations ("1s", "6m0s", "120ms") in seconds."""
+    if not value:
+        return None
+    parts = _DURATION.findall(value)
+    return sum(float(n) * _UNIT_S[u] for n, u in parts) if parts else None
+
+
+def rate_limit_wait_s(headers: Mapping[str, str] | None, *, now: float | None = None) -> float | None:
+    """How long a rate-limit 429 asks everyone to wait: ``retry-after(-ms)`` when given, else the
+    ``x-ratelimit-reset-*`` of each exhausted limit (remaining 0), the shortest; at most
+    :data:`MAX_RETRY_AFTER_S`. None when the answer says neither."""
+    given = retry_after_s(headers, now=now)
+    if given is not None or not headers:
+        return given
+    resets = [
+        parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+        for kind in ("requests", "tokens")
+        if headers.get(f"x-ratelimit-remaining-{kind}") == "0"
+    ]
+    known = [r for r in resets if r is not None and math.isfinite(r)]
+    return min(*known, MAX_RETRY_AFTER_S) if known else None
+
+
+def _retry_after_header_s(headers: Mapping[str, str] | None, now: float | None) -> float | None:
     if not headers:
         return None
     if (ms := headers.get("retry-after-ms")) is not None:
@@ -134,14 +169,16 @@ def classify(exc: BaseException) -> ErrorInfo:
         )
         code, kind, message = _api_error_fields(exc.body)
         disposition = _status_disposition(status, code)
+        rate_limited = status == 429 and disposition is Disposition.TRANSIENT
+        headers = exc.response.headers
         return ErrorInfo(
             type=kind or type(exc).__name__,
             code=code or f"http_{status}",
             message=redact((message or str(exc))[:_MAX_MESSAGE]),
             disposition=disposition,
             status_code=status,
-            retry_after=retry_after_s(exc.response.headers),
-            rate_limited=status == 429 and disposition is Disposition.TRANSIENT,
+            retry_after=rate_limit_wait_s(headers) if rate_limited else retry_after_s(headers),
+            rate_limited=rate_limited,
             body=redact(raw_body),
             request_id=exc.response.headers.get("x-request-id"),
         )

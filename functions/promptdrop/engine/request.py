@@ -23,6 +23,20 @@ class Request:
     # A .csv row's columns that are not part of the request, (name, cell) in file order: carried
     # through to the outputs, never sent (the API refuses parameters it does not know).
     columns: tuple[tuple[str, str], ...] = ()
+    # The body's "model" (rate limits are per model). Left empty by the parser today, so the engine
+    # reads it from the body once per request; a parser that sets it saves that decode.
+    model: str = ""
+
+    def model_name(self) -> str:
+        """The model this request is sent to: its rate limits, its share of the account's budget."""
+        if self.model:
+            return self.model
+        try:
+            body = json.loads(self.body)
+        except ValueError:
+            return ""
+        model = body.get("model") if isinstance(body, dict) else None
+        return model if isinstance(model, str) else ""
 
     def batch_line(self) -> dict[str, Any]:
         """This request as an OpenAI Batch API input line (what a dead letter carries)."""

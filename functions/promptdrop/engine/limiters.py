@@ -1,0 +1,244 @@
+"""One rate limiter per model for the container, and each run's membership of the fleet's budget.
+
+OpenAI's limits are per model, so a request is admitted by its model's limiter (a file may mix
+models). The limiters live as long as the container — what they learned outlives a job — while a
+*membership* lives as long as one run (``Dispatcher.run``): it joins a model's shared budget when
+the run sends its first request for that model, renews while the run lasts, and leaves when it
+ends, so a frozen container between invocations holds no share.
+
+Renewal schedule (the cost of coordination): one ``renew`` call per joined model every
+:data:`RENEW_MIN_S` doubling to :data:`RENEW_MAX_S` while the membership count holds still, back
+to :data:`RENEW_MIN_S` when it changes (runs start and end together: shards of one file); sooner
+when this run has news for the fleet (a limit learned from its headers, a pause of a second or
+more asked by a 429), never more often than every :data:`RENEW_MIN_S`. The lease, :data:`LEASE_S`, is three
+renewals long: a run that dies gives its share back within it.
+
+A failing budget (throttled table, network) never fails a run: the run keeps the share it had
+(alone, if it never joined) and tries again at the next renewal; the 429 signal covers the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+
+from .budget import Observed, Share, SharedBudget
+from .limiter import INITIAL_WINDOW, LONG_PAUSE_S, RateLimiter
+from .request import Request
+
+__all__ = ["LEASE_S", "RENEW_MAX_S", "RENEW_MIN_S", "Membership", "ModelLimiters"]
+
+logger = logging.getLogger(__name__)
+
+RENEW_MIN_S = 0.5
+RENEW_MAX_S = 10.0
+LEASE_S = 3 * RENEW_MAX_S
+_TICK_S = 0.25  # how often the renewal loop looks at what is due (no call unless something is)
+
+
+class ModelLimiters:
+    """The container's limiters, one per model; with a budget, each shares its model's limit with the fleet."""
+
+    def __init__(
+        self,
+        *,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        budget: SharedBudget | None = None,
+        initial_window: int | None = INITIAL_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._rpm, self._tpm = rpm, tpm
+        self._budget = budget
+        self._initial_window = initial_window
+        self._clock, self._wall, self._sleep = clock, wall, sleep
+        self._by_model: dict[str, RateLimiter] = {}
+        self._only: RateLimiter | None = None
+
+    @classmethod
+    def single(cls, limiter: RateLimiter) -> ModelLimiters:
+        """Every model through one given limiter, no fleet (tests, the engine benchmark)."""
+        limiters = cls()
+        limiters._only = limiter
+        return limiters
+
+    def limiter(self, model: str) -> RateLimiter:
+        """The model's limiter (created on first use)."""
+        if self._only is not None:
+            return self._only
+        limiter = self._by_model.get(model)
+        if limiter is None:
+            limiter = self._by_model[model] = RateLimiter(
+                rpm=self._rpm,
+                tpm=self._tpm,
+                initial_window=self._initial_window,
+                clock=self._clock,
+                sleep=self._sleep,
+            )
+        return limiter
+
+    @contextlib.asynccontextmanager
+    async def membership(self) -> AsyncIterator[Membership]:
+        """One run's membership of the budgets of the models it uses; renewed while the block runs."""
+        membership = Membership(self, self._budget, clock=self._clock, wall=self._wall, sleep=self._sleep)
+        if self._budget is None:
+            yield membership
+            return
+        renewals = asyncio.create_task(membership.renew_forever())
+        try:
+            yield membership
+        finally:
+            renewals.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewals
+            await membership.leave()
+
+
+@dataclass(slots=True)
+class _Seat:
+    """One model's place in its budget, for one run."""
+
+    limiter: RateLimiter
+    share: Share | None = None  # as last read; None until a join succeeded
+    interval: float = RENEW_MIN_S
+    due: float = 0.0
+    renewed_at: float = 0.0
+    news: bool = False
+    calls: int = 0
+
+    def mark_news(self) -> None:
+        self.news = True
+
+
+class Membership:
+    """A run's seats in the budgets of the models it sends to."""
+
+    def __init__(
+        self,
+        limiters: ModelLimiters,
+        budget: SharedBudget | None,
+        *,
+        clock: Callable[[], float],
+        wall: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self._limiters = limiters
+        self._budget = budget
+        self._clock, self._wall, self._sleep = clock, wall, sleep
+        self.member = uuid.uuid4().hex
+        self._seats: dict[str, _Seat] = {}
+        self._joining = asyncio.Lock()
+
+    async def limiter_for(self, request: Request) -> RateLimiter:
+        """The limiter of the request's model, this run joined to its budget."""
+        if self._limiters._only is not None:
+            return self._limiters._only  # one limiter for all: no need to read the model
+        model = request.model_name()
+        seat = self._seats.get(model)
+        if seat is not None:
+            return seat.limiter
+        if self._budget is None:
+            return self._limiters.limiter(model)
+        async with self._joining:  # the first workers of a model wait for one join, not one each
+            seat = self._seats.get(model)
+            if seat is None:
+                seat = await self._join(model, self._budget)
+        return seat.limiter
+
+    @property
+    def seats(self) -> dict[str, _Seat]:
+        return dict(self._seats)
+
+    async def _join(self, model: str, budget: SharedBudget) -> _Seat:
+        seat = _Seat(self._limiters.limiter(model))
+        seat.limiter.on_news = seat.mark_news
+        self._seats[model] = seat
+        await self._call(model, seat, budget.join, joining=True)
+        return seat
+
+    async def renew_forever(self) -> None:
+        """Renew each seat when due, or sooner when this run has news (a task owned by ``membership``)."""
+        budget = self._budget
+        assert budget is not None
+        while True:
+            await self._sleep(_TICK_S)
+            now = self._clock()
+            for model, seat in list(self._seats.items()):
+                if now >= seat.due or (seat.news and now - seat.renewed_at >= RENEW_MIN_S):
+                    await self._call(model, seat, budget.renew)
+
+    async def _call(
+        self, model: str, seat: _Seat, operation: Callable[..., Awaitable[Share]], *, joining: bool = False
+    ) -> None:
+        observed = self._observed(seat)
+        if joining:  # what a warm limiter used in an earlier run is not what this run will use
+            observed = replace(observed, using_rpm=None, using_tpm=None)
+        seat.renewed_at = self._clock()
+        seat.calls += 1
+        try:
+            share = await operation(model, self.member, lease_s=LEASE_S, observed=observed)
+        except Exception:  # the budget spares 429s; losing it must not fail the run
+            logger.warning("shared budget unreachable; keeping the last share", exc_info=True, extra={"model": model})
+            seat.due = self._clock() + seat.interval
+            return
+        seat.news = False
+        steady = seat.share is not None and seat.share.members == share.members
+        seat.interval = min(RENEW_MAX_S, seat.interval * 2) if steady else RENEW_MIN_S
+        seat.due = self._clock() + seat.interval
+        seat.share = share
+        pause_s = share.paused_until - self._wall()
+        seat.limiter.share(
+            rpm=share.rpm,
+            tpm=share.tpm,
+            members=share.members,
+            pause_s=max(0.0, pause_s),
+            others=(share.others_rpm, share.others_tpm),
+            others_unknown=share.others_unknown,
+        )
+
+    def _observed(self, seat: _Seat) -> Observed:
+        """News for the fleet: what our headers taught that the budget does not say, and a long pause."""
+        told = seat.share
+        rpm, tpm = seat.limiter.pace.learned_limits
+        pause_s = seat.limiter.paused_for()
+        paused_until = self._wall() + pause_s
+        using_rpm, using_tpm = seat.limiter.rates
+        return Observed(
+            using_rpm=using_rpm,
+            using_tpm=using_tpm,
+            rpm=rpm if rpm is not None and (told is None or told.rpm != rpm) else None,
+            tpm=tpm if tpm is not None and (told is None or told.tpm != tpm) else None,
+            paused_until=paused_until
+            if pause_s >= LONG_PAUSE_S and (told is None or paused_until > told.paused_until + 0.5)
+            else None,
+        )
+
+    async def leave(self) -> None:
+        """Give every seat back (best effort: a lease nobody renews expires anyway)."""
+        budget = self._budget
+        for model, seat in self._seats.items():
+            seat.limiter.on_news = None
+            if budget is None or seat.share is None:
+                continue
+            seat.calls += 1
+            try:
+                await budget.leave(model, self.member)
+            except Exception:
+                logger.warning("could not leave the shared budget; its lease will expire", exc_info=True)
+            logger.info(
+                "left the shared budget",
+                extra={
+                    "model": model,
+                    "members": seat.share.members,
+                    "budget_calls": seat.calls,
+                    "limits_per_min": seat.limiter.pace.limits,
+                    "rate_decreases": seat.limiter.pace.decreases,
+                },
+            )
