@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ENV_PREFIX", "ConfigurationError", "Settings", "get_settings"]
 
 ENV_PREFIX = "PROMPTDROP_"
 _MAX_SHOWN_VALUE = 80
+_JOURNAL_S = 10.0  # after the last call: journal it, write a continuation
 
 
 class ConfigurationError(ValueError):
@@ -59,7 +60,10 @@ class Settings(BaseSettings):
         default=300.0, gt=0, description="Re-read the key from the secret after this long (and after a 401)."
     )
     deadline_margin_s: float = Field(
-        default=60.0, ge=0, allow_inf_nan=False, description="Stop dispatching this long before the Lambda deadline."
+        default=130.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="Stop dispatching this long before the Lambda deadline (more than one request timeout).",
     )
     shard_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024, description="A .jsonl larger than this is split into parallel shards."
@@ -91,6 +95,19 @@ class Settings(BaseSettings):
     def _prefix_shape(cls, value: str) -> str:
         if value.startswith("/"):
             raise ValueError(f"S3 key prefixes do not start with '/': use {value.lstrip('/')!r}")
+        return value
+
+    @field_validator("deadline_margin_s")
+    @classmethod
+    def _margin_covers_a_call(cls, value: float, info: ValidationInfo) -> float:
+        # After the stop, calls in flight finish (nothing new is sent or retried): the last one may
+        # take a whole request timeout, and the function must still journal it and queue the rest.
+        timeout = info.data.get("request_timeout_s")
+        if isinstance(timeout, float) and value < timeout + _JOURNAL_S:
+            raise ValueError(
+                f"must exceed {ENV_PREFIX}REQUEST_TIMEOUT_S ({timeout:g} s) by {_JOURNAL_S:g} s at least — "
+                "a call started before the stop must finish before Lambda's deadline"
+            )
         return value
 
     @field_validator("output_prefix")

@@ -13,7 +13,7 @@ from promptdrop.engine.errors import MAX_RETRY_AFTER_S, retry_after_s
 from promptdrop.engine.limiter import RateLimiter
 from promptdrop.engine.request import Request
 
-from tests.unit.test_errors_and_retries import completion
+from tests.unit.test_errors_and_retries import completion, status_error
 
 
 class RecordFailed(Exception):
@@ -89,3 +89,29 @@ def test_a_retry_after_is_honoured_up_to_two_minutes_as_the_sdk_does(
     headers: dict[str, str], seconds: float | None
 ) -> None:
     assert retry_after_s(httpx2.Headers(headers)) == seconds
+
+
+async def test_a_transient_failure_after_the_stop_is_handed_back_not_retried_past_the_deadline() -> None:
+    # Given a call that fails with a 500 once the run has been told to stop
+    stopping = False
+    calls = 0
+
+    async def failing(body: bytes) -> Reply:
+        nonlocal stopping, calls
+        calls += 1
+        stopping = True  # the deadline arrives while this call is in flight
+        raise status_error(500)
+
+    recorded: list[Outcome] = []
+
+    async def on_outcome(outcome: Outcome) -> None:
+        recorded.append(outcome)
+
+    async def one() -> AsyncIterator[Request]:
+        yield Request(7, "r7", b"{}", 1)
+
+    # When the run ends, then the request was not retried: it is handed to the continuation
+    report = await dispatcher(failing, 1).run(one(), on_outcome, should_stop=lambda: stopping)
+    assert (calls, recorded, report.handed_back) == (1, [], 1)
+    assert report.resume is not None
+    assert report.resume.line == 7

@@ -57,3 +57,21 @@ def test_every_problem_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> N
         get_settings()
     assert "PROMPTDROP_RPM='-5'" in str(info.value)
     assert "PROMPTDROP_OUTPUT_PREFIX='': must not be empty" in str(info.value)
+
+
+def test_the_deadline_margin_must_cover_one_request_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A call started just before the stop may take a whole timeout: it must end before Lambda's deadline
+    monkeypatch.setenv("PROMPTDROP_REQUEST_TIMEOUT_S", "120")
+    monkeypatch.setenv("PROMPTDROP_DEADLINE_MARGIN_S", "60")
+    with pytest.raises(
+        ConfigurationError,
+        match=r"PROMPTDROP_DEADLINE_MARGIN_S='60': must exceed PROMPTDROP_REQUEST_TIMEOUT_S \(120 s\)",
+    ):
+        get_settings()
+    monkeypatch.setenv("PROMPTDROP_REQUEST_TIMEOUT_S", "30")
+    assert get_settings().deadline_margin_s == 60.0
+
+
+def test_the_defaults_leave_room_for_the_last_call() -> None:
+    settings = get_settings()
+    assert settings.deadline_margin_s >= settings.request_timeout_s + 10

@@ -240,6 +240,10 @@ class Dispatcher:
                 return Outcome(
                     request, attempt, latency, info.status_code, info.request_id, error=info, rate_limited=limited
                 )
+            if stop is not None and stop():
+                # No time left for another try and its backoff: the continuation sends it again, so
+                # a call outlives the stop by one request timeout at most (PROMPTDROP_DEADLINE_MARGIN_S).
+                return None
             report.retries += 1
             await self._sleep(self.backoff_s(attempt, info.retry_after))
 
