@@ -27,6 +27,7 @@ __all__ = [
     "job_key",
     "job_pk",
     "job_to_item",
+    "plain",
     "request_from_item",
     "request_key",
     "request_pk",
@@ -83,13 +84,14 @@ def request_key(job_id: str, custom_id: str) -> dict[str, Any]:
     return {"pk": {"S": request_pk(job_id, custom_id)}, "sk": {"S": f"{_REQ}{custom_id}"}}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A deserialized DynamoDB value with its numbers (Decimal) as int or float, in maps and lists too."""
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -104,7 +106,7 @@ def job_to_item(job: JobRecord) -> dict[str, Any]:
 
 
 def job_from_item(item: dict[str, Any]) -> JobRecord:
-    plain = {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+    plain = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
     known = {k: v for k, v in plain.items() if k in _JOB_FIELDS}
     known["status"] = JobStatus(known.get("status", JobStatus.RUNNING))
     return JobRecord(job_id=plain["pk"].removeprefix("JOB#"), **known)
@@ -138,7 +140,7 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
 
 
 def request_from_item(item: dict[str, Any]) -> RequestRecord:
-    plain = {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
+    plain = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
     return RequestRecord(
         custom_id=plain["custom_id"],
         line=plain["line"],

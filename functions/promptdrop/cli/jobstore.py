@@ -11,13 +11,13 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 from pydantic import BaseModel, ConfigDict
 
+from ..adapters.items import job_key, plain
 from .errors import CliError
 from .resources import Clients, Resources
 
@@ -31,7 +31,9 @@ _deserializer = TypeDeserializer()
 
 
 class JobItem(BaseModel):
-    """The job item ``JOB#<job_id>`` / ``JOB``: counts when finished, ``progress_*`` while it runs."""
+    """The operator's read view of the job item ``JOB#<job_id>`` / ``JOB``: the function's record
+    (``promptdrop.records.JobRecord``, codec in ``adapters/items.py``) plus the live ``progress_*``
+    figures, and what a person reads from them (done, rate, cost so far)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -66,8 +68,8 @@ class JobItem(BaseModel):
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> JobItem:
-        plain = {k: _plain(_deserializer.deserialize(v)) for k, v in item.items()}
-        return cls.model_validate({**plain, "job_id": str(plain["pk"]).removeprefix("JOB#")})
+        values = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
+        return cls.model_validate({**values, "job_id": str(values["pk"]).removeprefix("JOB#")})
 
     @property
     def final(self) -> bool:
@@ -146,7 +148,7 @@ class JobStore:
         return self._resources.need("table")
 
     def get(self, job_id: str) -> JobItem | None:
-        raw = self._aws.ddb.get_item(TableName=self._table, Key=_key(job_id), ConsistentRead=True).get("Item")
+        raw = self._aws.ddb.get_item(TableName=self._table, Key=job_key(job_id), ConsistentRead=True).get("Item")
         return None if raw is None else JobItem.from_item(raw)
 
     def locate(self, ref: str) -> JobItem:
@@ -211,7 +213,7 @@ class JobStore:
         try:
             new = ddb.update_item(
                 TableName=self._table,
-                Key=_key(job_id),
+                Key=job_key(job_id),
                 UpdateExpression="SET cancel_requested_at = :now",
                 ConditionExpression="#s = :running AND attribute_not_exists(cancel_requested_at)",
                 ExpressionAttributeNames={"#s": "status"},
@@ -253,18 +255,3 @@ class JobStore:
             if line.strip():
                 codes[str((json.loads(line).get("error") or {}).get("code"))] += 1
         return codes
-
-
-def _plain(value: Any) -> Any:
-    """DynamoDB numbers (Decimal) as int or float, in maps and lists too (the ``error`` map)."""
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _key(job_id: str) -> dict[str, Any]:
-    return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
