@@ -277,16 +277,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of the prompts, for a smoke run")
     parser.add_argument(
         "--only",
-        choices=["engine", "fleet"],
-        help="engine: scenarios 1-3 and the cold start; fleet: scenarios 4-5 (one account's limit shared)",
+        choices=["engine", "fleet", "scale"],
+        help="engine: scenarios 1-3 and the cold start; fleet: scenarios 4-5 (one account's limit shared); "
+        "scale: scenario 6 (memory and disk at a million lines)",
     )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; every contender in its own process\n")
-    if args.only != "fleet":
+    if args.only in (None, "engine"):
         _engine_scenarios(scale)
-    if args.only != "engine":
+    if args.only in (None, "fleet"):
         _fleet_scenarios(scale)
+    if args.only in (None, "scale"):
+        from infra.scale_bench import run_scale
+
+        print("\nscenario 6: planning and writing the outputs of large files (peak RSS per process)")
+        with _process(["-m", "infra.bench", "moto"], "moto listening on") as moto:
+            run_scale(moto, (100_000 // scale, 1_000_000 // scale))
     return 0
 
 

@@ -106,10 +106,10 @@ def job_to_item(job: JobRecord) -> dict[str, Any]:
 
 
 def job_from_item(item: dict[str, Any]) -> JobRecord:
-    plain = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
-    known = {k: v for k, v in plain.items() if k in _JOB_FIELDS}
+    values = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
+    known = {k: v for k, v in values.items() if k in _JOB_FIELDS}
     known["status"] = JobStatus(known.get("status", JobStatus.RUNNING))
-    return JobRecord(job_id=plain["pk"].removeprefix("JOB#"), **known)
+    return JobRecord(job_id=values["pk"].removeprefix("JOB#"), **known)
 
 
 def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: int | None = None) -> dict[str, Any]:
@@ -140,21 +140,21 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
 
 
 def request_from_item(item: dict[str, Any]) -> RequestRecord:
-    plain = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
+    values = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
     return RequestRecord(
-        custom_id=plain["custom_id"],
-        line=plain["line"],
-        status=RequestStatus(plain["status"]),
-        attempts=plain["attempts"],
-        model=plain.get("model"),
-        latency_ms=plain.get("latency_ms"),
-        status_code=plain.get("status_code"),
-        request_id=plain.get("request_id"),
-        prompt_tokens=plain.get("prompt_tokens", 0),
-        completion_tokens=plain.get("completion_tokens", 0),
-        finish_reason=plain.get("finish_reason"),
-        response=plain.get("response"),
-        response_s3_key=plain.get("response_s3_key"),
-        error=plain.get("error"),
-        repeat_of=plain.get("repeat_of"),
+        custom_id=values["custom_id"],
+        line=values["line"],
+        status=RequestStatus(values["status"]),
+        attempts=values["attempts"],
+        model=values.get("model"),
+        latency_ms=values.get("latency_ms"),
+        status_code=values.get("status_code"),
+        request_id=values.get("request_id"),
+        prompt_tokens=values.get("prompt_tokens", 0),
+        completion_tokens=values.get("completion_tokens", 0),
+        finish_reason=values.get("finish_reason"),
+        response=values.get("response"),
+        response_s3_key=values.get("response_s3_key"),
+        error=values.get("error"),
+        repeat_of=values.get("repeat_of"),
     )

@@ -1,0 +1,27 @@
+"""The ordered spool: lines in input order, whatever order the journal gave them in."""
+
+from __future__ import annotations
+
+from promptdrop.outputs import OrderedSpool
+
+
+def test_lines_come_back_in_input_order_with_gaps_for_blank_lines() -> None:
+    spool = OrderedSpool()
+    for line in (7, 2, 9, 1, 4):  # key order, not input order; 3, 5, 6, 8 were blank or elsewhere
+        spool.add(line, f"line {line}\n".encode())
+    assert b"".join(spool.sorted_lines()) == b"line 1\nline 2\nline 4\nline 7\nline 9\n"
+    spool.close()
+
+
+def test_a_second_item_for_one_line_is_kept_not_dropped() -> None:
+    spool = OrderedSpool()
+    for line, text in ((3, b"c\n"), (1, b"a\n"), (3, b"c again\n")):
+        spool.add(line, text)
+    assert list(spool.sorted_lines()) == [b"a\n", b"c\n", b"c again\n"]
+    spool.close()
+
+
+def test_an_empty_spool_writes_nothing() -> None:
+    spool = OrderedSpool()
+    assert list(spool.sorted_lines()) == []
+    spool.close()
