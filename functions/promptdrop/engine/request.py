@@ -23,8 +23,8 @@ class Request:
     # A .csv row's columns that are not part of the request, (name, cell) in file order: carried
     # through to the outputs, never sent (the API refuses parameters it does not know).
     columns: tuple[tuple[str, str], ...] = ()
-    # The body's "model" (rate limits are per model). Left empty by the parser today, so the engine
-    # reads it from the body once per request; a parser that sets it saves that decode.
+    # The body's "model" (rate limits are per model), set by the parser; when empty (a caller that
+    # did not), the engine reads it from the body.
     model: str = ""
 
     def model_name(self) -> str:

@@ -142,7 +142,15 @@ def _finish(
             custom_id,
             f"the request is {len(encoded):,} bytes; the limit is {MAX_REQUEST_BYTES:,} (1 MiB) a request",
         )
-    return Request(line, custom_id, encoded, _estimate_cost(body, text_len), columns=columns)
+    model = body["model"]
+    return Request(
+        line,
+        custom_id,
+        encoded,
+        _estimate_cost(body, text_len),
+        columns=columns,
+        model=model if isinstance(model, str) else "",  # the engine paces by it: no second decode
+    )
 
 
 def _unknown_parameters(names: list[str]) -> str:
