@@ -45,6 +45,7 @@ class LocalStack:
     dlq_url: str
     input_prefix: str
     output_prefix: str
+    events_queue_url: str = ""  # where the completion events land (a rule on the bus)
     env: dict[str, str] = field(default_factory=dict)  # what to export in another shell
 
 
@@ -150,6 +151,7 @@ def _describe(stack: Any, aws_env: dict[str, str], base_url: str | None) -> Loca
         dlq_url=stack.dlq_url,
         input_prefix=stack.input_prefix,
         output_prefix=stack.output_prefix,
+        events_queue_url=stack.events_queue_url,
         env=env,
     )
 
@@ -170,6 +172,7 @@ def _print_ready(view: View, local: LocalStack, real_openai: bool) -> None:
             ("jobs table", local.table),
             ("work queue", local.work_queue_url),
             ("dead letters", local.dlq_url),
+            ("completion events", f"{local.events_queue_url} (one per job outcome)"),
         ],
         title="promptdrop local: the stack is up; Ctrl-C stops it",
     )
