@@ -76,7 +76,7 @@ async def _recipe(n: int, concurrency: int, aiohttp: bool) -> tuple[int, int]:
 
 
 async def _promptdrop(n: int, concurrency: int, rpm: int | None, tpm: int | None) -> tuple[int, int]:
-    from promptdrop.engine.client import ChatSender, make_client
+    from promptdrop.engine.client import ApiSender, make_client
     from promptdrop.engine.dispatch import Dispatcher, Outcome
     from promptdrop.engine.limiter import RateLimiter
     from promptdrop.engine.request import Request
@@ -86,7 +86,7 @@ async def _promptdrop(n: int, concurrency: int, rpm: int | None, tpm: int | None
 
     client = make_client(api_key=None, max_connections=concurrency, timeout_s=120)
     dispatcher = Dispatcher(
-        ChatSender(client), limiter=RateLimiter(rpm=rpm, tpm=tpm), max_concurrency=concurrency, max_attempts=6
+        ApiSender(client), limiter=RateLimiter(rpm=rpm, tpm=tpm), max_concurrency=concurrency, max_attempts=6
     )
     counts = [0, 0]
 
