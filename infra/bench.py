@@ -19,6 +19,10 @@ Fleet scenarios (``infra/fleet_bench.py``), against a server enforcing 6,000 req
 one-second windows: (4) one file run as 4 and as 10 shard invocations started together, limits
 learned or configured as the account's (and 4 that do not share them, for comparison); (5) one
 invocation, limits learned, concurrency 200. ``--only engine`` or ``--only fleet`` runs one half.
+
+Validation (``infra/validation_bench.py``, ``--only validation``): (6) the structured-output
+validator's CPU per answer (against ``jsonschema``'s), and the engine's throughput with every
+answer validated against a schema vs the same prompts without one.
 """
 
 from __future__ import annotations
@@ -75,8 +79,10 @@ async def _recipe(n: int, concurrency: int, aiohttp: bool) -> tuple[int, int]:
     return n - failed, failed
 
 
-async def _promptdrop(n: int, concurrency: int, rpm: int | None, tpm: int | None) -> tuple[int, int]:
-    from promptdrop.engine.client import ChatSender, make_client
+async def _promptdrop(
+    n: int, concurrency: int, rpm: int | None, tpm: int | None, *, schema: bool = False
+) -> tuple[int, int]:
+    from promptdrop.engine.client import ApiSender, make_client
     from promptdrop.engine.dispatch import Dispatcher, Outcome
     from promptdrop.engine.limiter import RateLimiter
     from promptdrop.engine.request import Request
@@ -86,13 +92,18 @@ async def _promptdrop(n: int, concurrency: int, rpm: int | None, tpm: int | None
 
     client = make_client(api_key=None, max_connections=concurrency, timeout_s=120)
     dispatcher = Dispatcher(
-        ChatSender(client), limiter=RateLimiter(rpm=rpm, tpm=tpm), max_concurrency=concurrency, max_attempts=6
+        ApiSender(client), limiter=RateLimiter(rpm=rpm, tpm=tpm), max_concurrency=concurrency, max_attempts=6
     )
     counts = [0, 0]
 
     async def requests() -> AsyncIterator[Request]:
         for i in range(n):  # parsed as the handler parses a .jsonl line, one at a time
-            line = json.dumps({"prompt": prompt(i), "max_tokens": MAX_TOKENS})
+            fields = {"prompt": prompt(i), "max_tokens": MAX_TOKENS}
+            if schema:  # every answer parsed and validated against the schema
+                from infra.validation_bench import RESPONSE_FORMAT
+
+                fields |= {"response_format": RESPONSE_FORMAT, "max_tokens": 200}
+            line = json.dumps(fields)
             item = request_from_object(
                 json.loads(line), line=i + 1, default_id=f"line-{i + 1}", default_model=MODEL, text_len=len(line)
             )
@@ -156,6 +167,7 @@ def worker(argv: Sequence[str]) -> int:
     parser.add_argument("--rpm", type=int)
     parser.add_argument("--tpm", type=int)
     parser.add_argument("--moto")
+    parser.add_argument("--schema", action="store_true", help="promptdrop: ask for structured output, validated")
     args = parser.parse_args(argv)
     import openai  # noqa: F401  # imported before the clock starts, for every contender alike
 
@@ -164,7 +176,7 @@ def worker(argv: Sequence[str]) -> int:
     if args.name == "handler":
         ok, failed, calls = _handler(args.n, args.concurrency, args.moto)
     elif args.name == "promptdrop":
-        ok, failed = asyncio.run(_promptdrop(args.n, args.concurrency, args.rpm, args.tpm))
+        ok, failed = asyncio.run(_promptdrop(args.n, args.concurrency, args.rpm, args.tpm, schema=args.schema))
     else:
         ok, failed = asyncio.run(_recipe(args.n, args.concurrency, aiohttp=args.name == "recipe+aiohttp"))
     wall, cpu = time.perf_counter() - _clock[0], time.process_time() - _clock[1]
@@ -277,9 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of the prompts, for a smoke run")
     parser.add_argument(
         "--only",
-        choices=["engine", "fleet", "scale"],
-        help="engine: scenarios 1-3 and the cold start; fleet: scenarios 4-5 (one account's limit shared); "
-        "scale: scenario 6 (memory and disk at a million lines)",
+        choices=["engine", "fleet", "validation", "scale"],
+        help="engine: scenarios 1-3 and the cold start; fleet: 4-5 (one account's limit shared); validation: 6; "
+        "scale: 7 (memory and disk at a million lines)",
     )
     args = parser.parse_args(argv)
     scale = 10 if args.quick else 1
@@ -288,13 +300,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         _engine_scenarios(scale)
     if args.only in (None, "fleet"):
         _fleet_scenarios(scale)
+    if args.only in (None, "validation"):
+        _validation_scenario(scale)
     if args.only in (None, "scale"):
         from infra.scale_bench import run_scale
 
-        print("\nscenario 6: planning and writing the outputs of large files (peak RSS per process)")
+        print("\nscenario 7: planning and writing the outputs of large files (peak RSS per process)")
         with _process(["-m", "infra.bench", "moto"], "moto listening on") as moto:
             run_scale(moto, (100_000 // scale, 1_000_000 // scale))
     return 0
+
+
+def _validation_scenario(scale: int) -> None:
+    """6: the validator's CPU per answer, and the engine's throughput with and without validation."""
+    from infra.validation_bench import validator_costs
+
+    costs = validator_costs()
+    n = 10_000 // scale
+    with _process(["-m", "infra.fake_openai", "--port", "0", "--latency-ms", "200"], "listening on") as server:
+        # In turns, twice each: drift on a shared machine hits both alike; the better of each is kept.
+        runs = [
+            _run("6: validation", contender, n, server, ["--concurrency", "500", *flags])
+            for _ in range(2)
+            for contender, flags in (("promptdrop", []), ("promptdrop", ["--schema"]))
+        ]
+    plain = max(runs[0::2], key=lambda r: r.per_s)
+    validated = max(runs[1::2], key=lambda r: r.per_s)
+    print("\n| scenario | contender | prompts | answers/s | CPU ms/answer | peak RSS MB | failed |")
+    print("|---|---|---|---|---|---|---|")
+    for name, row in (("promptdrop, text", plain), ("promptdrop, json_schema validated", validated)):
+        print(
+            f"| 6: validation | {name} | {row.n} | {row.per_s:.0f} | {row.cpu_ms:.2f} | {row.peak_mb:.0f} "
+            f"| {row.failed} |"
+        )
+    print(
+        f"\nvalidated throughput {validated.per_s / plain.per_s:.1%} of plain; validator per answer "
+        f"(json.loads + validate): fastjsonschema {costs['fastjsonschema_ms']:.4f} ms, jsonschema "
+        f"{costs['jsonschema_ms']:.4f} ms (json.loads alone {costs['json_loads_ms']:.4f} ms); import "
+        f"fastjsonschema {costs['fastjsonschema_import_ms']:.0f} ms, jsonschema {costs['jsonschema_import_ms']:.0f} ms"
+    )
 
 
 def _fleet_scenarios(scale: int) -> None:

@@ -1,4 +1,4 @@
-"""Scenario 6 of ``make bench``: memory and disk at a million lines, where they used to grow.
+"""Scenario 7 of ``make bench``: memory and disk at a million lines, where they used to grow.
 
 Runs the two places that hold per-line state for a whole file — planning the shards (one pass
 over the object in S3) and writing the ordered outputs (the finalizer's spool, streamed to S3) —
@@ -109,7 +109,7 @@ def run_scale(moto: str, sizes: tuple[int, ...] = (100_000, 1_000_000)) -> list[
                 f", {result['shards']:.0f} shards" if what == "plan" else f", spool {result['spool_mb']:.0f} MB on disk"
             )
             print(
-                f"  6: scale {what:<5} {lines:>9,} lines: peak RSS {result['peak_mb']:.0f} MB "
+                f"  7: scale {what:<5} {lines:>9,} lines: peak RSS {result['peak_mb']:.0f} MB "
                 f"(at start {result['before_mb']:.0f} MB), {result['seconds']:.1f} s{extra}",
                 flush=True,
             )

@@ -25,7 +25,8 @@ from .adapters.bus import EventPublisher
 from .adapters.journal import Journal
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectStore
-from .engine.client import ChatSender, make_client
+from .engine.answers import AnswerCheck, TextPolicy
+from .engine.client import ApiSender, make_client
 from .engine.dispatch import Dispatcher
 from .engine.limiters import ModelLimiters
 from .jobs import JobRunner
@@ -104,10 +105,11 @@ class Runtime:
             api_key=api_key, max_connections=settings.max_concurrency, timeout_s=settings.request_timeout_s
         )
         stack.push_async_callback(client.close)
-        sender = ChatSender(client)
+        sender = ApiSender(client)
         # One limiter per model per container: what it learned of the account's limits outlives a job.
         budget = DynamoBudget(ddb, settings.table) if settings.share_limits else None
         limiter = ModelLimiters(rpm=settings.rpm, tpm=settings.tpm, budget=budget)
+        answers = AnswerCheck(TextPolicy(settings.text_policy))
 
         def dispatcher() -> Dispatcher:
             return Dispatcher(
@@ -115,6 +117,8 @@ class Runtime:
                 limiter=limiter,
                 max_concurrency=settings.max_concurrency,
                 max_attempts=settings.max_attempts,
+                output_attempts=settings.output_attempts,
+                answers=answers,
                 rng=random.Random(),
             )
 

@@ -7,6 +7,7 @@ environment after importing): call :func:`get_settings`, which caches the valida
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -14,6 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["ENV_PREFIX", "ConfigurationError", "Settings", "get_settings"]
 
 ENV_PREFIX = "PROMPTDROP_"
+# The endpoints a short-form line may be sent to (engine.request.Endpoint; a unit test holds them in step).
+ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations")
 _MAX_SHOWN_VALUE = 80
 _JOURNAL_S = 10.0  # after the last call: journal it, write a continuation
 
@@ -77,6 +80,16 @@ class Settings(BaseSettings):
     max_continuations: int = Field(
         default=48, ge=1, le=1000, description="Continuations one unit may take before its file fails."
     )
+    endpoint: str = Field(
+        default=ENDPOINTS[0],
+        description="Endpoint of short-form lines that name none (an upload's promptdrop-endpoint overrides it).",
+    )
+    output_attempts: int = Field(
+        default=3, ge=1, le=10, description="Answers asked for at most when one is unusable (bad JSON, cut off…)."
+    )
+    text_policy: Literal["accept", "strict"] = Field(
+        default="accept", description="A plain-text answer cut off or filtered: an answer (accept) or a failure."
+    )
     lease_s: float = Field(
         default=120.0,
         gt=0,
@@ -89,6 +102,14 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation cannot omit a variable conditionally without ceremony; "" and "0" mean unset.
         return None if value in ("", "0", 0) else value
+
+    @field_validator("endpoint")
+    @classmethod
+    def _known_endpoint(cls, value: str) -> str:
+        path = value if value.startswith("/v1/") else "/v1" + value
+        if path not in ENDPOINTS:
+            raise ValueError(f"not an endpoint promptdrop sends; use one of {', '.join(ENDPOINTS)}")
+        return path
 
     @field_validator("output_prefix", "input_prefix")
     @classmethod

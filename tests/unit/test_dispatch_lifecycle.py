@@ -29,7 +29,7 @@ async def many(n: int) -> AsyncIterator[Request]:
         yield Request(i, f"r{i}", b"{}", 1)
 
 
-async def answer(body: bytes) -> Reply:
+async def answer(path: str, body: bytes) -> Reply:
     await asyncio.sleep(0)
     return completion()
 
@@ -54,7 +54,7 @@ async def test_an_input_that_fails_mid_read_lets_the_calls_in_flight_finish_and_
     release = asyncio.Event()
     sent: list[int] = []
 
-    async def slow(body: bytes) -> Reply:
+    async def slow(path: str, body: bytes) -> Reply:
         await release.wait()
         return completion()
 
@@ -96,7 +96,7 @@ async def test_a_transient_failure_after_the_stop_is_handed_back_not_retried_pas
     stopping = False
     calls = 0
 
-    async def failing(body: bytes) -> Reply:
+    async def failing(path: str, body: bytes) -> Reply:
         nonlocal stopping, calls
         calls += 1
         stopping = True  # the deadline arrives while this call is in flight

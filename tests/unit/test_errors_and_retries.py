@@ -90,7 +90,7 @@ class ScriptedSender:
         self.errors = list(errors)
         self.calls = 0
 
-    async def __call__(self, body: bytes) -> Reply:
+    async def __call__(self, path: str, body: bytes) -> Reply:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -162,7 +162,7 @@ async def test_attempts_are_capped() -> None:
 
 async def test_malformed_2xx_bodies_are_retried() -> None:
     class Malformed(ScriptedSender):
-        async def __call__(self, body: bytes) -> Reply:
+        async def __call__(self, path: str, body: bytes) -> Reply:
             self.calls += 1
             return Reply(200, httpx2.Headers(), b'{"choices": [') if self.calls == 1 else completion()
 

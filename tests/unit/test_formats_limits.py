@@ -191,7 +191,7 @@ async def test_a_json_document_fails_item_by_item_where_it_can() -> None:
 async def test_unknown_short_form_keys_fail_the_line_naming_the_key_and_the_accepted_ones() -> None:
     error = await one_bad_line(line({"prompt": "hi", "metadata_x": 1, "foo": 2}))
     assert error.message.startswith('unknown parameters "metadata_x", "foo": not sent')
-    assert "custom_id, prompt, messages, system, model and the parameters" in error.message
+    assert "custom_id, prompt, messages, system, model, endpoint and the parameters" in error.message
     assert "temperature" in error.message
     # every SDK parameter is accepted, metadata included
     (item,) = await parse(".jsonl", line({"prompt": "hi", "metadata": {"k": "v"}, "store": True}), size=4096)

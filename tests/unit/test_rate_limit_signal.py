@@ -109,7 +109,7 @@ class LimitedFor:
         self.marker = f'{{"n":{line}}}'.encode()
         self.calls = 0
 
-    async def __call__(self, body: bytes) -> Reply:
+    async def __call__(self, path: str, body: bytes) -> Reply:
         self.calls += 1
         if body == self.marker:
             raise rate_limit(retry_after_ms=500)

@@ -19,9 +19,10 @@ import openai
 from openai import AsyncOpenAI, DefaultAioHttpClient, NotGiven
 from openai._models import FinalRequestOptions
 
-__all__ = ["ChatSender", "Reply", "make_client"]
+__all__ = ["ApiSender", "Reply", "make_client"]
 
-_CHAT_PATH = "/chat/completions"
+# Distinct URLs whose built parts are kept: one per endpoint in use (five today); past it, start over.
+_LEAN_URLS = 8
 
 
 def make_client(*, api_key: str | None, max_connections: int, timeout_s: float) -> AsyncOpenAI:
@@ -45,11 +46,11 @@ class _LeanAsyncOpenAI(AsyncOpenAI):
     The SDK rebuilds the same URL and a dozen identical headers for every call (about a third of
     the CPU a call costs); for a POST of ready bytes with no per-call options only the body
     differs. The first such request is built by the SDK itself; later ones reuse its URL, headers
-    and timeout while the client's key and base URL are unchanged. Auth hooks, sending, errors and
-    every other request still go the SDK's own way.
+    and timeout while the client's key and base URL are unchanged — one set per URL, as a file may
+    mix endpoints. Auth hooks, sending, errors and every other request still go the SDK's own way.
     """
 
-    _lean: tuple[tuple[str, str, str], httpx2.URL, list[tuple[bytes, bytes]], dict[str, Any]] | None = None
+    _lean: dict[tuple[str, str, str], tuple[httpx2.URL, list[tuple[bytes, bytes]], dict[str, Any]]] | None = None
 
     def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
         body = options.content
@@ -66,13 +67,15 @@ class _LeanAsyncOpenAI(AsyncOpenAI):
         if not plain or not isinstance(body, bytes):
             return super()._build_request(options, retries_taken=retries_taken)
         key = (options.url, self.api_key, str(self.base_url))
-        lean = self._lean
-        if lean is None or lean[0] != key:
+        if self._lean is None or (len(self._lean) >= _LEAN_URLS and key not in self._lean):
+            self._lean = {}  # a new key or base URL leaves the old entries unused: dropped in time
+        lean = self._lean.get(key)
+        if lean is None:
             request = super()._build_request(options, retries_taken=retries_taken)
             headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
-            self._lean = (key, request.url, headers, dict(request.extensions))
+            self._lean[key] = (request.url, headers, dict(request.extensions))
             return request
-        _, url, headers, extensions = lean
+        url, headers, extensions = lean
         return httpx2.Request("POST", url, headers=headers, content=body, extensions=dict(extensions))
 
 
@@ -85,8 +88,8 @@ class Reply:
     content: bytes
 
 
-class ChatSender:
-    """Posts ready chat-completions bodies; non-2xx answers raise the SDK's typed errors."""
+class ApiSender:
+    """Posts ready bodies to an endpoint's path (``/responses``…); non-2xx answers raise the SDK's typed errors."""
 
     __slots__ = ("_client", "_options")
 
@@ -94,6 +97,6 @@ class ChatSender:
         self._client = client
         self._options: openai.RequestOptions = {"max_retries": 0}
 
-    async def __call__(self, body: bytes) -> Reply:
-        response = await self._client.post(_CHAT_PATH, cast_to=httpx2.Response, content=body, options=self._options)
+    async def __call__(self, path: str, body: bytes) -> Reply:
+        response = await self._client.post(path, cast_to=httpx2.Response, content=body, options=self._options)
         return Reply(response.status_code, response.headers, response.content)

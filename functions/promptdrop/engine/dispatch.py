@@ -6,7 +6,9 @@ holds one request at a time — through its retries too. No task per prompt.
 
 Retries: transient failures back off exponentially with full jitter, never sooner than the
 server's ``retry-after``, up to ``max_attempts`` tries. Permanent failures end the request at once;
-fatal ones (bad key, no quota) stop the whole run.
+fatal ones (bad key, no quota) stop the whole run. An answer the request cannot use (structured
+output that is not JSON or not its schema, cut off, refused: ``answers.py``) is asked again at
+once, up to ``output_attempts`` answers, then fails with the last answer kept.
 
 A 429 for rate (not quota) is a signal, not a failure: it pauses and slows the request's model
 limiter (``limiter.py``) and the request is sent again once admitted, without spending one of its
@@ -22,25 +24,25 @@ redrive) has nothing to hand back to: there a request still rate limited after
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
 import openai
 
+from .answers import AnswerCheck, parse_answer, usage_of
 from .client import Reply
-from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, classify
+from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, UnusableAnswer, classify
 from .limiter import RateLimiter
 from .limiters import Membership, ModelLimiters
 from .request import Request
 
 __all__ = ["RATE_LIMITED_UNTIL_DEADLINE", "DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
 
-Sender = Callable[[bytes], Awaitable[Reply]]
+Sender = Callable[[str, bytes], Awaitable[Reply]]  # (the endpoint's path, the body)
 OnOutcome = Callable[["Outcome"], Awaitable[None]]
 ShouldStop = Callable[[], bool]
 RATE_LIMITED_UNTIL_DEADLINE = "rate_limited_until_deadline"
@@ -48,10 +50,10 @@ RATE_LIMITED_UNTIL_DEADLINE = "rate_limited_until_deadline"
 
 @dataclass(slots=True)
 class Outcome:
-    """The final word on one request: a parsed chat completion, or an error."""
+    """The final word on one request: its endpoint's parsed answer, or an error."""
 
     request: Request
-    attempts: int  # tries counted against max_attempts (429s for rate are not)
+    attempts: int  # calls counted against max_attempts or output_attempts (429s for rate are not)
     latency_ms: int
     status_code: int | None = None
     request_id: str | None = None
@@ -92,6 +94,8 @@ class Dispatcher:
         limiter: RateLimiter | ModelLimiters,
         max_concurrency: int,
         max_attempts: int,
+        output_attempts: int = 3,
+        answers: AnswerCheck | None = None,
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         rate_limit_patience_s: float = 600.0,
@@ -104,6 +108,8 @@ class Dispatcher:
         self._patience_s = rate_limit_patience_s
         self._concurrency = max_concurrency
         self._max_attempts = max_attempts
+        self._output_attempts = output_attempts
+        self._answers = answers or AnswerCheck()
         self._backoff_base = backoff_base_s
         self._backoff_cap = backoff_cap_s
         self._clock = clock
@@ -194,7 +200,8 @@ class Dispatcher:
         limiter = await run.membership.limiter_for(request)
         report, stop = run.report, run.should_stop
         attempt = 0  # tries that count against max_attempts
-        limited = 0  # 429s for rate, which do not
+        unusable = 0  # answers the request could not use (bad structured output…): against output_attempts
+        limited = 0  # 429s for rate, which count against neither
         limited_since: float | None = None
         while True:
             started = self._clock()
@@ -204,25 +211,25 @@ class Dispatcher:
                     return None
                 try:
                     started = self._clock()
-                    reply = await self._send(request.body)
+                    reply = await self._send(request.endpoint.path, request.body)
                 finally:
                     limiter.release()
-                data = _parse_completion(reply)
+                data = parse_answer(request.endpoint, reply.content, reply.status_code)
             except (openai.APIError, MalformedResponse, RequestTooLarge) as exc:
                 info = classify(exc)
                 if isinstance(exc, openai.APIStatusError):
                     headers = exc.response.headers
             else:
-                latency = int((self._clock() - started) * 1000)
-                outcome = Outcome(request, attempt + 1, latency, reply.status_code, None, data, rate_limited=limited)
-                return _answered(outcome, reply, limiter, report)
+                problem = _unusable(self._answers, request, reply, data, limiter)
+                if problem is None or (unusable := unusable + 1) >= self._output_attempts:
+                    figures = (attempt + unusable + (problem is None), int((self._clock() - started) * 1000), limited)
+                    return _answer_outcome(request, reply, data, problem, figures, report)
+                report.retries += 1
+                continue  # asked again at once: the answer, not the transport, was at fault
             latency = int((self._clock() - started) * 1000)
             if info.rate_limited:
-                report.rate_limited += 1
                 limited += 1
-                limiter.refund(request.cost)
-                wait = info.retry_after if info.retry_after is not None else self.backoff_s(limited, None)
-                limiter.rate_limited(wait, headers)
+                self._slow_down(report, limiter, request, info, headers, limited)
                 if stop is not None:
                     if stop():
                         return None  # handed back: the continuation sends it again
@@ -238,7 +245,13 @@ class Dispatcher:
                 report.fatal = info
             if info.disposition is not Disposition.TRANSIENT or attempt >= self._max_attempts:
                 return Outcome(
-                    request, attempt, latency, info.status_code, info.request_id, error=info, rate_limited=limited
+                    request,
+                    attempt + unusable,
+                    latency,
+                    info.status_code,
+                    info.request_id,
+                    error=info,
+                    rate_limited=limited,
                 )
             if stop is not None and stop():
                 # No time left for another try and its backoff: the continuation sends it again, so
@@ -246,6 +259,21 @@ class Dispatcher:
                 return None
             report.retries += 1
             await self._sleep(self.backoff_s(attempt, info.retry_after))
+
+    def _slow_down(
+        self,
+        report: DispatchReport,
+        limiter: RateLimiter,
+        request: Request,
+        info: ErrorInfo,
+        headers: Mapping[str, str] | None,
+        times: int,
+    ) -> None:
+        """A 429 for rate: give the reservation back, pause everyone and slow down (limiter.py)."""
+        report.rate_limited += 1
+        limiter.refund(request.cost)
+        wait = info.retry_after if info.retry_after is not None else self.backoff_s(times, None)
+        limiter.rate_limited(wait, headers)
 
 
 @dataclass(slots=True)
@@ -264,12 +292,43 @@ class _Run:
             self.earliest_handed_back = request
 
 
-def _answered(outcome: Outcome, reply: Reply, limiter: RateLimiter, report: DispatchReport) -> Outcome:
-    """A chat completion: what its headers and usage tell the limiter, and the run's latency figures."""
+def _unusable(
+    answers: AnswerCheck, request: Request, reply: Reply, data: dict[str, Any], limiter: RateLimiter
+) -> ErrorInfo | None:
+    """Why the request cannot use this answer (None: it can). Usable or not, the answer was paid for:
+    its headers and usage go to the limiter either way."""
     limiter.observe(reply.headers)
-    usage = outcome.response.get("usage") if outcome.response is not None else None
-    if isinstance(usage, dict):
-        limiter.settle(outcome.request.cost, int(usage.get("total_tokens") or 0))
+    if isinstance(data.get("usage"), dict):
+        limiter.settle(request.cost, sum(usage_of(data)))
+    try:
+        answers.check(request, data)
+    except UnusableAnswer as exc:
+        return replace(classify(exc), request_id=reply.headers.get("x-request-id"))
+    return None
+
+
+def _answer_outcome(
+    request: Request,
+    reply: Reply,
+    data: dict[str, Any],
+    problem: ErrorInfo | None,
+    figures: tuple[int, int, int],
+    report: DispatchReport,
+) -> Outcome:
+    """The outcome of a request's last answer: usable, or the last unusable one (kept: it was paid for).
+    ``figures``: (calls, latency ms, 429s for rate)."""
+    calls, latency, limited = figures
+    if problem is not None:
+        return Outcome(
+            request, calls, latency, reply.status_code, problem.request_id, error=problem, rate_limited=limited
+        )
+    return _answered(
+        Outcome(request, calls, latency, reply.status_code, None, data, rate_limited=limited), reply, report
+    )
+
+
+def _answered(outcome: Outcome, reply: Reply, report: DispatchReport) -> Outcome:
+    """A usable answer: the run's latency figures, and its request id."""
     report.latency_total_ms += outcome.latency_ms
     report.latency_max_ms = max(report.latency_max_ms, outcome.latency_ms)
     outcome.request_id = reply.headers.get("x-request-id")
@@ -289,13 +348,3 @@ def _rate_limited_too_long(info: ErrorInfo, times: int, patience_s: float) -> Er
         body=info.body,
         request_id=info.request_id,
     )
-
-
-def _parse_completion(reply: Reply) -> dict[str, Any]:
-    try:
-        data = json.loads(reply.content)
-    except ValueError as exc:
-        raise MalformedResponse(f"the answer is not JSON: {exc}", reply.status_code) from None
-    if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
-        raise MalformedResponse("the answer is not a chat completion (no choices)", reply.status_code)
-    return data

@@ -200,13 +200,24 @@ def classify(exc: BaseException) -> ErrorInfo:
             Disposition.TRANSIENT,
             status_code=exc.status_code,
         )
+    if isinstance(exc, UnusableAnswer):
+        # Permanent once the dispatcher has spent its output attempts on it; the answer is kept
+        # (the error line's response body): it was paid for.
+        return ErrorInfo(
+            "invalid_output",
+            exc.code,
+            redact(str(exc)[:_MAX_MESSAGE]),
+            Disposition.PERMANENT,
+            status_code=exc.status_code,
+            body=exc.body,
+        )
     if isinstance(exc, RequestTooLarge):
         return ErrorInfo("request_too_large", "request_too_large", str(exc), Disposition.PERMANENT)
     raise exc  # a bug of ours: let it surface rather than dress it up as an API failure
 
 
 class MalformedResponse(Exception):
-    """The API answered 2xx with a body that is not a chat completion."""
+    """The API answered 2xx with a body that is not the endpoint's answer."""
 
     def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)
@@ -217,4 +228,15 @@ class RequestTooLarge(Exception):
     """A request that no rate-limit window can ever admit."""
 
 
-__all__ += ["MalformedResponse", "RequestTooLarge"]
+class UnusableAnswer(Exception):
+    """An answer the request cannot use: ``code`` is ``invalid_output`` (not JSON, or not the schema),
+    ``truncated``, ``refused`` or ``content_filtered``. Asked again up to the output attempts."""
+
+    def __init__(self, code: str, message: str, body: dict[str, Any], status_code: int = 200) -> None:
+        super().__init__(message)
+        self.code = code
+        self.body = body
+        self.status_code = status_code
+
+
+__all__ += ["MalformedResponse", "RequestTooLarge", "UnusableAnswer"]

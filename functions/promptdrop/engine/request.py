@@ -4,16 +4,43 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
-__all__ = ["CHAT_PATH", "Request"]
+__all__ = ["CHAT_PATH", "Endpoint", "Request"]
 
-CHAT_PATH = "/v1/chat/completions"
+
+class Endpoint(StrEnum):
+    """Every endpoint a Batch API line may name (its ``url``), as the Batch API spells it."""
+
+    CHAT = "/v1/chat/completions"
+    RESPONSES = "/v1/responses"
+    EMBEDDINGS = "/v1/embeddings"
+    COMPLETIONS = "/v1/completions"
+    MODERATIONS = "/v1/moderations"
+
+    @property
+    def path(self) -> str:
+        """The path the SDK posts to (its base URL already ends in ``/v1``)."""
+        return self.value.removeprefix("/v1")
+
+    @classmethod
+    def of(cls, url: object) -> Endpoint | None:
+        """The endpoint a ``url`` names, with or without ``/v1`` (None: not one promptdrop sends)."""
+        if not isinstance(url, str):
+            return None
+        try:
+            return cls(url if url.startswith("/v1/") else "/v1" + url)
+        except ValueError:
+            return None
+
+
+CHAT_PATH = Endpoint.CHAT.value
 
 
 @dataclass(slots=True, frozen=True)
 class Request:
-    """One chat-completions call, ready to send."""
+    """One API call, ready to send."""
 
     line: int
     custom_id: str
@@ -23,9 +50,13 @@ class Request:
     # A .csv row's columns that are not part of the request, (name, cell) in file order: carried
     # through to the outputs, never sent (the API refuses parameters it does not know).
     columns: tuple[tuple[str, str], ...] = ()
-    # The body's "model" (rate limits are per model), set by the parser; when empty (a caller that
-    # did not), the engine reads it from the body.
+    # The body's "model" (rate limits are per model). The parser sets it; when empty the engine
+    # reads it from the body once per request.
     model: str = ""
+    endpoint: Endpoint = Endpoint.CHAT
+    # The JSON schema the answer must match (canonical JSON, the validator cache's key) when the
+    # request asks for structured output; ``json_object`` is the schema {"type": "object"}. None: text.
+    output_schema: str | None = None
 
     def model_name(self) -> str:
         """The model this request is sent to: its rate limits, its share of the account's budget."""
@@ -43,6 +74,6 @@ class Request:
         return {
             "custom_id": self.custom_id,
             "method": "POST",
-            "url": CHAT_PATH,
+            "url": self.endpoint.value,
             "body": json.loads(self.body),
         }

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 
+from ..engine.request import Endpoint
 from .csv_rows import CSV_TEMPLATE_METADATA, parse_csv
 from .documents import decode_whole, parse_json, read_all, txt_request
+from .endpoints import ENDPOINT_METADATA
 from .jsonl import custom_id_of, parse_jsonl, split_lines
 from .limits import MAX_CUSTOM_ID_BYTES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed, Request
@@ -29,6 +31,7 @@ from .shapes import chat_parameters, request_from_object
 
 __all__ = [
     "CSV_TEMPLATE_METADATA",
+    "ENDPOINT_METADATA",
     "MAX_CUSTOM_ID_BYTES",
     "MAX_DOCUMENT_BYTES",
     "MAX_NESTING",
@@ -57,18 +60,28 @@ async def parse_stream(
     start: int = 0,
     first_line: int = 1,
     template: str | None = None,
+    endpoint: str = Endpoint.CHAT.value,
 ) -> AsyncGenerator[Parsed]:
     """Turn an input file's byte chunks into requests and line errors, in input order.
 
     Raises :class:`FileRejected` for problems that doom the whole file. Only ``.jsonl`` is parsed
     incrementally — and can start mid-file: ``chunks`` then begin at byte ``start``, which is the
     start of line ``first_line`` — the other formats are one prompt (``.txt``) or small documents.
-    ``template`` is a ``.csv``'s prompt template (its job header), when it has one.
+    ``template`` is a ``.csv``'s prompt template (its job header), when it has one; ``endpoint``
+    the file's default endpoint for short-form lines (its ``promptdrop-endpoint`` metadata, else the
+    setting): one promptdrop does not send rejects the file (``invalid_endpoint``).
     """
     suffix = suffix.lower()
+    file_endpoint = Endpoint.of(endpoint)
+    if file_endpoint is None:
+        raise FileRejected(
+            "invalid_endpoint",
+            f"{ENDPOINT_METADATA} {shown(endpoint, 80)!r} is not an endpoint promptdrop sends; "
+            f"use one of {', '.join(e.value for e in Endpoint)}",
+        )
     produced = False
     if suffix == ".jsonl":
-        async for item in parse_jsonl(chunks, default_model, start, first_line):
+        async for item in parse_jsonl(chunks, default_model, start, first_line, file_endpoint):
             produced = True
             yield item
     elif suffix == ".txt":
@@ -76,12 +89,16 @@ async def parse_stream(
         prompt = decode_whole(await read_all(chunks, limit=MAX_REQUEST_BYTES, why=why))
         if prompt.strip():
             produced = True
-            yield txt_request(prompt, key=key, default_model=default_model)
+            yield txt_request(prompt, key=key, default_model=default_model, endpoint=file_endpoint)
     elif suffix in (".json", ".csv"):
         why = f"{suffix} files are read whole; use .jsonl for larger files (streamed, and split into shards)"
         text = decode_whole(await read_all(chunks, limit=MAX_DOCUMENT_BYTES, why=why))
         if text.strip():
-            rows = parse_json(text, default_model) if suffix == ".json" else parse_csv(text, default_model, template)
+            rows = (
+                parse_json(text, default_model, file_endpoint)
+                if suffix == ".json"
+                else parse_csv(text, default_model, template, file_endpoint)
+            )
             for item in rows:
                 produced = True
                 yield item

@@ -1,7 +1,8 @@
 """``.csv``: a ``prompt`` column, or data rows and a prompt template from the upload's job header.
 
 A column is sent only when it is part of the request: the prompt (the ``prompt`` column, or the
-template's columns), ``custom_id``, ``model``, ``system`` and chat-completions parameters. Every
+template's columns), ``custom_id``, ``model``, ``system``, ``endpoint`` and the parameters of the
+file's endpoint (chat completions unless its upload names another). Every
 other column is carried through on the request (``Request.columns``), never sent: the API
 answers an unknown parameter with a 400, which would fail every row of a table of data.
 """
@@ -14,10 +15,12 @@ import string
 from collections.abc import Iterator
 from typing import Any
 
+from ..engine.request import Endpoint
+from .endpoints import ENDPOINT_FIELD, parameters
 from .json_text import decode
 from .limits import MAX_DOCUMENT_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed
-from .shapes import chat_parameters, custom_id_or_default, request_from_object
+from .shapes import custom_id_or_default, request_from_object
 
 __all__ = ["CSV_TEMPLATE_METADATA", "parse_csv"]
 
@@ -104,7 +107,9 @@ def _header(record: list[str], template: str | None) -> tuple[list[str], list[tu
     return names, parts
 
 
-def parse_csv(text: str, default_model: str, template: str | None = None) -> Iterator[Parsed]:
+def parse_csv(
+    text: str, default_model: str, template: str | None = None, endpoint: Endpoint = Endpoint.CHAT
+) -> Iterator[Parsed]:
     """Each row → a request: the prompt, custom_id, model, system and parameter columns are sent;
     every other column is carried (``Request.columns``), never sent."""
     _check_quoting(text)
@@ -115,8 +120,13 @@ def parse_csv(text: str, default_model: str, template: str | None = None) -> Ite
     names, parts = _header(header, template)
     used = {name for _, name in parts or () if name}
     prompt_columns = used if parts is not None else {"prompt"}
-    parameters = chat_parameters() - {"messages", "model"}
-    sent = prompt_columns | {"custom_id", "model", "system"} | parameters
+    # The parameter columns of the file's endpoint (a row naming another in an "endpoint" column
+    # sends the same columns: its unknown ones fail that row with the reason).
+    sent = (
+        prompt_columns
+        | {"custom_id", "model", "system", ENDPOINT_FIELD}
+        | (parameters(endpoint) - {"messages", "model"})
+    )
     width = len(names)
     produced = False
     for row_number, record in enumerate(records, start=2):  # the header is row 1
@@ -144,7 +154,7 @@ def parse_csv(text: str, default_model: str, template: str | None = None) -> Ite
             yield LineError(row_number, custom_id, "empty prompt")
             continue
         fields: dict[str, Any] = {
-            name: cell if name in ("custom_id", "model", "system") else _csv_value(cell)
+            name: cell if name in ("custom_id", "model", "system", ENDPOINT_FIELD) else _csv_value(cell)
             for name, cell in row.items()
             if name in sent and name not in prompt_columns and cell
         }
@@ -156,6 +166,7 @@ def parse_csv(text: str, default_model: str, template: str | None = None) -> Ite
             default_model=default_model,
             text_len=len(prompt),
             columns=carried,
+            default_endpoint=endpoint,
         )
     if not produced:
         raise FileRejected("empty", "the .csv has a header but no rows")

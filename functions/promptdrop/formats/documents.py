@@ -10,6 +10,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from ..engine.request import Endpoint
 from .json_text import JsonRefused, lenient_end, nesting_too_deep, skip_whitespace, strict_decoder
 from .jsonl import utf16_rejected
 from .limits import MAX_NESTING, custom_id_problem
@@ -115,7 +116,7 @@ class _Items:
         return items
 
 
-def parse_json(text: str, default_model: str) -> Iterator[Parsed]:
+def parse_json(text: str, default_model: str, endpoint: Endpoint = Endpoint.CHAT) -> Iterator[Parsed]:
     items = _Items(text).all()
     if not items:
         raise FileRejected("empty", "the JSON array holds no requests")
@@ -124,12 +125,24 @@ def parse_json(text: str, default_model: str) -> Iterator[Parsed]:
             yield LineError(i, f"item-{i}", item.reason)
             continue
         text_len = len(json.dumps(item)) if isinstance(item, dict) else 0
-        yield request_from_object(item, line=i, default_id=f"item-{i}", default_model=default_model, text_len=text_len)
+        yield request_from_object(
+            item,
+            line=i,
+            default_id=f"item-{i}",
+            default_model=default_model,
+            text_len=text_len,
+            default_endpoint=endpoint,
+        )
 
 
-def txt_request(prompt: str, *, key: str, default_model: str) -> Parsed:
+def txt_request(prompt: str, *, key: str, default_model: str, endpoint: Endpoint = Endpoint.CHAT) -> Parsed:
     """A ``.txt``: the whole file is one user prompt, named by its key (or ``line-1`` when the key cannot be an id)."""
     default_id = key if custom_id_problem(key) is None else "line-1"
     return request_from_object(
-        {"prompt": prompt}, line=1, default_id=default_id, default_model=default_model, text_len=len(prompt)
+        {"prompt": prompt},
+        line=1,
+        default_id=default_id,
+        default_model=default_model,
+        text_len=len(prompt),
+        default_endpoint=endpoint,
     )

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from ..engine.request import Endpoint
 from .json_text import JsonRefused, decode
 from .limits import MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed
@@ -85,7 +86,7 @@ async def split_lines(
 
 
 async def parse_jsonl(
-    chunks: AsyncIterator[bytes], default_model: str, start: int, first_line: int
+    chunks: AsyncIterator[bytes], default_model: str, start: int, first_line: int, endpoint: Endpoint = Endpoint.CHAT
 ) -> AsyncIterator[Parsed]:
     line = first_line - 1
     async for offset, raw in split_lines(chunks, start):
@@ -100,6 +101,11 @@ async def parse_jsonl(
             yield LineError(line, default_id, problem, offset)
             continue
         item = request_from_object(
-            obj, line=line, default_id=default_id, default_model=default_model, text_len=len(text)
+            obj,
+            line=line,
+            default_id=default_id,
+            default_model=default_model,
+            text_len=len(text),
+            default_endpoint=endpoint,
         )
         yield replace(item, offset=offset)

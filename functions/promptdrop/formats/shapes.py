@@ -1,54 +1,50 @@
 """One decoded request object (a Batch API line or the short form) → a :class:`Request` or a :class:`LineError`.
 
-Everything a line can get wrong is found here, before it is sent: its shape, its ``custom_id``
-(type, length, characters), parameters the API does not know (short form), a body that cannot
-be encoded (a lone surrogate) or is too large. A Batch API line's ``body`` is sent as given: the
-API is the authority on it, and answers a bad one with a 400 for that line alone.
+Everything a line can get wrong is found here, before it is sent: its shape, its endpoint (a
+Batch API line's ``url`` and ``method``; a short form's ``endpoint``), its ``custom_id`` (type,
+length, characters), parameters its endpoint does not know (short form), a structured-output
+schema that cannot be compiled, a body that cannot be encoded (a lone surrogate) or is too large.
+A Batch API line's ``body`` is sent as given: the API is the authority on it, and answers a bad
+one with a 400 for that line alone. What each endpoint takes is in ``endpoints``.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from ..engine.answers import schema_of
+from ..engine.request import Endpoint
+from ..engine.structured import SchemaError, check_schema
+from .endpoints import ENDPOINT_FIELD, estimate_cost, parameters, required_field, short_form_body
+from .endpoints import default_model as endpoint_model
 from .limits import MAX_REQUEST_BYTES, custom_id_problem, json_type, shown
 from .parsed import LineError, Parsed, Request
 
 __all__ = ["SHORT_FORM_FIELDS", "chat_parameters", "custom_id_or_default", "request_from_object"]
 
-# Completion tokens assumed for the tokens/min estimate when a request sets no max_tokens; the
-# real usage corrects the estimate after the call.
-_DEFAULT_COMPLETION_ESTIMATE = 256
-# Estimates above this are refused by any tokens/min limit anyway (request_too_large); capped so
-# that a max_tokens of 10**300 stays an integer the limiter's float arithmetic can take.
-_MAX_COST = 10**12
 # Compact, UTF-8 as is; allow_nan=False: a NaN that came another way than the strict decoder (a
 # redriven dead letter) is refused rather than sent as non-standard JSON. Built once: json.dumps
 # with arguments builds an encoder per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 # The short form's own fields: they shape the request and are not parameters themselves.
-SHORT_FORM_FIELDS = ("custom_id", "prompt", "messages", "system", "model")
+SHORT_FORM_FIELDS = ("custom_id", "prompt", "messages", "system", "model", ENDPOINT_FIELD)
+_ENDPOINTS = ", ".join(e.value for e in Endpoint)
+# What a short form of each endpoint gives its prompt as.
+_PROMPT_FIELDS = {
+    Endpoint.CHAT: '"prompt" or "messages"',
+    Endpoint.RESPONSES: '"prompt", "messages" or "input"',
+    Endpoint.EMBEDDINGS: '"prompt" or "input"',
+    Endpoint.COMPLETIONS: '"prompt"',
+    Endpoint.MODERATIONS: '"prompt" or "input"',
+}
 
 
-@functools.cache
 def chat_parameters() -> frozenset[str]:
-    """Every chat-completions request parameter, as the installed OpenAI SDK declares them.
-
-    Taken from the SDK's own request types, so a parameter the API adds arrives with an SDK
-    upgrade instead of a hand-kept list; computed once, on first use (not at import: cold start).
-    """
-    from openai.types.chat.completion_create_params import (
-        CompletionCreateParamsNonStreaming,
-        CompletionCreateParamsStreaming,
-    )
-
-    names: set[str] = set()
-    for params in (CompletionCreateParamsNonStreaming, CompletionCreateParamsStreaming):
-        names |= params.__required_keys__ | params.__optional_keys__
-    return frozenset(names)
+    """Every chat-completions request parameter, as the installed OpenAI SDK declares them."""
+    return parameters(Endpoint.CHAT)
 
 
 class _BatchLine(BaseModel):
@@ -56,13 +52,13 @@ class _BatchLine(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     custom_id: object = None
-    method: Literal["POST"] = "POST"
-    url: Literal["/v1/chat/completions", "/chat/completions"]
+    method: object = "POST"
+    url: object
     body: dict[str, Any]
 
 
 class _ShortLine(BaseModel):
-    """The short form: a prompt or messages, plus chat-completions parameters (checked by name apart)."""
+    """The short form: a prompt or messages, plus its endpoint's parameters (checked by name apart)."""
 
     model_config = ConfigDict(extra="allow")
     custom_id: object = None
@@ -70,6 +66,7 @@ class _ShortLine(BaseModel):
     messages: list[dict[str, Any]] | None = None
     system: str | None = None
     model: str | None = None
+    endpoint: str | None = None
 
     @field_validator("prompt", "model")
     @classmethod
@@ -78,11 +75,9 @@ class _ShortLine(BaseModel):
             raise ValueError("is empty")
         return value
 
-    @model_validator(mode="after")
-    def _one_of_prompt_or_messages(self) -> _ShortLine:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError('give exactly one of "prompt" or "messages"')
-        return self
+
+def endpoint_problem(url: object, what: str) -> str:
+    return f"{what} {shown(str(url), 80)!r} is not an endpoint promptdrop sends; use one of {_ENDPOINTS}"
 
 
 def custom_id_or_default(given: object, default_id: str) -> tuple[str, str | None]:
@@ -100,17 +95,9 @@ def custom_id_or_default(given: object, default_id: str) -> tuple[str, str | Non
     return (default_id, problem) if problem else (custom_id, None)
 
 
-def _estimate_cost(body: dict[str, Any], text_len: int) -> int:
-    # ~4 characters a token for English text, plus a few tokens of framing per message: no
-    # tokenizer download at run time. Corrected with the real usage once the call returns.
-    completion = body.get("max_completion_tokens") or body.get("max_tokens") or _DEFAULT_COMPLETION_ESTIMATE
-    n = body.get("n") or 1
-    completion_budget = completion * n if isinstance(completion, int) and isinstance(n, int) else 0
-    return min(_MAX_COST, text_len // 4 + 4 * len(body.get("messages") or ()) + max(0, completion_budget))
-
-
 def _finish(
     body: dict[str, Any],
+    endpoint: Endpoint,
     *,
     line: int,
     custom_id: str,
@@ -118,12 +105,22 @@ def _finish(
     text_len: int,
     columns: tuple[tuple[str, str], ...],
 ) -> Parsed:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return LineError(line, custom_id, 'the request body needs a non-empty "messages" list')
+    needed = required_field(endpoint)
+    if endpoint is Endpoint.CHAT:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return LineError(line, custom_id, 'the request body needs a non-empty "messages" list')
+    elif needed is not None and needed not in body:
+        return LineError(line, custom_id, f'the request body needs "{needed}" ({endpoint.value})')
     if body.get("stream"):
         return LineError(line, custom_id, '"stream": true is not supported in a batch; remove it')
-    body.setdefault("model", default_model)
+    model = body.setdefault("model", endpoint_model(endpoint, default_model))
+    schema = schema_of(endpoint, body)
+    if schema is not None:
+        try:
+            check_schema(schema)  # compiled once per distinct schema, here rather than at the first answer
+        except SchemaError as exc:
+            return LineError(line, custom_id, str(exc))
     try:
         encoded = _ENCODER.encode(body).encode()
     except UnicodeEncodeError as exc:
@@ -142,25 +139,65 @@ def _finish(
             custom_id,
             f"the request is {len(encoded):,} bytes; the limit is {MAX_REQUEST_BYTES:,} (1 MiB) a request",
         )
-    model = body["model"]
+    cost = estimate_cost(endpoint, body, text_len)
     return Request(
         line,
         custom_id,
         encoded,
-        _estimate_cost(body, text_len),
+        cost,
         columns=columns,
-        model=model if isinstance(model, str) else "",  # the engine paces by it: no second decode
+        model=model if isinstance(model, str) else "",
+        endpoint=endpoint,
+        output_schema=schema,
     )
 
 
-def _unknown_parameters(names: list[str]) -> str:
-    accepted = ", ".join(sorted(chat_parameters() - {"messages", "model"}))
+def _unknown_parameters(names: list[str], endpoint: Endpoint) -> str:
+    own = {"messages", "model", "input", "prompt", "instructions"}
+    accepted = ", ".join(sorted(parameters(endpoint) - own))
     quoted = ", ".join(f'"{shown(name, 60)}"' for name in names[:5]) + (", …" if len(names) > 5 else "")
     what = "parameter" if len(names) == 1 else "parameters"
     return (
-        f"unknown {what} {quoted}: not sent, the API refuses what is not a chat-completions parameter. "
+        f"unknown {what} {quoted}: not sent, the API refuses what is not a {endpoint.value} parameter. "
         f"A line takes {', '.join(SHORT_FORM_FIELDS)} and the parameters {accepted}"
     )
+
+
+def _batch_line(obj: dict[str, Any], line: int, custom_id: str) -> tuple[dict[str, Any], Endpoint] | LineError:
+    batch = _BatchLine.model_validate(obj)
+    if batch.method != "POST":
+        return LineError(line, custom_id, f"method {shown(str(batch.method), 40)!r}: a Batch API line is a POST")
+    endpoint = Endpoint.of(batch.url)
+    if endpoint is None:
+        return LineError(line, custom_id, endpoint_problem(batch.url, "url"))
+    return batch.body, endpoint
+
+
+def _short_line(
+    obj: dict[str, Any], line: int, custom_id: str, default_endpoint: Endpoint
+) -> tuple[dict[str, Any], Endpoint] | LineError:
+    short = _ShortLine.model_validate(obj)
+    endpoint = default_endpoint if short.endpoint is None else Endpoint.of(short.endpoint)
+    if endpoint is None:
+        return LineError(line, custom_id, endpoint_problem(short.endpoint, ENDPOINT_FIELD))
+    body = dict(short.model_extra or {})
+    known = parameters(endpoint)
+    unknown = [name for name in body if name not in known]
+    if unknown:
+        return LineError(line, custom_id, _unknown_parameters(unknown, endpoint))
+    # Responses, embeddings and moderations may take their own "input" (a list, say) instead of a prompt.
+    direct = endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS) and "input" in body
+    given = [name for name, value in (("prompt", short.prompt), ("messages", short.messages)) if value is not None]
+    if len(given) + direct != 1:
+        return LineError(line, custom_id, f"line: give exactly one of {_PROMPT_FIELDS[endpoint]}")
+    if not direct or short.system is not None:
+        fields, problem = short_form_body(endpoint, short.prompt, short.messages, short.system)
+        if problem is not None:
+            return LineError(line, custom_id, problem)
+        body.update({k: v for k, v in fields.items() if not (direct and k == "input")})
+    if short.model is not None:
+        body["model"] = short.model
+    return body, endpoint
 
 
 def request_from_object(
@@ -171,8 +208,12 @@ def request_from_object(
     default_model: str,
     text_len: int,
     columns: tuple[tuple[str, str], ...] = (),
+    default_endpoint: Endpoint = Endpoint.CHAT,
 ) -> Parsed:
-    """Validate one decoded request object (either line shape) into a :class:`Request`."""
+    """Validate one decoded request object (either line shape) into a :class:`Request`.
+
+    ``default_endpoint`` is a short form's when it names none (the file's); a Batch API line names its own.
+    """
     if not isinstance(obj, dict):
         return LineError(line, default_id, f"expected a JSON object, got {json_type(obj)}")
     custom_id, problem = custom_id_or_default(obj.get("custom_id"), default_id)
@@ -180,26 +221,18 @@ def request_from_object(
         return LineError(line, custom_id, problem)
     try:
         if "body" in obj or "url" in obj:
-            body = _BatchLine.model_validate(obj).body
+            shaped = _batch_line(obj, line, custom_id)
         else:
-            short = _ShortLine.model_validate(obj)
-            body = dict(short.model_extra or {})
-            parameters = chat_parameters()
-            unknown = [name for name in body if name not in parameters]
-            if unknown:
-                return LineError(line, custom_id, _unknown_parameters(unknown))
-            messages = short.messages if short.messages is not None else [{"role": "user", "content": short.prompt}]
-            if short.system is not None:
-                messages = [{"role": "system", "content": short.system}, *messages]
-            body["messages"] = messages
-            if short.model is not None:
-                body["model"] = short.model
+            shaped = _short_line(obj, line, custom_id, default_endpoint)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(shown(str(p), 60) for p in first["loc"]) or "line"
         # Our own validators' messages without pydantic's "Value error, " prefix.
         cause = first.get("ctx", {}).get("error") if first["type"] == "value_error" else None
         return LineError(line, custom_id, f"{where}: {cause or first['msg']}")
+    if isinstance(shaped, LineError):
+        return shaped
+    body, endpoint = shaped
     return _finish(
-        body, line=line, custom_id=custom_id, default_model=default_model, text_len=text_len, columns=columns
+        body, endpoint, line=line, custom_id=custom_id, default_model=default_model, text_len=text_len, columns=columns
     )

@@ -17,6 +17,7 @@ from ..adapters.queues import MessageSender
 from ..adapters.request_log import ITEM_RESPONSE_MAX_BYTES
 from ..adapters.s3 import ObjectStore
 from ..background import every
+from ..engine.answers import finish_reason, usage_of
 from ..engine.dispatch import Outcome
 from ..engine.errors import ErrorInfo
 from ..engine.request import Request
@@ -181,8 +182,7 @@ def _too_large(text: str) -> bool:
 
 def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
     body = outcome.response or {}
-    usage = body.get("usage") or {}
-    choices = body.get("choices") or [{}]
+    input_tokens, output_tokens = usage_of(body)  # each endpoint's usage shape
     return RequestRecord(
         custom_id=request.custom_id,
         line=request.line,
@@ -192,9 +192,9 @@ def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
         latency_ms=outcome.latency_ms,
         status_code=outcome.status_code,
         request_id=outcome.request_id,
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        finish_reason=choices[0].get("finish_reason"),
+        prompt_tokens=input_tokens,
+        completion_tokens=output_tokens,
+        finish_reason=finish_reason(body),
         response=dumps(body),
     )
 

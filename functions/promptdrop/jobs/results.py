@@ -14,6 +14,7 @@ from typing import Any
 from ..adapters.bus import EventPublisher
 from ..adapters.journal import Journal
 from ..adapters.s3 import ObjectStore
+from ..engine.answers import answer_text
 from ..engine.dispatch import DispatchReport
 from ..outputs import OrderedSpool, estimate_cost_usd, output_line
 from ..records import JobRecord, JobStatus, RequestRecord
@@ -150,7 +151,7 @@ def _summary(
 
 def _answer_text(response_json: str) -> str | None:
     try:
-        content = json.loads(response_json)["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError):
+        body = json.loads(response_json)
+    except ValueError:
         return None
-    return content if isinstance(content, str) else None
+    return answer_text(body) if isinstance(body, dict) else None

@@ -6,11 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 from ..adapters.s3 import ObjectChanged, ObjectInfo, ObjectStore
-from ..formats import CSV_TEMPLATE_METADATA, FileRejected
+from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected
 from ..messages import UnitMessage
 from ..records import FailureCode
 
-__all__ = ["read", "rejected_if_changed", "suffix", "template_of"]
+__all__ = ["endpoint_of", "read", "rejected_if_changed", "suffix", "template_of"]
 
 
 def suffix(key: str) -> str:
@@ -45,3 +45,9 @@ async def template_of(store: ObjectStore, unit: UnitMessage) -> str | None:
     """A ``.csv``'s prompt template: the upload's metadata ``promptdrop-template``, if given."""
     with rejected_if_changed():
         return (await store.metadata(unit.bucket, unit.key, _info(unit))).get(CSV_TEMPLATE_METADATA)
+
+
+async def endpoint_of(store: ObjectStore, unit: UnitMessage, default: str) -> str:
+    """The file's endpoint for short-form lines: the upload's metadata ``promptdrop-endpoint``, else ``default``."""
+    with rejected_if_changed():
+        return (await store.metadata(unit.bucket, unit.key, _info(unit))).get(ENDPOINT_METADATA) or default

@@ -29,7 +29,7 @@ from .finalize import Finalizer
 from .progress import Progress
 from .recorder import Recorders
 from .result import FileRef, JobResult, RunStatus, now_iso
-from .source import read, suffix, template_of
+from .source import endpoint_of, read, suffix, template_of
 
 __all__ = ["UnitRunner"]
 
@@ -153,6 +153,7 @@ class UnitRunner:
             answered, repeats = await requests_log.finals(unit.job_id)
         kind = suffix(unit.key)
         template = await template_of(self._store, unit) if kind == ".csv" else None
+        endpoint = await endpoint_of(self._store, unit, self._settings.endpoint)
         parsed = parse_stream(
             kind,
             read(self._store, unit, start=unit.start, end=unit.end),
@@ -161,6 +162,7 @@ class UnitRunner:
             start=unit.start,
             first_line=unit.first_line,
             template=template,
+            endpoint=endpoint,
         )
         recorder = self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag, progress)
         async with progress.reporting(), recorder:

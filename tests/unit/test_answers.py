@@ -1,0 +1,172 @@
+"""Each endpoint's answer (shape, usage, finish, text) and whether a request can use it; the schema cache."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from promptdrop.engine import structured
+from promptdrop.engine.answers import (
+    AnswerCheck,
+    TextPolicy,
+    answer_text,
+    finish_reason,
+    parse_answer,
+    schema_of,
+    usage_of,
+)
+from promptdrop.engine.errors import MalformedResponse, UnusableAnswer, classify
+from promptdrop.engine.request import Endpoint, Request
+from promptdrop.engine.structured import ANY_OBJECT, SchemaError, canonical, check_schema, validate
+from promptdrop.settings import ENDPOINTS
+
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"], "additionalProperties": False}
+
+
+def chat(content: str | None, finish: str = "stop", refusal: str | None = None) -> dict[str, Any]:
+    message = {"role": "assistant", "content": content, "refusal": refusal}
+    return {
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    }
+
+
+def response(text: str | None, status: str = "completed", reason: str | None = None, more: str = "") -> dict[str, Any]:
+    part = {"type": "output_text", "text": text} if text is not None else {"type": "refusal", "refusal": "no"}
+    parts = [part, {"type": "output_text", "text": more}] if more else [part]
+    return {
+        "object": "response",
+        "status": status,
+        "incomplete_details": {"reason": reason} if reason else None,
+        "output": [{"type": "reasoning"}, {"type": "message", "content": parts}],
+        "usage": {"input_tokens": 11, "output_tokens": 5, "total_tokens": 16},
+    }
+
+
+EMBEDDINGS = {"object": "list", "data": [{"embedding": [0.1]}], "usage": {"prompt_tokens": 4, "total_tokens": 4}}
+COMPLETION = {"object": "text_completion", "choices": [{"text": "once", "finish_reason": "length"}], "usage": {}}
+MODERATION = {"id": "modr-1", "model": "omni-moderation-latest", "results": [{"flagged": False}]}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body"),
+    [
+        (Endpoint.CHAT, chat("x")),
+        (Endpoint.RESPONSES, response("x")),
+        (Endpoint.EMBEDDINGS, EMBEDDINGS),
+        (Endpoint.COMPLETIONS, COMPLETION),
+        (Endpoint.MODERATIONS, MODERATION),
+    ],
+)
+def test_each_endpoint_accepts_its_own_answer_and_no_other(endpoint: Endpoint, body: dict[str, Any]) -> None:
+    assert parse_answer(endpoint, json.dumps(body).encode(), 200) == body
+    others = [EMBEDDINGS, MODERATION] if endpoint in (Endpoint.CHAT, Endpoint.COMPLETIONS) else [chat("x")]
+    for other in others:
+        with pytest.raises(MalformedResponse):
+            parse_answer(endpoint, json.dumps(other).encode(), 200)
+    with pytest.raises(MalformedResponse, match="not JSON"):
+        parse_answer(endpoint, b"{half", 200)
+
+
+def test_a_response_must_say_it_is_one() -> None:
+    with pytest.raises(MalformedResponse, match="object is 'list'"):
+        parse_answer(Endpoint.RESPONSES, json.dumps({"object": "list", "output": []}).encode(), 200)
+
+
+def test_usage_finish_and_text_follow_each_endpoints_shape() -> None:
+    assert usage_of(chat("x")) == (7, 3)
+    assert usage_of(response("x")) == (11, 5)
+    assert usage_of(EMBEDDINGS) == (4, 0)
+    assert usage_of(MODERATION) == (0, 0)
+    assert finish_reason(chat("x", "length")) == "length"
+    assert finish_reason(response("x")) == "completed"
+    assert finish_reason(response("x", "incomplete", "max_output_tokens")) == "max_output_tokens"
+    assert finish_reason(EMBEDDINGS) is None
+    assert answer_text(chat("hello")) == "hello"
+    assert answer_text(response("hello", more="!")) == "hello!"  # every output_text part of the messages, joined
+    assert answer_text(COMPLETION) == "once"
+    assert answer_text(EMBEDDINGS) is None
+
+
+def test_the_schema_a_request_asks_for_is_read_from_its_endpoints_field() -> None:
+    chat_format = {"response_format": {"type": "json_schema", "json_schema": {"name": "r", "schema": SCHEMA}}}
+    assert schema_of(Endpoint.CHAT, chat_format) == canonical(SCHEMA)
+    assert schema_of(Endpoint.CHAT, {"response_format": {"type": "json_object"}}) == ANY_OBJECT
+    assert schema_of(Endpoint.CHAT, {"response_format": {"type": "text"}}) is None
+    responses_format = {"text": {"format": {"type": "json_schema", "name": "r", "schema": SCHEMA}}}
+    assert schema_of(Endpoint.RESPONSES, responses_format) == canonical(SCHEMA)
+    assert schema_of(Endpoint.RESPONSES, {"text": {"format": {"type": "json_object"}}}) == ANY_OBJECT
+    assert schema_of(Endpoint.EMBEDDINGS, chat_format) is None
+
+
+def request(endpoint: Endpoint = Endpoint.CHAT, schema: str | None = canonical(SCHEMA)) -> Request:
+    return Request(1, "r", b"{}", 1, endpoint=endpoint, output_schema=schema)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "code", "message"),
+    [
+        (Endpoint.CHAT, chat("```json\n{}\n```"), "invalid_output", "not valid JSON"),
+        (Endpoint.CHAT, chat('{"a": "one"}'), "invalid_output", "does not match the schema: data.a must be integer"),
+        (Endpoint.CHAT, chat('{"a": 1', "length"), "truncated", "cut off"),
+        (Endpoint.CHAT, chat(None, refusal="I can't"), "refused", "I can't"),
+        (Endpoint.CHAT, chat('{"a"', "content_filter"), "content_filtered", "content filter"),
+        (Endpoint.RESPONSES, response('{"b": 1}'), "invalid_output", "does not match"),
+        (Endpoint.RESPONSES, response('{"a"', "incomplete", "max_output_tokens"), "truncated", "cut off"),
+        (Endpoint.RESPONSES, response(None), "refused", "refused"),
+    ],
+)
+def test_a_structured_answer_the_request_cannot_use_says_why(
+    endpoint: Endpoint, body: dict[str, Any], code: str, message: str
+) -> None:
+    with pytest.raises(UnusableAnswer) as caught:
+        AnswerCheck().check(request(endpoint), body)
+    assert caught.value.code == code
+    assert message in str(caught.value)
+    info = classify(caught.value)
+    assert (info.code, info.status_code, info.body) == (code, 200, body)  # the answer is kept
+
+
+def test_a_good_structured_answer_passes_and_plain_text_follows_the_policy() -> None:
+    AnswerCheck().check(request(), chat('{"a": 1}'))
+    AnswerCheck().check(request(Endpoint.RESPONSES), response('{"a": 1}'))
+    plain = request(schema=None)
+    AnswerCheck().check(plain, chat("cut", "length"))  # accept: an answer
+    with pytest.raises(UnusableAnswer, match="cut off"):
+        AnswerCheck(TextPolicy.STRICT).check(plain, chat("cut", "length"))
+    AnswerCheck(TextPolicy.STRICT).check(request(Endpoint.EMBEDDINGS, None), EMBEDDINGS)
+
+
+def test_validators_are_compiled_once_per_distinct_schema() -> None:
+    # Given a schema written twice with its keys in another order
+    same = json.loads(json.dumps(SCHEMA))
+    reordered = dict(reversed(list(same.items())))
+    before = structured.cache_info()
+    # When its answers are validated many times
+    for _ in range(50):
+        assert validate(canonical(same), {"a": 1}) is None
+        assert validate(canonical(reordered), {"a": "x"}) == "data.a must be integer"
+    # Then it was compiled at most once
+    after = structured.cache_info()
+    assert after.misses - before.misses <= 1
+    assert after.hits - before.hits >= 99
+
+
+def test_a_schema_is_never_fetched_nor_allowed_to_fill_in_defaults() -> None:
+    with pytest.raises(SchemaError, match="only references within the schema itself"):
+        check_schema(canonical({"$ref": "http://169.254.169.254/latest"}))
+    with pytest.raises(SchemaError, match="cannot be used"):
+        check_schema(canonical({"type": "object", "maxProperties": "3"}))
+    value: dict[str, Any] = {}
+    assert validate(canonical({"type": "object", "properties": {"a": {"default": 1}}}), value) is None
+    assert value == {}  # the answer as it came
+
+
+def test_the_settings_endpoints_are_the_engines() -> None:
+    assert tuple(e.value for e in Endpoint) == ENDPOINTS
+    assert Endpoint.of("/responses") is Endpoint.RESPONSES
+    assert Endpoint.of("/v1/embeddings") is Endpoint.EMBEDDINGS
+    assert Endpoint.of("/v1/images/generations") is None
+    assert Endpoint.RESPONSES.path == "/responses"
