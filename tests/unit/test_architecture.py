@@ -22,16 +22,17 @@ ALLOWED: dict[str, set[str]] = {
     "jsonsafe": set(),
     "background": set(),
     "settings": set(),
+    "prices": set(),  # genai-prices, offline
     "messages": {"jsonsafe"},
     "adapters": BASE - {"settings"},
     "formats": {"engine", "records"},
-    "outputs": {"records"},
+    "outputs": {"records", "prices"},
     "events": {"messages"},
-    "jobs": BASE | {"engine", "adapters", "formats", "outputs"},
+    "jobs": BASE | {"engine", "adapters", "formats", "outputs", "prices"},
     "runtime": BASE | {"engine", "adapters", "jobs"},
     "handler": BASE | {"runtime", "jobs", "events"},
     # The operator's commands: an entry point like the handler (``local`` runs the handler itself).
-    "cli": BASE | {"formats", "outputs", "adapters", "jobs", "runtime", "handler"},
+    "cli": BASE | {"formats", "outputs", "prices", "adapters", "jobs", "runtime", "handler"},
 }
 
 
