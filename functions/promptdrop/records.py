@@ -105,6 +105,10 @@ class RequestRecord:
     response_s3_key: str | None = None  # set instead of `response` when it is too large for an item
     error: dict[str, Any] | None = None
     repeat_of: int | None = None  # a line reusing an earlier line's custom_id: that earlier line
+    cached_tokens: int = 0  # of the prompt tokens, those served from the prompt cache (billed lower)
+    # A .csv row, for the .out.csv: JSON text {"cells": [[name, cell], ...], "fields": [schema property, ...]}
+    columns: str | None = None
+    columns_s3_key: str | None = None  # set instead of `columns` when they are too large for an item
 
     @property
     def succeeded(self) -> bool:

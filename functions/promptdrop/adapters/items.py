@@ -122,7 +122,7 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
         "completion_tokens": {"N": str(record.completion_tokens)},
         "updated_at": {"S": now},
     }
-    for name in ("model", "request_id", "finish_reason", "response", "response_s3_key"):
+    for name in ("model", "request_id", "finish_reason", "response", "response_s3_key", "columns", "columns_s3_key"):
         value = getattr(record, name)
         if value is not None:
             item[name] = {"S": value}
@@ -130,6 +130,8 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
         value = getattr(record, name)
         if value is not None:
             item[name] = {"N": str(value)}
+    if record.cached_tokens:
+        item["cached_tokens"] = {"N": str(record.cached_tokens)}
     if record.error is not None:
         item["error"] = serialize({k: v for k, v in record.error.items() if v is not None})
     if expires_at is not None:  # epoch seconds: the table's TTL attribute
@@ -155,4 +157,7 @@ def request_from_item(item: dict[str, Any]) -> RequestRecord:
         response_s3_key=plain.get("response_s3_key"),
         error=plain.get("error"),
         repeat_of=plain.get("repeat_of"),
+        cached_tokens=plain.get("cached_tokens", 0),
+        columns=plain.get("columns"),
+        columns_s3_key=plain.get("columns_s3_key"),
     )

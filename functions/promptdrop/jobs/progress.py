@@ -40,7 +40,7 @@ class Progress:
     run: _Counts = field(default_factory=_Counts)  # this run, all of it
     cancelled: bool = False  # the job item says `promptdrop cancel` asked this job to stop
     _reported: _Counts = field(default_factory=_Counts)
-    _tokens_by_model: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
     _cost_reported: float = 0.0
 
     def tag(self, result: JobResult, report: DispatchReport | None = None) -> JobResult:
@@ -56,12 +56,12 @@ class Progress:
     def sent(self) -> None:
         self.run.sent += 1
 
-    def succeeded(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def succeeded(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
         self.run.succeeded += 1
         self.run.prompt_tokens += prompt_tokens
         self.run.completion_tokens += completion_tokens
-        p, c = self._tokens_by_model.get(model, (0, 0))
-        self._tokens_by_model[model] = (p + prompt_tokens, c + completion_tokens)
+        p, c, k = self._tokens_by_model.get(model, (0, 0, 0))
+        self._tokens_by_model[model] = (p + prompt_tokens, c + completion_tokens, k + cached_tokens)
 
     def failed(self) -> None:
         self.run.failed += 1

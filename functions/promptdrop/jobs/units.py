@@ -176,7 +176,7 @@ class UnitRunner:
                         continue  # answered already: a resumed or redelivered run
                     earlier = earlier or first_line.get(item.custom_id)
                     if earlier is not None:
-                        await recorder.repeat(item.line, item.custom_id, earlier)
+                        await recorder.repeat(item.line, item.custom_id, earlier, item.columns)
                         continue
                     first_line[item.custom_id] = item.line
                     if isinstance(item, LineError):
