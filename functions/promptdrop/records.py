@@ -21,9 +21,12 @@ class JobStatus(StrEnum):
     PARTIAL = "PARTIAL"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"  # stopped on request (`promptdrop cancel`); a redrive resumes it
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # the next request would not fit the file's budget; a redrive resumes it
 
 
-FINAL_JOB_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
+FINAL_JOB_STATES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.BUDGET_EXCEEDED}
+)
 
 
 class RequestStatus(StrEnum):
@@ -45,6 +48,9 @@ class FailureCode(StrEnum):
     INVALID_TEMPLATE = "invalid_template"
     CANCELLED = "cancelled"  # the job was stopped on request
     TOO_MANY_CONTINUATIONS = "too_many_continuations"  # a unit past PROMPTDROP_MAX_CONTINUATIONS
+    BUDGET_EXCEEDED = "budget_exceeded"  # the file's budget (dollars, tokens or requests) is spent
+    UNKNOWN_PRICE = "unknown_price"  # a budget in dollars, and a model without a known price
+    INVALID_BUDGET = "invalid_budget"  # a budget in the upload's metadata that is not a number
 
 
 @dataclass(slots=True)
@@ -75,6 +81,17 @@ class JobRecord:
     cancel_requested_at: str | None = None  # set by `promptdrop cancel`; cleared by a redrive
     published: str | None = None  # the outcome the last completion event announced
     cancel_reported: str | None = None  # when the cancelled job's dead letter was sent (once a job)
+    # The cost guard: limits set on the job itself (`promptdrop budget`), above the upload's and the
+    # environment's; and when its budget_exceeded dead letter was sent (once a job).
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    max_requests: int | None = None
+    budget_reported: str | None = None
+    # Live progress, added by every running unit (read back, never put whole: see the codec).
+    progress_sent: int = 0
+    progress_prompt_tokens: int = 0
+    progress_completion_tokens: int = 0
+    progress_cost_usd: float = 0.0
 
     @property
     def all_units_done(self) -> bool:

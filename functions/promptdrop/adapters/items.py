@@ -46,6 +46,7 @@ REQUEST_PREFIXES = (_REQ, _DUP)
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 _JOB_FIELDS = {f.name for f in fields(JobRecord)} - {"job_id"}
+_ADDED = {"changes", "units_done", *(name for name in _JOB_FIELDS if name.startswith("progress_"))}
 
 
 def serialize(value: Any) -> dict[str, Any]:
@@ -98,7 +99,7 @@ def job_to_item(job: JobRecord) -> dict[str, Any]:
     attrs: dict[str, Any] = {"pk": job_pk(job.job_id), "sk": JOB_SK, "jobs_pk": JOBS_INDEX_PK}
     for name in _JOB_FIELDS:
         value = getattr(job, name)
-        if value is not None and name not in ("changes", "units_done"):  # counters: ADDed, never put
+        if value is not None and name not in _ADDED:  # counters: ADDed, never put
             attrs[name] = str(value) if isinstance(value, JobStatus) else value
     return {k: serialize(v) for k, v in attrs.items()}
 

@@ -42,8 +42,10 @@ class _Tally:
         self.tokens_by_model[model] = (p + record.prompt_tokens, c + record.completion_tokens, k + record.cached_tokens)
 
     def status(self, job: JobRecord, report: DispatchReport | None) -> JobStatus:
-        if not job.all_units_done:  # written early: stopped by a cancel, a fatal error or the hop bound
-            return JobStatus.CANCELLED if job.cancel_requested_at is not None else JobStatus.FAILED
+        if not job.all_units_done:  # written early: a cancel, a spent budget, a fatal error or the hop bound
+            if job.cancel_requested_at is not None:
+                return JobStatus.CANCELLED
+            return JobStatus.BUDGET_EXCEEDED if job.budget_reported is not None else JobStatus.FAILED
         if report is not None and report.fatal is not None:
             return JobStatus.FAILED
         if self.failed == 0:
@@ -57,6 +59,7 @@ DETAIL_TYPES = {
     JobStatus.PARTIAL: "Job Partial",
     JobStatus.FAILED: "Job Failed",
     JobStatus.CANCELLED: "Job Cancelled",
+    JobStatus.BUDGET_EXCEEDED: "Job Budget Exceeded",
 }
 
 

@@ -10,7 +10,7 @@ from ..formats import CSV_TEMPLATE_METADATA, FileRejected
 from ..messages import UnitMessage
 from ..records import FailureCode
 
-__all__ = ["read", "rejected_if_changed", "suffix", "template_of"]
+__all__ = ["header_of", "read", "rejected_if_changed", "suffix", "template_of"]
 
 
 def suffix(key: str) -> str:
@@ -41,7 +41,12 @@ async def read(
             yield chunk
 
 
+async def header_of(store: ObjectStore, unit: UnitMessage) -> dict[str, str]:
+    """The upload's job header: its user metadata (a ``.csv``'s template, the file's budget)."""
+    with rejected_if_changed():
+        return await store.metadata(unit.bucket, unit.key, _info(unit))
+
+
 async def template_of(store: ObjectStore, unit: UnitMessage) -> str | None:
     """A ``.csv``'s prompt template: the upload's metadata ``promptdrop-template``, if given."""
-    with rejected_if_changed():
-        return (await store.metadata(unit.bucket, unit.key, _info(unit))).get(CSV_TEMPLATE_METADATA)
+    return (await header_of(store, unit)).get(CSV_TEMPLATE_METADATA)
