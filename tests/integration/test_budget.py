@@ -150,3 +150,30 @@ def test_a_budget_that_is_not_a_number_fails_the_file(pipeline: Pipeline) -> Non
     (letter,) = p.dlq()
     assert letter["error"]["code"] == "invalid_budget"
     assert p.prompts_seen() == 0
+
+
+def test_a_sharded_file_shares_its_budget_across_shards(cli_env: Pipeline) -> None:
+    # Given a .jsonl split into shards, with at most 20 requests for the whole file
+    p = cli_env
+    p.configure(PROMPTDROP_SHARD_BYTES="1024")
+    prompts = [f"sharded prompt {i:03}" for i in range(150)]
+    key = "inputs/sharded-budget.jsonl"
+    put(p, key, lines(prompts), **{"promptdrop-max-requests": "20"})
+
+    p.drain()
+
+    # Then the shards together sent 20 (each learns the others' count from the job item), one dead letter
+    summary = p.summary(key)
+    assert summary["units"] >= 4
+    assert (summary["status"], summary["counts"]["succeeded"]) == ("BUDGET_EXCEEDED", 20)
+    assert p.prompts_seen() == 20
+    letters = [m for m in p.dlq_peek() if m["kind"] == "file_failure"]
+    assert [m["error"]["code"] for m in letters] == ["budget_exceeded"]
+
+    # When the cap is lifted and the job redriven, the other 130 are sent, once each
+    assert main(["budget", summary["job_id"], "--max-requests", "1000"]) == 0
+    assert redrive(p.sqs, dlq_url=p.stack.dlq_url, work_queue_url=p.stack.work_queue_url) == {"file_failure": 1}
+    p.drain()
+    summary = p.summary(key)
+    assert (summary["status"], summary["counts"]["succeeded"]) == ("SUCCEEDED", 150)
+    assert all(p.times_seen(q) == 1 for q in prompts)

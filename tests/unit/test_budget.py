@@ -102,6 +102,8 @@ def test_limits_come_from_the_job_then_the_upload_then_the_environment() -> None
     raised = JobRecord("j", "b", "k", "e", budget_usd=10.0, max_requests=100)
     assert limits_of(env, metadata, raised) == Limits(usd=10.0, tokens=500, requests=100)
     assert limits_of(settings(), {}, None) == Limits()
+    # "none" in the metadata lifts the environment's limit for that upload
+    assert limits_of(env, {"promptdrop-budget-usd": "None"}, None) == Limits(usd=None, tokens=500, requests=9)
 
 
 @pytest.mark.parametrize(

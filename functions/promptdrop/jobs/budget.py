@@ -35,6 +35,8 @@ BUDGET_METADATA = {
     "requests": "promptdrop-max-requests",
 }
 _OUTPUT_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+NO_LIMIT = "none"  # a metadata value lifting the environment's limit for one upload
+_UNLIMITED = float("inf")
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +54,8 @@ def _number(metadata: Mapping[str, str], name: str, kind: type[int] | type[float
     raw = metadata.get(BUDGET_METADATA[name])
     if raw is None or not raw.strip():
         return None
+    if raw.strip().lower() == NO_LIMIT:
+        return _UNLIMITED  # this upload has no such limit, whatever the environment's default
     try:
         value = kind(raw.strip())
     except ValueError:
@@ -60,8 +64,8 @@ def _number(metadata: Mapping[str, str], name: str, kind: type[int] | type[float
         what = "a whole number" if kind is int else "a number"
         raise FileRejected(
             FailureCode.INVALID_BUDGET,
-            f"the upload's metadata {BUDGET_METADATA[name]}={raw[:40]!r} is not {what} above 0; upload it again "
-            "with a valid value (or none)",
+            f"the upload's metadata {BUDGET_METADATA[name]}={raw[:40]!r} is not {what} above 0 (nor {NO_LIMIT!r}); "
+            "upload it again with a valid value",
         )
     return value
 
@@ -79,7 +83,8 @@ def limits_of(settings: Settings, metadata: Mapping[str, str], job: JobRecord | 
 
 
 def _first(*values: float | int | None) -> float | None:
-    return next((float(v) for v in values if v is not None), None)
+    found = next((float(v) for v in values if v is not None), None)
+    return None if found == _UNLIMITED else found
 
 
 def _int(value: float | None) -> int | None:
@@ -172,5 +177,6 @@ def check_prices(models: set[str], limits: Limits) -> None:
         raise FileRejected(
             FailureCode.UNKNOWN_PRICE,
             f"the budget is in dollars (${limits.usd:g}) but no price is known for the model(s) {unknown}: "
-            "nothing was sent. Use a budget in tokens (promptdrop-budget-tokens) for them, or a model with a price",
+            "nothing was sent. Upload it again with a budget in tokens instead (metadata "
+            "promptdrop-budget-usd=none, promptdrop-budget-tokens=N), or name a model with a price",
         )

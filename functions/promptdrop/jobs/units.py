@@ -157,9 +157,9 @@ class UnitRunner:
         guard.done_before = len(answered) + len(repeats)
         header = await header_of(self._store, unit)
         guard.limits = limits_of(self._settings, header, await self._journal.get_job(unit.job_id))
-        parsed = parse_unit(self._store, unit, self._settings.model, header)
         if guard.limits.usd is not None:  # every model's price, before anything is sent
             check_prices(await models_in(parse_unit(self._store, unit, self._settings.model, header)), guard.limits)
+        parsed = parse_unit(self._store, unit, self._settings.model, header)
         recorder = self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag, progress)
         async with progress.reporting(), recorder:
 
