@@ -14,7 +14,7 @@ __all__ = ["FINAL_JOB_STATES", "FailureCode", "JobRecord", "JobStatus", "Request
 
 
 class JobStatus(StrEnum):
-    """The job item's ``status``: RUNNING until the outputs are written, then one of the final three."""
+    """The job item's ``status``: RUNNING until the outputs are written, then a final one (FINAL_JOB_STATES)."""
 
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
