@@ -179,7 +179,7 @@ class UnitRunner:
                     first_line[item.custom_id] = item.line
                     if isinstance(item, LineError):
                         await recorder.line_error(item)
-                    elif not guard.admit(item, progress.spent()):
+                    elif guard.limits.active and not guard.admit(item, progress.spent()):
                         # Stop sending (those in flight finish); count what is left for the dead letter.
                         guard.left = 1 + await count_left(parsed, answered, repeats)
                         return
