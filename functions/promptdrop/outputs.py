@@ -12,35 +12,10 @@ from array import array
 from collections.abc import Iterator
 from typing import IO, Any
 
+from .prices import estimate_cost_usd  # re-exported: the summary's and the CLI's estimate
 from .records import RequestRecord
 
-__all__ = ["PRICES_PER_MTOK", "OrderedSpool", "estimate_cost_usd", "output_line"]
-
-# USD per million (input, output) tokens, for the summary's estimate only. Unknown models: no estimate.
-PRICES_PER_MTOK: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1": (2.00, 8.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "o4-mini": (1.10, 4.40),
-    "o3": (2.00, 8.00),
-    "gpt-5": (1.25, 10.00),
-    "gpt-5-mini": (0.25, 2.00),
-    "gpt-5-nano": (0.05, 0.40),
-}
-
-
-def estimate_cost_usd(tokens_by_model: dict[str, tuple[int, int]]) -> float | None:
-    total = 0.0
-    for model, (prompt, completion) in tokens_by_model.items():
-        price = PRICES_PER_MTOK.get(model) or next(
-            (p for name, p in PRICES_PER_MTOK.items() if model.startswith(name + "-")), None
-        )
-        if price is None:
-            return None
-        total += (prompt * price[0] + completion * price[1]) / 1_000_000
-    return round(total, 6)
+__all__ = ["OrderedSpool", "estimate_cost_usd", "output_line"]
 
 
 def output_line(job_id: str, record: RequestRecord, response_json: str | None) -> bytes:

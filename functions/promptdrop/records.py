@@ -14,16 +14,19 @@ __all__ = ["FINAL_JOB_STATES", "FailureCode", "JobRecord", "JobStatus", "Request
 
 
 class JobStatus(StrEnum):
-    """The job item's ``status``: RUNNING until the outputs are written, then one of the final three."""
+    """The job item's ``status``: RUNNING until the outputs are written, then a final one (FINAL_JOB_STATES)."""
 
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     PARTIAL = "PARTIAL"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"  # stopped on request (`promptdrop cancel`); a redrive resumes it
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # the next request would not fit the file's budget; a redrive resumes it
 
 
-FINAL_JOB_STATES = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED})
+FINAL_JOB_STATES = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.BUDGET_EXCEEDED}
+)
 
 
 class RequestStatus(StrEnum):
@@ -45,6 +48,9 @@ class FailureCode(StrEnum):
     INVALID_TEMPLATE = "invalid_template"
     CANCELLED = "cancelled"  # the job was stopped on request
     TOO_MANY_CONTINUATIONS = "too_many_continuations"  # a unit past PROMPTDROP_MAX_CONTINUATIONS
+    BUDGET_EXCEEDED = "budget_exceeded"  # the file's budget (dollars, tokens or requests) is spent
+    UNKNOWN_PRICE = "unknown_price"  # a budget in dollars, and a model without a known price
+    INVALID_BUDGET = "invalid_budget"  # a budget in the upload's metadata that is not a number
 
 
 @dataclass(slots=True)
@@ -75,6 +81,17 @@ class JobRecord:
     cancel_requested_at: str | None = None  # set by `promptdrop cancel`; cleared by a redrive
     published: str | None = None  # the outcome the last completion event announced
     cancel_reported: str | None = None  # when the cancelled job's dead letter was sent (once a job)
+    # The cost guard: limits set on the job itself (`promptdrop budget`), above the upload's and the
+    # environment's; and when its budget_exceeded dead letter was sent (once a job).
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    max_requests: int | None = None
+    budget_reported: str | None = None
+    # Live progress, added by every running unit (read back, never put whole: see the codec).
+    progress_sent: int = 0
+    progress_prompt_tokens: int = 0
+    progress_completion_tokens: int = 0
+    progress_cost_usd: float = 0.0
 
     @property
     def all_units_done(self) -> bool:
@@ -105,6 +122,10 @@ class RequestRecord:
     response_s3_key: str | None = None  # set instead of `response` when it is too large for an item
     error: dict[str, Any] | None = None
     repeat_of: int | None = None  # a line reusing an earlier line's custom_id: that earlier line
+    cached_tokens: int = 0  # of the prompt tokens, those served from the prompt cache (billed lower)
+    # A .csv row, for the .out.csv: JSON text {"cells": [[name, cell], ...], "fields": [schema property, ...]}
+    columns: str | None = None
+    columns_s3_key: str | None = None  # set instead of `columns` when they are too large for an item
 
     @property
     def succeeded(self) -> bool:

@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     text_policy: Literal["accept", "strict"] = Field(
         default="accept", description="A plain-text answer cut off or filtered: an answer (accept) or a failure."
     )
+    budget_usd: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="A file's budget in USD (unset: no limit)."
+    )
+    budget_tokens: int | None = Field(default=None, ge=1, description="A file's budget in tokens (unset: no limit).")
+    max_requests: int | None = Field(default=None, ge=1, description="Requests one file may send (unset: no limit).")
     lease_s: float = Field(
         default=120.0,
         gt=0,
@@ -97,7 +102,18 @@ class Settings(BaseSettings):
         description="How long a crashed run keeps others off its file (renewed while alive).",
     )
 
-    @field_validator("output_bucket", "work_queue_url", "openai_secret_arn", "event_bus", "rpm", "tpm", mode="before")
+    @field_validator(
+        "output_bucket",
+        "work_queue_url",
+        "openai_secret_arn",
+        "event_bus",
+        "rpm",
+        "tpm",
+        "budget_usd",
+        "budget_tokens",
+        "max_requests",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation cannot omit a variable conditionally without ceremony; "" and "0" mean unset.

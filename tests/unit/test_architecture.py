@@ -22,18 +22,19 @@ ALLOWED: dict[str, set[str]] = {
     "jsonsafe": set(),
     "background": set(),
     "settings": set(),
+    "prices": set(),  # genai-prices, offline
     "messages": {"jsonsafe"},
     # engine.budget: the plain records and protocol of the fleet's shared budget, which the
     # DynamoDB adapter implements — no OpenAI in it (the rest of the engine stays out of reach).
     "adapters": (BASE - {"settings"}) | {"engine.budget"},
     "formats": {"engine", "records"},
-    "outputs": {"records"},
+    "outputs": {"records", "prices"},
     "events": {"messages"},
-    "jobs": BASE | {"engine", "adapters", "formats", "outputs"},
+    "jobs": BASE | {"engine", "adapters", "formats", "outputs", "prices"},
     "runtime": BASE | {"engine", "adapters", "jobs"},
     "handler": BASE | {"runtime", "jobs", "events"},
     # The operator's commands: an entry point like the handler (``local`` runs the handler itself).
-    "cli": BASE | {"formats", "outputs", "adapters", "jobs", "runtime", "handler"},
+    "cli": BASE | {"formats", "outputs", "prices", "adapters", "jobs", "runtime", "handler"},
 }
 
 

@@ -139,6 +139,18 @@ def test_a_missing_file_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
     assert (code, err) == (2, f"promptdrop estimate: {tmp_path / 'nope.jsonl'}: no such file\n")
 
 
+def test_budget_needs_a_limit_and_refuses_one_that_is_not_above_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "budget", "0123456789abcdef0123456789abcdef")
+    assert (code, err) == (
+        2,
+        "promptdrop budget: say which limit to set: --usd N, --tokens N and/or --max-requests N\n",
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(["budget", "0123456789abcdef0123456789abcdef", "--usd", "-1"])
+    assert exited.value.code == 2
+    assert "a limit must be above 0" in capsys.readouterr().err
+
+
 # -- views -----------------------------------------------------------------------------------------
 
 

@@ -38,7 +38,7 @@ async def test_a_csv_with_nothing_usable_fails_whole_before_anything_is_sent(
     assert (info.value.code, message in info.value.message) == (code, True), info.value.message
 
 
-async def test_csv_sends_request_columns_and_carries_the_others() -> None:
+async def test_csv_sends_request_columns_only_and_carries_the_whole_row() -> None:
     data = (
         b"custom_id,prompt,region,temperature,notes,messages,model,empty_param\nr1,hi,EU,0.2,call back,ignored,gpt-x,\n"
     )
@@ -46,14 +46,24 @@ async def test_csv_sends_request_columns_and_carries_the_others() -> None:
     assert isinstance(item, Request)
     sent = {"temperature": 0.2, "model": "gpt-x", "messages": [{"role": "user", "content": "hi"}]}
     assert json.loads(item.body) == sent
-    assert item.columns == (("region", "EU"), ("notes", "call back"), ("messages", "ignored"), ("empty_param", ""))
+    # the whole row rides along, for the .out.csv: every column in file order, sent or not
+    assert item.columns == (
+        ("custom_id", "r1"),
+        ("prompt", "hi"),
+        ("region", "EU"),
+        ("temperature", "0.2"),
+        ("notes", "call back"),
+        ("messages", "ignored"),
+        ("model", "gpt-x"),
+        ("empty_param", ""),
+    )
 
 
 async def test_csv_with_a_template_carries_a_prompt_column_it_does_not_use() -> None:
     (item,) = await parse(b"city,prompt,seed\nOslo,unused,7\n", template="Visit {city}")
     assert isinstance(item, Request)
     assert json.loads(item.body) == {"seed": 7, "messages": [{"role": "user", "content": "Visit Oslo"}], "model": "m"}
-    assert item.columns == (("prompt", "unused"),)
+    assert item.columns == (("city", "Oslo"), ("prompt", "unused"), ("seed", "7"))
 
 
 @pytest.mark.parametrize(
@@ -72,6 +82,8 @@ async def test_a_bad_csv_row_fails_alone(row: bytes, message: str, custom_id: st
     assert isinstance(error, LineError)
     assert (error.line, error.custom_id) == (2, custom_id)
     assert message in error.message
+    # a failing row keeps its cells (one per header column) for the .out.csv
+    assert [name for name, _ in error.columns] == ["prompt", "custom_id"]
 
 
 async def test_csv_cells_past_pythons_default_field_limit_are_read() -> None:

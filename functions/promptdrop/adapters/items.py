@@ -47,6 +47,7 @@ REQUEST_PREFIXES = (_REQ, _DUP)
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 _JOB_FIELDS = {f.name for f in fields(JobRecord)} - {"job_id"}
+_ADDED = {"changes", "units_done", *(name for name in _JOB_FIELDS if name.startswith("progress_"))}
 
 
 def serialize(value: Any) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def job_to_item(job: JobRecord) -> dict[str, Any]:
     attrs: dict[str, Any] = {"pk": job_pk(job.job_id), "sk": JOB_SK, "jobs_pk": JOBS_INDEX_PK}
     for name in _JOB_FIELDS:
         value = getattr(job, name)
-        if value is not None and name not in ("changes", "units_done"):  # counters: ADDed, never put
+        if value is not None and name not in _ADDED:  # counters: ADDed, never put
             attrs[name] = str(value) if isinstance(value, JobStatus) else value
     return {k: serialize(v) for k, v in attrs.items()}
 
@@ -124,7 +125,7 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
         "completion_tokens": {"N": str(record.completion_tokens)},
         "updated_at": {"S": now},
     }
-    for name in ("model", "request_id", "finish_reason", "response", "response_s3_key"):
+    for name in ("model", "request_id", "finish_reason", "response", "response_s3_key", "columns", "columns_s3_key"):
         value = getattr(record, name)
         if value is not None:
             item[name] = {"S": value}
@@ -132,6 +133,8 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
         value = getattr(record, name)
         if value is not None:
             item[name] = {"N": str(value)}
+    if record.cached_tokens:
+        item["cached_tokens"] = {"N": str(record.cached_tokens)}
     if record.error is not None:
         item["error"] = serialize({k: v for k, v in record.error.items() if v is not None})
     if expires_at is not None:  # epoch seconds: the table's TTL attribute
@@ -157,4 +160,7 @@ def request_from_item(item: dict[str, Any]) -> RequestRecord:
         response_s3_key=values.get("response_s3_key"),
         error=values.get("error"),
         repeat_of=values.get("repeat_of"),
+        cached_tokens=values.get("cached_tokens", 0),
+        columns=values.get("columns"),
+        columns_s3_key=values.get("columns_s3_key"),
     )

@@ -96,11 +96,11 @@ class Journal:
         return job_from_item(response["Attributes"])
 
     async def resume_job(self, job_id: str) -> None:
-        """A redriven file: the job runs again (a cancel request, once answered, is forgotten)."""
+        """A redriven file: the job runs again (a cancel request or a spent budget, once answered, is forgotten)."""
         await self._ddb.update_item(
             TableName=self._table,
             Key=job_key(job_id),
-            UpdateExpression="SET #s = :running REMOVE cancel_requested_at, cancel_reported",
+            UpdateExpression="SET #s = :running REMOVE cancel_requested_at, cancel_reported, budget_reported",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues={":running": {"S": str(JobStatus.RUNNING)}},
         )

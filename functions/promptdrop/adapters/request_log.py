@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..records import RequestRecord, RequestStatus
@@ -18,11 +19,20 @@ from .items import REQUEST_PREFIXES, request_from_item, request_key, request_pks
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-__all__ = ["ITEM_RESPONSE_MAX_BYTES", "RequestLog"]
+__all__ = ["ITEM_RESPONSE_MAX_BYTES", "Prior", "RequestLog"]
 
 _BATCH_WRITE_ITEMS = 25  # BatchWriteItem's limit (16 MB a call; items are under 400 KB)
 # An item is at most 400 KB; a response larger than this is stored in S3 and pointed to.
 ITEM_RESPONSE_MAX_BYTES = 300_000
+
+
+@dataclass(slots=True, frozen=True)
+class Prior:
+    """A request's item as a redrive finds it."""
+
+    succeeded: bool
+    columns: str | None = None
+    columns_s3_key: str | None = None
 
 
 class RequestLog:
@@ -96,16 +106,22 @@ class RequestLog:
             async for item in self._query(pk, REQUEST_PREFIXES[1], "#l", names)
         }
 
-    async def succeeded(self, job_id: str, custom_id: str) -> bool:
-        """Whether the request has an answer (a redrive of it then sends nothing)."""
+    async def prior(self, job_id: str, custom_id: str) -> Prior:
+        """What a redrive needs of the request's item: whether it has an answer (then nothing is
+        sent), and a .csv row's stored cells (kept on the item the redrive writes)."""
         response = await self._ddb.get_item(
             TableName=self._table,
             Key=request_key(job_id, custom_id),
             ConsistentRead=True,
-            ProjectionExpression="#s",
-            ExpressionAttributeNames={"#s": "status"},
+            ProjectionExpression="#s, #c, #p",
+            ExpressionAttributeNames={"#s": "status", "#c": "columns", "#p": "columns_s3_key"},
         )
-        return response.get("Item", {}).get("status", {}).get("S") == RequestStatus.SUCCEEDED
+        item = response.get("Item", {})
+        return Prior(
+            succeeded=item.get("status", {}).get("S") == RequestStatus.SUCCEEDED,
+            columns=item.get("columns", {}).get("S"),
+            columns_s3_key=item.get("columns_s3_key", {}).get("S"),
+        )
 
     async def _query(
         self, pk: str, prefix: str, projection: str | None = None, names: dict[str, str] | None = None

@@ -1,9 +1,9 @@
 """``promptdrop``: the operator's commands for the life of a job.
 
 ``estimate`` (offline) → ``submit [--wait]`` → ``status`` → ``results``; ``cancel`` and ``redrive``
-to stop and resume; ``local`` runs the whole stack on this machine. Every command takes ``--json``;
-resources come from flags, ``--stack NAME`` or the function's environment variables
-(:mod:`.resources`); the exit codes are :class:`.errors.ExitCode` (README, "CLI").
+to stop and resume, ``budget`` to raise a job's budget; ``local`` runs the whole stack on this
+machine. Every command takes ``--json``; resources come from flags, ``--stack NAME`` or the
+function's environment variables (:mod:`.resources`); the exit codes are :class:`.errors.ExitCode` (README, "CLI").
 
 One module per command; this one builds the parser and maps every error to a message and a code.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import cancel, dead_letters, estimate, local, results, status, submit
+from . import budget, cancel, dead_letters, estimate, local, results, status, submit
 from .dead_letters import redrive
 from .errors import CliError, ExitCode
 from .resources import Clients
@@ -26,7 +26,7 @@ __all__ = ["main", "redrive"]
 
 EPILOG = (
     "exit codes: 0 done (submit --wait: every request succeeded); 1 not all succeeded (a job PARTIAL, "
-    "FAILED or CANCELLED; lines that would fail; nothing to cancel; no outputs yet); 2 usage or setup "
+    "FAILED, CANCELLED or BUDGET_EXCEEDED; lines that would fail; nothing to cancel; no outputs yet); 2 usage or setup "
     "error; 3 still running after --timeout; 130 interrupted"
 )
 
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="machine-readable output (JSON) for scripts")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (estimate, submit, status, cancel, results, dead_letters, local):
+    for module in (estimate, submit, status, cancel, budget, results, dead_letters, local):
         module.add_parser(commands, common)
     return parser
 
@@ -54,6 +54,7 @@ def _run(args: argparse.Namespace, view: View) -> int:
         "submit": submit.run,
         "status": status.run,
         "cancel": cancel.run,
+        "budget": budget.run,
         "results": results.run,
         "redrive": dead_letters.run,
     }[args.command]

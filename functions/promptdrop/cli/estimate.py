@@ -5,7 +5,7 @@ suffix), so the lines reported as failing are the ones the function would fail, 
 (a repeated ``custom_id`` included). Tokens are estimated, not counted: ~4 characters a token of
 message text plus 4 a message (no tokenizer download). Output is the worst case: each request's
 ``max_completion_tokens``/``max_tokens`` (times ``n``); a request that sets none is counted at
-``--assume-output-tokens`` and said so. Prices: :data:`promptdrop.outputs.PRICES_PER_MTOK`.
+``--assume-output-tokens`` and said so. Prices: :mod:`promptdrop.prices` (genai-prices, offline).
 """
 
 from __future__ import annotations

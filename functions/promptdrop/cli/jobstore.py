@@ -38,7 +38,7 @@ class JobItem(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     job_id: str
-    status: str = RUNNING  # RUNNING, then SUCCEEDED, PARTIAL, FAILED, CANCELLED (or any later final state)
+    status: str = RUNNING  # RUNNING, then SUCCEEDED, PARTIAL, FAILED, CANCELLED, BUDGET_EXCEEDED (or later ones)
     bucket: str
     key: str
     etag: str | None = None
@@ -65,6 +65,9 @@ class JobItem(BaseModel):
     progress_completion_tokens: int = 0
     progress_cost_usd: float | None = None
     cancel_requested_at: str | None = None
+    budget_usd: float | None = None
+    budget_tokens: int | None = None
+    max_requests: int | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> JobItem:
@@ -228,6 +231,25 @@ class JobStore:
             job = JobItem.from_item(old)
             return (CancelOutcome.FINISHED if job.final else CancelOutcome.ALREADY_REQUESTED), job
         return CancelOutcome.REQUESTED, JobItem.from_item(new["Attributes"])
+
+    def set_budget(self, job_id: str, limits: dict[str, Any]) -> JobItem:
+        """Write limits on the job item (they win over the upload's metadata and the environment)."""
+        names = {f"#l{i}": name for i, name in enumerate(limits)}
+        values = {f":l{i}": {"N": str(value)} for i, value in enumerate(limits.values())}
+        ddb = self._aws.ddb
+        try:
+            new = ddb.update_item(
+                TableName=self._table,
+                Key=job_key(job_id),
+                UpdateExpression="SET " + ", ".join(f"#l{i} = :l{i}" for i in range(len(limits))),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
+        except ddb.exceptions.ConditionalCheckFailedException:
+            raise CliError(f"no job {job_id}") from None
+        return JobItem.from_item(new["Attributes"])
 
     def summary(self, job: JobItem) -> dict[str, Any] | None:
         """The job's ``.summary.json``, or None when it has not been written."""

@@ -47,8 +47,8 @@ class Request:
     body: bytes
     cost: int  # estimated tokens (prompt + completion budget) for the tokens/min bucket
     offset: int = 0  # byte offset of its line in the file (.jsonl): where a continuation resumes
-    # A .csv row's columns that are not part of the request, (name, cell) in file order: carried
-    # through to the outputs, never sent (the API refuses parameters it does not know).
+    # A .csv row as read, (name, cell) for every column in file order: carried through to the
+    # outputs (the .out.csv), never sent as such (only the body is sent).
     columns: tuple[tuple[str, str], ...] = ()
     # The body's "model" (rate limits are per model). The parser sets it; when empty the engine
     # reads it from the body once per request.

@@ -2,9 +2,10 @@
 
 A column is sent only when it is part of the request: the prompt (the ``prompt`` column, or the
 template's columns), ``custom_id``, ``model``, ``system``, ``endpoint`` and the parameters of the
-file's endpoint (chat completions unless its upload names another). Every
-other column is carried through on the request (``Request.columns``), never sent: the API
-answers an unknown parameter with a 400, which would fail every row of a table of data.
+file's endpoint (chat completions unless its upload names another). Every other column is never
+sent: the API answers an unknown parameter with a 400, which would fail every row of a table of
+data. The whole row — every column, sent or not — rides on the request (``Request.columns``; a
+failing row's on its ``LineError``) to the ``.out.csv``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import csv
 import io
 import string
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from ..engine.request import Endpoint
@@ -110,8 +112,8 @@ def _header(record: list[str], template: str | None) -> tuple[list[str], list[tu
 def parse_csv(
     text: str, default_model: str, template: str | None = None, endpoint: Endpoint = Endpoint.CHAT
 ) -> Iterator[Parsed]:
-    """Each row → a request: the prompt, custom_id, model, system and parameter columns are sent;
-    every other column is carried (``Request.columns``), never sent."""
+    """Each row → a request: the prompt, custom_id, model, system and parameter columns are sent,
+    no other; the whole row is carried (``Request.columns``) to the outputs."""
     _check_quoting(text)
     records = _rows(text)
     header = next(records, None)
@@ -134,39 +136,44 @@ def parse_csv(
             continue  # a row of empty cells
         produced = True
         default_id = f"line-{row_number}"
+        # The row as read, one cell per header column (a short row padded): for the .out.csv.
+        cells = tuple(zip(names, [*record[:width], *[""] * (width - len(record))], strict=True))
         if any(record[width:]):  # its cells are shifted: not even its custom_id can be trusted
             yield LineError(
                 row_number,
                 default_id,
                 f"the row has {len(record)} cells but the header {width} columns: quote a cell that holds a comma",
+                columns=cells,
             )
             continue
         row = dict(zip(names, record, strict=False))
         custom_id, _ = custom_id_or_default(row.get("custom_id") or None, default_id)
         if parts is not None:
             if not any(row.get(name) for name in used):
-                yield LineError(row_number, custom_id, f"the template's columns {sorted(used)} are all empty")
+                yield LineError(
+                    row_number, custom_id, f"the template's columns {sorted(used)} are all empty", columns=cells
+                )
                 continue
             prompt = "".join(literal + (row.get(name) or "" if name else "") for literal, name in parts)
         else:
             prompt = row.get("prompt") or ""
         if not prompt.strip():
-            yield LineError(row_number, custom_id, "empty prompt")
+            yield LineError(row_number, custom_id, "empty prompt", columns=cells)
             continue
         fields: dict[str, Any] = {
             name: cell if name in ("custom_id", "model", "system", ENDPOINT_FIELD) else _csv_value(cell)
             for name, cell in row.items()
             if name in sent and name not in prompt_columns and cell
         }
-        carried = tuple((name, row.get(name, "")) for name in names if name and name not in sent)
-        yield request_from_object(
+        item = request_from_object(
             {**fields, "prompt": prompt},
             line=row_number,
             default_id=default_id,
             default_model=default_model,
             text_len=len(prompt),
-            columns=carried,
+            columns=cells,
             default_endpoint=endpoint,
         )
+        yield replace(item, columns=cells) if isinstance(item, LineError) else item
     if not produced:
         raise FileRejected("empty", "the .csv has a header but no rows")

@@ -61,7 +61,7 @@ _DEFAULT_MODELS = {
 }
 # Output tokens assumed for the tokens/min estimate when a request sets no limit (corrected by the
 # real usage after the call); the legacy completions endpoint's own default is 16.
-_DEFAULT_OUTPUT_ESTIMATE = 256
+DEFAULT_OUTPUT_ESTIMATE = 256
 _COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 # Estimates above this are refused by any tokens/min limit anyway (request_too_large); capped so
 # that a max_tokens of 10**300 stays an integer the limiter's float arithmetic can take.
@@ -116,10 +116,10 @@ def estimate_cost(endpoint: Endpoint, body: dict[str, Any], text_len: int) -> in
     n = body.get("n") or 1
     n = n if isinstance(n, int) else 1
     if endpoint is Endpoint.CHAT:
-        most = body.get("max_completion_tokens") or body.get("max_tokens") or _DEFAULT_OUTPUT_ESTIMATE
+        most = body.get("max_completion_tokens") or body.get("max_tokens") or DEFAULT_OUTPUT_ESTIMATE
         framing = 4 * len(body.get("messages") or ())
     elif endpoint is Endpoint.RESPONSES:
-        most, framing, n = body.get("max_output_tokens") or _DEFAULT_OUTPUT_ESTIMATE, 4, 1
+        most, framing, n = body.get("max_output_tokens") or DEFAULT_OUTPUT_ESTIMATE, 4, 1
     elif endpoint is Endpoint.COMPLETIONS:
         prompt = body.get("prompt")
         prompts = len(prompt) if isinstance(prompt, list) and all(isinstance(p, str) for p in prompt) else 1

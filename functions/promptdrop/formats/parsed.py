@@ -26,6 +26,8 @@ class LineError:
     custom_id: str
     message: str
     offset: int = 0
+    # A .csv row's cells, (name, cell) for every column in file order: its line of the .out.csv.
+    columns: tuple[tuple[str, str], ...] = ()
 
 
 Parsed = Request | LineError

@@ -29,9 +29,12 @@ class Finalizer:
         self._lease_s = lease_s
 
     async def finish_if_complete(self, job_id: str, ref: FileRef, report: DispatchReport | None) -> JobResult:
-        """Write the outputs if every unit of the job is done; else this run's part is done."""
+        """Write the outputs if every unit of the job is done; else this run's part is done.
+
+        A job whose budget stopped a shard has its outputs written already, early: a shard that
+        finishes after that writes them again, so they hold its answers too."""
         job = await self._journal.get_job(job_id)
-        if job is None or not job.all_units_done:
+        if job is None or not (job.all_units_done or job.budget_reported is not None):
             return JobResult.of_run(job_id, ref, RunStatus.SHARD_DONE, report)
         return await self.finalize(job_id, ref, report)
 

@@ -39,15 +39,19 @@ def output_base(output_prefix: str, key: str) -> str:
     return f"{output_prefix}_long-keys/{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def output_keys(settings: Settings, key: str, *, text: bool) -> dict[str, str]:
+def output_keys(settings: Settings, key: str, *, suffix: str) -> dict[str, str]:
+    """The job's output files by name; ``suffix`` the input's (lower case): a ``.txt`` gets its
+    answer alone (``.out.txt``), a ``.csv`` its rows with their answers (``.out.csv``)."""
     base = output_base(settings.output_prefix, key)
     keys = {
         "results": base + ".out.jsonl",
         "errors": base + ".errors.jsonl",
         "summary": base + ".summary.json",
     }
-    if text:
+    if suffix == ".txt":
         keys["text"] = base + ".out.txt"
+    if suffix == ".csv":
+        keys["csv"] = base + ".out.csv"
     return keys
 
 

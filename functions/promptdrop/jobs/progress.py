@@ -17,6 +17,8 @@ from ..adapters.journal import Journal
 from ..background import every
 from ..engine.dispatch import DispatchReport
 from ..outputs import estimate_cost_usd
+from ..records import JobRecord
+from .budget import Spent
 from .result import JobResult, now_iso
 
 __all__ = ["REPORT_INTERVAL_S", "Progress"]
@@ -39,8 +41,9 @@ class Progress:
     job_id: str
     run: _Counts = field(default_factory=_Counts)  # this run, all of it
     cancelled: bool = False  # the job item says `promptdrop cancel` asked this job to stop
+    job: JobRecord | None = None  # the job item as the last report found it (every run's progress)
     _reported: _Counts = field(default_factory=_Counts)
-    _tokens_by_model: dict[str, tuple[int, int]] = field(default_factory=dict)
+    _tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
     _cost_reported: float = 0.0
 
     def tag(self, result: JobResult, report: DispatchReport | None = None) -> JobResult:
@@ -56,12 +59,12 @@ class Progress:
     def sent(self) -> None:
         self.run.sent += 1
 
-    def succeeded(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def succeeded(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
         self.run.succeeded += 1
         self.run.prompt_tokens += prompt_tokens
         self.run.completion_tokens += completion_tokens
-        p, c = self._tokens_by_model.get(model, (0, 0))
-        self._tokens_by_model[model] = (p + prompt_tokens, c + completion_tokens)
+        p, c, k = self._tokens_by_model.get(model, (0, 0, 0))
+        self._tokens_by_model[model] = (p + prompt_tokens, c + completion_tokens, k + cached_tokens)
 
     def failed(self) -> None:
         self.run.failed += 1
@@ -81,6 +84,21 @@ class Progress:
         self._reported = _Counts(run.sent, run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
         self._cost_reported = cost or 0.0
         self.cancelled = job.cancel_requested_at is not None
+        self.job = job
+
+    def spent(self) -> Spent:
+        """What the job has used: every other run's and shard's (as last reported) plus this run's (now)."""
+        run, last, job = self.run, self._reported, self.job
+        mine_usd = estimate_cost_usd(self._tokens_by_model) or 0.0
+        if job is None:
+            return Spent(mine_usd, run.prompt_tokens + run.completion_tokens, run.sent)
+        others_tokens = job.progress_prompt_tokens + job.progress_completion_tokens
+        others_tokens -= last.prompt_tokens + last.completion_tokens
+        return Spent(
+            usd=job.progress_cost_usd - self._cost_reported + mine_usd,
+            tokens=others_tokens + run.prompt_tokens + run.completion_tokens,
+            requests=job.progress_sent - last.sent + run.sent,
+        )
 
     @contextlib.asynccontextmanager
     async def reporting(self) -> AsyncIterator[Progress]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from dataclasses import dataclass
 
 from ..adapters.journal import Journal
@@ -25,15 +26,21 @@ from ..formats import LineError
 from ..jsonsafe import dumps
 from ..messages import PromptFailure
 from ..records import FailureCode, RequestRecord, RequestStatus
+from .answers import schema_fields
 from .planning import output_base
 from .progress import Progress
 from .result import now_iso
 
-__all__ = ["JobRef", "Recorder", "Recorders"]
+__all__ = ["COLUMNS_MAX_BYTES", "JobRef", "Recorder", "Recorders"]
+
+Columns = tuple[tuple[str, str], ...]
 
 _FLUSH_RECORDS = 25  # one BatchWriteItem call
 _FLUSH_MESSAGES = 50  # five SendMessageBatch calls
 _FLUSH_INTERVAL_S = 0.1
+# A .csv row's cells kept on its item up to this size (with an answer of up to 300,000 bytes, the
+# item stays under DynamoDB's 400 KB); larger ones go to S3, the item pointing to them.
+COLUMNS_MAX_BYTES = 65_536
 
 
 @dataclass(slots=True, frozen=True)
@@ -95,7 +102,9 @@ class Recorder:
         request = outcome.request
         if outcome.error is None and outcome.response is not None:
             record = _success_record(request, outcome)
-            self._progress.succeeded(record.model or "", record.prompt_tokens, record.completion_tokens)
+            self._progress.succeeded(
+                record.model or "", record.prompt_tokens, record.completion_tokens, record.cached_tokens
+            )
         else:
             assert outcome.error is not None
             record = _failure_record(request, outcome, outcome.error)
@@ -106,12 +115,24 @@ class Recorder:
             pointer = f"{output_base(self._job.output_prefix, self._job.key)}.responses/{request.line}.json"
             await self._store.put_bytes(self._job.out_bucket, pointer, record.response.encode(), "application/json")
             record.response, record.response_s3_key = None, pointer
+        if request.columns:
+            await self._keep_columns(record, request.columns, schema_fields(json.loads(request.body)))
         self._records.append(record)
         written = self._written
         await self._maybe_flush()
         # Hold this worker (so its slot) until the answer is on record; shielded: one waiter
         # cancelled must not cancel the write for the others.
         await asyncio.shield(written)
+
+    async def _keep_columns(self, record: RequestRecord, cells: Columns, fields: list[str]) -> None:
+        """A .csv row's cells (and its schema's fields) on its item, for the .out.csv — in S3 when large."""
+        text = dumps({"cells": [list(cell) for cell in cells], "fields": fields})
+        if len(text) * 4 > COLUMNS_MAX_BYTES and len(text.encode()) > COLUMNS_MAX_BYTES:
+            pointer = f"{output_base(self._job.output_prefix, self._job.key)}.columns/{record.line}.json"
+            await self._store.put_bytes(self._job.out_bucket, pointer, text.encode(), "application/json")
+            record.columns_s3_key = pointer
+        else:
+            record.columns = text
 
     async def line_error(self, error: LineError, *, repeat_of: int | None = None) -> None:
         """A line that is not a request fails alone (no worker waits on it)."""
@@ -122,14 +143,17 @@ class Recorder:
             "message": error.message,
         }
         record = RequestRecord(error.custom_id, error.line, RequestStatus.FAILED, 0, error=info, repeat_of=repeat_of)
+        if error.columns:
+            await self._keep_columns(record, error.columns, [])
         self._records.append(record)
         self._letters.append(self._dead_letter(record, None))
         self._progress.failed()
         await self._maybe_flush()
 
-    async def repeat(self, line: int, custom_id: str, earlier: int) -> None:
+    async def repeat(self, line: int, custom_id: str, earlier: int, columns: Columns = ()) -> None:
         """A line reusing an earlier line's ``custom_id`` fails alone, its item kept apart from the first's."""
-        error = LineError(line, custom_id, f"custom_id {custom_id!r} is already used by line {earlier}")
+        message = f"custom_id {custom_id!r} is already used by line {earlier}"
+        error = LineError(line, custom_id, message, columns=columns)
         await self.line_error(error, repeat_of=earlier)
 
     def _dead_letter(self, record: RequestRecord, request: dict[str, object] | None) -> PromptFailure:
@@ -183,6 +207,9 @@ def _too_large(text: str) -> bool:
 def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
     body = outcome.response or {}
     input_tokens, output_tokens = usage_of(body)  # each endpoint's usage shape
+    usage = body.get("usage") or {}
+    # Cached input tokens, billed at a discount: chat's prompt_tokens_details, Responses' input_tokens_details.
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
     return RequestRecord(
         custom_id=request.custom_id,
         line=request.line,
@@ -194,6 +221,7 @@ def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
         request_id=outcome.request_id,
         prompt_tokens=input_tokens,
         completion_tokens=output_tokens,
+        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
         finish_reason=finish_reason(body),
         response=dumps(body),
     )

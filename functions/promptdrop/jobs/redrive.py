@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable
 from aws_lambda_powertools import Logger
 
 from ..adapters.journal import Journal
+from ..adapters.request_log import Prior
+from ..adapters.s3 import ObjectStore
 from ..engine.dispatch import Dispatcher
 from ..engine.request import Request
 from ..formats import request_from_object
@@ -27,12 +29,14 @@ class Redriver:
         self,
         *,
         journal: Journal,
+        store: ObjectStore,
         recorders: Recorders,
         dispatcher_factory: Callable[[], Dispatcher],
         finalizer: Finalizer,
         default_model: str,
     ) -> None:
         self._journal = journal
+        self._store = store
         self._recorders = recorders
         self._dispatcher_factory = dispatcher_factory
         self._finalizer = finalizer
@@ -48,13 +52,15 @@ class Redriver:
         requests: list[Request] = []
         batch_line = failure.request
         # A line that never parsed has no request to send: only a corrected upload can fix it.
-        if batch_line is not None and not await self._journal.requests.succeeded(job_id, failure.custom_id):
+        prior = await self._journal.requests.prior(job_id, failure.custom_id) if batch_line is not None else None
+        if batch_line is not None and prior is not None and not prior.succeeded:
             item = request_from_object(
                 batch_line,
                 line=failure.line,
                 default_id=failure.custom_id,
                 default_model=self._default_model,
                 text_len=len(json.dumps(batch_line)),
+                columns=await self._columns(job.output_bucket or job.bucket, prior),
             )
             if isinstance(item, Request):
                 requests.append(item)
@@ -71,3 +77,12 @@ class Redriver:
             report = await self._dispatcher_factory().run(source(), rec.outcome)
         logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
         return progress.tag(await self._finalizer.finish_if_complete(job_id, ref, report), report)
+
+    async def _columns(self, out_bucket: str, prior: Prior) -> tuple[tuple[str, str], ...]:
+        """A .csv row's cells from the failure's item: the dead letter carries the request only, and
+        the answer's item must keep them for the .out.csv."""
+        text = prior.columns
+        if prior.columns_s3_key is not None:
+            text = json.dumps(await self._store.get_json(out_bucket, prior.columns_s3_key))
+        cells = json.loads(text).get("cells") if text else None
+        return tuple((str(name), str(cell)) for name, cell in cells or ())

@@ -36,6 +36,7 @@ class RunStatus(StrEnum):
     BUSY = "BUSY"  # another live run holds the unit: deliver the message again later
     UNFINISHED = "UNFINISHED"  # the deadline came with no work queue: deliver the message again
     CANCELLED = "CANCELLED"  # stopped on request: outputs hold what was done; a redrive resumes
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # the file's budget is spent: outputs hold what was done; a redrive resumes
 
     @property
     def hand_back(self) -> bool:

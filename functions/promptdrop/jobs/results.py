@@ -1,5 +1,6 @@
 """A job's outputs, rebuilt from the journal: ``.out.jsonl`` and ``.errors.jsonl`` in input order,
-``.out.txt`` for a ``.txt`` input, ``.summary.json``, and the job item's final counts.
+``.out.txt`` for a ``.txt`` input, ``.out.csv`` for a ``.csv`` one (:mod:`.table`), ``.summary.json``,
+and the job item's final counts.
 
 Outputs are always rebuilt whole from the journal, so whichever run finishes a job writes the
 same files; memory does not grow with the file (:class:`~promptdrop.outputs.OrderedSpool`).
@@ -19,6 +20,7 @@ from ..engine.dispatch import DispatchReport
 from ..outputs import OrderedSpool, estimate_cost_usd, output_line
 from ..records import JobRecord, JobStatus, RequestRecord
 from .result import FileRef, JobResult, RunStatus, now_iso, run_figures
+from .table import CsvTable
 
 __all__ = ["DETAIL_TYPES", "OutputWriter"]
 
@@ -29,19 +31,21 @@ class _Tally:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    tokens_by_model: dict[str, tuple[int, int]] = field(default_factory=dict)
+    tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
     text_answer: str | None = None
 
     def add_success(self, record: RequestRecord, model: str) -> None:
         self.succeeded += 1
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
-        p, c = self.tokens_by_model.get(model, (0, 0))
-        self.tokens_by_model[model] = (p + record.prompt_tokens, c + record.completion_tokens)
+        p, c, k = self.tokens_by_model.get(model, (0, 0, 0))
+        self.tokens_by_model[model] = (p + record.prompt_tokens, c + record.completion_tokens, k + record.cached_tokens)
 
     def status(self, job: JobRecord, report: DispatchReport | None) -> JobStatus:
-        if not job.all_units_done:  # written early: stopped by a cancel, a fatal error or the hop bound
-            return JobStatus.CANCELLED if job.cancel_requested_at is not None else JobStatus.FAILED
+        if not job.all_units_done:  # written early: a cancel, a spent budget, a fatal error or the hop bound
+            if job.cancel_requested_at is not None:
+                return JobStatus.CANCELLED
+            return JobStatus.BUDGET_EXCEEDED if job.budget_reported is not None else JobStatus.FAILED
         if report is not None and report.fatal is not None:
             return JobStatus.FAILED
         if self.failed == 0:
@@ -55,6 +59,7 @@ DETAIL_TYPES = {
     JobStatus.PARTIAL: "Job Partial",
     JobStatus.FAILED: "Job Failed",
     JobStatus.CANCELLED: "Job Cancelled",
+    JobStatus.BUDGET_EXCEEDED: "Job Budget Exceeded",
 }
 
 
@@ -106,25 +111,35 @@ class OutputWriter:
     async def _write_ordered(self, job: JobRecord, out_bucket: str, keys: dict[str, str]) -> _Tally:
         tally = _Tally()
         results, errors = OrderedSpool(), OrderedSpool()
+        table = CsvTable() if "csv" in keys else None
         try:
             async for record in self._journal.requests.records(job.job_id):
                 response = record.response
                 if record.response_s3_key is not None:
                     response = json.dumps(await self._store.get_json(out_bucket, record.response_s3_key))
+                if table is not None:
+                    columns = record.columns
+                    if record.columns_s3_key is not None:
+                        columns = json.dumps(await self._store.get_json(out_bucket, record.columns_s3_key))
+                    table.add(record, columns, response)
                 line = output_line(job.job_id, record, response)
                 if record.succeeded:
                     results.add(record.line, line)
                     tally.add_success(record, record.model or self._default_model)
                     if "text" in keys and response is not None:
-                        tally.text_answer = _answer_text(response)
+                        tally.text_answer = _text_of(response)
                 else:
                     errors.add(record.line, line)
                     tally.failed += 1
             for spool, key in ((results, keys["results"]), (errors, keys["errors"])):
                 await self._store.put_stream(out_bucket, key, spool.sorted_lines(), "application/x-ndjson")
+            if table is not None:
+                await self._store.put_stream(out_bucket, keys["csv"], table.lines(), "text/csv; charset=utf-8")
         finally:
             results.close()
             errors.close()
+            if table is not None:
+                table.close()
         return tally
 
 
@@ -149,7 +164,7 @@ def _summary(
     }
 
 
-def _answer_text(response_json: str) -> str | None:
+def _text_of(response_json: str) -> str | None:
     try:
         body = json.loads(response_json)
     except ValueError:

@@ -86,6 +86,7 @@ class JobRunner:
         )
         self._redriver = Redriver(
             journal=journal,
+            store=store,
             recorders=recorders,
             dispatcher_factory=dispatcher_factory,
             finalizer=finalizer,
@@ -114,7 +115,7 @@ class JobRunner:
                 size=info.size,
                 started_at=now_iso(),
                 output_bucket=settings.output_bucket or ref.bucket,
-                outputs=output_keys(settings, ref.key, text=suffix(ref.key) == ".txt"),
+                outputs=output_keys(settings, ref.key, suffix=suffix(ref.key)),
                 units_total=None if sharded else 1,
             )
         )

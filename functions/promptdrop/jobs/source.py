@@ -10,7 +10,7 @@ from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected
 from ..messages import UnitMessage
 from ..records import FailureCode
 
-__all__ = ["endpoint_of", "read", "rejected_if_changed", "suffix", "template_of"]
+__all__ = ["endpoint_of", "header_of", "read", "rejected_if_changed", "suffix", "template_of"]
 
 
 def suffix(key: str) -> str:
@@ -41,13 +41,17 @@ async def read(
             yield chunk
 
 
+async def header_of(store: ObjectStore, unit: UnitMessage) -> dict[str, str]:
+    """The upload's job header: its user metadata (a ``.csv``'s template, the file's budget)."""
+    with rejected_if_changed():
+        return await store.metadata(unit.bucket, unit.key, _info(unit))
+
+
 async def template_of(store: ObjectStore, unit: UnitMessage) -> str | None:
     """A ``.csv``'s prompt template: the upload's metadata ``promptdrop-template``, if given."""
-    with rejected_if_changed():
-        return (await store.metadata(unit.bucket, unit.key, _info(unit))).get(CSV_TEMPLATE_METADATA)
+    return (await header_of(store, unit)).get(CSV_TEMPLATE_METADATA)
 
 
 async def endpoint_of(store: ObjectStore, unit: UnitMessage, default: str) -> str:
     """The file's endpoint for short-form lines: the upload's metadata ``promptdrop-endpoint``, else ``default``."""
-    with rejected_if_changed():
-        return (await store.metadata(unit.bucket, unit.key, _info(unit))).get(ENDPOINT_METADATA) or default
+    return (await header_of(store, unit)).get(ENDPOINT_METADATA) or default

@@ -9,8 +9,7 @@ error every request would share stopped it (the job fails, to be redriven once t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 
 from aws_lambda_powertools import Logger
 
@@ -18,32 +17,24 @@ from ..adapters.journal import Journal
 from ..adapters.leases import Hold, Lease, LeaseOutcome
 from ..adapters.queues import MessageSender
 from ..adapters.s3 import ObjectStore
-from ..engine.dispatch import Dispatcher, DispatchReport, StopReason
+from ..engine.dispatch import Dispatcher, DispatchReport, Outcome, StopReason
 from ..engine.request import Request
-from ..formats import FileRejected, LineError, Parsed, parse_stream
+from ..formats import FileRejected, LineError, Parsed
 from ..messages import UnitMessage
 from ..records import FailureCode
 from ..settings import Settings
+from .budget import BudgetGuard, Limits, check_prices, limits_of
 from .failures import FileFailures
 from .finalize import Finalizer
 from .progress import Progress
 from .recorder import Recorders
 from .result import FileRef, JobResult, RunStatus, now_iso
-from .source import endpoint_of, read, suffix, template_of
+from .source import header_of
+from .stopping import Ending, budget_ending, count_left, models_in, parse_unit
 
 __all__ = ["UnitRunner"]
 
 logger = Logger(service="promptdrop", child=True)
-
-
-@dataclass(slots=True, frozen=True)
-class _Ending:
-    """A unit stopped for good before its end: the dead letter's code and text, the run's status."""
-
-    code: str
-    message: str
-    status: RunStatus
-    once_per_job: bool = False  # one dead letter for the job, not one per shard (a cancel)
 
 
 class UnitRunner:
@@ -74,7 +65,8 @@ class UnitRunner:
         lease = self._journal.unit_lease(unit.job_id, unit.unit, self._settings.lease_s)
         progress = Progress(self._journal, unit.job_id)
         report: DispatchReport | None = None
-        ending: _Ending | None = None
+        ending: Ending | None = None
+        guard = BudgetGuard(Limits())
         async with lease.held() as hold:
             if hold.outcome is LeaseOutcome.BUSY:
                 logger.info("another run holds this unit; leaving it to that run", extra={"unit": unit.unit})
@@ -85,14 +77,14 @@ class UnitRunner:
                 try:
                     # A shard's first run has nothing to skip either: no need to ask the journal.
                     fresh = fresh or hold.first
-                    report = await self._dispatch(unit, progress, fresh=fresh, should_stop=should_stop)
+                    report = await self._dispatch(unit, progress, guard, fresh=fresh, should_stop=should_stop)
                 except FileRejected as exc:
                     # The dead letter and the FAILED job first, the unit done last: a crash between
                     # them runs (and rejects) the file again — never takes it for finished.
                     result = await self._failures.report(ref, unit.job_id, exc.code, exc.message)
                     await self._journal.complete_unit(unit.job_id, unit.unit, hold, now_iso())
                     return progress.tag(result)
-                ending = self._ending(unit, report, progress)
+                ending = self._ending(unit, report, progress, guard)
                 if ending is None and report.stopped is StopReason.DEADLINE:
                     return progress.tag(await self._continue_later(unit, lease, hold, report))
                 if ending is None:
@@ -103,27 +95,31 @@ class UnitRunner:
             return progress.tag(await self._end_early(unit, ref, report, ending), report)
         return progress.tag(await self._finalizer.finish_if_complete(unit.job_id, ref, report))
 
-    def _ending(self, unit: UnitMessage, report: DispatchReport, progress: Progress) -> _Ending | None:
+    def _ending(
+        self, unit: UnitMessage, report: DispatchReport, progress: Progress, guard: BudgetGuard
+    ) -> Ending | None:
         """Why this unit stops for good before its end, if it does."""
         if report.fatal is not None:
             fatal = report.fatal
             why = f"stopped early: {fatal.message}; requests not yet sent were not attempted — fix the cause "
-            return _Ending(fatal.code, why + "and redrive this message to finish the file", RunStatus.FAILED)
+            return Ending(fatal.code, why + "and redrive this message to finish the file", RunStatus.FAILED)
+        if guard.refused is not None:
+            return budget_ending(unit, guard, progress)
         if report.stopped is not StopReason.DEADLINE:
             return None
         if progress.cancelled:
             why = "cancelled on request; the outputs hold what was done — redrive this message to resume the job"
-            return _Ending(FailureCode.CANCELLED, why, RunStatus.CANCELLED, once_per_job=True)
+            return Ending(FailureCode.CANCELLED, why, RunStatus.CANCELLED, once_flag="cancel_reported")
         limit = self._settings.max_continuations
         if unit.hops >= limit:
             why = (
                 f"unit {unit.unit} needed more than {limit} continuations (PROMPTDROP_MAX_CONTINUATIONS); "
                 "what was done is in the outputs — raise the limit or split the file, then redrive this message"
             )
-            return _Ending(FailureCode.TOO_MANY_CONTINUATIONS, why, RunStatus.FAILED)
+            return Ending(FailureCode.TOO_MANY_CONTINUATIONS, why, RunStatus.FAILED)
         return None
 
-    async def _end_early(self, unit: UnitMessage, ref: FileRef, report: DispatchReport, ending: _Ending) -> JobResult:
+    async def _end_early(self, unit: UnitMessage, ref: FileRef, report: DispatchReport, ending: Ending) -> JobResult:
         """Dead-letter the file (how to finish it), then write the outputs with what was done.
 
         In that order: a crash between the two leaves the job open, so the redelivery ends it again —
@@ -131,17 +127,24 @@ class UnitRunner:
         A flag on the job item keeps the shards of a cancelled job to one dead letter (two shards at
         the very same moment may both send one: harmless, a redrive of either resumes the job).
         """
-        job = await self._journal.get_job(unit.job_id) if ending.once_per_job else None
-        if job is None or job.cancel_reported is None:
+        flag = ending.once_flag
+        job = await self._journal.get_job(unit.job_id) if flag else None
+        if job is None or flag is None or getattr(job, flag) is None:
             await self._failures.report(ref, unit.job_id, ending.code, ending.message, fail_job=False)
-            if ending.once_per_job:
-                await self._journal.claim_once(unit.job_id, "cancel_reported", now_iso())
+            if flag:
+                await self._journal.claim_once(unit.job_id, flag, now_iso())
         result = await self._finalizer.finalize(unit.job_id, ref, report)
         result.status, result.reason = ending.status, str(ending.code)
         return result
 
     async def _dispatch(
-        self, unit: UnitMessage, progress: Progress, *, fresh: bool, should_stop: Callable[[], bool]
+        self,
+        unit: UnitMessage,
+        progress: Progress,
+        guard: BudgetGuard,
+        *,
+        fresh: bool,
+        should_stop: Callable[[], bool],
     ) -> DispatchReport:
         # A first run has no answers to skip (only, in a split file, the repeats planning found);
         # any other run asks the journal once.
@@ -151,19 +154,15 @@ class UnitRunner:
             answered, repeats = {}, (await requests_log.repeats(unit.job_id) if unit.unit != "all" else set())
         else:
             answered, repeats = await requests_log.finals(unit.job_id)
-        kind = suffix(unit.key)
-        template = await template_of(self._store, unit) if kind == ".csv" else None
-        endpoint = await endpoint_of(self._store, unit, self._settings.endpoint)
-        parsed = parse_stream(
-            kind,
-            read(self._store, unit, start=unit.start, end=unit.end),
-            key=unit.key,
-            default_model=self._settings.model,
-            start=unit.start,
-            first_line=unit.first_line,
-            template=template,
-            endpoint=endpoint,
-        )
+        guard.done_before = len(answered) + len(repeats)
+        header = await header_of(self._store, unit)
+        guard.limits = limits_of(self._settings, header, await self._journal.get_job(unit.job_id))
+        if guard.limits.usd is not None:  # every model's price, before anything is sent
+            check_prices(
+                await models_in(parse_unit(self._store, unit, self._settings.model, header, self._settings.endpoint)),
+                guard.limits,
+            )
+        parsed = parse_unit(self._store, unit, self._settings.model, header, self._settings.endpoint)
         recorder = self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag, progress)
         async with progress.reporting(), recorder:
 
@@ -178,11 +177,15 @@ class UnitRunner:
                         continue  # answered already: a resumed or redelivered run
                     earlier = earlier or first_line.get(item.custom_id)
                     if earlier is not None:
-                        await recorder.repeat(item.line, item.custom_id, earlier)
+                        await recorder.repeat(item.line, item.custom_id, earlier, item.columns)
                         continue
                     first_line[item.custom_id] = item.line
                     if isinstance(item, LineError):
                         await recorder.line_error(item)
+                    elif guard.limits.active and not guard.admit(item, progress.spent()):
+                        # Stop sending (those in flight finish); count what is left for the dead letter.
+                        guard.left = 1 + await count_left(parsed, answered, repeats)
+                        return
                     else:
                         progress.sent()
                         yield item
@@ -190,10 +193,17 @@ class UnitRunner:
             def stop() -> bool:
                 return progress.cancelled or should_stop()
 
+            async def on_outcome(outcome: Outcome) -> None:
+                guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
+                await recorder.outcome(outcome)
+
             try:
-                return await self._dispatcher_factory().run(requests(), recorder.outcome, should_stop=stop)
+                return await self._dispatcher_factory().run(requests(), on_outcome, should_stop=stop)
             finally:
                 await parsed.aclose()
+
+    def _parse(self, unit: UnitMessage, header: Mapping[str, str]) -> AsyncGenerator[Parsed]:
+        return parse_unit(self._store, unit, self._settings.model, header, self._settings.endpoint)
 
     async def _continue_later(self, unit: UnitMessage, lease: Lease, hold: Hold, report: DispatchReport) -> JobResult:
         ref = FileRef(unit.bucket, unit.key)

@@ -1,0 +1,182 @@
+"""The cost guard: a file's budget in dollars and/or tokens, and a cap on the requests it sends.
+
+Limits come from, first to last: the job item (``promptdrop budget JOB --usd N``: how a user raises
+the budget of a job that stopped, then resumes it by redrive without paying twice), the upload's
+metadata (``promptdrop-budget-usd``, ``promptdrop-budget-tokens``, ``promptdrop-max-requests``),
+the environment (``PROMPTDROP_BUDGET_USD``, ``PROMPTDROP_BUDGET_TOKENS``, ``PROMPTDROP_MAX_REQUESTS``).
+
+Before a request is sent, what was spent (every run and shard of the job: the job item's live
+progress, plus this run's own answers at once) plus the worst case of every request in flight plus
+the worst case of this one must fit each limit. A request's worst case is its input estimate plus
+its output limit (``max_completion_tokens``/``max_tokens``/``max_output_tokens`` times ``n``, else the
+engine's default estimate), priced at the model's rate for uncached input. What was spent is
+priced as billed (cached input tokens at their rate). Other shards' spending is learned every
+couple of seconds, so a sharded file may overshoot by what the other shards have in flight.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..engine.request import Request
+from ..formats import FileRejected
+from ..formats.endpoints import DEFAULT_OUTPUT_ESTIMATE  # the parser's own assumption, kept in one place
+from ..prices import rates
+from ..records import FailureCode, JobRecord
+from ..settings import Settings
+
+__all__ = ["BUDGET_METADATA", "BudgetGuard", "Limits", "Spent", "WorstCase", "check_prices", "limits_of", "worst_case"]
+
+BUDGET_METADATA = {
+    "usd": "promptdrop-budget-usd",
+    "tokens": "promptdrop-budget-tokens",
+    "requests": "promptdrop-max-requests",
+}
+_OUTPUT_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+NO_LIMIT = "none"  # a metadata value lifting the environment's limit for one upload
+_UNLIMITED = float("inf")
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    usd: float | None = None
+    tokens: int | None = None
+    requests: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.usd is not None or self.tokens is not None or self.requests is not None
+
+
+def _number(metadata: Mapping[str, str], name: str, kind: type[int] | type[float]) -> float | int | None:
+    raw = metadata.get(BUDGET_METADATA[name])
+    if raw is None or not raw.strip():
+        return None
+    if raw.strip().lower() == NO_LIMIT:
+        return _UNLIMITED  # this upload has no such limit, whatever the environment's default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        what = "a whole number" if kind is int else "a number"
+        raise FileRejected(
+            FailureCode.INVALID_BUDGET,
+            f"the upload's metadata {BUDGET_METADATA[name]}={raw[:40]!r} is not {what} above 0 (nor {NO_LIMIT!r}); "
+            "upload it again with a valid value",
+        )
+    return value
+
+
+def limits_of(settings: Settings, metadata: Mapping[str, str], job: JobRecord | None) -> Limits:
+    """The file's limits: the job item's, else the upload's metadata, else the environment's."""
+    usd, tokens = _number(metadata, "usd", float), _number(metadata, "tokens", int)
+    requests = _number(metadata, "requests", int)
+    job = job or JobRecord("", "", "", "")
+    return Limits(
+        usd=_first(job.budget_usd, usd, settings.budget_usd),
+        tokens=_int(_first(job.budget_tokens, tokens, settings.budget_tokens)),
+        requests=_int(_first(job.max_requests, requests, settings.max_requests)),
+    )
+
+
+def _first(*values: float | int | None) -> float | None:
+    found = next((float(v) for v in values if v is not None), None)
+    return None if found == _UNLIMITED else found
+
+
+def _int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(slots=True, frozen=True)
+class WorstCase:
+    """What one request may cost at most: its model, tokens, and dollars (None: no known price)."""
+
+    model: str
+    tokens: int
+    usd: float | None
+
+
+def worst_case(request: Request) -> WorstCase:
+    body = json.loads(request.body)
+    model = str(body.get("model") or "")
+    limit = next((body[name] for name in _OUTPUT_LIMITS if isinstance(body.get(name), int)), None)
+    n = body.get("n") if isinstance(body.get("n"), int) else 1
+    output = max(0, (limit if limit is not None else DEFAULT_OUTPUT_ESTIMATE) * max(n, 1))
+    # The request's token estimate (Request.cost: input + output) counts its output the same way.
+    prompt = max(0, request.cost - output)
+    found = rates(model)
+    return WorstCase(model, prompt + output, None if found is None else found.cost(prompt, output))
+
+
+@dataclass(slots=True, frozen=True)
+class Spent:
+    """What a file has used so far, across its runs and shards."""
+
+    usd: float = 0.0
+    tokens: int = 0
+    requests: int = 0
+
+
+class BudgetGuard:
+    """Admits a request only if it fits; remembers the worst case of those in flight."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.refused: str | None = None  # why a request was refused (the dead letter's reason)
+        self.unknown_price = False  # refused for a model without a price (a line the up-front check missed)
+        self.left = 0  # requests not sent when it refused one (that one included)
+        self.done_before = 0  # lines the journal had done when the run began
+        self._in_flight: dict[int, WorstCase] = {}  # by line; at most twice the concurrency
+
+    def admit(self, request: Request, spent: Spent) -> bool:
+        """Whether ``request`` fits, given what was ``spent`` (requests sent, in flight ones included)."""
+        limits = self.limits
+        if not limits.active:
+            return True
+        worst = worst_case(request)
+        flying_tokens = sum(w.tokens for w in self._in_flight.values())
+        if limits.requests is not None and spent.requests + 1 > limits.requests:
+            self.refused = f"{spent.requests:,} of {limits.requests:,} requests were sent (the file's max requests)"
+            return False
+        if limits.tokens is not None and spent.tokens + flying_tokens + worst.tokens > limits.tokens:
+            self.refused = (
+                f"{spent.tokens:,} tokens were used, {flying_tokens:,} more at most in flight, and it may use "
+                f"{worst.tokens:,}"
+            )
+            return False
+        if limits.usd is not None:
+            if worst.usd is None:
+                self.refused = f"the model {worst.model!r} has no known price, and the budget is in dollars"
+                self.unknown_price = True
+                return False
+            flying_usd = sum(w.usd or 0.0 for w in self._in_flight.values())
+            if spent.usd + flying_usd + worst.usd > limits.usd:
+                self.refused = (
+                    f"${spent.usd:.6f} was spent, ${flying_usd:.6f} more at most in flight, and it may cost "
+                    f"${worst.usd:.6f}"
+                )
+                return False
+        self._in_flight[request.line] = worst
+        return True
+
+    def settle(self, request: Request) -> None:
+        """The request's outcome is in: its actual cost now counts instead of its worst case."""
+        self._in_flight.pop(request.line, None)
+
+
+def check_prices(models: set[str], limits: Limits) -> None:
+    """A budget in dollars needs every model's price: refuse the file before anything is sent."""
+    if limits.usd is None:
+        return
+    unknown = sorted(model for model in models if rates(model) is None)
+    if unknown:
+        raise FileRejected(
+            FailureCode.UNKNOWN_PRICE,
+            f"the budget is in dollars (${limits.usd:g}) but no price is known for the model(s) {unknown}: "
+            "nothing was sent. Upload it again with a budget in tokens instead (metadata "
+            "promptdrop-budget-usd=none, promptdrop-budget-tokens=N), or name a model with a price",
+        )

@@ -1,0 +1,138 @@
+"""The cost guard's arithmetic: worst cases, what fits, where the limits come from."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from promptdrop.engine.request import Request
+from promptdrop.formats import FileRejected
+from promptdrop.jobs.budget import BudgetGuard, Limits, Spent, check_prices, limits_of, worst_case
+from promptdrop.prices import cost_usd
+from promptdrop.records import JobRecord
+from promptdrop.settings import Settings
+
+MINI_IN, MINI_OUT = 0.15e-6, 0.60e-6  # gpt-4o-mini, USD per token
+
+
+def request(line: int = 1, *, cost: int, model: str = "gpt-4o-mini", **body: object) -> Request:
+    payload = {"model": model, "messages": [{"role": "user", "content": "hi"}], **body}
+    return Request(line, f"r{line}", json.dumps(payload).encode(), cost)
+
+
+def settings(**env: object) -> Settings:
+    return Settings(table="t", dlq_url="q", **env)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("body", "output"),
+    [
+        ({"max_tokens": 100}, 100),
+        ({"max_completion_tokens": 80, "max_tokens": 999}, 80),  # the newer name wins
+        ({"max_output_tokens": 60}, 60),  # Responses
+        ({"max_tokens": 50, "n": 3}, 150),  # every choice may use it
+        ({}, 256),  # none: the engine's default completion estimate
+    ],
+)
+def test_the_worst_case_is_the_input_estimate_plus_the_output_limit(body: dict[str, object], output: int) -> None:
+    # Given a request whose token estimate (Request.cost) is 40 input tokens plus its output limit
+    req = request(cost=40 + output, **body)
+    worst = worst_case(req)
+    assert worst.tokens == 40 + output
+    assert worst.usd == pytest.approx(40 * MINI_IN + output * MINI_OUT)
+
+
+def test_a_model_without_a_price_has_no_worst_case_in_dollars() -> None:
+    assert worst_case(request(cost=10, model="my-model")).usd is None
+
+
+def test_requests_are_admitted_while_spent_plus_in_flight_plus_the_next_fit() -> None:
+    # Given a budget of 3.2 requests' worst case, nothing spent yet
+    one = worst_case(request(cost=1100, max_tokens=1000)).usd
+    assert one is not None
+    guard = BudgetGuard(Limits(usd=3.2 * one))
+    first, second, third, fourth = (request(i, cost=1100, max_tokens=1000) for i in range(1, 5))
+
+    # Then three fit while in flight; the fourth does not
+    assert guard.admit(first, Spent())
+    assert guard.admit(second, Spent())
+    assert guard.admit(third, Spent())
+    assert not guard.admit(fourth, Spent())
+    assert guard.refused is not None
+    assert "$0.000000 was spent" in guard.refused
+
+    # When the first finishes having cost a tenth of its worst case, its worst case no longer counts
+    guard.settle(first)
+    assert guard.admit(fourth, Spent(usd=one / 10))
+
+
+def test_actual_spending_counts_cached_tokens_at_their_rate() -> None:
+    # Spent is priced as billed: half the prompt served from the cache costs less, so more fits
+    full = cost_usd("gpt-4o-mini", 100_000, 0)
+    cached = cost_usd("gpt-4o-mini", 100_000, 0, cached_tokens=50_000)
+    assert full is not None
+    assert cached is not None
+    assert cached == pytest.approx(full * 0.75)
+    next_one = worst_case(request(cost=200, max_tokens=100)).usd
+    assert next_one is not None
+    limits = Limits(usd=cached + next_one * 1.01)
+    assert BudgetGuard(limits).admit(request(cost=200, max_tokens=100), Spent(usd=cached))
+    assert not BudgetGuard(limits).admit(request(cost=200, max_tokens=100), Spent(usd=full))
+
+
+def test_a_token_budget_and_a_request_cap() -> None:
+    guard = BudgetGuard(Limits(tokens=1000, requests=2))
+    assert guard.admit(request(1, cost=400), Spent(tokens=0, requests=0))
+    assert not guard.admit(request(2, cost=700), Spent(tokens=0, requests=1))  # 400 in flight + 700 > 1000
+    assert guard.admit(request(2, cost=500), Spent(tokens=0, requests=1))
+    assert not guard.admit(request(3, cost=1), Spent(tokens=0, requests=2))
+    assert guard.refused == "2 of 2 requests were sent (the file's max requests)"
+
+
+def test_no_limit_admits_everything_without_looking() -> None:
+    guard = BudgetGuard(Limits())
+    assert guard.admit(Request(1, "x", b"not even json", 10**9), Spent(usd=1e9))
+
+
+def test_limits_come_from_the_job_then_the_upload_then_the_environment() -> None:
+    env = settings(budget_usd=1.0, budget_tokens=500, max_requests=9)
+    metadata = {"promptdrop-budget-usd": "2.5", "promptdrop-max-requests": "4"}
+    assert limits_of(env, {}, None) == Limits(usd=1.0, tokens=500, requests=9)
+    assert limits_of(env, metadata, None) == Limits(usd=2.5, tokens=500, requests=4)
+    raised = JobRecord("j", "b", "k", "e", budget_usd=10.0, max_requests=100)
+    assert limits_of(env, metadata, raised) == Limits(usd=10.0, tokens=500, requests=100)
+    assert limits_of(settings(), {}, None) == Limits()
+    # "none" in the metadata lifts the environment's limit for that upload
+    assert limits_of(env, {"promptdrop-budget-usd": "None"}, None) == Limits(usd=None, tokens=500, requests=9)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("promptdrop-budget-usd", "ten"),
+        ("promptdrop-budget-usd", "-1"),
+        ("promptdrop-budget-usd", "inf"),
+        ("promptdrop-budget-tokens", "1.5"),
+        ("promptdrop-max-requests", "0"),
+    ],
+)
+def test_a_budget_in_the_metadata_that_is_not_a_positive_number_rejects_the_file(name: str, value: str) -> None:
+    with pytest.raises(FileRejected) as info:
+        limits_of(settings(), {name: value}, None)
+    assert info.value.code == "invalid_budget"
+    assert name in info.value.message
+
+
+def test_a_dollar_budget_needs_every_models_price() -> None:
+    check_prices({"gpt-4o-mini", "gpt-4o"}, Limits(usd=1.0))
+    check_prices({"my-model"}, Limits(tokens=10))  # tokens need no price
+    with pytest.raises(FileRejected) as info:
+        check_prices({"gpt-4o-mini", "my-model"}, Limits(usd=1.0))
+    assert info.value.code == "unknown_price"
+    assert "['my-model']" in info.value.message
+
+
+def test_the_environment_settings_treat_empty_as_unset_and_refuse_nonsense() -> None:
+    assert settings(budget_usd="", budget_tokens="0", max_requests="").budget_usd is None
+    with pytest.raises(ValueError, match="greater than 0"):
+        settings(budget_usd="-2")
