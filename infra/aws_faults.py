@@ -66,7 +66,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
@@ -76,6 +76,8 @@ import aiohttp
 from aiohttp import StreamReader, web
 from multidict import CIMultiDict
 from yarl import URL
+
+from infra.threaded_server import ThreadedServer
 
 __all__ = [
     "AwsError",
@@ -868,13 +870,16 @@ async def _start_site(app: web.Application, host: str, port: int) -> tuple[web.A
     return runner, real_port
 
 
-class AwsFaultProxy:
+class AwsFaultProxy(ThreadedServer):
     """The proxy on its own event loop in a daemon thread; a context manager (``with AwsFaultProxy(...)``).
 
     ``target`` is the moto server's endpoint; give the code under test :attr:`endpoint` as its
     ``AWS_ENDPOINT_URL``. Rules and outages can change while it runs; ``clock`` (monotonic seconds)
     times the outages and can be a test's fake clock.
     """
+
+    what = "the AWS fault proxy"
+    thread_name = "aws-faults"
 
     def __init__(
         self,
@@ -885,52 +890,16 @@ class AwsFaultProxy:
         port: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(host, port)
         self.target = target
         self.config = config or AwsFaultsConfig()
-        self.host = host
-        self.port = port
         self._state = _FaultState(self.config, clock)
         self._proxy = _Proxy(target, self._state, own_hosts=(host, "localhost"))
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def endpoint(self) -> str:
         """What to give the code under test as ``AWS_ENDPOINT_URL`` (``http://HOST:PORT``)."""
         return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> AwsFaultProxy:
-        if self._thread is not None:
-            raise RuntimeError("the AWS fault proxy was already started")
-        self._thread = threading.Thread(target=self._run, name="aws-faults", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError(f"the AWS fault proxy did not start within {timeout}s")
-        if self._error is not None:
-            self._thread.join()
-            raise RuntimeError("the AWS fault proxy failed to start") from self._error
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        thread, loop, stop = self._thread, self._loop, self._stop
-        if thread is None:
-            return
-        if loop is not None and stop is not None and thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # the loop already closed
-                loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout)
-        if thread.is_alive():
-            raise RuntimeError(f"the AWS fault proxy thread did not stop within {timeout}s")
-        self._thread = None
-
-    def __enter__(self) -> AwsFaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- control (thread-safe; take effect from the next call) --
 
@@ -966,28 +935,17 @@ class AwsFaultProxy:
     def reset_stats(self) -> None:
         self._state.reset_stats()
 
-    # -- the thread --
+    # -- the thread (ThreadedServer runs it) --
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
         await self._proxy.open()
         try:
             runner, self.port = await _start_site(self._proxy.app(), self.host, self.port)
             try:
-                self._loop = asyncio.get_running_loop()
-                self._ready.set()
-                await self._stop.wait()
+                yield
             finally:
                 await runner.cleanup()
-                self._loop = None
         finally:
             await self._proxy.close()
 

@@ -16,7 +16,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
@@ -26,6 +26,7 @@ from infra.fake_openai.endpoints import ENDPOINTS, Endpoint
 from infra.fake_openai.faults import FaultPicker
 from infra.fake_openai.limits import RateLimiter, format_duration
 from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
+from infra.threaded_server import ThreadedServer
 
 __all__ = ["FakeOpenAIState", "RunningFakeOpenAI", "app_state", "create_app", "prompt_hash", "serve_in_thread"]
 
@@ -371,20 +372,17 @@ async def start(app: web.Application, host: str, port: int, *, shutdown_timeout:
     return runner, real_port
 
 
-class RunningFakeOpenAI:
+class RunningFakeOpenAI(ThreadedServer):
     """A fake OpenAI API running on its own event loop in a daemon thread (see :func:`serve_in_thread`)."""
 
+    what = "the fake OpenAI API"
+    thread_name = "fake-openai"
+
     def __init__(self, config: FakeOpenAIConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
         self.config = config or FakeOpenAIConfig()
-        self.host = host
-        self.port = port
         self.app = create_app(self.config)
         self.state = app_state(self.app)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def root_url(self) -> str:
@@ -394,30 +392,6 @@ class RunningFakeOpenAI:
     def base_url(self) -> str:
         """What to give ``openai.AsyncOpenAI(base_url=...)``: ``http://HOST:PORT/v1``."""
         return f"{self.root_url}/v1"
-
-    def start(self, timeout: float = 10.0) -> RunningFakeOpenAI:
-        if self._thread is not None:
-            raise RuntimeError("the fake OpenAI API was already started")
-        self._thread = threading.Thread(target=self._run, name="fake-openai", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            raise RuntimeError(f"the fake OpenAI API did not start within {timeout}s")
-        if self._error is not None:
-            self._thread.join()
-            raise RuntimeError("the fake OpenAI API failed to start") from self._error
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        thread, loop, stop = self._thread, self._loop, self._stop
-        if thread is None:
-            return
-        if loop is not None and stop is not None and thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # the loop already closed
-                loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout)
-        if thread.is_alive():
-            raise RuntimeError(f"the fake OpenAI API thread did not stop within {timeout}s")
-        self._thread = None
 
     def _call(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on the server's loop (so it sees consistent state) and return its result."""
@@ -446,31 +420,14 @@ class RunningFakeOpenAI:
         """Same as ``POST /stats/reset``."""
         self._call(self.state.reset)
 
-    def __enter__(self) -> RunningFakeOpenAI:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:
-            self._error = exc
-        finally:
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[None]:
         runner, self.port = await start(self.app, self.host, self.port, shutdown_timeout=2.0)
-        self._loop = asyncio.get_running_loop()
-        self._ready.set()
         try:
-            await self._stop.wait()
+            yield
         finally:
             app_closing(self.app).set()
             await runner.cleanup()
-            self._loop = None
 
 
 @contextlib.contextmanager
