@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from ..adapters.s3 import ObjectStore
 from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, LineError, Parsed, parse_stream
@@ -23,6 +24,10 @@ from .source import read, suffix
 __all__ = ["Ending", "budget_ending", "count_left", "models_in", "parse_unit"]
 
 
+# The job item's attributes that record a job-wide dead letter as sent (records.JobRecord).
+OnceFlag = Literal["cancel_reported", "budget_reported"]
+
+
 @dataclass(slots=True, frozen=True)
 class Ending:
     """A unit stopped for good before its end: the dead letter's code and text, the run's status."""
@@ -31,7 +36,7 @@ class Ending:
     message: str
     status: RunStatus
     # One dead letter for the job, not one per shard (a cancel, a spent budget): the job item's flag.
-    once_flag: str | None = None
+    once_flag: OnceFlag | None = None
 
 
 def parse_unit(
