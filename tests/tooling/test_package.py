@@ -150,8 +150,9 @@ def _index_unreachable() -> str | None:
     try:
         with urllib.request.urlopen(url, timeout=15):
             return None
-    except urllib.error.HTTPError:
-        return None  # it answered
+    except urllib.error.HTTPError as answered:
+        answered.close()  # it answered (closed now, not by the garbage collector during another test)
+        return None
     except OSError as exc:
         return f"{url}: {exc}"
 
