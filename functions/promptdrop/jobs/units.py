@@ -197,8 +197,10 @@ class UnitRunner:
                 guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
                 await recorder.outcome(outcome)
 
+            dispatcher = self._dispatcher_factory()
+            recorder.hold_while(dispatcher.rate_bound)
             try:
-                return await self._dispatcher_factory().run(requests(), on_outcome, should_stop=stop)
+                return await dispatcher.run(requests(), on_outcome, should_stop=stop)
             finally:
                 await parsed.aclose()
 
