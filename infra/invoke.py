@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.invoke", description="invoke the handler once")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="the invocation's time limit")
+    parser.add_argument("--peak", action="store_true", help="print the process's peak RSS (MB) last, as JSON")
     args = parser.parse_args(argv)
     from promptdrop import runtime
     from promptdrop.handler import lambda_handler
@@ -32,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         runtime.shutdown()
     print(json.dumps(response, default=str), flush=True)
+    if args.peak:
+        print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
     return 0
 
 
