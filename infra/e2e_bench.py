@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from infra.event_source import SqsEventSource
-from infra.local_aws import deploy, local_aws_env
+from infra.invoke import spawn
+from infra.local_aws import deploy
 
 __all__ = ["E2eRow", "run_e2e"]
 
@@ -57,18 +56,7 @@ class E2eRow:
 
 
 def _invoke(event: dict[str, Any], env: dict[str, str], timeout_s: float) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.invoke", "--peak", "--timeout-s", str(timeout_s)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    assert process.stdin is not None
-    process.stdin.write(json.dumps(event))
-    process.stdin.close()
-    return process
+    return spawn(event, env, "--peak", "--timeout-s", str(timeout_s))
 
 
 def _finish(process: subprocess.Popen[str]) -> tuple[Any, float]:
@@ -97,14 +85,7 @@ def _take_all(sqs: Any, url: str) -> list[dict[str, Any]]:
 def run_e2e(*, server: str, moto: str, lines: int, shards: int, concurrency: int, timeout_s: float) -> E2eRow:
     stack = deploy(moto, stack_name=f"e2e{os.getpid()}x{int(time.time() * 1000) % 10**8}")
     key = f"{stack.input_prefix}e2e-{lines}.jsonl"
-    aws = local_aws_env(moto, stack.region)
-    session = boto3.Session(
-        region_name=stack.region,
-        aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
-    )
-    sqs: Any = session.client("sqs", endpoint_url=moto)
-    s3: Any = session.client("s3", endpoint_url=moto)
+    sqs, s3 = stack.client("sqs"), stack.client("s3")
     with tempfile.TemporaryFile() as file:  # written and uploaded a line at a time
         for i in range(lines):
             file.write(json.dumps({"custom_id": f"req-{i:07d}", "prompt": f"e2e {i}: odd or even?"}).encode() + b"\n")

@@ -775,6 +775,16 @@ class LocalAws:
         merged = {**self._template_env, **local_aws_env(self.endpoint, self.region), **overrides}
         return {k: v for k, v in merged.items() if v != ""}
 
+    def client(self, service: str) -> Any:
+        """A boto3 client of ``service`` on the local stack (the caller closes it)."""
+        return boto3.client(
+            service,  # type: ignore[call-overload,unused-ignore]
+            endpoint_url=self.endpoint,
+            region_name=self.region,
+            aws_access_key_id=_DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=_DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
 
 def _check_parameter(name: str, spec: Mapping[str, Any], value: str) -> None:
     """Refuse a value CloudFormation would refuse (its constraints, checked on defaults too)."""
