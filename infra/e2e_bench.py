@@ -9,6 +9,12 @@ writes the outputs. Against the fake OpenAI API, with no rate limit.
 Reported: each invocation's peak RSS (the planning one, each shard's runs, the finalizing one),
 the DynamoDB and all AWS calls per 1,000 answers (moto's own counter), the answers, and the wall
 time. Run alone: ``python -m infra.e2e_bench --lines 1000000``.
+
+The moto server sets the pace at that size, not the function: its ``Query`` reads every item of
+the table for each page it answers, so the finalizer's pass over a million request items (about
+300 pages, about 10 s each at that size) takes about an hour there; DynamoDB reads only the page.
+``make bench`` runs 100,000 lines; the finalizer's memory at a million lines is scenario 7's
+"writing the outputs".
 """
 
 from __future__ import annotations
@@ -111,6 +117,7 @@ def run_e2e(*, server: str, moto: str, lines: int, shards: int, concurrency: int
         _moto_calls(moto, reset=True)
         _, peak = _finish(_invoke({"Records": [s3_record]}, env, timeout_s))
         row.invocations.append(("planning", peak))
+        print(f"  8: e2e {lines:,} lines: planned, peak RSS {peak:.0f} MB", flush=True)
         waves = 0
         while messages := _take_all(sqs, stack.work_queue_url):
             waves += 1
