@@ -24,17 +24,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from infra.event_source import SqsEventSource
-from infra.local_aws import LocalAws, deploy, local_aws_env
+from infra.invoke import spawn
+from infra.local_aws import LocalAws, deploy
 
 __all__ = ["FleetRow", "report", "run_fleet"]
 
@@ -96,21 +94,6 @@ def _take(sqs: Any, url: str, count: int, wait_s: float = 10.0) -> list[dict[str
     return got
 
 
-def _spawn(event: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "infra.invoke"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    assert process.stdin is not None
-    process.stdin.write(json.dumps(event))
-    process.stdin.close()
-    return process
-
-
 def _finish(process: subprocess.Popen[str]) -> tuple[Any, list[dict[str, Any]]]:
     """The invocation's response and its JSON log lines."""
     assert process.stdout is not None
@@ -155,26 +138,19 @@ def run_fleet(
     base = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTDROP_")}
     env = {**base, **stack.function_env(**overrides)}
     key = f"{stack.input_prefix}fleet-{invocations}.jsonl"
-    aws = local_aws_env(moto, stack.region)
-    session = boto3.Session(
-        region_name=stack.region,
-        aws_access_key_id=aws["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=aws["AWS_SECRET_ACCESS_KEY"],
-    )
-    sqs: Any = session.client("sqs", endpoint_url=moto)
-    s3: Any = session.client("s3", endpoint_url=moto)
+    sqs, s3 = stack.client("sqs"), stack.client("s3")
     s3.put_object(Bucket=stack.bucket, Key=key, Body=body)
     with SqsEventSource.for_stack(stack) as source:
         (upload,) = _take(sqs, stack.work_queue_url, 1)
         if invocations == 1:
             events = [source.build_event([upload])]
         else:
-            response, _ = _finish(_spawn(source.build_event([upload]), env))  # plans the shards
+            response, _ = _finish(spawn(source.build_event([upload]), env))  # plans the shards
             assert response == {"batchItemFailures": []}, response
             events = [source.build_event([m]) for m in _take(sqs, stack.work_queue_url, invocations)]
     _post(f"{root}/stats/reset")
     _post(f"{moto}/_local/calls")
-    runs = [_spawn(event, env) for event in events]
+    runs = [spawn(event, env) for event in events]
     first = last = None
     while any(run.poll() is None for run in runs):
         stats = _get(f"{root}/stats")

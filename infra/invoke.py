@@ -11,17 +11,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from infra.event_source import LocalContext
 
-__all__ = ["main"]
+__all__ = ["main", "spawn"]
+
+ROOT = Path(__file__).parents[1]
+
+
+def spawn(event: Mapping[str, Any], env: Mapping[str, str], *options: str) -> subprocess.Popen[str]:
+    """Invoke the handler with ``event`` in a new process (another container) with ``env``; its
+    standard output (the response, last) is a pipe. ``options``: this module's, e.g. ``--peak``."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "infra.invoke", *options],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(env),
+        cwd=ROOT,
+    )
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(event))
+    process.stdin.close()
+    return process
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.invoke", description="invoke the handler once")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="the invocation's time limit")
+    parser.add_argument("--peak", action="store_true", help="print the process's peak RSS (MB) last, as JSON")
     args = parser.parse_args(argv)
     from promptdrop import runtime
     from promptdrop.handler import lambda_handler
@@ -32,6 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         runtime.shutdown()
     print(json.dumps(response, default=str), flush=True)
+    if args.peak:
+        print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
     return 0
 
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from promptdrop.settings import get_settings
 
 from infra.event_source import LocalContext, SqsEventSource
 from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, prompt_hash, serve_in_thread
+from infra.invoke import spawn
 from infra.local_aws import LocalAws
 
 API_KEY = "sk-local-test"
@@ -72,18 +72,7 @@ class Pipeline:
     def spawn(self, event: dict[str, Any], *, timeout_s: float = 900) -> subprocess.Popen[str]:
         """Invoke the handler in a new process: another Lambda container, running at the same time."""
         env = {**os.environ, **self.env, "POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "infra.invoke", "--timeout-s", str(timeout_s)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        assert process.stdin is not None
-        process.stdin.write(json.dumps(event))
-        process.stdin.close()
-        return process
+        return spawn(event, env, "--timeout-s", str(timeout_s))
 
     @staticmethod
     def response(process: subprocess.Popen[str]) -> Any:

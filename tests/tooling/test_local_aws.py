@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Iterator, Mapping
@@ -318,3 +319,56 @@ def test_drain_retries_until_the_redrive_policy_moves_it_to_the_dlq(local_aws: L
     (dead,) = _receive_all(sqs, local_aws.dlq_url)
     assert dead["Body"] == "always fails"
     assert _approx_counts(sqs, local_aws.work_queue_url) == (0, 0)
+
+
+# -- moto's transactions, rolled back item by item ---------------------------------------------------------
+
+
+def _key(pk: str) -> dict[str, Any]:
+    return {"pk": {"S": pk}, "sk": {"S": "A"}}
+
+
+def _transaction(table: str, *, fail: bool) -> list[dict[str, Any]]:
+    return [
+        {"Update": {"TableName": table, "Key": _key("a"), "UpdateExpression": "ADD n :one",
+                    "ExpressionAttributeValues": {":one": {"N": "1"}}}},
+        {"Put": {"TableName": table, "Item": {**_key("new"), "n": {"N": "7"}}}},
+        {"Delete": {"TableName": table, "Key": _key("gone")}},
+        {"ConditionCheck": {"TableName": table, "Key": _key("check"),
+                            "ConditionExpression": "attribute_not_exists(pk)" if fail else "attribute_exists(pk)"}},
+    ]  # fmt: skip
+
+
+def test_a_failed_transaction_leaves_every_item_as_it_was_and_copies_no_table(
+    local_aws: LocalAws, aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given items a (n=1), gone and check, and 200 others the transaction does not name
+    ddb, table = aws["dynamodb"], local_aws.table
+    for pk, n in (("a", 1), ("gone", 0), ("check", 0), *((f"other{i}", i) for i in range(200))):
+        ddb.put_item(TableName=table, Item={**_key(pk), "n": {"N": str(n)}})
+    copied: list[str] = []
+    real_deepcopy = copy.deepcopy
+
+    def deepcopy(value: Any, memo: Any = None) -> Any:
+        copied.append(type(value).__name__)
+        return real_deepcopy(value, memo)
+
+    monkeypatch.setattr(copy, "deepcopy", deepcopy)  # the moto server runs in this process
+
+    # When a transaction updating a, putting new and deleting gone fails on its condition check
+    with pytest.raises(ddb.exceptions.TransactionCanceledException):
+        ddb.transact_write_items(TransactItems=_transaction(table, fail=True))
+
+    # Then nothing it named changed, and no table was copied to get there (only the items it names)
+    assert ddb.get_item(TableName=table, Key=_key("a"), ConsistentRead=True)["Item"]["n"] == {"N": "1"}
+    assert "Item" not in ddb.get_item(TableName=table, Key=_key("new"), ConsistentRead=True)
+    assert "Item" in ddb.get_item(TableName=table, Key=_key("gone"), ConsistentRead=True)
+    assert ddb.scan(TableName=table, Select="COUNT")["Count"] == 203
+    assert "Table" not in copied
+    assert copied  # the named items were kept
+
+    # And the same transaction, its condition met, writes all of it
+    ddb.transact_write_items(TransactItems=_transaction(table, fail=False))
+    assert ddb.get_item(TableName=table, Key=_key("a"), ConsistentRead=True)["Item"]["n"] == {"N": "2"}
+    assert ddb.get_item(TableName=table, Key=_key("new"), ConsistentRead=True)["Item"]["n"] == {"N": "7"}
+    assert "Item" not in ddb.get_item(TableName=table, Key=_key("gone"), ConsistentRead=True)

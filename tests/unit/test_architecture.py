@@ -33,8 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": BASE | {"engine", "adapters", "formats", "outputs", "prices"},
     "runtime": BASE | {"engine", "adapters", "jobs"},
     "handler": BASE | {"runtime", "jobs", "events"},
-    # The operator's commands: an entry point like the handler (``local`` runs the handler itself).
-    "cli": BASE | {"formats", "outputs", "prices", "adapters", "jobs", "runtime", "handler"},
+    # The operator's commands: an entry point like the handler (``local`` runs the handler itself);
+    # engine.request for the endpoints a line may name (``estimate``), not the dispatch machinery.
+    "cli": BASE | {"formats", "outputs", "prices", "adapters", "jobs", "runtime", "handler", "engine.request"},
 }
 
 

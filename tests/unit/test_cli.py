@@ -120,6 +120,37 @@ def test_estimate_of_a_csv_uses_its_template_and_of_an_unknown_format_fails_the_
     assert out.startswith(f"{notes}: the whole file would fail (unsupported_format)")
 
 
+def test_estimate_follows_each_lines_endpoint_and_the_files_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a file mixing endpoints: Batch API lines naming theirs, short forms taking the default
+    lines = [
+        {"custom_id": "r", "method": "POST", "url": "/v1/responses",
+         "body": {"model": "gpt-4o-mini", "input": "x" * 40, "instructions": "y" * 8, "max_output_tokens": 30}},
+        {"custom_id": "e", "method": "POST", "url": "/v1/embeddings",
+         "body": {"model": "text-embedding-3-small", "input": ["a" * 20, "b" * 20]}},
+        {"custom_id": "c", "method": "POST", "url": "/v1/completions",
+         "body": {"model": "gpt-3.5-turbo-instruct", "prompt": ["p" * 8, "q" * 8], "n": 2}},
+        {"custom_id": "s", "prompt": "z" * 80},
+    ]  # fmt: skip
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    # When it is estimated with Responses as the file's endpoint
+    code, out, _ = run(capsys, "estimate", str(mixed), "--endpoint", "/v1/responses", "--json")
+
+    # Then each line counts its own endpoint's input and output: none for embeddings, the API's
+    # default of 16 per prompt and choice for completions, the short form as a Responses request
+    assert code == 0
+    by_model = json.loads(out)["by_model"]
+    assert by_model["gpt-4o-mini"] == {"requests": 2, "input_tokens": 12 + 20, "output_tokens": 30 + 256}
+    assert by_model["text-embedding-3-small"] == {"requests": 1, "input_tokens": 10, "output_tokens": 0}
+    assert by_model["gpt-3.5-turbo-instruct"] == {"requests": 1, "input_tokens": 4, "output_tokens": 16 * 2 * 2}
+    code, _, err = run(capsys, "estimate", str(mixed), "--endpoint", "/v1/images/generations")
+    assert code == 2
+    assert "--endpoint /v1/images/generations: not one of /v1/chat/completions" in err
+
+
 def test_estimate_runs_as_a_module_without_aws_or_rich(bad_file: Path) -> None:
     # No AWS environment at all, and rich never imported off a terminal
     script = (

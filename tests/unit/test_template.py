@@ -106,6 +106,9 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "OutputPrefix": "results/",
         "Rpm": 0,
         "Tpm": 0,
+        "BudgetUsd": 0,  # no cost guard unless asked for
+        "BudgetTokens": 0,
+        "MaxRequests": 0,
         "OpenAIBaseUrl": "",
         "RequestTtlDays": 0,
         "ResultsExpirationDays": 0,

@@ -38,7 +38,14 @@ def _accepts(name: str, value: str) -> bool:
 
 @pytest.mark.parametrize(
     ("parameter", "field"),
-    [("MaxConcurrency", "max_concurrency"), ("Rpm", "rpm"), ("Tpm", "tpm")],
+    [
+        ("MaxConcurrency", "max_concurrency"),
+        ("Rpm", "rpm"),
+        ("Tpm", "tpm"),
+        ("BudgetUsd", "budget_usd"),
+        ("BudgetTokens", "budget_tokens"),
+        ("MaxRequests", "max_requests"),
+    ],
 )
 def test_number_ranges_are_the_settings_ranges(parameter: str, field: str) -> None:
     spec = _parameters()[parameter]

@@ -143,24 +143,35 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
 
 
 def request_from_item(item: dict[str, Any]) -> RequestRecord:
-    values = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
+    """The record of a request item, read straight from its attribute values (no generic
+    deserializer: the finalizer decodes one item per answer, so this is on the hot path)."""
+
+    def text(name: str) -> str | None:
+        value = item.get(name)
+        return None if value is None else str(value["S"])
+
+    def number(name: str, default: int | None = None) -> int | None:
+        value = item.get(name)
+        return default if value is None else int(value["N"])
+
+    error = item.get("error")
     return RequestRecord(
-        custom_id=values["custom_id"],
-        line=values["line"],
-        status=RequestStatus(values["status"]),
-        attempts=values["attempts"],
-        model=values.get("model"),
-        latency_ms=values.get("latency_ms"),
-        status_code=values.get("status_code"),
-        request_id=values.get("request_id"),
-        prompt_tokens=values.get("prompt_tokens", 0),
-        completion_tokens=values.get("completion_tokens", 0),
-        finish_reason=values.get("finish_reason"),
-        response=values.get("response"),
-        response_s3_key=values.get("response_s3_key"),
-        error=values.get("error"),
-        repeat_of=values.get("repeat_of"),
-        cached_tokens=values.get("cached_tokens", 0),
-        columns=values.get("columns"),
-        columns_s3_key=values.get("columns_s3_key"),
+        custom_id=item["custom_id"]["S"],
+        line=int(item["line"]["N"]),
+        status=RequestStatus(item["status"]["S"]),
+        attempts=number("attempts", 0) or 0,
+        model=text("model"),
+        latency_ms=number("latency_ms"),
+        status_code=number("status_code"),
+        request_id=text("request_id"),
+        prompt_tokens=number("prompt_tokens", 0) or 0,
+        completion_tokens=number("completion_tokens", 0) or 0,
+        finish_reason=text("finish_reason"),
+        response=text("response"),
+        response_s3_key=text("response_s3_key"),
+        error=None if error is None else plain(_deserializer.deserialize(error)),
+        repeat_of=number("repeat_of"),
+        cached_tokens=number("cached_tokens", 0) or 0,
+        columns=text("columns"),
+        columns_s3_key=text("columns_s3_key"),
     )

@@ -3,9 +3,11 @@
 The file is parsed by the function's own parser (:func:`promptdrop.formats.parse_stream`, by
 suffix), so the lines reported as failing are the ones the function would fail, with its reasons
 (a repeated ``custom_id`` included). Tokens are estimated, not counted: ~4 characters a token of
-message text plus 4 a message (no tokenizer download). Output is the worst case: each request's
-``max_completion_tokens``/``max_tokens`` (times ``n``); a request that sets none is counted at
-``--assume-output-tokens`` and said so. Prices: :mod:`promptdrop.prices` (genai-prices, offline).
+prompt, input or message text plus 4 a message (no tokenizer download). Output is the worst case,
+by endpoint: ``max_completion_tokens``/``max_tokens`` x ``n`` (chat), ``max_output_tokens``
+(Responses), ``max_tokens`` (16 when unset) x ``n`` x prompts (completions), none for embeddings
+and moderations; a request that sets no limit is counted at ``--assume-output-tokens`` and said
+so. Prices: :mod:`promptdrop.prices` (genai-prices, offline).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.request import Endpoint
 from ..formats import SUFFIXES, FileRejected, LineError, parse_stream
 from ..outputs import estimate_cost_usd
 from .errors import CliError, ExitCode
@@ -98,21 +101,36 @@ class Estimate:
         }
 
 
+def _text_chars(value: object) -> int:
+    """Characters of text in a prompt, an input, messages or content parts (whatever the endpoint)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_chars(part) for part in value)
+    if isinstance(value, dict):  # a message (its content) or a content part (its text)
+        return _text_chars(value.get("content")) + _text_chars(value.get("text"))
+    return 0
+
+
 def _input_tokens(body: dict[str, Any]) -> int:
     messages = body.get("messages") or []
-    chars = 0
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, str):
-            chars += len(content)
-        elif isinstance(content, list):  # content parts: count the text ones
-            chars += sum(len(p.get("text") or "") for p in content if isinstance(p, dict))
+    chars = sum(_text_chars(body.get(name)) for name in ("messages", "input", "prompt", "instructions"))
     return chars // 4 + 4 * len(messages)
 
 
-def _output_limit(body: dict[str, Any]) -> int | None:
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+def _output_limit(endpoint: Endpoint, body: dict[str, Any]) -> int | None:
+    """The most a request may answer (times ``n``), 0 for endpoints that answer no output tokens; None: no limit set."""
     n = body.get("n") or 1
+    if endpoint in (Endpoint.EMBEDDINGS, Endpoint.MODERATIONS):
+        return 0
+    if endpoint is Endpoint.RESPONSES:
+        limit, n = body.get("max_output_tokens"), 1
+    elif endpoint is Endpoint.COMPLETIONS:  # the API's default is 16 tokens, for each prompt
+        prompt = body.get("prompt")
+        limit = body.get("max_tokens", 16)
+        n = n * len(prompt) if isinstance(prompt, list) and isinstance(n, int) and prompt else n
+    else:
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
     return limit * n if isinstance(limit, int) and isinstance(n, int) else None
 
 
@@ -122,10 +140,14 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _estimate(path: Path, *, model: str, template: str | None, assume_output: int) -> Estimate:
+async def _estimate(
+    path: Path, *, model: str, template: str | None, assume_output: int, endpoint: str = Endpoint.CHAT.value
+) -> Estimate:
     result = Estimate(file=str(path), default_model=model, assumed_output_tokens=assume_output)
     first_line: dict[str, int] = {}  # custom_id -> its first line: a repeat fails, as in the function
-    parsed = parse_stream(path.suffix, _chunks(path), key=path.name, default_model=model, template=template)
+    parsed = parse_stream(
+        path.suffix, _chunks(path), key=path.name, default_model=model, template=template, endpoint=endpoint
+    )
     try:
         async for item in parsed:
             earlier = first_line.setdefault(item.custom_id, item.line)
@@ -137,7 +159,7 @@ async def _estimate(path: Path, *, model: str, template: str | None, assume_outp
             else:
                 body = json.loads(item.body)
                 figures = result.by_model.setdefault(str(body.get("model") or model), ModelFigures())
-                limit = _output_limit(body)
+                limit = _output_limit(item.endpoint, body)
                 if limit is None:
                     result.without_output_limit += 1
                 figures.requests += 1
@@ -152,11 +174,18 @@ async def _estimate(path: Path, *, model: str, template: str | None, assume_outp
 
 
 def estimate_file(
-    path: Path, *, model: str = DEFAULT_MODEL, template: str | None = None, assume_output: int = DEFAULT_ASSUMED_OUTPUT
+    path: Path,
+    *,
+    model: str = DEFAULT_MODEL,
+    template: str | None = None,
+    assume_output: int = DEFAULT_ASSUMED_OUTPUT,
+    endpoint: str = Endpoint.CHAT.value,
 ) -> Estimate:
     if not path.is_file():
         raise CliError(f"{path}: no such file")
-    return asyncio.run(_estimate(path, model=model, template=template, assume_output=assume_output))
+    if Endpoint.of(endpoint) is None:
+        raise CliError(f"--endpoint {endpoint}: not one of {', '.join(e.value for e in Endpoint)}")
+    return asyncio.run(_estimate(path, model=model, template=template, assume_output=assume_output, endpoint=endpoint))
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -170,6 +199,11 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     cmd.add_argument("--model", help="for requests naming none (default: $PROMPTDROP_MODEL or gpt-4o-mini)")
     cmd.add_argument("--template", help="a .csv's prompt template, as submit --template would send it")
     cmd.add_argument(
+        "--endpoint",
+        help="for short-form lines naming none, as the upload's promptdrop-endpoint would "
+        "(default: $PROMPTDROP_ENDPOINT or /v1/chat/completions)",
+    )
+    cmd.add_argument(
         "--assume-output-tokens",
         type=int,
         default=DEFAULT_ASSUMED_OUTPUT,
@@ -181,7 +215,14 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, view: View) -> int:
     model = args.model or os.environ.get("PROMPTDROP_MODEL") or DEFAULT_MODEL
-    found = estimate_file(args.file, model=model, template=args.template, assume_output=args.assume_output_tokens)
+    endpoint = args.endpoint or os.environ.get("PROMPTDROP_ENDPOINT") or Endpoint.CHAT.value
+    found = estimate_file(
+        args.file,
+        model=model,
+        template=args.template,
+        assume_output=args.assume_output_tokens,
+        endpoint=endpoint if endpoint.startswith("/v1/") else "/v1" + endpoint,
+    )
     code = ExitCode.NOT_ALL_SUCCEEDED if found.rejected or found.failing else ExitCode.OK
     if view.json_mode:
         view.json(found.as_json(args.show))

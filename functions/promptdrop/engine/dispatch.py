@@ -33,6 +33,7 @@ from typing import Any
 
 import openai
 
+from . import errors
 from .answers import AnswerCheck, parse_answer, usage_of
 from .client import Reply
 from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, UnusableAnswer, classify
@@ -40,12 +41,11 @@ from .limiter import RateLimiter
 from .limiters import Membership, ModelLimiters
 from .request import Request
 
-__all__ = ["RATE_LIMITED_UNTIL_DEADLINE", "DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
+__all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
 
 Sender = Callable[[str, bytes], Awaitable[Reply]]  # (the endpoint's path, the body)
 OnOutcome = Callable[["Outcome"], Awaitable[None]]
 ShouldStop = Callable[[], bool]
-RATE_LIMITED_UNTIL_DEADLINE = "rate_limited_until_deadline"
 
 
 @dataclass(slots=True)
@@ -115,11 +115,15 @@ class Dispatcher:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._admitting = 0  # workers waiting for admission (rate limits, slow start)
+
+    def rate_bound(self) -> bool:
+        """A worker waits for admission: the rate limit, not the concurrency, sets the pace now."""
+        return self._admitting > 0
 
     def backoff_s(self, attempt: int, retry_after: float | None) -> float:
         """Full-jitter exponential backoff after ``attempt`` (1-based), never below ``retry_after``."""
-        ceiling = min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1))
-        delay = self._rng.uniform(0, ceiling)
+        delay = self._rng.uniform(0, min(self._backoff_cap, self._backoff_base * 2 ** (attempt - 1)))
         return max(delay, retry_after) if retry_after is not None else delay
 
     async def run(
@@ -207,7 +211,7 @@ class Dispatcher:
             started = self._clock()
             headers: Mapping[str, str] | None = None
             try:
-                if not await limiter.acquire(request.cost, stop=stop):
+                if not await self._admit(limiter, request, stop):
                     return None
                 try:
                     started = self._clock()
@@ -236,7 +240,7 @@ class Dispatcher:
                 else:
                     limited_since = started if limited_since is None else limited_since
                     if self._clock() - limited_since >= self._patience_s:
-                        error = _rate_limited_too_long(info, limited, self._patience_s)
+                        error = errors.rate_limited_too_long(info, limited, self._patience_s)
                         return Outcome(request, attempt + limited, latency, 429, info.request_id, error=error)
                 report.retries += 1
                 continue  # back to admission: it waits out the pause at the slower rate
@@ -260,6 +264,13 @@ class Dispatcher:
             report.retries += 1
             await self._sleep(self.backoff_s(attempt, info.retry_after))
 
+    async def _admit(self, limiter: RateLimiter, request: Request, stop: ShouldStop | None) -> bool:
+        self._admitting += 1  # counted while it waits: see rate_bound
+        try:
+            return await limiter.acquire(request.cost, stop=stop)
+        finally:
+            self._admitting -= 1
+
     def _slow_down(
         self,
         report: DispatchReport,
@@ -272,8 +283,7 @@ class Dispatcher:
         """A 429 for rate: give the reservation back, pause everyone and slow down (limiter.py)."""
         report.rate_limited += 1
         limiter.refund(request.cost)
-        wait = info.retry_after if info.retry_after is not None else self.backoff_s(times, None)
-        limiter.rate_limited(wait, headers)
+        limiter.rate_limited(info.retry_after if info.retry_after is not None else self.backoff_s(times, None), headers)
 
 
 @dataclass(slots=True)
@@ -333,18 +343,3 @@ def _answered(outcome: Outcome, reply: Reply, report: DispatchReport) -> Outcome
     report.latency_max_ms = max(report.latency_max_ms, outcome.latency_ms)
     outcome.request_id = reply.headers.get("x-request-id")
     return outcome
-
-
-def _rate_limited_too_long(info: ErrorInfo, times: int, patience_s: float) -> ErrorInfo:
-    return ErrorInfo(
-        type=info.type,
-        code=RATE_LIMITED_UNTIL_DEADLINE,
-        message=(
-            f"answered 429 (rate limit) {times} times over {patience_s:.0f} s, in a run with no deadline to hand "
-            f"it back to (a redrive); the last answer: {info.message}"
-        )[:1000],
-        disposition=Disposition.TRANSIENT,
-        status_code=info.status_code,
-        body=info.body,
-        request_id=info.request_id,
-    )

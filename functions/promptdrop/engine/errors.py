@@ -20,11 +20,13 @@ import openai
 
 __all__ = [
     "MAX_RETRY_AFTER_S",
+    "RATE_LIMITED_UNTIL_DEADLINE",
     "Disposition",
     "ErrorInfo",
     "classify",
     "parse_reset",
     "rate_limit_wait_s",
+    "rate_limited_too_long",
     "redact",
     "retry_after_s",
 ]
@@ -240,3 +242,22 @@ class UnusableAnswer(Exception):
 
 
 __all__ += ["MalformedResponse", "RequestTooLarge", "UnusableAnswer"]
+
+
+RATE_LIMITED_UNTIL_DEADLINE = "rate_limited_until_deadline"
+
+
+def rate_limited_too_long(info: ErrorInfo, times: int, patience_s: float) -> ErrorInfo:
+    """The failure of a request a run with no deadline (a redrive) stopped waiting for: still 429."""
+    return ErrorInfo(
+        type=info.type,
+        code=RATE_LIMITED_UNTIL_DEADLINE,
+        message=(
+            f"answered 429 (rate limit) {times} times over {patience_s:.0f} s, in a run with no deadline to hand "
+            f"it back to (a redrive); the last answer: {info.message}"
+        )[:1000],
+        disposition=Disposition.TRANSIENT,
+        status_code=info.status_code,
+        body=info.body,
+        request_id=info.request_id,
+    )

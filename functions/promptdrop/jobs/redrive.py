@@ -74,7 +74,9 @@ class Redriver:
             progress.reporting(),
             self._recorders.for_job(job_id, job.bucket, job.key, job.etag, progress) as rec,
         ):
-            report = await self._dispatcher_factory().run(source(), rec.outcome)
+            dispatcher = self._dispatcher_factory()
+            rec.hold_while(dispatcher.rate_bound)
+            report = await dispatcher.run(source(), rec.outcome)
         logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
         return progress.tag(await self._finalizer.finish_if_complete(job_id, ref, report), report)
 

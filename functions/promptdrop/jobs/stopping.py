@@ -8,7 +8,7 @@ are done and how many are left, and how to raise the budget and resume without p
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Container, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,11 +69,11 @@ async def models_in(parsed: AsyncGenerator[Parsed]) -> set[str]:
     return models
 
 
-async def count_left(parsed: AsyncIterator[Parsed], answered: Mapping[str, int], repeats: set[int]) -> int:
+async def count_left(parsed: AsyncIterator[Parsed], answered: Mapping[str, int], done: Container[int]) -> int:
     """The rest of the unit's lines that a resumed run would still have to do."""
     left = 0
     async for item in parsed:
-        if item.line not in repeats and answered.get(item.custom_id) != item.line:
+        if item.line not in done and answered.get(item.custom_id) != item.line:
             left += 1
     return left
 

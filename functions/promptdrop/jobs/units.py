@@ -16,6 +16,7 @@ from aws_lambda_powertools import Logger
 from ..adapters.journal import Journal
 from ..adapters.leases import Hold, Lease, LeaseOutcome
 from ..adapters.queues import MessageSender
+from ..adapters.request_log import LineSet, RequestLog
 from ..adapters.s3 import ObjectStore
 from ..engine.dispatch import Dispatcher, DispatchReport, Outcome, StopReason
 from ..engine.request import Request
@@ -146,15 +147,9 @@ class UnitRunner:
         fresh: bool,
         should_stop: Callable[[], bool],
     ) -> DispatchReport:
-        # A first run has no answers to skip (only, in a split file, the repeats planning found);
-        # any other run asks the journal once.
-        requests_log = self._journal.requests
-        answered: dict[str, int]
-        if fresh:
-            answered, repeats = {}, (await requests_log.repeats(unit.job_id) if unit.unit != "all" else set())
-        else:
-            answered, repeats = await requests_log.finals(unit.job_id)
-        guard.done_before = len(answered) + len(repeats)
+        answered, done = await _done_before(self._journal.requests, unit, fresh=fresh)
+        whole = unit.unit == "all"
+        guard.done_before = len(answered) + len(done)
         header = await header_of(self._store, unit)
         guard.limits = limits_of(self._settings, header, await self._journal.get_job(unit.job_id))
         if guard.limits.usd is not None:  # every model's price, before anything is sent
@@ -170,8 +165,8 @@ class UnitRunner:
                 first_line: dict[str, int] = {}  # custom_id -> the line that uses it, in this run
                 item: Parsed
                 async for item in parsed:
-                    if item.line in repeats:
-                        continue  # failed as a repeat already
+                    if item.line in done:
+                        continue  # failed as a repeat already, or (a shard) done already
                     earlier = answered.get(item.custom_id)
                     if earlier == item.line:
                         continue  # answered already: a resumed or redelivered run
@@ -179,12 +174,13 @@ class UnitRunner:
                     if earlier is not None:
                         await recorder.repeat(item.line, item.custom_id, earlier, item.columns)
                         continue
-                    first_line[item.custom_id] = item.line
+                    if whole:  # a shard's repeats were all found when the file was planned
+                        first_line[item.custom_id] = item.line
                     if isinstance(item, LineError):
                         await recorder.line_error(item)
                     elif guard.limits.active and not guard.admit(item, progress.spent()):
                         # Stop sending (those in flight finish); count what is left for the dead letter.
-                        guard.left = 1 + await count_left(parsed, answered, repeats)
+                        guard.left = 1 + await count_left(parsed, answered, done)
                         return
                     else:
                         progress.sent()
@@ -197,8 +193,10 @@ class UnitRunner:
                 guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
                 await recorder.outcome(outcome)
 
+            dispatcher = self._dispatcher_factory()
+            recorder.hold_while(dispatcher.rate_bound)
             try:
-                return await self._dispatcher_factory().run(requests(), on_outcome, should_stop=stop)
+                return await dispatcher.run(requests(), on_outcome, should_stop=stop)
             finally:
                 await parsed.aclose()
 
@@ -221,3 +219,18 @@ class UnitRunner:
         # Given up at once: the continuation (or, with no work queue, the message handed back) may take it.
         await lease.release(hold)
         return result
+
+
+async def _done_before(log: RequestLog, unit: UnitMessage, *, fresh: bool) -> tuple[dict[str, int], LineSet]:
+    """What this run must not send again: (each answered ``custom_id``'s line, the lines to skip).
+
+    A first run has nothing answered to skip — only, in a split file, the repeats planning found.
+    A rerun of the whole file finds repeats itself, so it keeps each answered ``custom_id``'s line
+    (bounded by the shard size: larger files are split). A rerun of a shard needs only the lines
+    done, job-wide, as a bitmap: a million-line job's would be a 60 MB dict, and is 125 KB.
+    """
+    if unit.unit == "all":
+        return ({}, LineSet()) if fresh else await log.finals(unit.job_id)
+    if fresh:
+        return {}, LineSet(await log.repeats(unit.job_id))
+    return {}, await log.done_lines(unit.job_id)
