@@ -51,6 +51,8 @@ class E2eRow:
     invocations: list[tuple[str, float]] = field(default_factory=list)  # (what it ran, peak RSS MB)
     calls: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    answered_once: int = 0  # prompts the fake API answered exactly once
+    answered_again: int = 0  # prompts it answered more than once (paid twice)
 
     @property
     def ddb_calls(self) -> int:
@@ -135,6 +137,10 @@ def run_e2e(*, server: str, moto: str, lines: int, shards: int, concurrency: int
         s3.get_object(Bucket=stack.bucket, Key=f"{stack.output_prefix}{key}.summary.json")["Body"].read()
     )
     row.succeeded, row.failed = summary["counts"]["succeeded"], summary["counts"]["failed"]
+    request = urllib.request.Request(server.removesuffix("/v1") + "/stats")
+    with urllib.request.urlopen(request) as response:  # loopback only
+        answered = list(json.load(response)["prompts_ok"].values())
+    row.answered_once, row.answered_again = answered.count(1), sum(1 for n in answered if n > 1)
     sqs.close()
     s3.close()
     return row
@@ -161,9 +167,10 @@ def report(row: E2eRow) -> None:
         print(f"| {what} | {mb:.0f} |")
     detail = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
     print(
-        f"\n{row.succeeded:,} answered, {row.failed} failed in {row.seconds:.0f} s; every invocation's peak RSS "
-        f"at most {row.peak_mb:.0f} MB; DynamoDB calls {1000 * row.ddb_calls / answers:.1f} per 1,000 answers, "
-        f"all the function's AWS calls {1000 * sum(calls.values()) / answers:.1f} ({detail})"
+        f"\n{row.succeeded:,} answered ({row.answered_once:,} prompts answered once by the API, "
+        f"{row.answered_again} more than once), {row.failed} failed in {row.seconds:.0f} s; every invocation's "
+        f"peak RSS at most {row.peak_mb:.0f} MB; DynamoDB calls {1000 * row.ddb_calls / answers:.1f} per 1,000 "
+        f"answers, all the function's AWS calls {1000 * sum(calls.values()) / answers:.1f} ({detail})"
     )
 
 
