@@ -275,22 +275,27 @@ def local_aws_env(endpoint: str, region: str = REGION) -> dict[str, str]:
     }
 
 
+def local_client(endpoint: str, region: str, service: str) -> Any:  # boto3 ships no type information
+    """A boto3 client of ``service`` on the moto server at ``endpoint`` (the caller closes it)."""
+    return boto3.client(
+        service,  # type: ignore[call-overload,unused-ignore]
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=_DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=_DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=_DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
+    )
+
+
 @contextmanager
 def _clients(endpoint: str, region: str) -> Iterator[Callable[[str], Any]]:
     """Yield a factory of boto3 clients bound to ``endpoint``; all are closed on exit."""
     with ExitStack() as stack:
         made: dict[str, Any] = {}
 
-        def client(service: str) -> Any:  # boto3 ships no type information
+        def client(service: str) -> Any:
             if service not in made:
-                made[service] = boto3.client(
-                    service,  # type: ignore[call-overload,unused-ignore]
-                    endpoint_url=endpoint,
-                    region_name=region,
-                    aws_access_key_id=_DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    aws_secret_access_key=_DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                    aws_session_token=_DUMMY_CREDENTIALS["AWS_SESSION_TOKEN"],
-                )
+                made[service] = local_client(endpoint, region, service)
                 stack.callback(made[service].close)
             return made[service]
 
@@ -832,13 +837,7 @@ class LocalAws:
 
     def client(self, service: str) -> Any:
         """A boto3 client of ``service`` on the local stack (the caller closes it)."""
-        return boto3.client(
-            service,  # type: ignore[call-overload,unused-ignore]
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=_DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=_DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return local_client(self.endpoint, self.region, service)
 
 
 def _check_parameter(name: str, spec: Mapping[str, Any], value: str) -> None:

@@ -150,28 +150,31 @@ def request_from_item(item: dict[str, Any]) -> RequestRecord:
         value = item.get(name)
         return None if value is None else str(value["S"])
 
-    def number(name: str, default: int | None = None) -> int | None:
+    def number(name: str) -> int | None:
         value = item.get(name)
-        return default if value is None else int(value["N"])
+        return None if value is None else int(value["N"])
+
+    def count(name: str) -> int:
+        return number(name) or 0
 
     error = item.get("error")
     return RequestRecord(
         custom_id=item["custom_id"]["S"],
         line=int(item["line"]["N"]),
         status=RequestStatus(item["status"]["S"]),
-        attempts=number("attempts", 0) or 0,
+        attempts=count("attempts"),
         model=text("model"),
         latency_ms=number("latency_ms"),
         status_code=number("status_code"),
         request_id=text("request_id"),
-        prompt_tokens=number("prompt_tokens", 0) or 0,
-        completion_tokens=number("completion_tokens", 0) or 0,
+        prompt_tokens=count("prompt_tokens"),
+        completion_tokens=count("completion_tokens"),
         finish_reason=text("finish_reason"),
         response=text("response"),
         response_s3_key=text("response_s3_key"),
         error=None if error is None else plain(_deserializer.deserialize(error)),
         repeat_of=number("repeat_of"),
-        cached_tokens=number("cached_tokens", 0) or 0,
+        cached_tokens=count("cached_tokens"),
         columns=text("columns"),
         columns_s3_key=text("columns_s3_key"),
     )

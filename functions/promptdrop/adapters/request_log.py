@@ -133,7 +133,7 @@ class RequestLog:
         for pk in request_pks(job_id):
             async for item in self._query(pk, REQUEST_PREFIXES[0], "custom_id, #l", {"#l": "line"}):
                 answered[item["custom_id"]["S"]] = int(item["line"]["N"])
-        return answered, LineSet(await self.repeats(job_id))
+        return answered, await self.repeats(job_id)
 
     async def done_lines(self, job_id: str) -> LineSet:
         """Every line of the job with a final outcome: answered, failed, or failed as a repeat. What a
@@ -146,15 +146,17 @@ class RequestLog:
                     done.add(int(item["line"]["N"]))
         return done
 
-    async def repeats(self, job_id: str) -> set[int]:
+    async def repeats(self, job_id: str) -> LineSet:
         """The lines failed as repeats of an earlier line's ``custom_id`` (a split file's are known
         before any shard runs: even a shard's first run must not send them)."""
         names = {"#l": "line"}
-        return {
-            int(item["line"]["N"])
-            for pk in request_pks(job_id)
-            async for item in self._query(pk, REQUEST_PREFIXES[1], "#l", names)
-        }
+        return LineSet(
+            [
+                int(item["line"]["N"])
+                for pk in request_pks(job_id)
+                async for item in self._query(pk, REQUEST_PREFIXES[1], "#l", names)
+            ]
+        )
 
     async def prior(self, job_id: str, custom_id: str) -> Prior:
         """What a redrive needs of the request's item: whether it has an answer (then nothing is

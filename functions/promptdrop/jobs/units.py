@@ -147,8 +147,8 @@ class UnitRunner:
         fresh: bool,
         should_stop: Callable[[], bool],
     ) -> DispatchReport:
-        answered, done = await _done_before(self._journal.requests, unit, fresh=fresh)
         whole = unit.unit == "all"
+        answered, done = await _done_before(self._journal.requests, unit, whole=whole, fresh=fresh)
         guard.done_before = len(answered) + len(done)
         header = await header_of(self._store, unit)
         guard.limits = limits_of(self._settings, header, await self._journal.get_job(unit.job_id))
@@ -221,7 +221,9 @@ class UnitRunner:
         return result
 
 
-async def _done_before(log: RequestLog, unit: UnitMessage, *, fresh: bool) -> tuple[dict[str, int], LineSet]:
+async def _done_before(
+    log: RequestLog, unit: UnitMessage, *, whole: bool, fresh: bool
+) -> tuple[dict[str, int], LineSet]:
     """What this run must not send again: (each answered ``custom_id``'s line, the lines to skip).
 
     A first run has nothing answered to skip — only, in a split file, the repeats planning found.
@@ -229,8 +231,8 @@ async def _done_before(log: RequestLog, unit: UnitMessage, *, fresh: bool) -> tu
     (bounded by the shard size: larger files are split). A rerun of a shard needs only the lines
     done, job-wide, as a bitmap: a million-line job's would be a 60 MB dict, and is 125 KB.
     """
-    if unit.unit == "all":
+    if whole:
         return ({}, LineSet()) if fresh else await log.finals(unit.job_id)
     if fresh:
-        return {}, LineSet(await log.repeats(unit.job_id))
+        return {}, await log.repeats(unit.job_id)
     return {}, await log.done_lines(unit.job_id)
