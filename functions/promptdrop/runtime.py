@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import aioboto3
 from aiobotocore.config import AioConfig
-from openai import AsyncOpenAI
 
 from .adapters.budget import DynamoBudget
 from .adapters.bus import EventPublisher
@@ -26,7 +25,7 @@ from .adapters.journal import Journal
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectStore
 from .engine.answers import AnswerCheck, TextPolicy
-from .engine.client import ApiSender, make_client
+from .engine.client import ApiSender, LeanAsyncOpenAI, make_client
 from .engine.dispatch import Dispatcher
 from .engine.limiters import ModelLimiters
 from .jobs import JobRunner
@@ -56,7 +55,7 @@ class Runtime:
         settings: Settings,
         stack: AsyncExitStack,
         runner: JobRunner,
-        client: AsyncOpenAI,
+        client: LeanAsyncOpenAI,
         session: aioboto3.Session,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

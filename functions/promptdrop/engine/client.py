@@ -1,61 +1,134 @@
 """The one ``AsyncOpenAI`` client per container, and the cheapest correct call through it.
 
-Why ``client.post`` and not ``client.chat.completions.create``: the request body is already
-serialized once when the input is parsed, and the answer is parsed once (to JSON) by the engine;
-the typed method would transform the body's TypedDicts and build pydantic models per call, the
-largest CPU cost per request on a Lambda vCPU. The next largest is the SDK building the same URL
-and headers again for every call: :class:`_LeanAsyncOpenAI` builds them once (0.49 -> 0.38 ms CPU
-a call in ``make bench``'s scenario 1). The SDK still owns auth, base URL, headers, timeouts and its
-error types. SDK retries are off: the engine retries, so that waits are shared.
+Why not ``client.chat.completions.create``: the request body is already serialized once when the
+input is parsed, and the answer is parsed once (to JSON) by the engine; the typed method would
+transform the body's TypedDicts and build pydantic models per call. Why not ``client.post`` for
+every call either: for a POST of ready bytes the SDK's ``request()`` builds and deep-copies its
+pydantic request options twice, builds the same URL and a dozen identical headers, then wraps the
+call in httpx2 request, response and stream objects over its aiohttp transport — about half the
+CPU a call costs on a Lambda vCPU, more than the HTTP exchange itself (``make bench`` scenario 1).
+
+So :class:`LeanAsyncOpenAI` lets the SDK build the first request to each path (its URL, auth and
+headers, its timeout), then sends each later body with those parts straight through aiohttp — the
+library the SDK's own transport runs on — and turns a non-2xx answer or a transport fault into the
+SDK's own error types, as ``request()`` does. SDK retries are off: the engine retries, so that
+waits are shared.
 """
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import httpx2
-import openai
-from openai import AsyncOpenAI, DefaultAioHttpClient, NotGiven
+from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAioHttpClient, NotGiven
 from openai._models import FinalRequestOptions
 
-__all__ = ["ApiSender", "Reply", "make_client"]
+__all__ = ["ApiSender", "LeanAsyncOpenAI", "Reply", "make_client"]
 
-# Distinct URLs whose built parts are kept: one per endpoint in use (five today); past it, start over.
+# Distinct (path, key, base URL) whose built parts are kept: one per endpoint in use (five today).
 _LEAN_URLS = 8
+# What aiohttp decodes itself: the SDK's httpx2 may offer more (br, zstd) when their packages are installed.
+_ACCEPT_ENCODING = "gzip, deflate"
 
 
-def make_client(*, api_key: str | None, max_connections: int, timeout_s: float) -> AsyncOpenAI:
+@dataclass(slots=True, frozen=True)
+class _Parts:
+    """What the SDK built for a path: sent again with each later body."""
+
+    url: str
+    headers: dict[str, str]
+    timeout: aiohttp.ClientTimeout
+
+
+def make_client(*, api_key: str | None, max_connections: int, timeout_s: float) -> LeanAsyncOpenAI:
     """A client on the aiohttp transport with a pool sized to the concurrency.
 
-    Build it inside the event loop that will use it (the aiohttp session binds to that loop).
+    Build it inside the event loop that will use it (the aiohttp sessions bind to that loop).
     ``api_key=None`` lets the SDK read ``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` is read by the SDK.
     """
     limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return _LeanAsyncOpenAI(
+    return LeanAsyncOpenAI(
         api_key=api_key,
         max_retries=0,
         timeout=timeout_s,
         http_client=DefaultAioHttpClient(limits=limits, timeout=timeout_s),
+        max_connections=max_connections,
     )
 
 
-class _LeanAsyncOpenAI(AsyncOpenAI):
-    """``AsyncOpenAI`` that builds the HTTP request of a plain body POST once, then reuses its parts.
+class LeanAsyncOpenAI(AsyncOpenAI):
+    """``AsyncOpenAI`` with :meth:`post_ready`: a POST of ready bytes, built by the SDK once per path.
 
-    The SDK rebuilds the same URL and a dozen identical headers for every call (about a third of
-    the CPU a call costs); for a POST of ready bytes with no per-call options only the body
-    differs. The first such request is built by the SDK itself; later ones reuse its URL, headers
-    and timeout while the client's key and base URL are unchanged — one set per URL, as a file may
-    mix endpoints. Auth hooks, sending, errors and every other request still go the SDK's own way.
+    Only for a client authenticated by a plain API key (how :func:`make_client` builds it): with a
+    key provider, a workload identity or a provider runtime the SDK rewrites each request, so every
+    call goes the SDK's own way. So does the first call to each path, key and base URL: the request
+    the SDK builds then is remembered, and later calls send the same URL, headers and timeout with
+    their own body, on a pool of ``max_connections`` — unless the environment proxies the URL. A new
+    key or base URL (a rotated secret) is a new entry.
     """
 
-    _lean: dict[tuple[str, str, str], tuple[httpx2.URL, list[tuple[bytes, bytes]], dict[str, Any]]] | None = None
+    _lean: dict[tuple[str, str, str], _Parts] | None = None
+    _session: aiohttp.ClientSession | None = None
+
+    def __init__(self, *, max_connections: int = 100, **options: Any) -> None:
+        super().__init__(**options)
+        self.max_connections = max_connections
+
+    async def post_ready(self, path: str, body: bytes) -> Reply:
+        """POST ``body`` to ``path``; a non-2xx answer raises the SDK's typed error, as ``post`` does."""
+        parts = self._parts(path)
+        if parts is None:
+            response: httpx2.Response = await self.post(
+                path, cast_to=httpx2.Response, content=body, options={"max_retries": 0}
+            )
+            return Reply(response.status_code, response.headers, response.content)
+        try:
+            async with self._pool().post(
+                parts.url, data=body, headers=parts.headers, timeout=parts.timeout, allow_redirects=False
+            ) as answer:
+                content = await answer.read()
+        except TimeoutError as err:  # aiohttp's ServerTimeoutError is one too
+            raise APITimeoutError(request=_sent(parts, body)) from err
+        except aiohttp.ClientError as err:
+            raise APIConnectionError(request=_sent(parts, body)) from err
+        if not 200 <= answer.status < 300:  # as the SDK's raise_for_status: anything but 2xx
+            failed = httpx2.Response(
+                answer.status, headers=answer.raw_headers, content=content, request=_sent(parts, body)
+            )
+            raise self._make_status_error_from_response(failed)
+        return Reply(answer.status, answer.headers, content)
+
+    async def close(self) -> None:
+        await super().close()
+        if self._session is not None:
+            await self._session.close()
+
+    def _pool(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self.max_connections, ssl=httpx2.create_ssl_context())
+            # Proxies were looked up once, for the URL (_proxied); aiohttp's trust_env would look again
+            # at every call, which costs more CPU than the call itself.
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        return self._session
+
+    @property
+    def user_agent(self) -> str:
+        return f"AsyncOpenAI/Python {self._version}"  # the SDK's own, not this subclass's name
+
+    def _parts(self, path: str) -> _Parts | None:
+        plain = self._provider_runtime is None and self._api_key_provider is None and self.workload_identity is None
+        return self._lean.get((path, self.api_key, str(self.base_url))) if plain and self._lean else None
 
     def _build_request(self, options: FinalRequestOptions, *, retries_taken: int = 0) -> httpx2.Request:
-        body = options.content
-        plain = (
+        request = super()._build_request(options, retries_taken=retries_taken)
+        ready = (
             options.method == "post"
+            and isinstance(options.content, bytes)
             and not options.params
             and isinstance(options.headers, NotGiven)
             and isinstance(options.timeout, NotGiven)
@@ -64,39 +137,54 @@ class _LeanAsyncOpenAI(AsyncOpenAI):
             and (options.idempotency_key is None or self._idempotency_header is None)
             and retries_taken == 0
         )
-        if not plain or not isinstance(body, bytes):
-            return super()._build_request(options, retries_taken=retries_taken)
-        key = (options.url, self.api_key, str(self.base_url))
-        if self._lean is None or (len(self._lean) >= _LEAN_URLS and key not in self._lean):
-            self._lean = {}  # a new key or base URL leaves the old entries unused: dropped in time
-        lean = self._lean.get(key)
-        if lean is None:
-            request = super()._build_request(options, retries_taken=retries_taken)
-            headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
-            self._lean[key] = (request.url, headers, dict(request.extensions))
-            return request
-        url, headers, extensions = lean
-        return httpx2.Request("POST", url, headers=headers, content=body, extensions=dict(extensions))
+        if ready and not _proxied(str(request.url)):  # post_ready can send it again: remember its parts
+            key = (options.url, self.api_key, str(self.base_url))
+            if self._lean is None or (len(self._lean) >= _LEAN_URLS and key not in self._lean):
+                self._lean = {}  # a new key or base URL leaves the old entries unused: dropped in time
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "host")}
+            headers["accept-encoding"] = _ACCEPT_ENCODING
+            self._lean[key] = _Parts(str(request.url), headers, _timeout(request.extensions.get("timeout", {})))
+        return request
+
+
+def _proxied(url: str) -> bool:
+    """The environment sends ``url`` through a proxy (``HTTPS_PROXY``… and not ``NO_PROXY``): such
+    calls are left to the SDK's httpx2, which honours it."""
+    proxies = urllib.request.getproxies()
+    split = urllib.parse.urlsplit(url)
+    if not (proxies.get(split.scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(split.netloc)
+
+
+def _timeout(timeout: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
+    """The SDK's httpx2 timeout, as its aiohttp transport maps it."""
+    return aiohttp.ClientTimeout(
+        sock_connect=timeout.get("connect"), sock_read=timeout.get("read"), connect=timeout.get("pool")
+    )
+
+
+def _sent(parts: _Parts, body: bytes) -> httpx2.Request:
+    """The request as the SDK's errors carry it (built only when one is raised)."""
+    return httpx2.Request("POST", parts.url, headers=parts.headers, content=body)
 
 
 @dataclass(slots=True, frozen=True)
 class Reply:
-    """A 2xx answer, unparsed."""
+    """A 2xx answer, unparsed; its headers a case-insensitive mapping."""
 
     status_code: int
-    headers: httpx2.Headers
+    headers: Mapping[str, str]
     content: bytes
 
 
 class ApiSender:
     """Posts ready bodies to an endpoint's path (``/responses``…); non-2xx answers raise the SDK's typed errors."""
 
-    __slots__ = ("_client", "_options")
+    __slots__ = ("_client",)
 
-    def __init__(self, client: AsyncOpenAI) -> None:
+    def __init__(self, client: LeanAsyncOpenAI) -> None:
         self._client = client
-        self._options: openai.RequestOptions = {"max_retries": 0}
 
     async def __call__(self, path: str, body: bytes) -> Reply:
-        response = await self._client.post(path, cast_to=httpx2.Response, content=body, options=self._options)
-        return Reply(response.status_code, response.headers, response.content)
+        return await self._client.post_ready(path, body)
