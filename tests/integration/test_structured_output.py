@@ -90,6 +90,20 @@ def test_each_unusable_answer_is_asked_again_then_fails_alone_with_the_answer_ke
     assert letters["chat-truncated"]["attempts"] == 3
     assert letters["chat-truncated"]["error"]["code"] == "truncated"
 
+    # and every answer is counted in the tokens (and so in the cost and the cost guard): the unusable
+    # ones asked again, and those of the requests that failed on them, were paid for as well
+    served = pipeline.server.stats()
+    summary = pipeline.summary(key)
+    tokens = summary["tokens"]
+    assert (tokens["prompt"], tokens["completion"]) == (served["prompt_tokens"], served["completion_tokens"])
+    items = pipeline.items(summary["job_id"])
+    progress = (items["JOB"]["progress_prompt_tokens"], items["JOB"]["progress_completion_tokens"])
+    assert progress == (served["prompt_tokens"], served["completion_tokens"])  # what the cost guard reads
+    failed_item = items["REQ#chat-mismatch"]
+    assert failed_item["status"] == "FAILED"
+    assert failed_item["prompt_tokens"] > 0
+    assert failed_item["completion_tokens"] > 0
+
 
 def test_a_plain_text_answer_cut_off_is_an_answer_unless_the_text_policy_is_strict(pipeline: Pipeline) -> None:
     # Given plain-text requests cut off or filtered every time

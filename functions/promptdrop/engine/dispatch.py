@@ -1,24 +1,25 @@
 """The dispatch core: a fixed pool of workers fed from a bounded queue.
 
-Memory is bounded by the concurrency, not by the file: the producer pulls the next request from
-the (streamed) input only when a queue slot is free, and each of the ``max_concurrency`` workers
-holds one request at a time — through its retries too. No task per prompt.
+Memory is bounded by the concurrency, not by the file: the producer pulls the next request from the
+(streamed) input only when a queue slot is free, and each of the ``max_concurrency`` workers holds
+one request at a time — through its retries too. No task per prompt.
 
 Retries: transient failures back off exponentially with full jitter, never sooner than the
 server's ``retry-after``, up to ``max_attempts`` tries. Permanent failures end the request at once;
 fatal ones (bad key, no quota) stop the whole run. An answer the request cannot use (structured
 output that is not JSON or not its schema, cut off, refused: ``answers.py``) is asked again at
-once, up to ``output_attempts`` answers, then fails with the last answer kept.
+once, up to ``output_attempts`` answers, then fails with the last answer kept. Every answer is paid
+for: the outcome carries the tokens of the unusable ones (``discarded_tokens``).
 
-A 429 for rate (not quota) is a signal, not a failure: it pauses and slows the request's model
-limiter (``limiter.py``) and the request is sent again once admitted, without spending one of its
-attempts — it fails for rate limiting only when its run runs out of time. When ``should_stop()``
-says the run must end (its deadline nears) while a request waits for admission or has just been
-answered 429, the request is *handed back*: it gets no outcome, the run reports ``stopped =
-"deadline"`` with ``resume`` at the earliest request handed back, and the continuation sends it
-again (answered requests after it are skipped by the journal). A run given no ``should_stop`` (a
-redrive) has nothing to hand back to: there a request still rate limited after
-``rate_limit_patience_s`` fails with the code ``rate_limited_until_deadline``.
+A 429 for rate (not quota) is a signal, not a failure: it pauses and slows the request's model limiter
+(``limiter.py``) and the request is sent again once admitted, without spending one of its attempts —
+it fails for rate limiting only when its run runs out of time. When ``should_stop()`` says the run
+must end (its deadline nears) while a request waits for admission or has just been answered 429,
+the request is *handed back*: it gets no outcome, the run reports ``stopped = "deadline"`` with
+``resume`` at the earliest request handed back, and the continuation sends it again (answered
+requests after it are skipped by the journal). A run given no ``should_stop`` (a redrive) has
+nothing to hand back to: there a request still rate limited after ``rate_limit_patience_s`` fails
+with the code ``rate_limited_until_deadline``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Outcome:
     response: dict[str, Any] | None = None
     error: ErrorInfo | None = None
     rate_limited: int = 0  # 429s for rate this request received on the way
+    discarded_tokens: tuple[int, int] = (0, 0)  # input, output tokens of its unusable answers: paid, not kept
 
 
 class StopReason(StrEnum):
@@ -151,15 +153,12 @@ class Dispatcher:
                         workers.create_task(self._worker(run, queue))
                     try:
                         await self._feed(requests, queue, run)
-                    except Exception as exc:
-                        # The input failed (e.g. the object changed mid-read): send nothing more, but let
-                        # the calls in flight finish and be recorded — they are paid for.
+                    except Exception as exc:  # the input failed (e.g. the object changed mid-read)
                         source_error = exc
                     for _ in range(self._concurrency):
                         await queue.put(None)
             except BaseExceptionGroup as group:
-                first = group.exceptions[0]
-                raise first from (group if len(group.exceptions) > 1 else None)
+                raise group.exceptions[0] from (group if len(group.exceptions) > 1 else None)
         if source_error is not None:
             raise source_error
         report = run.report
@@ -205,8 +204,8 @@ class Dispatcher:
         report, stop = run.report, run.should_stop
         attempt = 0  # tries that count against max_attempts
         unusable = 0  # answers the request could not use (bad structured output…): against output_attempts
-        limited = 0  # 429s for rate, which count against neither
-        limited_since: float | None = None
+        limited, limited_since = 0, None  # 429s for rate, which count against neither; since when
+        discarded = (0, 0)  # usage of the unusable answers: billed all the same
         while True:
             started = self._clock()
             headers: Mapping[str, str] | None = None
@@ -224,10 +223,13 @@ class Dispatcher:
                 if isinstance(exc, openai.APIStatusError):
                     headers = exc.response.headers
             else:
-                problem = _unusable(self._answers, request, reply, data, limiter)
+                problem, unused = _unusable(self._answers, request, reply, data, limiter)
+                discarded = (discarded[0] + unused[0], discarded[1] + unused[1])
                 if problem is None or (unusable := unusable + 1) >= self._output_attempts:
                     figures = (attempt + unusable + (problem is None), int((self._clock() - started) * 1000), limited)
-                    return _answer_outcome(request, reply, data, problem, figures, report)
+                    return replace(
+                        _answer_outcome(request, reply, data, problem, figures, report), discarded_tokens=discarded
+                    )
                 report.retries += 1
                 continue  # asked again at once: the answer, not the transport, was at fault
             latency = int((self._clock() - started) * 1000)
@@ -304,17 +306,18 @@ class _Run:
 
 def _unusable(
     answers: AnswerCheck, request: Request, reply: Reply, data: dict[str, Any], limiter: RateLimiter
-) -> ErrorInfo | None:
-    """Why the request cannot use this answer (None: it can). Usable or not, the answer was paid for:
-    its headers and usage go to the limiter either way."""
+) -> tuple[ErrorInfo | None, tuple[int, int]]:
+    """Why the request cannot use this answer (None: it can), and the tokens it paid for nothing ((0, 0)
+    when usable). Usable or not, the answer was paid for: its headers and usage go to the limiter."""
     limiter.observe(reply.headers)
+    usage = usage_of(data)
     if isinstance(data.get("usage"), dict):
-        limiter.settle(request.cost, sum(usage_of(data)))
+        limiter.settle(request.cost, sum(usage))
     try:
         answers.check(request, data)
     except UnusableAnswer as exc:
-        return replace(classify(exc), request_id=reply.headers.get("x-request-id"))
-    return None
+        return replace(classify(exc), request_id=reply.headers.get("x-request-id")), usage
+    return None, (0, 0)
 
 
 def _answer_outcome(
@@ -325,8 +328,7 @@ def _answer_outcome(
     figures: tuple[int, int, int],
     report: DispatchReport,
 ) -> Outcome:
-    """The outcome of a request's last answer: usable, or the last unusable one (kept: it was paid for).
-    ``figures``: (calls, latency ms, 429s for rate)."""
+    """The outcome of its last answer, usable or not (kept: paid for). ``figures``: (calls, latency ms, 429s)."""
     calls, latency, limited = figures
     if problem is not None:
         return Outcome(

@@ -61,13 +61,19 @@ class Progress:
 
     def succeeded(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
         self.run.succeeded += 1
+        self._paid(model, prompt_tokens, completion_tokens, cached_tokens)
+
+    def failed(self, model: str = "", prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        """A request failed; its tokens: the unusable answers it paid for, if any."""
+        self.run.failed += 1
+        if prompt_tokens or completion_tokens:
+            self._paid(model, prompt_tokens, completion_tokens, 0)
+
+    def _paid(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
         self.run.prompt_tokens += prompt_tokens
         self.run.completion_tokens += completion_tokens
         p, c, k = self._tokens_by_model.get(model, (0, 0, 0))
         self._tokens_by_model[model] = (p + prompt_tokens, c + completion_tokens, k + cached_tokens)
-
-    def failed(self) -> None:
-        self.run.failed += 1
 
     async def report(self) -> None:
         """Add what was done since the last report to the job item; learn of a cancel request."""

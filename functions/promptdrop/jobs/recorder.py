@@ -129,7 +129,7 @@ class Recorder:
             assert outcome.error is not None
             record = _failure_record(request, outcome, outcome.error)
             self._letters.append(self._dead_letter(record, request.batch_line()))
-            self._progress.failed()
+            self._progress.failed(record.model or "", record.prompt_tokens, record.completion_tokens)
         if record.response is not None and _too_large(record.response):
             # Too large for a DynamoDB item (400 KB): kept in S3, the item points to it.
             pointer = f"{output_base(self._job.output_prefix, self._job.key)}.responses/{request.line}.json"
@@ -230,6 +230,8 @@ def _too_large(text: str) -> bool:
 def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
     body = outcome.response or {}
     input_tokens, output_tokens = usage_of(body)  # each endpoint's usage shape
+    input_tokens += outcome.discarded_tokens[0]  # and the unusable answers asked again: paid for too
+    output_tokens += outcome.discarded_tokens[1]
     usage = body.get("usage") or {}
     # Cached input tokens, billed at a discount: chat's prompt_tokens_details, Responses' input_tokens_details.
     details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
@@ -251,11 +253,16 @@ def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
 
 
 def _failure_record(request: Request, outcome: Outcome, error: ErrorInfo) -> RequestRecord:
+    paid_in, paid_out = outcome.discarded_tokens  # unusable answers (structured output…): paid for
+    answered = error.body.get("model") if isinstance(error.body, dict) else None
     return RequestRecord(
         custom_id=request.custom_id,
         line=request.line,
         status=RequestStatus.FAILED,
         attempts=outcome.attempts,
+        model=(answered if isinstance(answered, str) else request.model_name()) if paid_in or paid_out else None,
+        prompt_tokens=paid_in,
+        completion_tokens=paid_out,
         latency_ms=outcome.latency_ms,
         status_code=error.status_code,
         request_id=error.request_id,

@@ -34,8 +34,12 @@ class _Tally:
     tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
     text_answer: str | None = None
 
-    def add_success(self, record: RequestRecord, model: str) -> None:
-        self.succeeded += 1
+    def add(self, record: RequestRecord, model: str) -> None:
+        """Count the request; its tokens too, answered or not (a failed one may have paid for unusable answers)."""
+        if record.succeeded:
+            self.succeeded += 1
+        else:
+            self.failed += 1
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
         p, c, k = self.tokens_by_model.get(model, (0, 0, 0))
@@ -123,14 +127,13 @@ class OutputWriter:
                         columns = json.dumps(await self._store.get_json(out_bucket, record.columns_s3_key))
                     table.add(record, columns, response)
                 line = output_line(job.job_id, record, response)
+                tally.add(record, record.model or self._default_model)
                 if record.succeeded:
                     results.add(record.line, line)
-                    tally.add_success(record, record.model or self._default_model)
                     if "text" in keys and response is not None:
                         tally.text_answer = _text_of(response)
                 else:
                     errors.add(record.line, line)
-                    tally.failed += 1
             for spool, key in ((results, keys["results"]), (errors, keys["errors"])):
                 await self._store.put_stream(out_bucket, key, spool.sorted_lines(), "application/x-ndjson")
             if table is not None:
