@@ -68,8 +68,8 @@ class LeanAsyncOpenAI(AsyncOpenAI):
     key provider, a workload identity or a provider runtime the SDK rewrites each request, so every
     call goes the SDK's own way. So does the first call to each path, key and base URL: the request
     the SDK builds then is remembered, and later calls send the same URL, headers and timeout with
-    their own body, on a pool of ``max_connections`` — unless the environment proxies the URL. A new
-    key or base URL (a rotated secret) is a new entry.
+    their own body, on a pool of ``max_connections``, following redirects as the SDK's client does —
+    unless the environment proxies the URL. A new key or base URL (a rotated secret) is a new entry.
     """
 
     _lean: dict[tuple[str, str, str], _Parts] | None = None
@@ -88,9 +88,7 @@ class LeanAsyncOpenAI(AsyncOpenAI):
             )
             return Reply(response.status_code, response.headers, response.content)
         try:
-            async with self._pool().post(
-                parts.url, data=body, headers=parts.headers, timeout=parts.timeout, allow_redirects=False
-            ) as answer:
+            async with self._pool().post(parts.url, data=body, headers=parts.headers, timeout=parts.timeout) as answer:
                 content = await answer.read()
         except TimeoutError as err:  # aiohttp's ServerTimeoutError is one too
             raise APITimeoutError(request=_sent(parts, body)) from err
