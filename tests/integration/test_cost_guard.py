@@ -143,6 +143,40 @@ def test_max_requests_per_file_then_raised(cli_env: Pipeline) -> None:
     assert all(p.times_seen(q) == 1 for q in prompts)
 
 
+def test_a_redriven_prompt_is_not_sent_past_the_budget_until_it_is_raised(cli_env: Pipeline) -> None:
+    # Given a file capped at 3 requests whose 3 lines were all sent, one of them failing (a 400, once)
+    p = cli_env
+    prompts = ["first fine", "second [[fail:400x1]]", "third fine"]
+    key = "inputs/capped-redrive.jsonl"
+    put(p, key, lines(prompts), **{"promptdrop-max-requests": "3"})
+    p.drain()
+    summary = p.summary(key)
+    assert (summary["counts"]["succeeded"], summary["counts"]["failed"]) == (2, 1)
+    assert p.prompts_seen() == 3
+
+    # When its dead letter is redriven: the cap is spent, so it is not sent again
+    assert redrive(p.sqs, dlq_url=p.stack.dlq_url, work_queue_url=p.stack.work_queue_url) == {"prompt_failure": 1}
+    p.drain()
+    assert p.times_seen(prompts[1]) == 1
+    (letter,) = p.dlq_peek()
+    assert letter["kind"] == "prompt_failure"
+    assert letter["custom_id"] == "line-2"
+    assert letter["error"]["code"] == "budget_exceeded"
+    assert "3 of 3 requests were sent (the file's max requests)" in letter["error"]["message"]
+    assert f"promptdrop budget {summary['job_id']}" in letter["error"]["message"]
+    (error_line,) = p.jsonl(key, ".errors.jsonl")
+    assert error_line["error"]["code"] == "budget_exceeded"
+
+    # When the cap is raised and the new dead letter redriven, it is sent and answered, once more
+    assert main(["budget", summary["job_id"], "--max-requests", "10"]) == 0
+    assert redrive(p.sqs, dlq_url=p.stack.dlq_url, work_queue_url=p.stack.work_queue_url) == {"prompt_failure": 1}
+    p.drain()
+    assert p.times_seen(prompts[1]) == 2
+    final = p.summary(key)
+    assert (final["status"], final["counts"]["succeeded"], final["counts"]["failed"]) == ("SUCCEEDED", 3, 0)
+    assert p.dlq_peek() == []
+
+
 def test_a_budget_that_is_not_a_number_fails_the_file(pipeline: Pipeline) -> None:
     p = pipeline
     put(p, "inputs/bad-budget.jsonl", lines(["x"]), **{"promptdrop-budget-usd": "ten"})

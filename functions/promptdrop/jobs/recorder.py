@@ -170,6 +170,17 @@ class Recorder:
         self._progress.failed()
         await self._maybe_flush()
 
+    async def not_sent(self, request: Request, code: str, message: str) -> None:
+        """A request refused before it was sent (the cost guard) fails alone; its dead letter can send it later."""
+        info = {"type": "request_not_sent", "code": code, "status_code": None, "message": message}
+        record = RequestRecord(request.custom_id, request.line, RequestStatus.FAILED, 0, error=info)
+        if request.columns:
+            await self._keep_columns(record, request.columns, schema_fields(json.loads(request.body)))
+        self._records.append(record)
+        self._letters.append(self._dead_letter(record, request.batch_line()))
+        self._progress.failed()
+        await self._maybe_flush()
+
     async def repeat(self, line: int, custom_id: str, earlier: int, columns: Columns = ()) -> None:
         """A line reusing an earlier line's ``custom_id`` fails alone, its item kept apart from the first's."""
         message = f"custom_id {custom_id!r} is already used by line {earlier}"

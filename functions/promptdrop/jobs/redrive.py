@@ -1,4 +1,9 @@
-"""A redriven ``prompt_failure``: run that one request again and merge it into its job's outputs."""
+"""A redriven ``prompt_failure``: run that one request again and merge it into its job's outputs.
+
+The file's cost guard holds here too: the request is sent only if its worst case fits what the job
+may still spend (the job item's budget, else the upload's metadata, else the environment's); if not,
+it fails again with ``budget_exceeded`` and a dead letter that can send it once the budget is raised.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,14 @@ from aws_lambda_powertools import Logger
 
 from ..adapters.journal import Journal
 from ..adapters.request_log import Prior
-from ..adapters.s3 import ObjectStore
+from ..adapters.s3 import ObjectChanged, ObjectInfo, ObjectStore
 from ..engine.dispatch import Dispatcher
 from ..engine.request import Request
-from ..formats import request_from_object
+from ..formats import FileRejected, request_from_object
 from ..messages import PromptFailure
+from ..records import FailureCode, JobRecord
+from ..settings import Settings
+from .budget import BudgetGuard, limits_of
 from .finalize import Finalizer
 from .progress import Progress
 from .recorder import Recorders
@@ -33,14 +41,14 @@ class Redriver:
         recorders: Recorders,
         dispatcher_factory: Callable[[], Dispatcher],
         finalizer: Finalizer,
-        default_model: str,
+        settings: Settings,
     ) -> None:
         self._journal = journal
         self._store = store
         self._recorders = recorders
         self._dispatcher_factory = dispatcher_factory
         self._finalizer = finalizer
-        self._default_model = default_model
+        self._settings = settings
 
     async def redrive(self, failure: PromptFailure) -> JobResult:
         job_id = failure.job_id
@@ -58,16 +66,25 @@ class Redriver:
                 batch_line,
                 line=failure.line,
                 default_id=failure.custom_id,
-                default_model=self._default_model,
+                default_model=self._settings.model,
                 text_len=len(json.dumps(batch_line)),
                 columns=await self._columns(job.output_bucket or job.bucket, prior),
             )
             if isinstance(item, Request):
                 requests.append(item)
 
+        guard = await self._guard(job) if requests else None
+
         async def source() -> AsyncIterator[Request]:
             for request in requests:
-                yield request
+                if guard is None or guard.admit(request, progress.spent()):
+                    yield request
+                    continue
+                why = (
+                    f"not sent again: the file's budget is spent ({guard.refused}). Raise it with "
+                    f"`promptdrop budget {job_id} --usd N` (or --tokens N, --max-requests N), then redrive this message"
+                )
+                await rec.not_sent(request, FailureCode.BUDGET_EXCEEDED, why)
 
         progress = Progress(self._journal, job_id)
         async with (
@@ -79,6 +96,14 @@ class Redriver:
             report = await dispatcher.run(source(), rec.outcome)
         logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
         return progress.tag(await self._finalizer.finish_if_complete(job_id, ref, report), report)
+
+    async def _guard(self, job: JobRecord) -> BudgetGuard:
+        """The file's cost guard as its units have it; the upload's metadata is read if it is still there."""
+        try:
+            metadata = await self._store.metadata(job.bucket, job.key, ObjectInfo(job.etag, job.version_id, 0))
+            return BudgetGuard(limits_of(self._settings, metadata, job))
+        except (ObjectChanged, FileRejected):  # gone, or metadata the file's own run already refused
+            return BudgetGuard(limits_of(self._settings, {}, job))
 
     async def _columns(self, out_bucket: str, prior: Prior) -> tuple[tuple[str, str], ...]:
         """A .csv row's cells from the failure's item: the dead letter carries the request only, and

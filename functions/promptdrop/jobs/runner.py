@@ -90,7 +90,7 @@ class JobRunner:
             recorders=recorders,
             dispatcher_factory=dispatcher_factory,
             finalizer=finalizer,
-            default_model=settings.model,
+            settings=settings,
         )
 
     async def run_file(
