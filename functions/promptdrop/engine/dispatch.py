@@ -226,10 +226,9 @@ class Dispatcher:
                 problem, unused = _unusable(self._answers, request, reply, data, limiter)
                 discarded = (discarded[0] + unused[0], discarded[1] + unused[1])
                 if problem is None or (unusable := unusable + 1) >= self._output_attempts:
-                    figures = (attempt + unusable + (problem is None), int((self._clock() - started) * 1000), limited)
-                    return replace(
-                        _answer_outcome(request, reply, data, problem, figures, report), discarded_tokens=discarded
-                    )
+                    latency = int((self._clock() - started) * 1000)
+                    figures = (attempt + unusable + (problem is None), latency, limited, discarded)
+                    return _answer_outcome(request, reply, data, problem, figures, report)
                 report.retries += 1
                 continue  # asked again at once: the answer, not the transport, was at fault
             latency = int((self._clock() - started) * 1000)
@@ -325,18 +324,18 @@ def _answer_outcome(
     reply: Reply,
     data: dict[str, Any],
     problem: ErrorInfo | None,
-    figures: tuple[int, int, int],
+    figures: tuple[int, int, int, tuple[int, int]],
     report: DispatchReport,
 ) -> Outcome:
-    """The outcome of its last answer, usable or not (kept: paid for). ``figures``: (calls, latency ms, 429s)."""
-    calls, latency, limited = figures
+    """The outcome of its last answer, usable or not (kept: paid for).
+    ``figures``: (calls, latency ms, 429s, the tokens of its unusable answers, this one included if it is)."""
+    calls, latency, limited, discarded = figures
+    outcome = Outcome(request, calls, latency, reply.status_code, rate_limited=limited, discarded_tokens=discarded)
     if problem is not None:
-        return Outcome(
-            request, calls, latency, reply.status_code, problem.request_id, error=problem, rate_limited=limited
-        )
-    return _answered(
-        Outcome(request, calls, latency, reply.status_code, None, data, rate_limited=limited), reply, report
-    )
+        outcome.request_id, outcome.error = problem.request_id, problem
+        return outcome
+    outcome.response = data
+    return _answered(outcome, reply, report)
 
 
 def _answered(outcome: Outcome, reply: Reply, report: DispatchReport) -> Outcome:
