@@ -86,7 +86,7 @@ async def _recipe(n: int, concurrency: int, aiohttp: bool) -> tuple[int, int]:
 async def _promptdrop(
     n: int, concurrency: int, rpm: int | None, tpm: int | None, *, schema: bool = False
 ) -> tuple[int, int]:
-    from promptdrop.engine.client import ApiSender, make_client
+    from promptdrop.engine.client import make_client
     from promptdrop.engine.dispatch import Dispatcher, Outcome
     from promptdrop.engine.limiter import RateLimiter
     from promptdrop.engine.request import Request
@@ -96,7 +96,7 @@ async def _promptdrop(
 
     client = make_client(api_key=None, max_connections=concurrency, timeout_s=120)
     dispatcher = Dispatcher(
-        ApiSender(client), limiter=RateLimiter(rpm=rpm, tpm=tpm), max_concurrency=concurrency, max_attempts=6
+        client.post_ready, limiter=RateLimiter(rpm=rpm, tpm=tpm), max_concurrency=concurrency, max_attempts=6
     )
     counts = [0, 0]
 

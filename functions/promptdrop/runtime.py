@@ -25,7 +25,7 @@ from .adapters.journal import Journal
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectStore
 from .engine.answers import AnswerCheck, TextPolicy
-from .engine.client import ApiSender, LeanAsyncOpenAI, make_client
+from .engine.client import LeanAsyncOpenAI, make_client
 from .engine.dispatch import Dispatcher
 from .engine.limiters import ModelLimiters
 from .jobs import JobRunner
@@ -104,7 +104,6 @@ class Runtime:
             api_key=api_key, max_connections=settings.max_concurrency, timeout_s=settings.request_timeout_s
         )
         stack.push_async_callback(client.close)
-        sender = ApiSender(client)
         # One limiter per model per container: what it learned of the account's limits outlives a job.
         budget = DynamoBudget(ddb, settings.table) if settings.share_limits else None
         limiter = ModelLimiters(rpm=settings.rpm, tpm=settings.tpm, budget=budget)
@@ -112,7 +111,7 @@ class Runtime:
 
         def dispatcher() -> Dispatcher:
             return Dispatcher(
-                sender,
+                client.post_ready,
                 limiter=limiter,
                 max_concurrency=settings.max_concurrency,
                 max_attempts=settings.max_attempts,
