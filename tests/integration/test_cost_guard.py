@@ -143,7 +143,9 @@ def test_max_requests_per_file_then_raised(cli_env: Pipeline) -> None:
     assert all(p.times_seen(q) == 1 for q in prompts)
 
 
-def test_a_redriven_prompt_is_not_sent_past_the_budget_until_it_is_raised(cli_env: Pipeline) -> None:
+def test_a_redriven_prompt_is_not_sent_past_the_budget_until_it_is_raised(
+    cli_env: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Given a file capped at 3 requests whose 3 lines were all sent, one of them failing (a 400, once)
     p = cli_env
     prompts = ["first fine", "second [[fail:400x1]]", "third fine"]
@@ -167,8 +169,12 @@ def test_a_redriven_prompt_is_not_sent_past_the_budget_until_it_is_raised(cli_en
     (error_line,) = p.jsonl(key, ".errors.jsonl")
     assert error_line["error"]["code"] == "budget_exceeded"
 
-    # When the cap is raised and the new dead letter redriven, it is sent and answered, once more
+    # When the cap is raised (status shows it beside what was sent) and the new dead letter redriven,
+    # it is sent and answered, once more
     assert main(["budget", summary["job_id"], "--max-requests", "10"]) == 0
+    capsys.readouterr()
+    assert main(["status", summary["job_id"]]) == 0
+    assert "10 requests (3 sent), set on the job" in capsys.readouterr().out
     assert redrive(p.sqs, dlq_url=p.stack.dlq_url, work_queue_url=p.stack.work_queue_url) == {"prompt_failure": 1}
     p.drain()
     assert p.times_seen(prompts[1]) == 2

@@ -81,6 +81,9 @@ def detail_rows(job: JobItem, failures: Counter[str] | None) -> list[tuple[str, 
         ("tokens", f"{prompt:,} prompt + {completion:,} completion"),
         ("cost", f"{money(job.cost_usd)} (estimate)" if job.cost_usd is not None else "-"),
     ]
+    budget = _budget_cell(job)
+    if budget is not None:
+        rows.append(("budget", budget))
     if job.units_total and job.units_total > 1:
         rows.append(("units", f"{job.units_done}/{job.units_total} shards done"))
     if failures:
@@ -90,6 +93,21 @@ def detail_rows(job: JobItem, failures: Counter[str] | None) -> list[tuple[str, 
     for name in sorted(job.outputs) if job.final else ():  # written when the job ends
         rows.append((name, job.output_uri(name) or "-"))
     return rows
+
+
+def _budget_cell(job: JobItem) -> str | None:
+    """The limits set on the job (``promptdrop budget``), each beside what every run has used of it —
+    the figures the cost guard compares. Limits from the upload's metadata or the environment are
+    not on the job item: the dead letter of a job that hit one names it."""
+    parts = []
+    if job.budget_usd is not None:
+        parts.append(f"{money(job.budget_usd)} ({money(job.progress_cost_usd or 0)} spent)")
+    if job.budget_tokens is not None:
+        used = job.progress_prompt_tokens + job.progress_completion_tokens
+        parts.append(f"{job.budget_tokens:,} tokens ({used:,} used)")
+    if job.max_requests is not None:
+        parts.append(f"{job.max_requests:,} requests ({job.progress_sent:,} sent)")
+    return f"{', '.join(parts)}, set on the job" if parts else None
 
 
 def _progress_cell(job: JobItem) -> str:
