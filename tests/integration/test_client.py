@@ -217,3 +217,45 @@ async def test_the_sdks_user_agent_is_sent() -> None:
         finally:
             await client.close()
     assert [s.headers["user-agent"] for s in server.seen] == [f"AsyncOpenAI/Python {openai.__version__}"] * 2
+
+
+async def test_a_compressed_error_body_is_read_once_decoded() -> None:
+    async def refuse_gzipped(request: web.Request, body: bytes) -> web.StreamResponse:
+        if body == b"{}":
+            return await ok(request, body)
+        payload = {"error": {"message": "slow down " * 50, "type": "x", "code": "rate_limit_exceeded"}}
+        response = web.json_response(payload, status=429)
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    async with serving(refuse_gzipped) as server:
+        client = client_for(server)
+        try:
+            await client.post_ready("/chat/completions", b"{}")
+            with pytest.raises(openai.RateLimitError) as lean:
+                await client.post_ready("/chat/completions", b"[]")
+            with pytest.raises(openai.RateLimitError) as sdk:
+                await sdk_post(client, b"[]")
+        finally:
+            await client.close()
+    assert lean.value.body == sdk.value.body
+    assert lean.value.code == "rate_limit_exceeded"
+
+
+async def test_a_compressed_answer_arrives_decoded() -> None:
+    async def gzipped(request: web.Request, body: bytes) -> web.StreamResponse:
+        response = web.json_response({"id": "x", "text": "an answer " * 100})
+        response.enable_compression(web.ContentCoding.gzip)
+        return response
+
+    async with serving(gzipped) as server:
+        client = client_for(server)
+        try:
+            await client.post_ready("/chat/completions", b"{}")
+            lean = await client.post_ready("/chat/completions", b"{}")
+            sdk = await sdk_post(client, b"{}")
+        finally:
+            await client.close()
+    assert server.seen[1].headers["accept-encoding"] == "gzip, deflate"
+    assert lean.content == sdk.content
+    assert lean.content.startswith(b'{"id": "x"')

@@ -35,6 +35,7 @@ __all__ = ["LeanAsyncOpenAI", "Reply", "make_client"]
 _LEAN_URLS = 8
 # What aiohttp decodes itself: the SDK's httpx2 may offer more (br, zstd) when their packages are installed.
 _ACCEPT_ENCODING = "gzip, deflate"
+_DECODED = (b"content-encoding", b"content-length", b"transfer-encoding")  # what aiohttp's body no longer is
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,9 +98,9 @@ class LeanAsyncOpenAI(AsyncOpenAI):
         except aiohttp.ClientError as err:
             raise APIConnectionError(request=_sent(parts, body)) from err
         if not 200 <= answer.status < 300:  # as the SDK's raise_for_status: anything but 2xx
-            failed = httpx2.Response(
-                answer.status, headers=answer.raw_headers, content=content, request=_sent(parts, body)
-            )
+            # aiohttp has decoded the body: without its encoding headers httpx2 will not decode it again.
+            headers = [(k, v) for k, v in answer.raw_headers if k.lower() not in _DECODED]
+            failed = httpx2.Response(answer.status, headers=headers, content=content, request=_sent(parts, body))
             raise self._make_status_error_from_response(failed)
         return Reply(answer.status, answer.headers, content)
 
