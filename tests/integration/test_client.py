@@ -60,8 +60,19 @@ async def serving(answer: Answer) -> AsyncIterator[Server]:
         await runner.cleanup()
 
 
-def client_for(server: Server, *, api_key: str = "sk-one", timeout_s: float = 30) -> LeanAsyncOpenAI:
-    return LeanAsyncOpenAI(api_key=api_key, base_url=server.url, max_retries=0, timeout=timeout_s, max_connections=4)
+def client_for(server: Server, *, timeout_s: float = 30) -> LeanAsyncOpenAI:
+    return LeanAsyncOpenAI(api_key="sk-one", base_url=server.url, max_retries=0, timeout=timeout_s, max_connections=4)
+
+
+@asynccontextmanager
+async def talking_to(answer: Answer, *, timeout_s: float = 30) -> AsyncIterator[tuple[Server, LeanAsyncOpenAI]]:
+    """A recording server answering as ``answer`` does, and a client of it (closed after)."""
+    async with serving(answer) as server:
+        client = client_for(server, timeout_s=timeout_s)
+        try:
+            yield server, client
+        finally:
+            await client.close()
 
 
 async def sdk_post(client: LeanAsyncOpenAI, body: bytes) -> httpx2.Response:
@@ -80,16 +91,12 @@ def wire(seen: Recorded) -> tuple[str, dict[str, str], bytes]:
 async def test_after_the_first_call_the_lean_request_is_the_one_the_sdk_sends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with serving(ok) as server:
-        client = client_for(server)
-        try:
-            await client.post_ready("/chat/completions", b'{"first": 1}')  # the SDK's way, remembered
-            with monkeypatch.context() as patched:  # the next call must not go through the SDK's request()
-                patched.setattr(client, "post", None)
-                lean = await client.post_ready("/chat/completions", b'{"second": 22}')
-            await sdk_post(client, b'{"second": 22}')
-        finally:
-            await client.close()
+    async with talking_to(ok) as (server, client):
+        await client.post_ready("/chat/completions", b'{"first": 1}')  # the SDK's way, remembered
+        with monkeypatch.context() as patched:  # the next call must not go through the SDK's request()
+            patched.setattr(client, "post", None)
+            lean = await client.post_ready("/chat/completions", b'{"second": 22}')
+        await sdk_post(client, b'{"second": 22}')
     _first, fast, sdk = server.seen
     assert wire(fast) == wire(sdk)
     assert fast.headers["authorization"] == "Bearer sk-one"
@@ -102,17 +109,13 @@ async def test_after_the_first_call_the_lean_request_is_the_one_the_sdk_sends(
 
 
 async def test_a_new_key_or_a_new_path_is_built_by_the_sdk_again() -> None:
-    async with serving(ok) as server:
-        client = client_for(server)
-        try:
-            await client.post_ready("/chat/completions", b"{}")
-            client.api_key = "sk-two"  # a rotated secret
-            await client.post_ready("/chat/completions", b"{}")
-            await client.post_ready("/chat/completions", b"{}")
-            await client.post_ready("/embeddings", b"{}")
-            await client.post_ready("/embeddings", b"{}")
-        finally:
-            await client.close()
+    async with talking_to(ok) as (server, client):
+        await client.post_ready("/chat/completions", b"{}")
+        client.api_key = "sk-two"  # a rotated secret
+        await client.post_ready("/chat/completions", b"{}")
+        await client.post_ready("/chat/completions", b"{}")
+        await client.post_ready("/embeddings", b"{}")
+        await client.post_ready("/embeddings", b"{}")
     assert [s.headers["authorization"] for s in server.seen[1:3]] == ["Bearer sk-two"] * 2
     assert wire(server.seen[1]) == wire(server.seen[2])
     assert [s.path for s in server.seen[3:]] == ["/v1/embeddings"] * 2
@@ -137,16 +140,12 @@ async def test_a_status_error_is_the_sdks_own(status: int, error: type[openai.AP
         payload = {"error": {"message": "no", "type": "x", "code": "some_code"}}
         return web.json_response(payload, status=status, headers={"retry-after-ms": "250", "x-request-id": "req-9"})
 
-    async with serving(refuse) as server:
-        client = client_for(server)
-        try:
-            await client.post_ready("/chat/completions", b"{}")  # remembered: the next call is lean
-            with pytest.raises(error) as lean:
-                await client.post_ready("/chat/completions", b"[]")
-            with pytest.raises(error) as sdk:
-                await sdk_post(client, b"[]")
-        finally:
-            await client.close()
+    async with talking_to(refuse) as (_, client):
+        await client.post_ready("/chat/completions", b"{}")  # remembered: the next call is lean
+        with pytest.raises(error) as lean:
+            await client.post_ready("/chat/completions", b"[]")
+        with pytest.raises(error) as sdk:
+            await sdk_post(client, b"[]")
     fast, reference = lean.value, sdk.value
     assert (fast.status_code, fast.message, fast.body, fast.request_id, fast.code) == (
         reference.status_code,
@@ -167,21 +166,17 @@ async def test_a_timeout_and_a_dropped_connection_are_the_sdks_own_errors() -> N
             request.transport.close()
         return await ok(request, body)
 
-    async with serving(misbehave) as server:
-        client = client_for(server, timeout_s=0.5)
-        try:
-            await client.post_ready("/chat/completions", b"{}")
-            with pytest.raises(openai.APITimeoutError):
-                await client.post_ready("/chat/completions", b"slow")
-            with pytest.raises(openai.APITimeoutError):
-                await sdk_post(client, b"slow")
-            with pytest.raises(openai.APIConnectionError) as dropped:
-                await client.post_ready("/chat/completions", b"drop")
-            assert not isinstance(dropped.value, openai.APITimeoutError)
-            with pytest.raises(openai.APIConnectionError):
-                await sdk_post(client, b"drop")
-        finally:
-            await client.close()
+    async with talking_to(misbehave, timeout_s=0.5) as (_, client):
+        await client.post_ready("/chat/completions", b"{}")
+        with pytest.raises(openai.APITimeoutError):
+            await client.post_ready("/chat/completions", b"slow")
+        with pytest.raises(openai.APITimeoutError):
+            await sdk_post(client, b"slow")
+        with pytest.raises(openai.APIConnectionError) as dropped:
+            await client.post_ready("/chat/completions", b"drop")
+        assert not isinstance(dropped.value, openai.APITimeoutError)
+        with pytest.raises(openai.APIConnectionError):
+            await sdk_post(client, b"drop")
 
 
 async def test_a_url_the_environment_proxies_always_goes_the_sdks_way(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -209,13 +204,9 @@ async def test_a_url_the_environment_proxies_always_goes_the_sdks_way(monkeypatc
 
 
 async def test_the_sdks_user_agent_is_sent() -> None:
-    async with serving(ok) as server:
-        client = client_for(server)
-        try:
-            await client.post_ready("/chat/completions", b"{}")
-            await client.post_ready("/chat/completions", b"{}")
-        finally:
-            await client.close()
+    async with talking_to(ok) as (server, client):
+        await client.post_ready("/chat/completions", b"{}")
+        await client.post_ready("/chat/completions", b"{}")
     assert [s.headers["user-agent"] for s in server.seen] == [f"AsyncOpenAI/Python {openai.__version__}"] * 2
 
 
@@ -228,16 +219,12 @@ async def test_a_compressed_error_body_is_read_once_decoded() -> None:
         response.enable_compression(web.ContentCoding.gzip)
         return response
 
-    async with serving(refuse_gzipped) as server:
-        client = client_for(server)
-        try:
-            await client.post_ready("/chat/completions", b"{}")
-            with pytest.raises(openai.RateLimitError) as lean:
-                await client.post_ready("/chat/completions", b"[]")
-            with pytest.raises(openai.RateLimitError) as sdk:
-                await sdk_post(client, b"[]")
-        finally:
-            await client.close()
+    async with talking_to(refuse_gzipped) as (_, client):
+        await client.post_ready("/chat/completions", b"{}")
+        with pytest.raises(openai.RateLimitError) as lean:
+            await client.post_ready("/chat/completions", b"[]")
+        with pytest.raises(openai.RateLimitError) as sdk:
+            await sdk_post(client, b"[]")
     assert lean.value.body == sdk.value.body
     assert lean.value.code == "rate_limit_exceeded"
 
@@ -248,14 +235,10 @@ async def test_a_compressed_answer_arrives_decoded() -> None:
         response.enable_compression(web.ContentCoding.gzip)
         return response
 
-    async with serving(gzipped) as server:
-        client = client_for(server)
-        try:
-            await client.post_ready("/chat/completions", b"{}")
-            lean = await client.post_ready("/chat/completions", b"{}")
-            sdk = await sdk_post(client, b"{}")
-        finally:
-            await client.close()
+    async with talking_to(gzipped) as (server, client):
+        await client.post_ready("/chat/completions", b"{}")
+        lean = await client.post_ready("/chat/completions", b"{}")
+        sdk = await sdk_post(client, b"{}")
     assert server.seen[1].headers["accept-encoding"] == "gzip, deflate"
     assert lean.content == sdk.content
     assert lean.content.startswith(b'{"id": "x"')
