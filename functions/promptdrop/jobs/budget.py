@@ -27,7 +27,17 @@ from ..prices import rates
 from ..records import FailureCode, JobRecord
 from ..settings import Settings
 
-__all__ = ["BUDGET_METADATA", "BudgetGuard", "Limits", "Spent", "WorstCase", "check_prices", "limits_of", "worst_case"]
+__all__ = [
+    "BUDGET_METADATA",
+    "BudgetGuard",
+    "Limits",
+    "Spent",
+    "WorstCase",
+    "check_prices",
+    "how_to_raise",
+    "limits_of",
+    "worst_case",
+]
 
 BUDGET_METADATA = {
     "usd": "promptdrop-budget-usd",
@@ -80,6 +90,11 @@ def limits_of(settings: Settings, metadata: Mapping[str, str], job: JobRecord | 
         tokens=_int(_first(job.budget_tokens, tokens, settings.budget_tokens)),
         requests=_int(_first(job.max_requests, requests, settings.max_requests)),
     )
+
+
+def how_to_raise(job_id: str) -> str:
+    """The command that raises a job's limits, as the dead letters of a spent budget give it."""
+    return f"`promptdrop budget {job_id} --usd N` (or --tokens N, --max-requests N)"
 
 
 def _first(*values: float | int | None) -> float | None:

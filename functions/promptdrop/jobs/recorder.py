@@ -163,21 +163,23 @@ class Recorder:
             "message": error.message,
         }
         record = RequestRecord(error.custom_id, error.line, RequestStatus.FAILED, 0, error=info, repeat_of=repeat_of)
-        if error.columns:
-            await self._keep_columns(record, error.columns, [])
-        self._records.append(record)
-        self._letters.append(self._dead_letter(record, None))
-        self._progress.failed()
-        await self._maybe_flush()
+        await self._fail_alone(record, None, error.columns, [])
 
     async def not_sent(self, request: Request, code: str, message: str) -> None:
         """A request refused before it was sent (the cost guard) fails alone; its dead letter can send it later."""
         info = {"type": "request_not_sent", "code": code, "status_code": None, "message": message}
         record = RequestRecord(request.custom_id, request.line, RequestStatus.FAILED, 0, error=info)
-        if request.columns:
-            await self._keep_columns(record, request.columns, schema_fields(json.loads(request.body)))
+        fields = schema_fields(json.loads(request.body)) if request.columns else []
+        await self._fail_alone(record, request.batch_line(), request.columns, fields)
+
+    async def _fail_alone(
+        self, record: RequestRecord, batch_line: dict[str, object] | None, columns: Columns, fields: list[str]
+    ) -> None:
+        """A failure no call answered: journaled and dead-lettered with the others, no worker held for it."""
+        if columns:
+            await self._keep_columns(record, columns, fields)
         self._records.append(record)
-        self._letters.append(self._dead_letter(record, request.batch_line()))
+        self._letters.append(self._dead_letter(record, batch_line))
         self._progress.failed()
         await self._maybe_flush()
 

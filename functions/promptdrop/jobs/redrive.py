@@ -21,7 +21,7 @@ from ..formats import FileRejected, request_from_object
 from ..messages import PromptFailure
 from ..records import FailureCode, JobRecord
 from ..settings import Settings
-from .budget import BudgetGuard, limits_of
+from .budget import BudgetGuard, how_to_raise, limits_of
 from .finalize import Finalizer
 from .progress import Progress
 from .recorder import Recorders
@@ -82,7 +82,7 @@ class Redriver:
                     continue
                 why = (
                     f"not sent again: the file's budget is spent ({guard.refused}). Raise it with "
-                    f"`promptdrop budget {job_id} --usd N` (or --tokens N, --max-requests N), then redrive this message"
+                    f"{how_to_raise(job_id)}, then redrive this message"
                 )
                 await rec.not_sent(request, FailureCode.BUDGET_EXCEEDED, why)
 

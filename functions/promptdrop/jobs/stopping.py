@@ -16,7 +16,7 @@ from ..adapters.s3 import ObjectStore
 from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, LineError, Parsed, parse_stream
 from ..messages import UnitMessage
 from ..records import FailureCode
-from .budget import BudgetGuard
+from .budget import BudgetGuard, how_to_raise
 from .progress import Progress
 from .result import RunStatus
 from .source import read, suffix
@@ -95,7 +95,6 @@ def budget_ending(unit: UnitMessage, guard: BudgetGuard, progress: Progress) -> 
     why = (
         f"budget exceeded: {'; '.join(u for u in used if u)}. {done:,} line(s) done, {guard.left:,} left{where}; "
         f"the outputs hold what was done (the next request was refused when {guard.refused}). Raise the budget "
-        f"with `promptdrop budget {unit.job_id} --usd N` (or --tokens N, --max-requests N), then redrive this "
-        "message: it resumes, skipping every line already done"
+        f"with {how_to_raise(unit.job_id)}, then redrive this message: it resumes, skipping every line already done"
     )
     return Ending(FailureCode.BUDGET_EXCEEDED, why, RunStatus.BUDGET_EXCEEDED, once_flag="budget_reported")
