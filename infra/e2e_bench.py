@@ -10,6 +10,13 @@ Reported: each invocation's peak RSS (the planning one, each shard's runs, the f
 the DynamoDB and all AWS calls per 1,000 answers (moto's own counter), the answers, and the wall
 time. Run alone: ``python -m infra.e2e_bench --lines 1000000``.
 
+``--journaled-shards K``: K of the shards' answers are written to the journal as a shard writes them
+(the product's own ``RequestLog`` and ``complete_unit``), without the API — shards that answered
+and finished before the rest. Their messages still run (each finds its unit done), the other
+shards run through the API, and the last writes the outputs of every line. What it saves is the
+hour the fake API and moto take to answer a million prompts; what it keeps is every invocation a
+million-line job has, the finalizer's included.
+
 The moto server sets the pace at that size, not the function: its ``Query`` reads every item of
 the table for each page it answers, so the finalizer's pass over a million request items (about
 300 pages, about 10 s each at that size) takes about an hour there; DynamoDB reads only the page.
@@ -20,6 +27,7 @@ the table for each page it answers, so the finalizer's pass over a million reque
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -53,6 +61,7 @@ class E2eRow:
     seconds: float = 0.0
     answered_once: int = 0  # prompts the fake API answered exactly once
     answered_again: int = 0  # prompts it answered more than once (paid twice)
+    journaled: int = 0  # lines whose answers were journaled without the API (--journaled-shards)
 
     @property
     def ddb_calls(self) -> int:
@@ -90,47 +99,107 @@ def _take_all(sqs: Any, url: str) -> list[dict[str, Any]]:
     return got
 
 
-def run_e2e(*, server: str, moto: str, lines: int, shards: int, concurrency: int, timeout_s: float) -> E2eRow:
+def _shard_lines(data: Any, body: dict[str, Any]) -> range:
+    """The line numbers of a shard's message (line-aligned bytes ``start``..``end`` of the file)."""
+    data.seek(body["start"])
+    count = data.read(body["end"] - body["start"]).count(b"\n") if body.get("end") else data.read().count(b"\n")
+    return range(body["first_line"], body["first_line"] + count)
+
+
+async def _journal_shard(stack: Any, body: dict[str, Any], lines: range) -> None:
+    """Write a shard's answers and finish its unit, as the shard's own run does (no API calls)."""
+    import aioboto3
+    from promptdrop.adapters.journal import Journal
+    from promptdrop.jobs.result import now_iso
+    from promptdrop.records import RequestRecord, RequestStatus
+
+    session = aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=stack.region)  # noqa: S106
+    async with session.client("dynamodb", endpoint_url=stack.endpoint) as ddb:
+        journal = Journal(ddb, stack.table)
+        for start in range(lines.start, lines.stop, 1000):
+            records = [
+                RequestRecord(
+                    custom_id=f"req-{line - 1:07d}",
+                    line=line,
+                    status=RequestStatus.SUCCEEDED,
+                    attempts=1,
+                    model=MODEL,
+                    latency_ms=50,
+                    status_code=200,
+                    request_id=f"req_{line}",
+                    prompt_tokens=18,
+                    completion_tokens=1,
+                    finish_reason="stop",
+                    response=json.dumps(_ANSWER | {"id": f"chatcmpl-{line}"}, separators=(",", ":")),
+                )
+                for line in range(start, min(start + 1000, lines.stop))
+            ]
+            await journal.requests.write(body["job_id"], records, now_iso())
+        lease = journal.unit_lease(body["job_id"], body["unit"], 60)
+        await journal.complete_unit(body["job_id"], body["unit"], await lease.take("e2e-bench"), now_iso())
+
+
+MODEL = "gpt-4o-mini"
+_ANSWER = {
+    "object": "chat.completion",
+    "model": MODEL,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "even"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 18, "completion_tokens": 1, "total_tokens": 19},
+}
+
+
+def run_e2e(
+    *, server: str, moto: str, lines: int, shards: int, concurrency: int, timeout_s: float, journaled: int = 0
+) -> E2eRow:
     stack = deploy(moto, stack_name=f"e2e{os.getpid()}x{int(time.time() * 1000) % 10**8}")
     key = f"{stack.input_prefix}e2e-{lines}.jsonl"
     sqs, s3 = stack.client("sqs"), stack.client("s3")
-    with tempfile.TemporaryFile() as file:  # written and uploaded a line at a time
+    with tempfile.NamedTemporaryFile() as data:  # the input: written and uploaded a line at a time
         for i in range(lines):
-            file.write(json.dumps({"custom_id": f"req-{i:07d}", "prompt": f"e2e {i}: odd or even?"}).encode() + b"\n")
-        size = file.tell()
-        file.seek(0)
-        s3.upload_fileobj(file, stack.bucket, key)
-    overrides = {
-        "PROMPTDROP_MAX_CONCURRENCY": str(concurrency),
-        "PROMPTDROP_SHARD_BYTES": str(size // shards + 1),
-        "PROMPTDROP_OPENAI_SECRET_ARN": "",
-        "POWERTOOLS_LOG_LEVEL": "WARNING",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        "OPENAI_BASE_URL": server,
-        "OPENAI_API_KEY": "sk-bench",
-    }
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTDROP_")}
-    env = {**base, **stack.function_env(**overrides)}
-    row = E2eRow(lines=lines, shards=shards)
-    started = time.perf_counter()
-    with SqsEventSource.for_stack(stack) as source:
-        _take_all(sqs, stack.work_queue_url)  # S3's test event and the upload's notification
-        s3_record = {"eventSource": "aws:s3", "s3": {"bucket": {"name": stack.bucket}, "object": {"key": key}}}
-        _moto_calls(moto, reset=True)
-        _, peak = _finish(_invoke({"Records": [s3_record]}, env, timeout_s))
-        row.invocations.append(("planning", peak))
-        print(f"  8: e2e {lines:,} lines: planned, peak RSS {peak:.0f} MB", flush=True)
-        waves = 0
-        while messages := _take_all(sqs, stack.work_queue_url):
-            waves += 1
-            for start in range(0, len(messages), PARALLEL):
-                batch = messages[start : start + PARALLEL]
-                runs = [(json.loads(m["Body"]), _invoke(source.build_event([m]), env, timeout_s)) for m in batch]
-                for body, run in runs:
-                    _, peak = _finish(run)
-                    what = f"{body['unit']}" + (f" (continuation {body['hops']})" if body.get("hops") else "")
-                    row.invocations.append((what, peak))
-                    print(f"  8: e2e {lines:,} lines: {what} done, peak RSS {peak:.0f} MB", flush=True)
+            data.write(json.dumps({"custom_id": f"req-{i:07d}", "prompt": f"e2e {i}: odd or even?"}).encode() + b"\n")
+        size = data.tell()
+        data.flush()
+        s3.upload_file(data.name, stack.bucket, key)  # (upload_fileobj would close it)
+        overrides = {
+            "PROMPTDROP_MAX_CONCURRENCY": str(concurrency),
+            "PROMPTDROP_SHARD_BYTES": str(size // shards + 1),
+            "PROMPTDROP_OPENAI_SECRET_ARN": "",
+            "POWERTOOLS_LOG_LEVEL": "WARNING",
+            "POWERTOOLS_METRICS_DISABLED": "true",
+            "OPENAI_BASE_URL": server,
+            "OPENAI_API_KEY": "sk-bench",
+        }
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTDROP_")}
+        env = {**base, **stack.function_env(**overrides)}
+        row = E2eRow(lines=lines, shards=shards)
+        started = time.perf_counter()
+        with SqsEventSource.for_stack(stack) as source:
+            _take_all(sqs, stack.work_queue_url)  # S3's test event and the upload's notification
+            s3_record = {"eventSource": "aws:s3", "s3": {"bucket": {"name": stack.bucket}, "object": {"key": key}}}
+            _moto_calls(moto, reset=True)
+            _, peak = _finish(_invoke({"Records": [s3_record]}, env, timeout_s))
+            row.invocations.append(("planning", peak))
+            print(f"  8: e2e {lines:,} lines: planned, peak RSS {peak:.0f} MB", flush=True)
+            messages = _take_all(sqs, stack.work_queue_url)
+            for message in messages[:journaled]:
+                body = json.loads(message["Body"])
+                asyncio.run(_journal_shard(stack, body, _shard_lines(data, body)))
+                print(f"  8: e2e {lines:,} lines: {body['unit']} journaled without the API", flush=True)
+            done_units = {json.loads(m["Body"])["unit"] for m in messages[:journaled]}
+            row.journaled = sum(len(_shard_lines(data, json.loads(m["Body"]))) for m in messages[:journaled])
+            if journaled:
+                _moto_calls(moto, reset=True)  # count what the function does from here on
+            while messages:
+                for start in range(0, len(messages), PARALLEL):
+                    batch = messages[start : start + PARALLEL]
+                    runs = [(json.loads(m["Body"]), _invoke(source.build_event([m]), env, timeout_s)) for m in batch]
+                    for body, run in runs:
+                        _, peak = _finish(run)
+                        what = f"{body['unit']}" + (f" (continuation {body['hops']})" if body.get("hops") else "")
+                        what += " (journaled: found its unit done)" if body["unit"] in done_units else ""
+                        row.invocations.append((what, peak))
+                        print(f"  8: e2e {lines:,} lines: {what} done, peak RSS {peak:.0f} MB", flush=True)
+                messages = _take_all(sqs, stack.work_queue_url)
     row.seconds = time.perf_counter() - started
     row.calls = _moto_calls(moto)
     summary = json.loads(
@@ -159,18 +228,20 @@ _EVENT_SOURCE_CALLS = ("AmazonSQS.ReceiveMessage", "AmazonSQS.DeleteMessage", "A
 
 
 def report(row: E2eRow) -> None:
-    answers = max(1, row.succeeded)
+    through_api = max(1, row.succeeded - row.journaled)  # the answers the counted invocations made
     calls = {k: v for k, v in row.calls.items() if k not in _EVENT_SOURCE_CALLS}
     print(f"\n| scenario 8: {row.lines:,} lines, {row.shards} shards | peak RSS MB |")
     print("|---|---|")
     for what, mb in row.invocations:
         print(f"| {what} | {mb:.0f} |")
     detail = ", ".join(f"{k} {v}" for k, v in sorted(calls.items()))
+    journaled = f" ({row.journaled:,} of them journaled without the API)" if row.journaled else ""
     print(
-        f"\n{row.succeeded:,} answered ({row.answered_once:,} prompts answered once by the API, "
+        f"\n{row.succeeded:,} answered{journaled} ({row.answered_once:,} prompts answered once by the API, "
         f"{row.answered_again} more than once), {row.failed} failed in {row.seconds:.0f} s; every invocation's "
-        f"peak RSS at most {row.peak_mb:.0f} MB; DynamoDB calls {1000 * row.ddb_calls / answers:.1f} per 1,000 "
-        f"answers, all the function's AWS calls {1000 * sum(calls.values()) / answers:.1f} ({detail})"
+        f"peak RSS at most {row.peak_mb:.0f} MB; per 1,000 answers made by the invocations counted: DynamoDB "
+        f"calls {1000 * row.ddb_calls / through_api:.1f}, all the function's AWS calls "
+        f"{1000 * sum(calls.values()) / through_api:.1f} ({detail})"
     )
 
 
@@ -181,6 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--timeout-s", type=float, default=900.0, help="each invocation's time limit (Lambda's)")
+    parser.add_argument("--journaled-shards", type=int, default=0, help="shards journaled without the API")
     args = parser.parse_args(argv)
     from infra.bench import _process
 
@@ -193,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shards=args.shards,
             concurrency=args.concurrency,
             timeout_s=args.timeout_s,
+            journaled=args.journaled_shards,
         )
     report(row)
     return 0

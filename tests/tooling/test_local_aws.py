@@ -372,3 +372,45 @@ def test_a_failed_transaction_leaves_every_item_as_it_was_and_copies_no_table(
     assert ddb.get_item(TableName=table, Key=_key("a"), ConsistentRead=True)["Item"]["n"] == {"N": "2"}
     assert ddb.get_item(TableName=table, Key=_key("new"), ConsistentRead=True)["Item"]["n"] == {"N": "7"}
     assert "Item" not in ddb.get_item(TableName=table, Key=_key("gone"), ConsistentRead=True)
+
+
+# -- moto's table queries, read from their own partition ----------------------------------------------------
+
+
+def test_a_table_query_pages_through_its_own_partition_in_key_order(local_aws: LocalAws, aws: dict[str, Any]) -> None:
+    # Given three partitions of items, some of 350 KB so that moto answers in 1 MB pages
+    ddb, table = aws["dynamodb"], local_aws.table
+    written: dict[str, list[str]] = {"p0": [], "p1": [], "p2": []}
+    for i in range(60):
+        pk = f"p{i % 3}"
+        sk = f"{'DUP' if i % 5 == 0 else 'REQ'}#{(i * 37) % 101:03d}"
+        blob = "x" * (350_000 if i % 4 == 0 else 10)
+        ddb.put_item(TableName=table, Item={"pk": {"S": pk}, "sk": {"S": sk}, "blob": {"S": blob}})
+        written[pk].append(sk)
+
+    def query(**extra: Any) -> tuple[list[str], int]:
+        keys, pages = [], 0
+        for page in ddb.get_paginator("query").paginate(
+            TableName=table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": {"S": "p1"}, ":prefix": {"S": "REQ#"}},
+            ProjectionExpression="sk",
+            ConsistentRead=True,
+            **extra,
+        ):
+            keys += [item["sk"]["S"] for item in page["Items"]]
+            pages += 1
+        return keys, pages
+
+    # When one partition is queried for a prefix, in pages, both ways and with a page limit
+    expected = sorted(sk for sk in written["p1"] if sk.startswith("REQ#"))
+    forward, pages = query()
+    backward, _ = query(ScanIndexForward=False)
+    limited, limited_pages = query(PaginationConfig={"PageSize": 3})
+
+    # Then each answer is that partition's items with the prefix, in key order, every one once
+    assert forward == expected
+    assert pages > 1  # more than one 1 MB page: the start keys were honoured
+    assert backward == expected[::-1]
+    assert limited == expected
+    assert limited_pages >= len(expected) // 3
