@@ -18,10 +18,13 @@ from .records import RequestRecord
 __all__ = ["OrderedSpool", "estimate_cost_usd", "output_line"]
 
 
+_TEXT = json.JSONEncoder(ensure_ascii=False)  # built once: json.dumps with an option builds one per call
+
+
 def output_line(job_id: str, record: RequestRecord, response_json: str | None) -> bytes:
     """One line of ``.out.jsonl`` / ``.errors.jsonl`` in the OpenAI Batch API output format."""
     head: dict[str, Any] = {"id": f"batch_req_{job_id[:12]}_{record.line}", "custom_id": record.custom_id}
-    prefix = json.dumps(head, ensure_ascii=False)[:-1]
+    prefix = _TEXT.encode(head)[:-1]
     if response_json is not None:
         meta = json.dumps({"status_code": record.status_code, "request_id": record.request_id})[:-1]
         response = f'{meta}, "body": {response_json}}}'  # embedded as stored: not parsed again
@@ -30,7 +33,7 @@ def output_line(job_id: str, record: RequestRecord, response_json: str | None) -
     error = "null"
     if not record.succeeded:
         err = record.error or {}
-        error = json.dumps({"code": err.get("code"), "message": err.get("message")}, ensure_ascii=False)
+        error = _TEXT.encode({"code": err.get("code"), "message": err.get("message")})
     return f'{prefix}, "response": {response}, "error": {error}}}\n'.encode()
 
 

@@ -7,10 +7,14 @@ the engine knows nothing of AWS, the adapters nothing of OpenAI (README, "How it
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from promptdrop import GC_THRESHOLDS
 
 PACKAGE = Path(__file__).parents[2] / "functions" / "promptdrop"
 # What each part (or one named module of it) may import from the package, beyond itself.
@@ -99,3 +103,17 @@ def test_modules_and_classes_stay_small(module: str, path: Path) -> None:
         if isinstance(node, ast.ClassDef):
             size = (node.end_lineno or node.lineno) - node.lineno + 1
             assert size <= 200, f"{module}.{node.name} is {size} lines: split its responsibilities"
+
+
+def test_importing_the_package_sets_the_collectors_thresholds_before_the_sdks_load() -> None:
+    # A fresh interpreter: the thresholds must be in force before botocore's models are built
+    code = "import gc, sys; import promptdrop; assert 'botocore' not in sys.modules; print(gc.get_threshold())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(PACKAGE.parent)},
+    )
+    assert out.stdout.strip() == str(GC_THRESHOLDS)
+    assert GC_THRESHOLDS[0] >= 10 * 700  # Python's default young threshold is 700
