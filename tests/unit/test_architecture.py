@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from promptdrop import GC_THRESHOLDS
 
 PACKAGE = Path(__file__).parents[2] / "functions" / "promptdrop"
