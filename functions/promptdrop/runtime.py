@@ -24,6 +24,7 @@ from .adapters.bus import EventPublisher
 from .adapters.journal import Journal
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectStore
+from .adapters.wire import serialize_plain_items_as_they_are
 from .engine.answers import AnswerCheck, TextPolicy
 from .engine.client import LeanAsyncOpenAI, make_client
 from .engine.dispatch import Dispatcher
@@ -91,6 +92,7 @@ class Runtime:
         session = aioboto3.Session()
         s3 = await stack.enter_async_context(session.client("s3", config=_AWS_RETRIES))
         ddb = await stack.enter_async_context(session.client("dynamodb", config=_AWS_RETRIES))
+        serialize_plain_items_as_they_are(ddb)  # the journal's items are DynamoDB JSON already
         sqs = await stack.enter_async_context(session.client("sqs", config=_AWS_RETRIES))
         publisher = None
         if settings.event_bus:
