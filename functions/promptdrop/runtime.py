@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import aioboto3
 from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
 
 from .adapters.budget import DynamoBudget
 from .adapters.bus import EventPublisher
 from .adapters.journal import Journal
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectStore
-from .adapters.wire import serialize_plain_items_as_they_are
+from .adapters.wire import WireParserFactory, serialize_plain_items_as_they_are
 from .engine.answers import AnswerCheck, TextPolicy
 from .engine.client import LeanAsyncOpenAI, make_client
 from .engine.dispatch import Dispatcher
@@ -89,7 +90,9 @@ class Runtime:
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
         stack = AsyncExitStack()
-        session = aioboto3.Session()
+        botocore_session = get_session()
+        botocore_session.register_component("response_parser_factory", WireParserFactory())
+        session = aioboto3.Session(botocore_session=botocore_session)
         s3 = await stack.enter_async_context(session.client("s3", config=_AWS_RETRIES))
         ddb = await stack.enter_async_context(session.client("dynamodb", config=_AWS_RETRIES))
         serialize_plain_items_as_they_are(ddb)  # the journal's items are DynamoDB JSON already

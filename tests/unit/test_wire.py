@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import boto3
 import pytest
+from aiobotocore.parsers import AioResponseParserFactory
 from botocore.config import Config
 from botocore.serialize import JSONSerializer
 from promptdrop.adapters.items import request_to_item
-from promptdrop.adapters.wire import WireSerializer, serialize_plain_items_as_they_are
+from promptdrop.adapters.wire import WireParserFactory, WireSerializer, serialize_plain_items_as_they_are
 from promptdrop.records import RequestRecord, RequestStatus
 
 
@@ -93,3 +95,37 @@ def test_a_client_that_validates_its_parameters_keeps_botocores_serializer() -> 
     client = _client(validation=True)
     assert not serialize_plain_items_as_they_are(client)
     assert not isinstance(client._serializer, WireSerializer)
+
+
+# -- the parser: what a Query returns ------------------------------------------------------------------------
+
+QUERY_RESPONSE = {
+    "Items": [
+        request_to_item("j", _records()[0], "now", 99),
+        request_to_item("j", _records()[1], "now"),  # its error is a map: botocore's way
+        {"pk": {"S": "a"}, "blob": {"B": "AP8="}, "flag": {"BOOL": False}, "none": {"NULL": True}},
+        {"pk": {"S": "b"}, "tags": {"SS": ["x"]}, "list": {"L": [{"N": "1"}, {"B": "AQ=="}]}},
+    ],
+    "Count": 4,
+    "ScannedCount": 4,
+    "LastEvaluatedKey": {"pk": {"S": "b"}, "sk": {"S": "REQ#q"}},
+}
+
+
+def _parse(factory: Any, body: dict[str, Any]) -> Any:
+    model = _client().meta.service_model.operation_model("Query")
+    response = {"status_code": 200, "headers": {}, "body": json.dumps(body).encode()}
+    parsed = asyncio.run(factory.create_parser("json").parse(response, model.output_shape))
+    parsed.pop("ResponseMetadata", None)
+    return parsed
+
+
+def test_a_query_answer_is_parsed_as_botocore_parses_it() -> None:
+    # When the same Query answer is parsed by aiobotocore's parser and by the wire parser
+    ours, theirs = _parse(WireParserFactory(), QUERY_RESPONSE), _parse(AioResponseParserFactory(), QUERY_RESPONSE)
+
+    # Then the results are equal: binary values decoded to bytes, maps and lists walked
+    assert ours == theirs
+    assert ours["Items"][2]["blob"] == {"B": b"\x00\xff"}
+    assert ours["Items"][3]["list"] == {"L": [{"N": "1"}, {"B": b"\x01"}]}
+    assert ours["Items"][0]["response"]["S"].startswith('{"choices"')
