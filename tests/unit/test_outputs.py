@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+from promptdrop import jsonsafe
 from promptdrop.outputs import OrderedSpool
 
 
@@ -25,3 +29,18 @@ def test_an_empty_spool_writes_nothing() -> None:
     spool = OrderedSpool()
     assert list(spool.sorted_lines()) == []
     spool.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"a": "plain ascii"}, '{"a":"plain ascii"}'),
+        ({"a": "héllo 😀"}, '{"a":"héllo 😀"}'),  # readable, not escaped
+        ({"a": "x\ud800y"}, '{"a":"x\\ud800y"}'),  # a lone surrogate: no UTF-8 encoder takes it
+        ({"a": "\ufffe\uffff"}, '{"a":"\\ufffe\\uffff"}'),  # SQS refuses these
+    ],
+)
+def test_jsonsafe_escapes_only_what_a_store_refuses(value: dict[str, str], text: str) -> None:
+    assert jsonsafe.dumps(value) == text
+    assert json.loads(text) == value
+    text.encode("utf-8")  # every store downstream takes it
