@@ -35,7 +35,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -184,7 +183,9 @@ def worker(argv: Sequence[str]) -> int:
     else:
         ok, failed = asyncio.run(_recipe(args.n, args.concurrency, aiohttp=args.name == "recipe+aiohttp"))
     wall, cpu = time.perf_counter() - _clock[0], time.process_time() - _clock[1]
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from infra.rss import peak_rss_mb
+
+    peak_mb = peak_rss_mb()
     print(json.dumps({"ok": ok, "failed": failed, "wall_s": wall, "cpu_s": cpu, "peak_mb": peak_mb, "calls": calls}))
     return 0
 

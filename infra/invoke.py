@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.event_source import LocalContext
+from infra.rss import peak_rss_mb
 
 __all__ = ["main", "spawn"]
 
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         runtime.shutdown()
     print(json.dumps(response, default=str), flush=True)
     if args.peak:
-        print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+        print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,14 +24,12 @@ from pathlib import Path
 import aioboto3
 import boto3
 
+from infra.rss import peak_rss_mb
+
 __all__ = ["run_scale"]
 
 ROOT = Path(__file__).parents[1]
 BUCKET = "scale-bench"
-
-
-def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 async def _plan(moto: str, lines: int) -> dict[str, float]:
@@ -49,12 +46,13 @@ async def _plan(moto: str, lines: int) -> dict[str, float]:
         file.seek(0)
         s3.upload_fileobj(file, BUCKET, key)
     head = s3.head_object(Bucket=BUCKET, Key=key)
-    base = _peak_mb()
+    base = peak_rss_mb()
     started = time.perf_counter()
     async with aioboto3.Session().client("s3", endpoint_url=moto) as client:
         whole = UnitMessage(job_id="j", bucket=BUCKET, key=key, etag=head["ETag"].strip('"'), unit="all")
         shards, _ = await plan_shards(ObjectStore(client), whole, 32 * 1024 * 1024)
-    return {"seconds": time.perf_counter() - started, "peak_mb": _peak_mb(), "before_mb": base, "shards": len(shards)}
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "peak_mb": peak_rss_mb(), "before_mb": base, "shards": len(shards)}
 
 
 async def _write(moto: str, lines: int) -> dict[str, float]:
@@ -62,7 +60,7 @@ async def _write(moto: str, lines: int) -> dict[str, float]:
     from promptdrop.outputs import OrderedSpool
 
     boto3.client("s3", endpoint_url=moto).create_bucket(Bucket=BUCKET)
-    base = _peak_mb()
+    base = peak_rss_mb()
     started = time.perf_counter()
     spool = OrderedSpool()
     answer = b'{"id":"batch_req","custom_id":"req-%07d","response":{"status_code":200,"body":{"choices":[]}}}\n'
@@ -76,7 +74,7 @@ async def _write(moto: str, lines: int) -> dict[str, float]:
     spool.close()
     return {
         "seconds": time.perf_counter() - started,
-        "peak_mb": _peak_mb(),
+        "peak_mb": peak_rss_mb(),
         "before_mb": base,
         "spool_mb": spool_bytes / 2**20,
     }
