@@ -62,6 +62,7 @@ class E2eRow:
     answered_once: int = 0  # prompts the fake API answered exactly once
     answered_again: int = 0  # prompts it answered more than once (paid twice)
     journaled: int = 0  # lines whose answers were journaled without the API (--journaled-shards)
+    spool_mb: float = 0.0  # what the finalizer spooled to /tmp: the .out.jsonl and .errors.jsonl
 
     @property
     def ddb_calls(self) -> int:
@@ -206,6 +207,12 @@ def run_e2e(
         s3.get_object(Bucket=stack.bucket, Key=f"{stack.output_prefix}{key}.summary.json")["Body"].read()
     )
     row.succeeded, row.failed = summary["counts"]["succeeded"], summary["counts"]["failed"]
+    # The finalizer's spool on /tmp holds each output line once: the .out.jsonl and .errors.jsonl.
+    spooled = (
+        s3.head_object(Bucket=stack.bucket, Key=summary["outputs"][name].split("/", 3)[3])
+        for name in ("results", "errors")
+    )
+    row.spool_mb = sum(head["ContentLength"] for head in spooled) / 2**20
     request = urllib.request.Request(server.removesuffix("/v1") + "/stats")
     with urllib.request.urlopen(request) as response:  # loopback only
         answered = list(json.load(response)["prompts_ok"].values())
@@ -239,7 +246,8 @@ def report(row: E2eRow) -> None:
     print(
         f"\n{row.succeeded:,} answered{journaled} ({row.answered_once:,} prompts answered once by the API, "
         f"{row.answered_again} more than once), {row.failed} failed in {row.seconds:.0f} s; every invocation's "
-        f"peak RSS at most {row.peak_mb:.0f} MB; per 1,000 answers made by the invocations counted: DynamoDB "
+        f"peak RSS at most {row.peak_mb:.0f} MB; the finalizer's spool on /tmp {row.spool_mb:.0f} MB (the "
+        f"outputs, once); per 1,000 answers made by the invocations counted: DynamoDB "
         f"calls {1000 * row.ddb_calls / through_api:.1f}, all the function's AWS calls "
         f"{1000 * sum(calls.values()) / through_api:.1f} ({detail})"
     )
