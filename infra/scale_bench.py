@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aioboto3
 import boto3
+from boto3.s3.transfer import TransferConfig
 
 from infra.rss import peak_rss_mb
 
@@ -44,7 +45,8 @@ async def _plan(moto: str, lines: int) -> dict[str, float]:
         for i in range(lines):
             file.write(json.dumps({"custom_id": f"req-{i:07d}", "prompt": f"question {i}"}).encode() + b"\n")
         file.seek(0)
-        s3.upload_fileobj(file, BUCKET, key)
+        # One part at a time: boto3's default (10 threads of 8 MB parts) would set the peak itself.
+        s3.upload_fileobj(file, BUCKET, key, Config=TransferConfig(use_threads=False))
     head = s3.head_object(Bucket=BUCKET, Key=key)
     base = peak_rss_mb()
     started = time.perf_counter()
