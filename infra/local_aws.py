@@ -231,7 +231,7 @@ def _transact_item_by_item(original: Callable[..., None]) -> Callable[..., None]
     return transact_write_items
 
 
-_querying = threading.local()  # the (table, partition, items from the start key) a table query reads
+_querying = threading.local()  # (table, items): what the table query running on this thread reads
 
 
 def _query_reads_its_partition(query: Callable[..., Any], all_items: Callable[..., Any]) -> tuple[Any, Any]:
@@ -272,6 +272,7 @@ def _query_reads_its_partition(query: Callable[..., Any], all_items: Callable[..
 
 
 def _fix_moto_at_scale() -> None:
+    """What moto does per table size, not per request: transactions and table queries (once per process)."""
     backend: Any = dynamodb_models.DynamoDBBackend
     if getattr(backend.transact_write_items, "item_by_item", False):
         return
