@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.event_source import SqsEventSource
-from infra.invoke import spawn
+from infra.invoke import invocation_env, spawn
 from infra.local_aws import deploy
 
 __all__ = ["E2eRow", "run_e2e"]
@@ -161,17 +161,13 @@ def run_e2e(
         size = data.tell()
         data.flush()
         s3.upload_file(data.name, stack.bucket, key)  # (upload_fileobj would close it)
-        overrides = {
-            "PROMPTDROP_MAX_CONCURRENCY": str(concurrency),
-            "PROMPTDROP_SHARD_BYTES": str(size // shards + 1),
-            "PROMPTDROP_OPENAI_SECRET_ARN": "",
-            "POWERTOOLS_LOG_LEVEL": "WARNING",
-            "POWERTOOLS_METRICS_DISABLED": "true",
-            "OPENAI_BASE_URL": server,
-            "OPENAI_API_KEY": "sk-bench",
-        }
-        base = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTDROP_")}
-        env = {**base, **stack.function_env(**overrides)}
+        env = invocation_env(
+            stack,
+            server,
+            PROMPTDROP_MAX_CONCURRENCY=str(concurrency),
+            PROMPTDROP_SHARD_BYTES=str(size // shards + 1),
+            POWERTOOLS_LOG_LEVEL="WARNING",
+        )
         row = E2eRow(lines=lines, shards=shards)
         started = time.perf_counter()
         with SqsEventSource.for_stack(stack) as source:
@@ -182,12 +178,14 @@ def run_e2e(
             row.invocations.append(("planning", peak))
             print(f"  8: e2e {lines:,} lines: planned, peak RSS {peak:.0f} MB", flush=True)
             messages = _take_all(sqs, stack.work_queue_url)
+            done_units = set()
             for message in messages[:journaled]:
                 body = json.loads(message["Body"])
-                asyncio.run(_journal_shard(stack, body, _shard_lines(data, body)))
+                shard_lines = _shard_lines(data, body)
+                asyncio.run(_journal_shard(stack, body, shard_lines))
+                done_units.add(body["unit"])
+                row.journaled += len(shard_lines)
                 print(f"  8: e2e {lines:,} lines: {body['unit']} journaled without the API", flush=True)
-            done_units = {json.loads(m["Body"])["unit"] for m in messages[:journaled]}
-            row.journaled = sum(len(_shard_lines(data, json.loads(m["Body"]))) for m in messages[:journaled])
             if journaled:
                 _moto_calls(moto, reset=True)  # count what the function does from here on
             while messages:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from infra.event_source import SqsEventSource
-from infra.invoke import spawn
+from infra.invoke import invocation_env, spawn
 from infra.local_aws import LocalAws, deploy
 
 __all__ = ["FleetRow", "report", "run_fleet"]
@@ -124,19 +124,15 @@ def run_fleet(
         for i in range(prompts)
     ]
     body = ("\n".join(lines) + "\n").encode()
-    overrides = {
-        "PROMPTDROP_MAX_CONCURRENCY": str(concurrency),
-        "PROMPTDROP_SHARD_BYTES": str(len(body) // invocations + 1 if invocations > 1 else len(body) + 1024),
-        "PROMPTDROP_OPENAI_SECRET_ARN": "",
-        "PROMPTDROP_RPM": str(rpm) if limits == "configured" else "",
-        "PROMPTDROP_SHARE_LIMITS": "false" if limits == "not shared" else "true",
-        "POWERTOOLS_LOG_LEVEL": "INFO",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        "OPENAI_BASE_URL": server,
-        "OPENAI_API_KEY": "sk-bench",
-    }
-    base = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTDROP_")}
-    env = {**base, **stack.function_env(**overrides)}
+    env = invocation_env(
+        stack,
+        server,
+        PROMPTDROP_MAX_CONCURRENCY=str(concurrency),
+        PROMPTDROP_SHARD_BYTES=str(len(body) // invocations + 1 if invocations > 1 else len(body) + 1024),
+        PROMPTDROP_RPM=str(rpm) if limits == "configured" else "",
+        PROMPTDROP_SHARE_LIMITS="false" if limits == "not shared" else "true",
+        POWERTOOLS_LOG_LEVEL="INFO",
+    )
     key = f"{stack.input_prefix}fleet-{invocations}.jsonl"
     sqs, s3 = stack.client("sqs"), stack.client("s3")
     s3.put_object(Bucket=stack.bucket, Key=key, Body=body)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -20,9 +21,22 @@ from typing import Any
 from infra.event_source import LocalContext
 from infra.rss import peak_rss_mb
 
-__all__ = ["main", "spawn"]
+__all__ = ["invocation_env", "main", "spawn"]
 
 ROOT = Path(__file__).parents[1]
+
+
+def invocation_env(stack: Any, server: str, **overrides: str) -> dict[str, str]:
+    """The environment of a benchmark's invocation: this process's, less its ``PROMPTDROP_*``, plus the
+    stack's function environment against the fake API at ``server`` (no secret, no metrics)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTDROP_")}
+    common = {
+        "PROMPTDROP_OPENAI_SECRET_ARN": "",
+        "POWERTOOLS_METRICS_DISABLED": "true",
+        "OPENAI_BASE_URL": server,
+        "OPENAI_API_KEY": "sk-bench",
+    }
+    return {**base, **stack.function_env(**common, **overrides)}
 
 
 def spawn(event: Mapping[str, Any], env: Mapping[str, str], *options: str) -> subprocess.Popen[str]:

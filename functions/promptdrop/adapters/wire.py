@@ -29,11 +29,16 @@ def _plain(value: Any) -> bool:
     return (kind in _TEXT and type(scalar) is str) or (kind in _FLAGS and type(scalar) is bool)
 
 
+def _plain_attributes(shape: Any, value: Any) -> bool:
+    """A map of attribute values (an item, a key, expression values), every one of them plain."""
+    return shape.value.name == "AttributeValue" and isinstance(value, dict) and all(map(_plain, value.values()))
+
+
 class WireSerializer(JSONSerializer):
     """botocore's JSON serializer, but a map of plain attribute values is copied as it is."""
 
     def _serialize_type_map(self, serialized: dict[str, Any], value: Any, shape: Any, key: str) -> None:
-        if shape.value.name == "AttributeValue" and isinstance(value, dict) and all(map(_plain, value.values())):
+        if _plain_attributes(shape, value):
             serialized[key] = value
             return
         super()._serialize_type_map(serialized, value, shape, key)  # type: ignore[misc]  # private in the stubs
@@ -53,7 +58,7 @@ class _WireParser(AioJSONParser):
     """aiobotocore's JSON parser, but a map of plain attribute values is returned as it was read."""
 
     def _handle_map(self, shape: Any, value: Any) -> Any:
-        if shape.value.name == "AttributeValue" and isinstance(value, dict) and all(map(_plain, value.values())):
+        if _plain_attributes(shape, value):
             return value
         return super()._handle_map(shape, value)  # type: ignore[misc]  # private in the stubs
 
