@@ -87,7 +87,7 @@ async def _promptdrop(
 ) -> tuple[int, int]:
     from promptdrop.engine.client import make_client
     from promptdrop.engine.dispatch import Dispatcher, Outcome
-    from promptdrop.engine.limiter import RateLimiter
+    from promptdrop.engine.rate_limiter import RateLimiter
     from promptdrop.engine.request import Request
     from promptdrop.formats import request_from_object
 

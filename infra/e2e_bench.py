@@ -120,7 +120,7 @@ async def _journal_shard(stack: Any, body: dict[str, Any], lines: range) -> None
     """Write a shard's answers and finish its unit, as the shard's own run does (no API calls)."""
     import aioboto3
     from promptdrop.adapters.journal import Journal
-    from promptdrop.jobs.result import now_iso
+    from promptdrop.jobs.run_result import now_iso
     from promptdrop.records import RequestRecord, RequestStatus
 
     session = aioboto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=stack.region)  # noqa: S106

@@ -7,7 +7,7 @@ import heapq
 import itertools
 from collections.abc import Callable
 
-from promptdrop.engine.budget import Observed, Share
+from promptdrop.engine.shared_limits import Observed, Share
 
 
 class FakeClock:
@@ -60,8 +60,8 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-class MemoryBudget:
-    """A shared budget kept in memory, with the semantics of ``adapters/budget.py`` (leases on one clock)."""
+class MemorySharedLimits:
+    """Shared limits kept in memory, with the semantics of ``adapters/shared_limits.py`` (leases on one clock)."""
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock

@@ -20,16 +20,16 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from .adapters.budget import DynamoBudget
 from .adapters.bus import EventPublisher
 from .adapters.journal import Journal
 from .adapters.queues import MessageSender
 from .adapters.s3 import ObjectStore
+from .adapters.shared_limits import DynamoSharedLimits
 from .adapters.wire import WireParserFactory, serialize_plain_items_as_they_are
 from .engine.answers import AnswerCheck, TextPolicy
 from .engine.client import LeanAsyncOpenAI, make_client
 from .engine.dispatch import Dispatcher
-from .engine.limiters import ModelLimiters
+from .engine.model_limiters import ModelLimiters
 from .jobs import JobRunner
 from .settings import Settings
 
@@ -110,8 +110,8 @@ class Runtime:
         )
         stack.push_async_callback(client.close)
         # One limiter per model per container: what it learned of the account's limits outlives a job.
-        budget = DynamoBudget(ddb, settings.table) if settings.share_limits else None
-        limiter = ModelLimiters(rpm=settings.rpm, tpm=settings.tpm, budget=budget)
+        shared = DynamoSharedLimits(ddb, settings.table) if settings.share_limits else None
+        limiter = ModelLimiters(rpm=settings.rpm, tpm=settings.tpm, shared=shared)
         answers = AnswerCheck(TextPolicy(settings.text_policy))
 
         def dispatcher() -> Dispatcher:

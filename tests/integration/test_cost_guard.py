@@ -9,7 +9,7 @@ import re
 import pytest
 from promptdrop.cli import main, redrive
 from promptdrop.formats import Request, request_from_object
-from promptdrop.jobs.budget import worst_case
+from promptdrop.jobs.cost_guard import worst_case
 
 from tests.integration.conftest import Pipeline
 

@@ -27,9 +27,9 @@ ALLOWED: dict[str, set[str]] = {
     "settings": set(),
     "prices": set(),  # genai-prices, offline
     "messages": {"jsonsafe"},
-    # engine.budget: the plain records and protocol of the fleet's shared budget, which the
+    # engine.shared_limits: the plain records and protocol of the fleet's shared rate limits, which the
     # DynamoDB adapter implements — no OpenAI in it (the rest of the engine stays out of reach).
-    "adapters": (BASE - {"settings"}) | {"engine.budget"},
+    "adapters": (BASE - {"settings"}) | {"engine.shared_limits"},
     "formats": {"engine", "records"},
     "outputs": {"records", "prices"},
     "events": {"messages"},

@@ -10,7 +10,7 @@ import pytest
 from promptdrop.engine.client import Reply
 from promptdrop.engine.dispatch import Dispatcher, Outcome
 from promptdrop.engine.errors import MAX_RETRY_AFTER_S, retry_after_s
-from promptdrop.engine.limiter import RateLimiter
+from promptdrop.engine.rate_limiter import RateLimiter
 from promptdrop.engine.request import Request
 
 from tests.unit.test_errors_and_retries import completion, status_error

@@ -12,7 +12,7 @@ import pytest
 from promptdrop.engine.client import Reply
 from promptdrop.engine.dispatch import Dispatcher, Outcome
 from promptdrop.engine.errors import Disposition, classify, retry_after_s
-from promptdrop.engine.limiter import RateLimiter
+from promptdrop.engine.rate_limiter import RateLimiter
 from promptdrop.engine.request import Request
 
 from tests.fakes import FakeClock

@@ -10,7 +10,7 @@ import pytest
 from promptdrop.engine.client import Reply
 from promptdrop.engine.dispatch import Dispatcher, DispatchReport, Outcome
 from promptdrop.engine.errors import RATE_LIMITED_UNTIL_DEADLINE, Disposition, classify, rate_limit_wait_s
-from promptdrop.engine.limiter import RateLimiter
+from promptdrop.engine.rate_limiter import RateLimiter
 from promptdrop.engine.request import Request
 
 from tests.fakes import FakeClock

@@ -12,7 +12,7 @@ once, up to ``output_attempts`` answers, then fails with the last answer kept. E
 for: the outcome carries the tokens of the unusable ones (``discarded_tokens``).
 
 A 429 for rate (not quota) is a signal, not a failure: it pauses and slows the request's model limiter
-(``limiter.py``) and the request is sent again once admitted, without spending one of its attempts —
+(``rate_limiter.py``) and the request is sent again once admitted, without spending one of its attempts —
 it fails for rate limiting only when its run runs out of time. When ``should_stop()`` says the run
 must end (its deadline nears) while a request waits for admission or has just been answered 429,
 the request is *handed back*: it gets no outcome, the run reports ``stopped = "deadline"`` with
@@ -38,8 +38,9 @@ from . import errors
 from .answers import AnswerCheck, parse_answer, usage_of
 from .client import Reply
 from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, UnusableAnswer, classify
-from .limiter import RateLimiter
-from .limiters import Membership, ModelLimiters
+from .membership import Membership
+from .model_limiters import ModelLimiters
+from .rate_limiter import RateLimiter
 from .request import Request
 
 __all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
@@ -281,7 +282,7 @@ class Dispatcher:
         headers: Mapping[str, str] | None,
         times: int,
     ) -> None:
-        """A 429 for rate: give the reservation back, pause everyone and slow down (limiter.py)."""
+        """A 429 for rate: give the reservation back, pause everyone and slow down (rate_limiter.py)."""
         report.rate_limited += 1
         limiter.refund(request.cost)
         limiter.rate_limited(info.retry_after if info.retry_after is not None else self.backoff_s(times, None), headers)

@@ -27,7 +27,7 @@ class Pace:
         self.configured: tuple[float | None, float | None] = (float(rpm) if rpm else None, float(tpm) if tpm else None)
         self.learning = learn
         self.learned: list[float | None] = [None, None]  # from our own answers' headers
-        self.fleet: list[float | None] = [None, None]  # told by the shared budget
+        self.fleet: list[float | None] = [None, None]  # told by the shared limits
         self.members = 1
         self.others = (0.0, 0.0)  # requests/min, tokens/min the other members use
         self.others_unknown = 0  # other members that have not said what they use
@@ -44,7 +44,7 @@ class Pace:
     def share(
         self, *, rpm: float | None, tpm: float | None, members: int, others: tuple[float, float], others_unknown: int
     ) -> None:
-        """The fleet's budget: the limits another member learned, how many runs share them, and the
+        """The fleet's shared limits: the limits another member learned, how many runs share them, and the
         rates (requests/min, tokens/min) the ``others`` use — this run takes no more than they leave
         free (at least :data:`MIN_SHARE` of its even share) until they make room; the
         ``others_unknown`` that have not said count at their even share."""

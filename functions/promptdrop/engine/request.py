@@ -59,7 +59,7 @@ class Request:
     output_schema: str | None = None
 
     def model_name(self) -> str:
-        """The model this request is sent to: its rate limits, its share of the account's budget."""
+        """The model this request is sent to: its rate limits, its share of the account's limits."""
         if self.model:
             return self.model
         try:

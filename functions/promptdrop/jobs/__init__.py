@@ -7,12 +7,13 @@ never paid for twice and each request lands exactly once in the outputs.
 Modules, each with one job: ``runner`` (entry points, planning a new upload), ``planning`` (job
 id, output keys, shards), ``source`` (reading the job's version of the object), ``units`` (one unit
 under its lease), ``recorder`` (outcomes → journal and dead letters), ``finalize`` (the finalizer
-lease), ``results`` (outputs and summary from the journal), ``redrive`` (a failed prompt again),
-``failures`` (file failures), ``result`` (what a run reports).
+lease), ``output_writer`` (outputs and summary from the journal), ``redrive`` (a failed prompt again),
+``failures`` (file failures), ``run_result`` (what a run reports), ``cost_guard`` (the file's budget),
+``endings`` (why a unit stops early).
 """
 
 from .planning import make_job_id, output_keys
-from .result import FileRef, JobResult, RunStatus
+from .run_result import FileRef, JobResult, RunStatus
 from .runner import JobRunner
 
 __all__ = ["FileRef", "JobResult", "JobRunner", "RunStatus", "make_job_id", "output_keys"]

@@ -7,7 +7,7 @@ from aws_lambda_powertools import Logger
 from ..adapters.journal import Journal
 from ..adapters.queues import MessageSender
 from ..messages import FileFailure
-from .result import FileRef, JobResult, RunStatus, now_iso
+from .run_result import FileRef, JobResult, RunStatus, now_iso
 
 __all__ = ["FileFailures"]
 

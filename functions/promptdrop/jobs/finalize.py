@@ -14,8 +14,8 @@ from aws_lambda_powertools import Logger
 from ..adapters.items import job_from_item
 from ..adapters.journal import Journal
 from ..engine.dispatch import DispatchReport
-from .result import FileRef, JobResult, RunStatus
-from .results import OutputWriter
+from .output_writer import OutputWriter
+from .run_result import FileRef, JobResult, RunStatus
 
 __all__ = ["Finalizer"]
 

@@ -18,8 +18,8 @@ from ..background import every
 from ..engine.dispatch import DispatchReport
 from ..outputs import estimate_cost_usd
 from ..records import JobRecord
-from .budget import Spent
-from .result import JobResult, now_iso
+from .cost_guard import Spent
+from .run_result import JobResult, now_iso
 
 __all__ = ["REPORT_INTERVAL_S", "Progress"]
 

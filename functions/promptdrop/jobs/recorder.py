@@ -32,10 +32,10 @@ from ..formats import LineError
 from ..jsonsafe import dumps
 from ..messages import PromptFailure
 from ..records import FailureCode, RequestRecord, RequestStatus
-from .answers import schema_fields
+from .answer_cells import schema_fields
 from .planning import output_base
 from .progress import Progress
-from .result import now_iso
+from .run_result import now_iso
 
 __all__ = ["COLUMNS_MAX_BYTES", "JobRef", "Recorder", "Recorders"]
 

@@ -21,11 +21,11 @@ from ..formats import FileRejected, request_from_object
 from ..messages import PromptFailure
 from ..records import FailureCode, JobRecord
 from ..settings import Settings
-from .budget import BudgetGuard, how_to_raise, limits_of
+from .cost_guard import CostGuard, budget_of, how_to_raise
 from .finalize import Finalizer
 from .progress import Progress
 from .recorder import Recorders
-from .result import FileRef, JobResult, RunStatus
+from .run_result import FileRef, JobResult, RunStatus
 
 __all__ = ["Redriver"]
 
@@ -97,13 +97,13 @@ class Redriver:
         logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
         return progress.tag(await self._finalizer.finish_if_complete(job_id, ref, report), report)
 
-    async def _guard(self, job: JobRecord) -> BudgetGuard:
+    async def _guard(self, job: JobRecord) -> CostGuard:
         """The file's cost guard as its units have it; the upload's metadata is read if it is still there."""
         try:
             metadata = await self._store.metadata(job.bucket, job.key, ObjectInfo(job.etag, job.version_id, 0))
-            return BudgetGuard(limits_of(self._settings, metadata, job))
+            return CostGuard(budget_of(self._settings, metadata, job))
         except (ObjectChanged, FileRejected):  # gone, or metadata the file's own run already refused
-            return BudgetGuard(limits_of(self._settings, {}, job))
+            return CostGuard(budget_of(self._settings, {}, job))
 
     async def _columns(self, out_bucket: str, prior: Prior) -> tuple[tuple[str, str], ...]:
         """A .csv row's cells from the failure's item: the dead letter carries the request only, and

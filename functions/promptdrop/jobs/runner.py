@@ -2,7 +2,7 @@
 
 A new upload is planned here (its job item created, a large ``.jsonl`` split into shards); units
 run in :mod:`.units`, outcomes are recorded by :mod:`.recorder`, outputs written by
-:mod:`.finalize` and :mod:`.results`, failed prompts run again by :mod:`.redrive`.
+:mod:`.finalize` and :mod:`.output_writer`, failed prompts run again by :mod:`.redrive`.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from ..records import FINAL_JOB_STATES, FailureCode, JobRecord
 from ..settings import Settings
 from .failures import FileFailures
 from .finalize import Finalizer
+from .output_writer import OutputWriter
 from .planning import make_job_id, output_keys, plan_shards
 from .progress import Progress
 from .recorder import Recorders
 from .redrive import Redriver
-from .result import FileRef, JobResult, RunStatus, now_iso
-from .results import OutputWriter
+from .run_result import FileRef, JobResult, RunStatus, now_iso
 from .source import suffix
 from .units import UnitRunner
 

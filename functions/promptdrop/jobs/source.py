@@ -1,16 +1,27 @@
-"""Reading a job's version of its input object: byte ranges, and the upload's job header."""
+"""Reading a job's version of its input object: byte ranges, the upload's job header, a unit's parsed lines."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+import json
+from collections.abc import AsyncGenerator, AsyncIterator, Container, Iterator, Mapping
 
 from ..adapters.s3 import ObjectChanged, ObjectInfo, ObjectStore
-from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected
+from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected, LineError, Parsed, parse_stream
 from ..messages import UnitMessage
 from ..records import FailureCode
 
-__all__ = ["endpoint_of", "header_of", "read", "rejected_if_changed", "suffix", "template_of"]
+__all__ = [
+    "count_left",
+    "endpoint_of",
+    "header_of",
+    "models_in",
+    "parse_unit",
+    "read",
+    "rejected_if_changed",
+    "suffix",
+    "template_of",
+]
 
 
 def suffix(key: str) -> str:
@@ -55,3 +66,42 @@ async def template_of(store: ObjectStore, unit: UnitMessage) -> str | None:
 async def endpoint_of(store: ObjectStore, unit: UnitMessage, default: str) -> str:
     """The file's endpoint for short-form lines: the upload's metadata ``promptdrop-endpoint``, else ``default``."""
     return (await header_of(store, unit)).get(ENDPOINT_METADATA) or default
+
+
+def parse_unit(
+    store: ObjectStore, unit: UnitMessage, default_model: str, header: Mapping[str, str], default_endpoint: str
+) -> AsyncGenerator[Parsed]:
+    """The unit's lines, parsed with its job header: a ``.csv``'s template, the file's endpoint
+    (``promptdrop-endpoint``, else ``default_endpoint``)."""
+    kind = suffix(unit.key)
+    return parse_stream(
+        kind,
+        read(store, unit, start=unit.start, end=unit.end),
+        key=unit.key,
+        default_model=default_model,
+        start=unit.start,
+        first_line=unit.first_line,
+        template=header.get(CSV_TEMPLATE_METADATA) if kind == ".csv" else None,
+        endpoint=header.get(ENDPOINT_METADATA) or default_endpoint,
+    )
+
+
+async def models_in(parsed: AsyncGenerator[Parsed]) -> set[str]:
+    """Every model the unit's requests name (a read of the unit before anything is sent)."""
+    models: set[str] = set()
+    try:
+        async for item in parsed:
+            if not isinstance(item, LineError):
+                models.add(str(json.loads(item.body).get("model") or ""))
+    finally:
+        await parsed.aclose()
+    return models
+
+
+async def count_left(parsed: AsyncIterator[Parsed], answered: Mapping[str, int], done: Container[int]) -> int:
+    """The rest of the unit's lines that a resumed run would still have to do."""
+    left = 0
+    async for item in parsed:
+        if item.line not in done and answered.get(item.custom_id) != item.line:
+            left += 1
+    return left

@@ -28,7 +28,7 @@ from typing import Any
 from ..engine.answers import answer_text
 from ..outputs import OrderedSpool
 from ..records import RequestRecord
-from .answers import field_cells
+from .answer_cells import field_cells
 
 __all__ = ["BOM", "CsvTable"]
 

@@ -24,14 +24,14 @@ from ..formats import FileRejected, LineError, Parsed
 from ..messages import UnitMessage
 from ..records import FailureCode
 from ..settings import Settings
-from .budget import BudgetGuard, Limits, check_prices, limits_of
+from .cost_guard import Budget, CostGuard, budget_of, check_prices
+from .endings import Ending, budget_ending
 from .failures import FileFailures
 from .finalize import Finalizer
 from .progress import Progress
 from .recorder import Recorders
-from .result import FileRef, JobResult, RunStatus, now_iso
-from .source import header_of
-from .stopping import Ending, budget_ending, count_left, models_in, parse_unit
+from .run_result import FileRef, JobResult, RunStatus, now_iso
+from .source import count_left, header_of, models_in, parse_unit
 
 __all__ = ["UnitRunner"]
 
@@ -67,7 +67,7 @@ class UnitRunner:
         progress = Progress(self._journal, unit.job_id)
         report: DispatchReport | None = None
         ending: Ending | None = None
-        guard = BudgetGuard(Limits())
+        guard = CostGuard(Budget())
         async with lease.held() as hold:
             if hold.outcome is LeaseOutcome.BUSY:
                 logger.info("another run holds this unit; leaving it to that run", extra={"unit": unit.unit})
@@ -96,9 +96,7 @@ class UnitRunner:
             return progress.tag(await self._end_early(unit, ref, report, ending), report)
         return progress.tag(await self._finalizer.finish_if_complete(unit.job_id, ref, report))
 
-    def _ending(
-        self, unit: UnitMessage, report: DispatchReport, progress: Progress, guard: BudgetGuard
-    ) -> Ending | None:
+    def _ending(self, unit: UnitMessage, report: DispatchReport, progress: Progress, guard: CostGuard) -> Ending | None:
         """Why this unit stops for good before its end, if it does."""
         if report.fatal is not None:
             fatal = report.fatal
@@ -142,7 +140,7 @@ class UnitRunner:
         self,
         unit: UnitMessage,
         progress: Progress,
-        guard: BudgetGuard,
+        guard: CostGuard,
         *,
         fresh: bool,
         should_stop: Callable[[], bool],
@@ -151,7 +149,7 @@ class UnitRunner:
         answered, done = await _done_before(self._journal.requests, unit, whole=whole, fresh=fresh)
         guard.done_before = len(answered) + len(done)
         header = await header_of(self._store, unit)
-        guard.limits = limits_of(self._settings, header, await self._journal.get_job(unit.job_id))
+        guard.limits = budget_of(self._settings, header, await self._journal.get_job(unit.job_id))
         if guard.limits.usd is not None:  # every model's price, before anything is sent
             check_prices(
                 await models_in(parse_unit(self._store, unit, self._settings.model, header, self._settings.endpoint)),

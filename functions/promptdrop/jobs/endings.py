@@ -1,27 +1,22 @@
-"""How a unit reads its part of the file, and what it says when it stops for good before the end.
+"""What a unit says when it stops for good before the end of its part of the file.
 
 A unit stops early on an error every request would share, a cancel, the continuation bound — or a
-spent budget (:mod:`.budget`): the dead letter then says what was spent of what, how many lines
+spent budget (:mod:`.cost_guard`): the dead letter then says what was spent of what, how many lines
 are done and how many are left, and how to raise the budget and resume without paying twice.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Container, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from ..adapters.s3 import ObjectStore
-from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, LineError, Parsed, parse_stream
 from ..messages import UnitMessage
 from ..records import FailureCode
-from .budget import BudgetGuard, how_to_raise
+from .cost_guard import CostGuard, how_to_raise
 from .progress import Progress
-from .result import RunStatus
-from .source import read, suffix
+from .run_result import RunStatus
 
-__all__ = ["Ending", "budget_ending", "count_left", "models_in", "parse_unit"]
+__all__ = ["Ending", "budget_ending"]
 
 
 # The job item's attributes that record a job-wide dead letter as sent (records.JobRecord).
@@ -39,46 +34,7 @@ class Ending:
     once_flag: OnceFlag | None = None
 
 
-def parse_unit(
-    store: ObjectStore, unit: UnitMessage, default_model: str, header: Mapping[str, str], default_endpoint: str
-) -> AsyncGenerator[Parsed]:
-    """The unit's lines, parsed with its job header: a ``.csv``'s template, the file's endpoint
-    (``promptdrop-endpoint``, else ``default_endpoint``)."""
-    kind = suffix(unit.key)
-    return parse_stream(
-        kind,
-        read(store, unit, start=unit.start, end=unit.end),
-        key=unit.key,
-        default_model=default_model,
-        start=unit.start,
-        first_line=unit.first_line,
-        template=header.get(CSV_TEMPLATE_METADATA) if kind == ".csv" else None,
-        endpoint=header.get(ENDPOINT_METADATA) or default_endpoint,
-    )
-
-
-async def models_in(parsed: AsyncGenerator[Parsed]) -> set[str]:
-    """Every model the unit's requests name (a read of the unit before anything is sent)."""
-    models: set[str] = set()
-    try:
-        async for item in parsed:
-            if not isinstance(item, LineError):
-                models.add(str(json.loads(item.body).get("model") or ""))
-    finally:
-        await parsed.aclose()
-    return models
-
-
-async def count_left(parsed: AsyncIterator[Parsed], answered: Mapping[str, int], done: Container[int]) -> int:
-    """The rest of the unit's lines that a resumed run would still have to do."""
-    left = 0
-    async for item in parsed:
-        if item.line not in done and answered.get(item.custom_id) != item.line:
-            left += 1
-    return left
-
-
-def budget_ending(unit: UnitMessage, guard: BudgetGuard, progress: Progress) -> Ending:
+def budget_ending(unit: UnitMessage, guard: CostGuard, progress: Progress) -> Ending:
     """The dead letter of a unit that stopped because the next request would not fit the budget."""
     run = progress.run
     done = guard.done_before + run.succeeded + run.failed

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from promptdrop.engine.errors import RequestTooLarge
-from promptdrop.engine.limiter import RateLimiter, parse_reset
+from promptdrop.engine.rate_limiter import RateLimiter, parse_reset
 
 from tests.fakes import FakeClock
 

@@ -1,23 +1,24 @@
-"""One limiter per model, sharing the model's budget with the other runs (an in-memory budget, a fake clock)."""
+"""One limiter per model, sharing the model's limits with the other runs (in-memory shared limits, a fake clock)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from promptdrop.engine.budget import Observed
-from promptdrop.engine.limiter import INITIAL_WINDOW, MIN_SHARE
-from promptdrop.engine.limiters import LEASE_S, RENEW_MAX_S, ModelLimiters
+from promptdrop.engine.membership import LEASE_S, RENEW_MAX_S
+from promptdrop.engine.model_limiters import ModelLimiters
+from promptdrop.engine.rate_limiter import INITIAL_WINDOW, MIN_SHARE
 from promptdrop.engine.request import Request
+from promptdrop.engine.shared_limits import Observed
 
-from tests.fakes import MemoryBudget, Timeline
+from tests.fakes import MemorySharedLimits, Timeline
 
 MODEL = "gpt-4o-mini"
 
 
-def container(clock: Timeline, budget: MemoryBudget, *, rpm: int | None = None) -> ModelLimiters:
+def container(clock: Timeline, shared: MemorySharedLimits, *, rpm: int | None = None) -> ModelLimiters:
     """One Lambda container's limiters (all on the same fake clock, as the fleet shares wall time)."""
-    return ModelLimiters(rpm=rpm, budget=budget, clock=clock, wall=clock, sleep=clock.sleep)
+    return ModelLimiters(rpm=rpm, shared=shared, clock=clock, wall=clock, sleep=clock.sleep)
 
 
 def request(model: str = MODEL) -> Request:
@@ -33,8 +34,8 @@ def test_the_model_is_read_from_the_body_unless_the_request_names_it() -> None:
 async def test_two_runs_split_the_accounts_limit() -> None:
     # Given the account's 600 requests/min, configured, and two runs in two containers
     clock = Timeline()
-    budget = MemoryBudget(clock)
-    a, b = container(clock, budget, rpm=600), container(clock, budget, rpm=600)
+    shared = MemorySharedLimits(clock)
+    a, b = container(clock, shared, rpm=600), container(clock, shared, rpm=600)
     async with a.membership() as run_a, b.membership() as run_b:
         # When both send to the model
         limiter_a = await run_a.limiter_for(request())
@@ -44,21 +45,21 @@ async def test_two_runs_split_the_accounts_limit() -> None:
         await clock.advance(2)
         assert limiter_a.rates == (300.0, None)
     # and both gave their share back when their runs ended
-    assert budget.leases[MODEL] == {}
+    assert shared.leases[MODEL] == {}
 
 
 async def test_a_limit_one_run_learned_is_known_to_a_later_run_from_its_first_second() -> None:
     clock = Timeline()
-    budget = MemoryBudget(clock)
-    async with container(clock, budget).membership() as first:
+    shared = MemorySharedLimits(clock)
+    async with container(clock, shared).membership() as first:
         # Given a first run that knew nothing (slow start) until an answer's headers told it
         limiter = await first.limiter_for(request())
         assert limiter.slow_start.size == INITIAL_WINDOW
         limiter.observe({"x-ratelimit-limit-requests": "6000", "x-ratelimit-remaining-requests": "100"})
         await clock.advance(2)  # news: told at the next tick, not at the next scheduled renewal
-        assert budget.limits[MODEL][0] == 6000.0
+        assert shared.limits[MODEL][0] == 6000.0
         # When a second run starts
-        async with container(clock, budget).membership() as second:
+        async with container(clock, shared).membership() as second:
             later = await second.limiter_for(request())
             # Then it knows the limit before its first answer (no slow start to wait out), and takes
             # what the first leaves free: next to nothing, until the first has heard of it
@@ -73,9 +74,9 @@ async def test_a_limit_one_run_learned_is_known_to_a_later_run_from_its_first_se
 async def test_a_dead_runs_share_returns_when_its_lease_expires() -> None:
     # Given a run that joined and then died (it never renews nor leaves)
     clock = Timeline()
-    budget = MemoryBudget(clock)
-    await budget.join(MODEL, "dead", lease_s=LEASE_S, observed=Observed())
-    async with container(clock, budget, rpm=600).membership() as alive:
+    shared = MemorySharedLimits(clock)
+    await shared.join(MODEL, "dead", lease_s=LEASE_S, observed=Observed())
+    async with container(clock, shared, rpm=600).membership() as alive:
         limiter = await alive.limiter_for(request())
         assert limiter.rates == (300.0, None)
         # When its lease runs out
@@ -86,8 +87,8 @@ async def test_a_dead_runs_share_returns_when_its_lease_expires() -> None:
 
 async def test_a_long_pause_one_run_was_asked_for_reaches_the_others() -> None:
     clock = Timeline()
-    budget = MemoryBudget(clock)
-    async with container(clock, budget, rpm=600).membership() as a, container(clock, budget, rpm=600).membership() as b:
+    shared = MemorySharedLimits(clock)
+    async with container(clock, shared, rpm=600).membership() as a, container(clock, shared, rpm=600).membership() as b:
         limiter_a, limiter_b = await a.limiter_for(request()), await b.limiter_for(request())
         # When a 429 asks the first run to wait 30 s
         limiter_a.rate_limited(30.0)
@@ -99,34 +100,34 @@ async def test_a_long_pause_one_run_was_asked_for_reaches_the_others() -> None:
 
 async def test_each_model_has_its_own_limiter_and_budget() -> None:
     clock = Timeline()
-    budget = MemoryBudget(clock)
-    async with container(clock, budget, rpm=600).membership() as run:
+    shared = MemorySharedLimits(clock)
+    async with container(clock, shared, rpm=600).membership() as run:
         mini, big = await run.limiter_for(request("gpt-4o-mini")), await run.limiter_for(request("gpt-4.1"))
         assert mini is not big
-        assert set(budget.leases) == {"gpt-4o-mini", "gpt-4.1"}
+        assert set(shared.leases) == {"gpt-4o-mini", "gpt-4.1"}
         assert mini is await run.limiter_for(request("gpt-4o-mini"))
 
 
 async def test_an_unreachable_budget_never_fails_the_run() -> None:
-    # Given a budget whose every call fails
+    # Given a shared whose every call fails
     clock = Timeline()
-    budget = MemoryBudget(clock)
-    budget.failing = True
-    async with container(clock, budget, rpm=600).membership() as run:
+    shared = MemorySharedLimits(clock)
+    shared.failing = True
+    async with container(clock, shared, rpm=600).membership() as run:
         limiter = await run.limiter_for(request())
         await clock.advance(30)
         # Then the run goes on alone, at the configured limit
         assert limiter.rates == (600.0, None)
-    assert budget.calls > 1  # it kept trying
+    assert shared.calls > 1  # it kept trying
 
 
 async def test_a_steady_run_renews_rarely() -> None:
     # Given one run alone for two minutes
     clock = Timeline()
-    budget = MemoryBudget(clock)
-    async with container(clock, budget, rpm=600).membership() as run:
+    shared = MemorySharedLimits(clock)
+    async with container(clock, shared, rpm=600).membership() as run:
         await run.limiter_for(request())
         await clock.advance(120)
     # Then its renewals spaced out (1, 2, 4, 8, then every 10 s): a join, 15 renewals, a leave
-    print(f"budget calls in 120 s: {budget.calls}")
-    assert budget.calls <= 17
+    print(f"shared calls in 120 s: {shared.calls}")
+    assert shared.calls <= 17

@@ -6,10 +6,10 @@ this run's *share* of the model's limit::
     rate = min(limit / members, limit - others) * factor
 
 * ``limit`` — the account's limit for the model: configured (``PROMPTDROP_RPM``/``TPM``), else
-  learned from our own ``x-ratelimit-limit-*`` headers, else told by the fleet's budget (another
+  learned from our own ``x-ratelimit-limit-*`` headers, else told by the fleet's shared limits (another
   member learned it); ``x-ratelimit-remaining-*`` only ever lowers a bucket's level (the server
   knows about traffic we don't).
-* ``members`` — how many runs share the limit now (the shared budget, ``limiters.py``); 1 alone.
+* ``members`` — how many runs share the limit now (the fleet's shared limits, ``membership.py``); 1 alone.
 * ``others`` — what the other members said they use at their last renewal: a run that has just
   joined takes only what is free until they have heard of it (at least ``MIN_SHARE`` of its even
   share), so the fleet does not overshoot while the news spreads.
@@ -17,7 +17,7 @@ this run's *share* of the model's limit::
   (``retry-after``, else ``x-ratelimit-reset-*``), empties the buckets, and multiplies the factor by
   :data:`DECREASE` (at most once a second: one overshoot answers many requests with 429 at once);
   the factor then recovers by :data:`RECOVERY_PER_S` of the share each second, back to 1. So a
-  member whose budget was wrong (a member the others have not counted yet, traffic from outside
+  member whose share was wrong (a member the others have not counted yet, traffic from outside
   promptdrop) backs off at once and probes back up, as TCP does.
 
 Slow start (``window.py``): with no limit known yet (nothing configured, nothing learned by
@@ -284,7 +284,7 @@ class RateLimiter:
         others: tuple[float, float] = (0.0, 0.0),
         others_unknown: int = 0,
     ) -> None:
-        """Apply the fleet's budget (:meth:`Pace.share`), and its pause."""
+        """Apply the fleet's shared limits (:meth:`Pace.share`), and its pause."""
         self._pace.share(rpm=rpm, tpm=tpm, members=members, others=others, others_unknown=others_unknown)
         if pause_s > 0:
             self.pause(pause_s)

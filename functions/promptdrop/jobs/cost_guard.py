@@ -1,6 +1,6 @@
 """The cost guard: a file's budget in dollars and/or tokens, and a cap on the requests it sends.
 
-Limits come from, first to last: the job item (``promptdrop budget JOB --usd N``: how a user raises
+The budget comes from, first to last: the job item (``promptdrop budget JOB --usd N``: how a user raises
 the budget of a job that stopped, then resumes it by redrive without paying twice), the upload's
 metadata (``promptdrop-budget-usd``, ``promptdrop-budget-tokens``, ``promptdrop-max-requests``),
 the environment (``PROMPTDROP_BUDGET_USD``, ``PROMPTDROP_BUDGET_TOKENS``, ``PROMPTDROP_MAX_REQUESTS``).
@@ -29,13 +29,13 @@ from ..settings import Settings
 
 __all__ = [
     "BUDGET_METADATA",
-    "BudgetGuard",
-    "Limits",
+    "Budget",
+    "CostGuard",
     "Spent",
     "WorstCase",
+    "budget_of",
     "check_prices",
     "how_to_raise",
-    "limits_of",
     "worst_case",
 ]
 
@@ -50,7 +50,7 @@ _UNLIMITED = float("inf")
 
 
 @dataclass(slots=True, frozen=True)
-class Limits:
+class Budget:
     usd: float | None = None
     tokens: int | None = None
     requests: int | None = None
@@ -80,12 +80,12 @@ def _number(metadata: Mapping[str, str], name: str, kind: type[int] | type[float
     return value
 
 
-def limits_of(settings: Settings, metadata: Mapping[str, str], job: JobRecord | None) -> Limits:
+def budget_of(settings: Settings, metadata: Mapping[str, str], job: JobRecord | None) -> Budget:
     """The file's limits: the job item's, else the upload's metadata, else the environment's."""
     usd, tokens = _number(metadata, "usd", float), _number(metadata, "tokens", int)
     requests = _number(metadata, "requests", int)
     job = job or JobRecord("", "", "", "")
-    return Limits(
+    return Budget(
         usd=_first(job.budget_usd, usd, settings.budget_usd),
         tokens=_int(_first(job.budget_tokens, tokens, settings.budget_tokens)),
         requests=_int(_first(job.max_requests, requests, settings.max_requests)),
@@ -136,10 +136,10 @@ class Spent:
     requests: int = 0
 
 
-class BudgetGuard:
+class CostGuard:
     """Admits a request only if it fits; remembers the worst case of those in flight."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Budget) -> None:
         self.limits = limits
         self.refused: str | None = None  # why a request was refused (the dead letter's reason)
         self.unknown_price = False  # refused for a model without a price (a line the up-front check missed)
@@ -183,7 +183,7 @@ class BudgetGuard:
         self._in_flight.pop(request.line, None)
 
 
-def check_prices(models: set[str], limits: Limits) -> None:
+def check_prices(models: set[str], limits: Budget) -> None:
     """A budget in dollars needs every model's price: refuse the file before anything is sent."""
     if limits.usd is None:
         return

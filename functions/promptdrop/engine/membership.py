@@ -1,8 +1,6 @@
-"""One rate limiter per model for the container, and each run's membership of the fleet's budget.
+"""A run's membership of the fleet's shared limits: its seat in each model's, joined, renewed, left.
 
-OpenAI's limits are per model, so a request is admitted by its model's limiter (a file may mix
-models). The limiters live as long as the container — what they learned outlives a job — while a
-*membership* lives as long as one run (``Dispatcher.run``): it joins a model's shared budget when
+A membership lives as long as one run (``Dispatcher.run``): it joins a model's shared limits when
 the run sends its first request for that model, renews while the run lasts, and leaves when it
 ends, so a frozen container between invocations holds no share.
 
@@ -13,25 +11,23 @@ when this run has news for the fleet (a limit learned from its headers, a pause 
 more asked by a 429), never more often than every :data:`RENEW_MIN_S`. The lease, :data:`LEASE_S`, is three
 renewals long: a run that dies gives its share back within it.
 
-A failing budget (throttled table, network) never fails a run: the run keeps the share it had
+A failing shared-limits store (throttled table, network) never fails a run: the run keeps the share it had
 (alone, if it never joined) and tries again at the next renewal; the 429 signal covers the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 
-from .budget import Observed, Share, SharedBudget
-from .limiter import INITIAL_WINDOW, LONG_PAUSE_S, RateLimiter
+from .rate_limiter import LONG_PAUSE_S, RateLimiter
 from .request import Request
+from .shared_limits import Observed, Share, SharedLimits
 
-__all__ = ["LEASE_S", "RENEW_MAX_S", "RENEW_MIN_S", "Membership", "ModelLimiters"]
+__all__ = ["LEASE_S", "RENEW_MAX_S", "RENEW_MIN_S", "Membership"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,69 +37,9 @@ LEASE_S = 3 * RENEW_MAX_S
 _TICK_S = 0.25  # how often the renewal loop looks at what is due (no call unless something is)
 
 
-class ModelLimiters:
-    """The container's limiters, one per model; with a budget, each shares its model's limit with the fleet."""
-
-    def __init__(
-        self,
-        *,
-        rpm: int | None = None,
-        tpm: int | None = None,
-        budget: SharedBudget | None = None,
-        initial_window: int | None = INITIAL_WINDOW,
-        clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._rpm, self._tpm = rpm, tpm
-        self._budget = budget
-        self._initial_window = initial_window
-        self._clock, self._wall, self._sleep = clock, wall, sleep
-        self._by_model: dict[str, RateLimiter] = {}
-        self._only: RateLimiter | None = None
-
-    @classmethod
-    def single(cls, limiter: RateLimiter) -> ModelLimiters:
-        """Every model through one given limiter, no fleet (tests, the engine benchmark)."""
-        limiters = cls()
-        limiters._only = limiter
-        return limiters
-
-    def limiter(self, model: str) -> RateLimiter:
-        """The model's limiter (created on first use)."""
-        if self._only is not None:
-            return self._only
-        limiter = self._by_model.get(model)
-        if limiter is None:
-            limiter = self._by_model[model] = RateLimiter(
-                rpm=self._rpm,
-                tpm=self._tpm,
-                initial_window=self._initial_window,
-                clock=self._clock,
-                sleep=self._sleep,
-            )
-        return limiter
-
-    @contextlib.asynccontextmanager
-    async def membership(self) -> AsyncIterator[Membership]:
-        """One run's membership of the budgets of the models it uses; renewed while the block runs."""
-        membership = Membership(self, self._budget, clock=self._clock, wall=self._wall, sleep=self._sleep)
-        if self._budget is None:
-            yield membership
-            return
-        renewals = asyncio.create_task(membership.renew_forever())
-        try:
-            yield membership
-        finally:
-            renewals.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewals
-            await membership.leave()
-
-
 @dataclass(slots=True)
 class _Seat:
-    """One model's place in its budget, for one run."""
+    """One model's place in its shared limits, for one run."""
 
     limiter: RateLimiter
     share: Share | None = None  # as last read; None until a join succeeded
@@ -118,61 +54,62 @@ class _Seat:
 
 
 class Membership:
-    """A run's seats in the budgets of the models it sends to."""
+    """A run's seats in the shared limits of the models it sends to."""
 
     def __init__(
         self,
-        limiters: ModelLimiters,
-        budget: SharedBudget | None,
+        limiter_of: Callable[[str], RateLimiter],
+        only: RateLimiter | None,
+        shared: SharedLimits | None,
         *,
         clock: Callable[[], float],
         wall: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
-        self._limiters = limiters
-        self._budget = budget
+        self._limiter_of, self._only = limiter_of, only  # `only`: one limiter for every model
+        self._shared = shared
         self._clock, self._wall, self._sleep = clock, wall, sleep
         self.member = uuid.uuid4().hex
         self._seats: dict[str, _Seat] = {}
         self._joining = asyncio.Lock()
 
     async def limiter_for(self, request: Request) -> RateLimiter:
-        """The limiter of the request's model, this run joined to its budget."""
-        if self._limiters._only is not None:
-            return self._limiters._only  # one limiter for all: no need to read the model
+        """The limiter of the request's model, this run joined to its shared limits."""
+        if self._only is not None:
+            return self._only  # one limiter for all: no need to read the model
         model = request.model_name()
         seat = self._seats.get(model)
         if seat is not None:
             return seat.limiter
-        if self._budget is None:
-            return self._limiters.limiter(model)
+        if self._shared is None:
+            return self._limiter_of(model)
         async with self._joining:  # the first workers of a model wait for one join, not one each
             seat = self._seats.get(model)
             if seat is None:
-                seat = await self._join(model, self._budget)
+                seat = await self._join(model, self._shared)
         return seat.limiter
 
     @property
     def seats(self) -> dict[str, _Seat]:
         return dict(self._seats)
 
-    async def _join(self, model: str, budget: SharedBudget) -> _Seat:
-        seat = _Seat(self._limiters.limiter(model))
+    async def _join(self, model: str, shared: SharedLimits) -> _Seat:
+        seat = _Seat(self._limiter_of(model))
         seat.limiter.on_news = seat.mark_news
         self._seats[model] = seat
-        await self._call(model, seat, budget.join, joining=True)
+        await self._call(model, seat, shared.join, joining=True)
         return seat
 
     async def renew_forever(self) -> None:
         """Renew each seat when due, or sooner when this run has news (a task owned by ``membership``)."""
-        budget = self._budget
-        assert budget is not None
+        shared = self._shared
+        assert shared is not None
         while True:
             await self._sleep(_TICK_S)
             now = self._clock()
             for model, seat in list(self._seats.items()):
                 if now >= seat.due or (seat.news and now - seat.renewed_at >= RENEW_MIN_S):
-                    await self._call(model, seat, budget.renew)
+                    await self._call(model, seat, shared.renew)
 
     async def _call(
         self, model: str, seat: _Seat, operation: Callable[..., Awaitable[Share]], *, joining: bool = False
@@ -184,8 +121,8 @@ class Membership:
         seat.calls += 1
         try:
             share = await operation(model, self.member, lease_s=LEASE_S, observed=observed)
-        except Exception:  # the budget spares 429s; losing it must not fail the run
-            logger.warning("shared budget unreachable; keeping the last share", exc_info=True, extra={"model": model})
+        except Exception:  # the shared limits spare 429s; losing it must not fail the run
+            logger.warning("shared limits unreachable; keeping the last share", exc_info=True, extra={"model": model})
             seat.due = self._clock() + seat.interval
             return
         seat.news = False
@@ -204,7 +141,7 @@ class Membership:
         )
 
     def _observed(self, seat: _Seat) -> Observed:
-        """News for the fleet: what our headers taught that the budget does not say, and a long pause."""
+        """News for the fleet: what our headers taught that the shared limits do not say, and a long pause."""
         told = seat.share
         rpm, tpm = seat.limiter.pace.learned_limits
         pause_s = seat.limiter.paused_for()
@@ -222,22 +159,22 @@ class Membership:
 
     async def leave(self) -> None:
         """Give every seat back (best effort: a lease nobody renews expires anyway)."""
-        budget = self._budget
+        shared = self._shared
         for model, seat in self._seats.items():
             seat.limiter.on_news = None
-            if budget is None or seat.share is None:
+            if shared is None or seat.share is None:
                 continue
             seat.calls += 1
             try:
-                await budget.leave(model, self.member)
+                await shared.leave(model, self.member)
             except Exception:
-                logger.warning("could not leave the shared budget; its lease will expire", exc_info=True)
+                logger.warning("could not leave the shared limits; its lease will expire", exc_info=True)
             logger.info(
-                "left the shared budget",
+                "left the shared limits",
                 extra={
                     "model": model,
                     "members": seat.share.members,
-                    "budget_calls": seat.calls,
+                    "shared_limits_calls": seat.calls,
                     "limits_per_min": seat.limiter.pace.limits,
                     "rate_decreases": seat.limiter.pace.decreases,
                 },

@@ -1,4 +1,4 @@
-"""The fleet's rate-limit budgets in DynamoDB: one item per model, in the jobs table.
+"""The fleet's shared rate limits in DynamoDB: one item per model, in the jobs table.
 
 Item ``pk = BUDGET#<model>``, ``sk = BUDGET`` (a key space apart from ``JOB#…``: no job query
 ever reads it), holding:
@@ -10,7 +10,7 @@ ever reads it), holding:
 * ``model`` — for whoever reads the table.
 
 Why one item and not an item per member: a join, a renewal or a leave is then *one*
-``UpdateItem`` that writes this member's lease (plus any news) and returns the whole budget
+``UpdateItem`` that writes this member's lease (plus any news) and returns the whole item
 (``ReturnValues=ALL_NEW``) — the members, the limits, the pause — atomically; an item per member
 would need a ``Query`` beside each write, twice the calls. The item stays small (about 40 bytes a
 member) and its writes few (one per member per renewal, at most one a second each): far under
@@ -28,23 +28,23 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..engine.budget import Observed, Share
+from ..engine.shared_limits import Observed, Share
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-__all__ = ["DynamoBudget", "budget_pk"]
+__all__ = ["DynamoSharedLimits", "shared_limits_pk"]
 
 _MEMBER = "m_"
 _MAX_REAPED = 20  # per write: an expression stays small however many members died
 
 
-def budget_pk(model: str) -> str:
+def shared_limits_pk(model: str) -> str:
     return f"BUDGET#{model}"
 
 
-class DynamoBudget:
-    """:class:`~promptdrop.engine.budget.SharedBudget` kept in one DynamoDB item per model."""
+class DynamoSharedLimits:
+    """:class:`~promptdrop.engine.shared_limits.SharedLimits` kept in one DynamoDB item per model."""
 
     def __init__(self, client: DynamoDBClient, table: str, *, clock: Callable[[], float] = time.time) -> None:
         self._ddb = client
@@ -53,7 +53,7 @@ class DynamoBudget:
         self._dead: dict[str, list[str]] = {}  # model -> attributes of members long expired, removed at the next write
 
     def _key(self, model: str) -> dict[str, Any]:
-        return {"pk": {"S": budget_pk(model)}, "sk": {"S": "BUDGET"}}
+        return {"pk": {"S": shared_limits_pk(model)}, "sk": {"S": "BUDGET"}}
 
     async def join(self, model: str, member: str, *, lease_s: float, observed: Observed) -> Share:
         return await self._write(model, member, lease_s, observed, joining=True)

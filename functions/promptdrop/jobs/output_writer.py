@@ -19,7 +19,7 @@ from ..engine.answers import answer_text
 from ..engine.dispatch import DispatchReport
 from ..outputs import OrderedSpool, estimate_cost_usd, output_line
 from ..records import JobRecord, JobStatus, RequestRecord
-from .result import FileRef, JobResult, RunStatus, now_iso, run_figures
+from .run_result import FileRef, JobResult, RunStatus, now_iso, run_figures
 from .table import CsvTable
 
 __all__ = ["DETAIL_TYPES", "OutputWriter"]

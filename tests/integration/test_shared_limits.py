@@ -7,8 +7,8 @@ from typing import Any
 
 import aioboto3
 import pytest
-from promptdrop.adapters.budget import DynamoBudget
-from promptdrop.engine.budget import Observed
+from promptdrop.adapters.shared_limits import DynamoSharedLimits
+from promptdrop.engine.shared_limits import Observed
 
 from infra.local_aws import LocalAws
 
@@ -42,7 +42,7 @@ async def budget_item(ddb: Any, table: str) -> dict[str, Any]:
 
 async def test_two_members_split_the_budget_and_a_leaver_gives_its_share_back(ddb: Any, local_aws: LocalAws) -> None:
     wall = Wall()
-    budget = DynamoBudget(ddb, local_aws.table, clock=wall)
+    budget = DynamoSharedLimits(ddb, local_aws.table, clock=wall)
     # Given a first member alone
     assert (await budget.join(MODEL, "a", lease_s=LEASE_S, observed=Observed())).members == 1
     # When a second joins, then both count two
@@ -61,7 +61,7 @@ async def test_a_dead_members_share_returns_when_its_lease_expires_and_it_is_rem
     ddb: Any, local_aws: LocalAws
 ) -> None:
     wall = Wall()
-    budget = DynamoBudget(ddb, local_aws.table, clock=wall)
+    budget = DynamoSharedLimits(ddb, local_aws.table, clock=wall)
     # Given a member that joined and died (never renews, never leaves)
     await budget.join(MODEL, "dead", lease_s=LEASE_S, observed=Observed())
     assert (await budget.join(MODEL, "alive", lease_s=LEASE_S, observed=Observed())).members == 2
@@ -82,12 +82,12 @@ async def test_a_learned_limit_and_a_pause_are_shared_with_members_that_start_la
     ddb: Any, local_aws: LocalAws
 ) -> None:
     wall = Wall()
-    first = DynamoBudget(ddb, local_aws.table, clock=wall)
+    first = DynamoSharedLimits(ddb, local_aws.table, clock=wall)
     # Given a member that learned the limits from its answers and was asked to pause by a 429
     await first.join(MODEL, "a", lease_s=LEASE_S, observed=Observed())
     await first.renew(MODEL, "a", lease_s=LEASE_S, observed=Observed(rpm=6000, tpm=150_000, paused_until=wall.now + 20))
     # When another container's member joins
-    later = DynamoBudget(ddb, local_aws.table, clock=wall)
+    later = DynamoSharedLimits(ddb, local_aws.table, clock=wall)
     share = await later.join(MODEL, "b", lease_s=LEASE_S, observed=Observed())
     # Then it knows the limits and the pause before its first request
     assert (share.rpm, share.tpm, share.members) == (6000.0, 150_000.0, 2)
@@ -95,7 +95,7 @@ async def test_a_learned_limit_and_a_pause_are_shared_with_members_that_start_la
 
 
 async def test_the_budget_lives_apart_from_every_job(ddb: Any, local_aws: LocalAws) -> None:
-    budget = DynamoBudget(ddb, local_aws.table)
+    budget = DynamoSharedLimits(ddb, local_aws.table)
     await budget.join(MODEL, "a", lease_s=LEASE_S, observed=Observed())
     item = await budget_item(ddb, local_aws.table)
     assert item["pk"]["S"] == f"BUDGET#{MODEL}"  # never a JOB#… key: no job query reads it

@@ -7,7 +7,7 @@ import json
 import pytest
 from promptdrop.engine.request import Request
 from promptdrop.formats import FileRejected
-from promptdrop.jobs.budget import BudgetGuard, Limits, Spent, check_prices, limits_of, worst_case
+from promptdrop.jobs.cost_guard import Budget, CostGuard, Spent, budget_of, check_prices, worst_case
 from promptdrop.prices import cost_usd
 from promptdrop.records import JobRecord
 from promptdrop.settings import Settings
@@ -50,7 +50,7 @@ def test_requests_are_admitted_while_spent_plus_in_flight_plus_the_next_fit() ->
     # Given a budget of 3.2 requests' worst case, nothing spent yet
     one = worst_case(request(cost=1100, max_tokens=1000)).usd
     assert one is not None
-    guard = BudgetGuard(Limits(usd=3.2 * one))
+    guard = CostGuard(Budget(usd=3.2 * one))
     first, second, third, fourth = (request(i, cost=1100, max_tokens=1000) for i in range(1, 5))
 
     # Then three fit while in flight; the fourth does not
@@ -75,13 +75,13 @@ def test_actual_spending_counts_cached_tokens_at_their_rate() -> None:
     assert cached == pytest.approx(full * 0.75)
     next_one = worst_case(request(cost=200, max_tokens=100)).usd
     assert next_one is not None
-    limits = Limits(usd=cached + next_one * 1.01)
-    assert BudgetGuard(limits).admit(request(cost=200, max_tokens=100), Spent(usd=cached))
-    assert not BudgetGuard(limits).admit(request(cost=200, max_tokens=100), Spent(usd=full))
+    limits = Budget(usd=cached + next_one * 1.01)
+    assert CostGuard(limits).admit(request(cost=200, max_tokens=100), Spent(usd=cached))
+    assert not CostGuard(limits).admit(request(cost=200, max_tokens=100), Spent(usd=full))
 
 
 def test_a_token_budget_and_a_request_cap() -> None:
-    guard = BudgetGuard(Limits(tokens=1000, requests=2))
+    guard = CostGuard(Budget(tokens=1000, requests=2))
     assert guard.admit(request(1, cost=400), Spent(tokens=0, requests=0))
     assert not guard.admit(request(2, cost=700), Spent(tokens=0, requests=1))  # 400 in flight + 700 > 1000
     assert guard.admit(request(2, cost=500), Spent(tokens=0, requests=1))
@@ -90,20 +90,20 @@ def test_a_token_budget_and_a_request_cap() -> None:
 
 
 def test_no_limit_admits_everything_without_looking() -> None:
-    guard = BudgetGuard(Limits())
+    guard = CostGuard(Budget())
     assert guard.admit(Request(1, "x", b"not even json", 10**9), Spent(usd=1e9))
 
 
 def test_limits_come_from_the_job_then_the_upload_then_the_environment() -> None:
     env = settings(budget_usd=1.0, budget_tokens=500, max_requests=9)
     metadata = {"promptdrop-budget-usd": "2.5", "promptdrop-max-requests": "4"}
-    assert limits_of(env, {}, None) == Limits(usd=1.0, tokens=500, requests=9)
-    assert limits_of(env, metadata, None) == Limits(usd=2.5, tokens=500, requests=4)
+    assert budget_of(env, {}, None) == Budget(usd=1.0, tokens=500, requests=9)
+    assert budget_of(env, metadata, None) == Budget(usd=2.5, tokens=500, requests=4)
     raised = JobRecord("j", "b", "k", "e", budget_usd=10.0, max_requests=100)
-    assert limits_of(env, metadata, raised) == Limits(usd=10.0, tokens=500, requests=100)
-    assert limits_of(settings(), {}, None) == Limits()
+    assert budget_of(env, metadata, raised) == Budget(usd=10.0, tokens=500, requests=100)
+    assert budget_of(settings(), {}, None) == Budget()
     # "none" in the metadata lifts the environment's limit for that upload
-    assert limits_of(env, {"promptdrop-budget-usd": "None"}, None) == Limits(usd=None, tokens=500, requests=9)
+    assert budget_of(env, {"promptdrop-budget-usd": "None"}, None) == Budget(usd=None, tokens=500, requests=9)
 
 
 @pytest.mark.parametrize(
@@ -118,16 +118,16 @@ def test_limits_come_from_the_job_then_the_upload_then_the_environment() -> None
 )
 def test_a_budget_in_the_metadata_that_is_not_a_positive_number_rejects_the_file(name: str, value: str) -> None:
     with pytest.raises(FileRejected) as info:
-        limits_of(settings(), {name: value}, None)
+        budget_of(settings(), {name: value}, None)
     assert info.value.code == "invalid_budget"
     assert name in info.value.message
 
 
 def test_a_dollar_budget_needs_every_models_price() -> None:
-    check_prices({"gpt-4o-mini", "gpt-4o"}, Limits(usd=1.0))
-    check_prices({"my-model"}, Limits(tokens=10))  # tokens need no price
+    check_prices({"gpt-4o-mini", "gpt-4o"}, Budget(usd=1.0))
+    check_prices({"my-model"}, Budget(tokens=10))  # tokens need no price
     with pytest.raises(FileRejected) as info:
-        check_prices({"gpt-4o-mini", "my-model"}, Limits(usd=1.0))
+        check_prices({"gpt-4o-mini", "my-model"}, Budget(usd=1.0))
     assert info.value.code == "unknown_price"
     assert "['my-model']" in info.value.message
 
