@@ -15,14 +15,15 @@ from typing import IO, Any
 from .prices import estimate_cost_usd  # re-exported: the summary's and the CLI's estimate
 from .records import RequestRecord
 
-__all__ = ["OrderedSpool", "estimate_cost_usd", "output_line"]
+__all__ = ["OrderedSpool", "estimate_cost_usd", "line_of", "output_line"]
 
 
 _TEXT = json.JSONEncoder(ensure_ascii=False)  # built once: json.dumps with an option builds one per call
 
 
 def output_line(job_id: str, record: RequestRecord, response_json: str | None) -> bytes:
-    """One line of ``.out.jsonl`` / ``.errors.jsonl`` in the OpenAI Batch API output format."""
+    """One line of ``.out.jsonl`` / ``.errors.jsonl`` in the OpenAI Batch API output format; its ``id``
+    ends in its input line (:func:`line_of`)."""
     head: dict[str, Any] = {"id": f"batch_req_{job_id[:12]}_{record.line}", "custom_id": record.custom_id}
     prefix = _TEXT.encode(head)[:-1]
     if response_json is not None:
@@ -35,6 +36,12 @@ def output_line(job_id: str, record: RequestRecord, response_json: str | None) -
         err = record.error or {}
         error = _TEXT.encode({"code": err.get("code"), "message": err.get("message")})
     return f'{prefix}, "response": {response}, "error": {error}}}\n'.encode()
+
+
+def line_of(output_id: object) -> int | None:
+    """The input line of an output line, read from its ``id`` (:func:`output_line`); None if it has none."""
+    tail = output_id.rpartition("_")[2] if isinstance(output_id, str) else ""
+    return int(tail) if tail.isascii() and tail.isdigit() else None
 
 
 class OrderedSpool:

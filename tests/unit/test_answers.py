@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
 import pytest
 from promptdrop.engine import structured
 from promptdrop.engine.answers import (
+    MAX_ANSWER_NESTING,
     AnswerCheck,
     TextPolicy,
     answer_text,
+    answer_text_of,
     finish_reason,
     parse_answer,
     schema_of,
     usage_of,
 )
+from promptdrop.engine.endpoints import spec_of_answer
 from promptdrop.engine.errors import MalformedResponse, UnusableAnswer, classify
 from promptdrop.engine.request import Endpoint, Request
 from promptdrop.engine.structured import ANY_OBJECT, SchemaError, canonical, check_schema, validate
@@ -170,3 +174,89 @@ def test_the_settings_endpoints_are_the_engines() -> None:
     assert Endpoint.of("/v1/embeddings") is Endpoint.EMBEDDINGS
     assert Endpoint.of("/v1/images/generations") is None
     assert Endpoint.RESPONSES.path == "/responses"
+
+
+# -- what is not an answer (issue 20): retried as malformed, then failed malformed_response --------------------
+
+
+def no_choices() -> dict[str, Any]:
+    return {**chat("x"), "choices": []}
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "body", "message"),
+    [
+        (Endpoint.RESPONSES, {**response("x"), "status": "queued", "output": []}, "the response is 'queued'"),
+        (Endpoint.RESPONSES, {**response("x"), "status": "in_progress"}, "the response is 'in_progress'"),
+        (
+            Endpoint.RESPONSES,
+            {**response("x"), "status": "failed", "error": {"code": "server_error", "message": "it broke"}},
+            "the response is 'failed', not an answer: it broke",
+        ),
+        (Endpoint.RESPONSES, {**response("x"), "output": []}, "empty output list"),
+        (Endpoint.CHAT, no_choices(), "empty choices list"),
+        (Endpoint.COMPLETIONS, {**COMPLETION, "choices": []}, "empty choices list"),
+        (Endpoint.EMBEDDINGS, {"object": "list", "data": [], "usage": {}}, "empty data list"),
+        (Endpoint.EMBEDDINGS, {"object": "list", "usage": {}}, "no data list"),
+        (Endpoint.MODERATIONS, {**MODERATION, "results": []}, "empty results list"),
+        (Endpoint.CHAT, {**chat("x"), "model": ["gpt-4o"]}, "the answer's model is list, not a string"),
+        (Endpoint.EMBEDDINGS, {**EMBEDDINGS, "model": 4}, "the answer's model is int, not a string"),
+    ],
+)
+def test_an_answer_with_nothing_in_it_is_malformed_not_a_success(
+    endpoint: Endpoint, body: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(MalformedResponse, match=message) as caught:
+        parse_answer(endpoint, json.dumps(body).encode(), 200)
+    info = classify(caught.value)
+    assert (info.code, info.disposition.value) == ("malformed_response", "transient")  # retried, then failed
+
+
+def test_an_answer_nested_past_the_bound_is_refused_before_it_is_decoded() -> None:
+    # Given a body nested 5,000 deep (json.loads would raise RecursionError)
+    deep = b'{"object": "chat.completion", "choices": [' + b"[" * 5000 + b"]" * 5000 + b"]}"
+    with pytest.raises(MalformedResponse, match=f"nests deeper than {MAX_ANSWER_NESTING} levels"):
+        parse_answer(Endpoint.CHAT, deep, 200)
+    with pytest.raises(MalformedResponse, match="not UTF-8"):
+        parse_answer(Endpoint.CHAT, b'{"choices": ["\xff"]}', 200)
+
+
+def test_a_json_answer_nested_past_the_bound_fails_too_deep_not_a_crash() -> None:
+    # Given a json_object request answered with an object nested 5,000 deep (in the message's text)
+    text = '{"a":' * 5000 + "1" + "}" * 5000
+    with pytest.raises(UnusableAnswer) as caught:
+        AnswerCheck().check(request(schema=ANY_OBJECT), chat(text))
+    assert caught.value.code == "too_deep"
+    info = classify(caught.value)
+    assert (info.code, info.disposition.value) == ("too_deep", "permanent")  # once the output attempts are spent
+    assert answer_text_of(json.dumps(chat(text))) == text  # the outputs still read its text
+
+
+def test_each_endpoints_answer_as_a_person_is_shown_it() -> None:
+    vector = [0.5] * 1536
+    embeddings = {"object": "list", "data": [{"embedding": vector}, {"embedding": vector}]}
+    one = {"object": "list", "data": [{"embedding": base64.b64encode(b"\0" * 4 * 256).decode()}]}
+    flagged = {"flagged": True, "categories": {"violence": True, "harassment": False, "hate": True}}
+    shown = {
+        "chat": chat("hello\nthere"),
+        "refused": chat(None, refusal="I can't"),
+        "response": response("hi", more="!"),
+        "completion": COMPLETION,
+        "moderation": MODERATION,
+        "flagged": {"model": "omni-moderation-latest", "results": [flagged]},
+        "two": {"results": [{"flagged": False}, flagged]},
+        "embeddings": embeddings,
+        "base64": one,
+    }
+    assert {name: spec_of_answer(body).shown(body) for name, body in shown.items()} == {  # type: ignore[union-attr]
+        "chat": "hello\nthere",
+        "refused": "refused: I can't",
+        "response": "hi!",
+        "completion": "once",
+        "moderation": "not flagged",
+        "flagged": "flagged: violence, hate",
+        "two": "1: not flagged; 2: flagged: violence, hate",
+        "embeddings": "2 embeddings × 1536 dims",  # noqa: RUF001
+        "base64": "embedding: 256 dims",
+    }
+    assert spec_of_answer({"error": {}}) is None

@@ -37,8 +37,12 @@ ALLOWED: dict[str, set[str]] = {
     "runtime": BASE | {"engine", "adapters", "jobs"},
     "handler": BASE | {"runtime", "jobs", "events"},
     # The operator's commands: an entry point like the handler (``local`` runs the handler itself);
-    # engine.request for the endpoints a line may name (``estimate``), not the dispatch machinery.
-    "cli": BASE | {"formats", "outputs", "prices", "adapters", "jobs", "runtime", "handler", "engine.request"},
+    # engine.request for the endpoints a line may name, engine.endpoints for what each bounds and
+    # answers (``estimate``'s worst case, ``results``' answers: asked of their one home, not copied),
+    # not the dispatch machinery.
+    "cli": BASE
+    | {"formats", "outputs", "prices", "adapters", "jobs", "runtime", "handler"}
+    | {"engine.request", "engine.endpoints"},
 }
 
 

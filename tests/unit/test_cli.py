@@ -18,6 +18,8 @@ from promptdrop.cli import main
 from promptdrop.cli.figures import RateMeter, duration, money
 from promptdrop.cli.resources import Clients, Resources, resolve
 from promptdrop.cli.view import INSTALL_HINT, Column, View
+from promptdrop.formats import Request, request_from_object
+from promptdrop.jobs.cost_guard import worst_case
 
 BAD_LINES = [
     json.dumps({"custom_id": "a", "prompt": "abcdefgh", "max_tokens": 100}).encode(),  # 8 chars: 2 + 4 tokens
@@ -149,6 +151,36 @@ def test_estimate_follows_each_lines_endpoint_and_the_files_default(
     code, _, err = run(capsys, "estimate", str(mixed), "--endpoint", "/v1/images/generations")
     assert code == 2
     assert "--endpoint /v1/images/generations: not one of /v1/chat/completions" in err
+
+
+def test_estimate_counts_each_lines_output_as_the_cost_guard_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a line of every endpoint, with and without output limits
+    bodies = [
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 7, "n": 3}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/responses", {"input": "hi", "max_output_tokens": 9}),
+        ("/v1/completions", {"prompt": ["a", "b"], "n": 2, "best_of": 3}),
+        ("/v1/embeddings", {"input": "hi"}),
+        ("/v1/moderations", {"input": "hi"}),
+    ]
+    lines = [
+        {"custom_id": f"l{i}", "method": "POST", "url": url, "body": {"model": "gpt-4o-mini", **body}}
+        for i, (url, body) in enumerate(bodies)
+    ]
+    path = tmp_path / "every.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    # When it is estimated, and each line is parsed as the function parses it for the cost guard
+    code, out, _ = run(capsys, "estimate", str(path), "--json")
+    guarded = [request_from_object(line, line=1, default_id="x", default_model="m", text_len=9) for line in lines]
+
+    # Then the estimate's worst-case output is the sum of the cost guard's (7x3 + 256 + 9 + 16x3x2 + 0 + 0)
+    assert code == 0
+    outputs = [r.output_tokens for r in guarded if isinstance(r, Request) and worst_case(r).tokens == r.cost]
+    assert json.loads(out)["output_tokens_worst_case"] == sum(outputs) == 21 + 256 + 9 + 96
+    assert len(outputs) == len(lines)
 
 
 def test_estimate_runs_as_a_module_without_aws_or_rich(bad_file: Path) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 from promptdrop.engine.request import Request
-from promptdrop.formats import FileRejected
+from promptdrop.formats import FileRejected, request_from_object
 from promptdrop.jobs.cost_guard import Budget, CostGuard, Spent, budget_of, check_prices, worst_case
 from promptdrop.prices import cost_usd
 from promptdrop.records import JobRecord
@@ -15,31 +15,66 @@ from promptdrop.settings import Settings
 MINI_IN, MINI_OUT = 0.15e-6, 0.60e-6  # gpt-4o-mini, USD per token
 
 
-def request(line: int = 1, *, cost: int, model: str = "gpt-4o-mini", **body: object) -> Request:
-    payload = {"model": model, "messages": [{"role": "user", "content": "hi"}], **body}
-    return Request(line, f"r{line}", json.dumps(payload).encode(), cost)
+def request(line: int = 1, *, cost: int, output: int = 0, model: str = "gpt-4o-mini") -> Request:
+    """A request the guard is handed: ``cost`` tokens at most, ``output`` of them output."""
+    payload = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    return Request(line, f"r{line}", json.dumps(payload).encode(), cost, model=model, output_tokens=output)
 
 
 def settings(**env: object) -> Settings:
     return Settings(table="t", dlq_url="q", **env)  # type: ignore[arg-type]
 
 
+def parsed(url: str, body: dict[str, object]) -> Request:
+    """A Batch API line, as the function's parser makes it a request (its token estimate included)."""
+    line = {"custom_id": "r", "method": "POST", "url": url, "body": body}
+    made = request_from_object(
+        line, line=1, default_id="line-1", default_model="gpt-4o-mini", text_len=len(json.dumps(line))
+    )
+    assert isinstance(made, Request), made
+    return made
+
+
+CHAT, RESPONSES = "/v1/chat/completions", "/v1/responses"
+EMBEDDINGS, COMPLETIONS, MODERATIONS = "/v1/embeddings", "/v1/completions", "/v1/moderations"
+MESSAGES = [{"role": "user", "content": "x" * 400}]
+
+
 @pytest.mark.parametrize(
-    ("body", "output"),
+    ("url", "body", "output"),
     [
-        ({"max_tokens": 100}, 100),
-        ({"max_completion_tokens": 80, "max_tokens": 999}, 80),  # the newer name wins
-        ({"max_output_tokens": 60}, 60),  # Responses
-        ({"max_tokens": 50, "n": 3}, 150),  # every choice may use it
-        ({}, 256),  # none: the engine's default completion estimate
+        (CHAT, {"messages": MESSAGES, "max_tokens": 100}, 100),
+        (CHAT, {"messages": MESSAGES, "max_completion_tokens": 80, "max_tokens": 999}, 80),  # the newer name wins
+        (CHAT, {"messages": MESSAGES, "max_tokens": 50, "n": 3}, 150),  # every choice may use it
+        (CHAT, {"messages": MESSAGES}, 256),  # none: the default estimate (the model's maximum is unknown)
+        (RESPONSES, {"input": "x" * 400, "max_output_tokens": 60}, 60),
+        (RESPONSES, {"input": "x" * 400}, 256),
+        (COMPLETIONS, {"prompt": "x" * 400}, 16),  # the endpoint's own default max_tokens
+        (COMPLETIONS, {"prompt": "x" * 400, "max_tokens": 10, "n": 2}, 20),
+        (COMPLETIONS, {"prompt": "x" * 400, "max_tokens": 10, "n": 2, "best_of": 3}, 30),  # best_of are all billed
+        (COMPLETIONS, {"prompt": ["a" * 200, "b" * 200], "max_tokens": 10, "n": 2}, 40),  # for each prompt
+        (EMBEDDINGS, {"input": ["x" * 200, "y" * 200]}, 0),  # no output tokens
+        (MODERATIONS, {"input": "x" * 400}, 0),
     ],
 )
-def test_the_worst_case_is_the_input_estimate_plus_the_output_limit(body: dict[str, object], output: int) -> None:
-    # Given a request whose token estimate (Request.cost) is 40 input tokens plus its output limit
-    req = request(cost=40 + output, **body)
+def test_each_endpoints_worst_case_is_its_input_estimate_plus_its_output_bound(
+    url: str, body: dict[str, object], output: int
+) -> None:
+    # Given a line of that endpoint, parsed as the function parses it
+    req = parsed(url, {"model": "gpt-4o-mini", **body})
+    # Then its worst case counts the endpoint's output bound, and its input estimate (~100 tokens) as input
     worst = worst_case(req)
-    assert worst.tokens == 40 + output
-    assert worst.usd == pytest.approx(40 * MINI_IN + output * MINI_OUT)
+    assert req.output_tokens == output
+    prompt = worst.tokens - output
+    assert 100 <= prompt < 160  # the line as written, ~4 characters a token
+    assert worst.usd == pytest.approx(prompt * MINI_IN + output * MINI_OUT)
+
+
+def test_a_worst_case_in_dollars_of_an_absurd_output_limit_is_a_number_not_an_overflow() -> None:
+    worst = worst_case(parsed(CHAT, {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 10**400}))
+    assert worst.usd is not None
+    assert worst.usd > 1e5  # refused by any budget, as it should be
+    assert parsed(RESPONSES, {"model": "gpt-4o-mini", "input": "x", "max_output_tokens": -5}).output_tokens == 0
 
 
 def test_a_model_without_a_price_has_no_worst_case_in_dollars() -> None:
@@ -48,10 +83,10 @@ def test_a_model_without_a_price_has_no_worst_case_in_dollars() -> None:
 
 def test_requests_are_admitted_while_spent_plus_in_flight_plus_the_next_fit() -> None:
     # Given a budget of 3.2 requests' worst case, nothing spent yet
-    one = worst_case(request(cost=1100, max_tokens=1000)).usd
+    one = worst_case(request(cost=1100, output=1000)).usd
     assert one is not None
     guard = CostGuard(Budget(usd=3.2 * one))
-    first, second, third, fourth = (request(i, cost=1100, max_tokens=1000) for i in range(1, 5))
+    first, second, third, fourth = (request(i, cost=1100, output=1000) for i in range(1, 5))
 
     # Then three fit while in flight; the fourth does not
     assert guard.admit(first, Spent())
@@ -73,11 +108,11 @@ def test_actual_spending_counts_cached_tokens_at_their_rate() -> None:
     assert full is not None
     assert cached is not None
     assert cached == pytest.approx(full * 0.75)
-    next_one = worst_case(request(cost=200, max_tokens=100)).usd
+    next_one = worst_case(request(cost=200, output=100)).usd
     assert next_one is not None
     limits = Budget(usd=cached + next_one * 1.01)
-    assert CostGuard(limits).admit(request(cost=200, max_tokens=100), Spent(usd=cached))
-    assert not CostGuard(limits).admit(request(cost=200, max_tokens=100), Spent(usd=full))
+    assert CostGuard(limits).admit(request(cost=200, output=100), Spent(usd=cached))
+    assert not CostGuard(limits).admit(request(cost=200, output=100), Spent(usd=full))
 
 
 def test_a_token_budget_and_a_request_cap() -> None:

@@ -69,3 +69,15 @@ def test_the_token_estimate_follows_the_endpoint() -> None:
     assert 150 <= chat.cost < 170
     assert 150 <= responses.cost < 170
     assert 100 <= embeddings.cost < 110  # no completion budget
+
+
+def test_a_background_response_is_refused_with_its_reason() -> None:
+    # A background response would be answered "queued", its answer later by polling: nothing to wait for here
+    for line in (
+        {"prompt": "hi", "endpoint": "/v1/responses", "background": True},
+        {"custom_id": "b", "url": "/v1/responses", "body": {"model": "gpt-4o", "input": "hi", "background": True}},
+    ):
+        refused = parse(line)
+        assert isinstance(refused, LineError)
+        assert '"background": true is not supported' in refused.message
+    assert isinstance(parse({"prompt": "hi", "background": False}, Endpoint.RESPONSES), Request)

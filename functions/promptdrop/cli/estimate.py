@@ -4,10 +4,9 @@ The file is parsed by the function's own parser (:func:`promptdrop.formats.parse
 suffix), so the lines reported as failing are the ones the function would fail, with its reasons
 (a repeated ``custom_id`` included). Tokens are estimated, not counted: ~4 characters a token of
 prompt, input or message text plus 4 a message (no tokenizer download). Output is the worst case,
-by endpoint: ``max_completion_tokens``/``max_tokens`` x ``n`` (chat), ``max_output_tokens``
-(Responses), ``max_tokens`` (16 when unset) x ``n`` x prompts (completions), none for embeddings
-and moderations; a request that sets no limit is counted at ``--assume-output-tokens`` and said
-so. Prices: :mod:`promptdrop.prices` (genai-prices, offline).
+by endpoint, as the cost guard counts it (each endpoint's output bound: README, "Endpoints"); a
+request that sets no limit is counted at ``--assume-output-tokens`` and said so. Prices:
+:mod:`promptdrop.prices` (genai-prices, offline).
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.endpoints import DEFAULT_OUTPUT_ESTIMATE, spec_of
 from ..engine.request import Endpoint
 from ..formats import SUFFIXES, FileRejected, LineError, parse_stream
 from ..outputs import estimate_cost_usd
@@ -31,7 +31,7 @@ from .view import Column, View
 __all__ = ["Estimate", "add_parser", "estimate_file", "run"]
 
 DEFAULT_MODEL = "gpt-4o-mini"  # the function's default (PROMPTDROP_MODEL)
-DEFAULT_ASSUMED_OUTPUT = 256  # what the function's own tokens/min estimate assumes without max_tokens
+DEFAULT_ASSUMED_OUTPUT = DEFAULT_OUTPUT_ESTIMATE  # what the function assumes of a request with no output limit
 _CHUNK = 256 * 1024
 
 
@@ -118,22 +118,6 @@ def _input_tokens(body: dict[str, Any]) -> int:
     return chars // 4 + 4 * len(messages)
 
 
-def _output_limit(endpoint: Endpoint, body: dict[str, Any]) -> int | None:
-    """The most a request may answer (times ``n``), 0 for endpoints that answer no output tokens; None: no limit set."""
-    n = body.get("n") or 1
-    if endpoint in (Endpoint.EMBEDDINGS, Endpoint.MODERATIONS):
-        return 0
-    if endpoint is Endpoint.RESPONSES:
-        limit, n = body.get("max_output_tokens"), 1
-    elif endpoint is Endpoint.COMPLETIONS:  # the API's default is 16 tokens, for each prompt
-        prompt = body.get("prompt")
-        limit = body.get("max_tokens", 16)
-        n = n * len(prompt) if isinstance(prompt, list) and isinstance(n, int) and prompt else n
-    else:
-        limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    return limit * n if isinstance(limit, int) and isinstance(n, int) else None
-
-
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as file:
         while chunk := file.read(_CHUNK):
@@ -159,7 +143,7 @@ async def _estimate(
             else:
                 body = json.loads(item.body)
                 figures = result.by_model.setdefault(str(body.get("model") or model), ModelFigures())
-                limit = _output_limit(item.endpoint, body)
+                limit = spec_of(item.endpoint).output_bound(body)
                 if limit is None:
                     result.without_output_limit += 1
                 figures.requests += 1

@@ -2,7 +2,10 @@
 every output file downloaded.
 
 Printed as stored (the Batch API output lines of ``.out.jsonl`` / ``.errors.jsonl``, in input
-order) when the output is not a terminal or with ``--json``; on a terminal as a table.
+order) when the output is not a terminal or with ``--json``; on a terminal (or with ``--as-table``) as
+a table: each answer's input line, custom_id and answer as its endpoint gives it (the text; a
+moderation's flagged categories or "not flagged"; an embedding's count and dimensions), or each
+failure's line, custom_id, code and reason.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from ..engine.endpoints import spec_of_answer
+from ..outputs import line_of
 from .errors import CliError, ExitCode
 from .jobstore import JobItem, JobStore
 from .resources import Clients, add_resource_flags, resolve
@@ -23,13 +28,23 @@ _CELL = 300  # characters of an answer shown in a table cell
 _ROWS = 500  # rows shown in a terminal's table (all of them: pipe it, or --json)
 
 
-def _answer(line: dict[str, Any]) -> str:
-    try:
-        content = line["response"]["body"]["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return "-"
-    text = str(content) if content is not None else "-"
+def _cut(text: str) -> str:
+    """A cell: one line (a plain table has no other way to show it), at most ``_CELL`` characters."""
+    text = " ".join(text.splitlines())
     return text if len(text) <= _CELL else text[:_CELL] + "…"
+
+
+def _answer(line: dict[str, Any]) -> str:
+    """The answer as its endpoint gives it to a person (engine.endpoints: EndpointSpec.shown)."""
+    response = line.get("response")
+    body = response.get("body") if isinstance(response, dict) else None
+    spec = spec_of_answer(body) if isinstance(body, dict) else None
+    return "-" if spec is None or not isinstance(body, dict) else _cut(spec.shown(body))
+
+
+def _line(output: dict[str, Any]) -> str:
+    found = line_of(output.get("id"))
+    return "-" if found is None else str(found)
 
 
 def _download(view: View, store: JobStore, job: JobItem, out: Path) -> int:
@@ -66,6 +81,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     cmd.add_argument("ref", metavar="KEY | JOB_ID", help="an input key (or s3://BUCKET/KEY) or a job id")
     cmd.add_argument("--errors", action="store_true", help="the failed requests (.errors.jsonl) instead")
     cmd.add_argument("--out", type=Path, metavar="DIR", help="download every output file into DIR")
+    cmd.add_argument("--as-table", action="store_true", help="a table even when the output is not a terminal")
     add_resource_flags(cmd, "table", "bucket")
 
 
@@ -84,7 +100,7 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
     if not job.final:
         view.note(f"job {job.job_id} is {job.status}: these outputs are from an earlier run and will be rewritten")
     with body:
-        if not view.rich:
+        if not (view.rich or args.as_table) or view.json_mode:
             for line in body.iter_lines():
                 view.raw(line.decode() + "\n")
             return ExitCode.OK
@@ -96,12 +112,12 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
             else:
                 more += 1
     if args.errors:
-        columns = [Column("custom_id"), Column("code"), Column("message")]
-        errors = [(str(x["custom_id"]), x.get("error") or {}) for x in lines]
-        rows = [[custom_id, str(e.get("code")), str(e.get("message"))] for custom_id, e in errors]
+        columns = [Column("line", True), Column("custom_id"), Column("code"), Column("reason")]
+        errors = [(x, x.get("error") or {}) for x in lines]
+        rows = [[_line(x), str(x["custom_id"]), str(e.get("code")), _cut(str(e.get("message")))] for x, e in errors]
     else:
-        columns = [Column("custom_id"), Column("answer")]
-        rows = [[str(x["custom_id"]), _answer(x)] for x in lines]
+        columns = [Column("line", True), Column("custom_id"), Column("answer")]
+        rows = [[_line(x), str(x["custom_id"]), _answer(x)] for x in lines]
     view.table(columns, rows, title=f"{job.uri}: {len(rows) + more} {'failed request' if args.errors else 'answer'}(s)")
     if more:
         view.line(f"… {more} more: pipe it (promptdrop results {args.ref} | …) or use --json for every line")

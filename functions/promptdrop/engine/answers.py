@@ -1,12 +1,11 @@
-"""Each endpoint's answer, in one place: is it one (its shape), what it used (``usage``), why it
-stopped, its text — and whether the request can use it (structured output valid, not cut off,
-not refused).
+"""Whether a 2xx body is an answer, what it used, why it stopped, its text — and whether the request
+can use it (structured output valid, not cut off, not refused).
 
-The shapes, by endpoint: chat and (legacy) completions answer ``choices`` (``finish_reason``
-each), Responses an ``object: "response"`` with an ``output`` list (``status``, and
-``incomplete_details.reason`` when incomplete), embeddings ``data``, moderations ``results``.
-Usage: ``prompt_tokens``/``completion_tokens`` (chat, completions), ``input_tokens``/
-``output_tokens`` (Responses), ``prompt_tokens`` alone (embeddings), none (moderations).
+An answer is its endpoint's shape (:mod:`.endpoints`: its list, its ``object``) with something in
+it: a Responses answer ``completed`` or ``incomplete`` (not ``queued``, ``in_progress``,
+``failed``), a non-empty ``choices``/``data``/``results``/``output``, a ``model`` that is a string,
+nested at most :data:`MAX_ANSWER_NESTING` deep. Anything else is a :class:`MalformedResponse`:
+retried, then failed ``malformed_response``.
 """
 
 from __future__ import annotations
@@ -15,27 +14,32 @@ import json
 from enum import StrEnum
 from typing import Any
 
+from .endpoints import SPECS, EndpointSpec, spec_of, spec_of_answer
 from .errors import MalformedResponse, UnusableAnswer
+from .nesting import nesting_too_deep
+from .readers import responses_refusal
 from .request import Endpoint, Request
 from .structured import ANY_OBJECT, canonical, validate
 
-__all__ = ["AnswerCheck", "TextPolicy", "answer_text", "finish_reason", "parse_answer", "schema_of", "usage_of"]
+__all__ = [
+    "MAX_ANSWER_NESTING",
+    "AnswerCheck",
+    "TextPolicy",
+    "answer_text",
+    "answer_text_of",
+    "finish_reason",
+    "parse_answer",
+    "schema_of",
+    "usage_of",
+]
 
-# The list each endpoint's answer must hold, and what that answer is called in an error.
-_SHAPES = {
-    Endpoint.CHAT: ("choices", "a chat completion"),
-    Endpoint.RESPONSES: ("output", "a response"),
-    Endpoint.EMBEDDINGS: ("data", "an embeddings list"),
-    Endpoint.COMPLETIONS: ("choices", "a text completion"),
-    Endpoint.MODERATIONS: ("results", "a moderation"),
-}
-# An answer's "object" → its endpoint (moderations have none), for text read back from the journal.
-_OBJECTS = {
-    "chat.completion": Endpoint.CHAT,
-    "response": Endpoint.RESPONSES,
-    "list": Endpoint.EMBEDDINGS,
-    "text_completion": Endpoint.COMPLETIONS,
-}
+# Levels of arrays and objects in an answer, and in the JSON text of a structured answer. Far beyond
+# real answers (a chat completion is 5 deep; Structured Outputs allow 10 levels of schema nesting);
+# checked by a scan before decoding, so Python's recursion limit is never the judge.
+MAX_ANSWER_NESTING = 100
+# A Responses answer's statuses that are answers; "queued" and "in_progress" (a background
+# response), "failed" and "cancelled" are not.
+_ANSWERED = ("completed", "incomplete")
 
 
 class TextPolicy(StrEnum):
@@ -46,17 +50,45 @@ class TextPolicy(StrEnum):
 
 
 def parse_answer(endpoint: Endpoint, content: bytes, status_code: int) -> dict[str, Any]:
-    """A 2xx body as JSON, checked to be that endpoint's answer (else :class:`MalformedResponse`, retried)."""
+    """A 2xx body as JSON, checked to be an answer of that endpoint (else :class:`MalformedResponse`, retried)."""
     try:
-        data = json.loads(content)
+        text = content.decode()
+    except UnicodeDecodeError as exc:
+        raise MalformedResponse(f"the answer is not UTF-8: {exc}", status_code) from None
+    if (at := nesting_too_deep(text, MAX_ANSWER_NESTING)) is not None:
+        raise MalformedResponse(
+            f"the answer nests deeper than {MAX_ANSWER_NESTING} levels (at character {at + 1})", status_code
+        )
+    try:
+        data = json.loads(text)
     except ValueError as exc:
         raise MalformedResponse(f"the answer is not JSON: {exc}", status_code) from None
-    field, what = _SHAPES[endpoint]
+    problem = _not_an_answer(spec_of(endpoint), data)
+    if problem is not None:
+        raise MalformedResponse(problem, status_code)
+    return data  # type: ignore[no-any-return]  # a dict: _not_an_answer made sure
+
+
+def _not_an_answer(spec: EndpointSpec, data: object) -> str | None:
+    """Why a 2xx body is not an answer of ``spec``'s endpoint with something in it; None when it is one."""
+    field, what = spec.answer_list, spec.answer_name
     if not isinstance(data, dict) or not isinstance(data.get(field), list):
-        raise MalformedResponse(f"the answer is not {what} (no {field} list)", status_code)
-    if endpoint is Endpoint.RESPONSES and data.get("object") != "response":
-        raise MalformedResponse(f"the answer is not {what} (object is {data.get('object')!r})", status_code)
-    return data
+        return f"the answer is not {what} (no {field} list)"
+    # Its "object", when it gives one, must be the endpoint's (a Responses answer must give it: its
+    # "output" list alone does not tell it apart).
+    given = data.get("object", None if spec.endpoint is not Endpoint.RESPONSES else "")
+    if spec.answer_object is not None and given is not None and given != spec.answer_object:
+        return f"the answer is not {what} (object is {str(data.get('object'))[:40]!r})"
+    if "model" in data and not isinstance(data["model"], str):
+        return f"the answer's model is {type(data['model']).__name__}, not a string"
+    status = data.get("status")
+    if spec.endpoint is Endpoint.RESPONSES and status not in _ANSWERED:
+        error = data.get("error")
+        said = error.get("message") if isinstance(error, dict) else None
+        return f"the response is {str(status)[:40]!r}, not an answer" + (f": {str(said)[:300]}" if said else "")
+    if not data[field]:
+        return f"the answer is {what} with an empty {field} list: nothing in it"
+    return None
 
 
 def usage_of(body: dict[str, Any]) -> tuple[int, int]:
@@ -64,9 +96,9 @@ def usage_of(body: dict[str, Any]) -> tuple[int, int]:
     usage = body.get("usage")
     if not isinstance(usage, dict):
         return 0, 0
-    if "input_tokens" in usage:  # Responses
-        return _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
-    return _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+    spec = spec_of_answer(body) or SPECS[Endpoint.CHAT]
+    given, answered = spec.usage_fields
+    return _int(usage.get(given)), _int(usage.get(answered))
 
 
 def finish_reason(body: dict[str, Any]) -> str | None:
@@ -85,16 +117,18 @@ def finish_reason(body: dict[str, Any]) -> str | None:
 
 
 def answer_text(body: dict[str, Any]) -> str | None:
-    """The answer's text (``.out.txt``): chat's message content, Responses' ``output_text``, a completion's text."""
-    endpoint = _OBJECTS.get(str(body.get("object")))
-    if endpoint is Endpoint.RESPONSES:
-        return _output_text(body)
-    choices = body.get("choices")
-    if endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS) or not isinstance(choices, list) or not choices:
+    """The answer's text (``.out.txt``, ``.out.csv``): its endpoint's (README, "Endpoints"); None when it has none."""
+    spec = spec_of_answer(body)
+    return None if spec is None else spec.text(body)
+
+
+def answer_text_of(response_json: str) -> str | None:
+    """:func:`answer_text` of an answer stored as JSON text (the journal's)."""
+    try:
+        body = json.loads(response_json)
+    except (ValueError, RecursionError):
         return None
-    first = choices[0] if isinstance(choices[0], dict) else {}
-    text = first.get("message", {}).get("content") if endpoint is Endpoint.CHAT else first.get("text")
-    return text if isinstance(text, str) else None
+    return answer_text(body) if isinstance(body, dict) else None
 
 
 def schema_of(endpoint: Endpoint, body: dict[str, Any]) -> str | None:
@@ -104,21 +138,23 @@ def schema_of(endpoint: Endpoint, body: dict[str, Any]) -> str | None:
     ``{"type": "json_object"}``; Responses: ``text.format`` ``{"type": "json_schema", "schema": …}``
     or ``{"type": "json_object"}``.
     """
-    if endpoint is Endpoint.CHAT:
-        fmt = body.get("response_format")
-        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
-    elif endpoint is Endpoint.RESPONSES:
-        text = body.get("text")
-        fmt = text.get("format") if isinstance(text, dict) else None
-        spec = fmt
-    else:
+    structured = spec_of(endpoint).structured
+    if structured is None:
         return None
+    fmt = _at(body, structured.format_at)
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind == "json_object":
         return ANY_OBJECT
-    if kind == "json_schema" and isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
-        return canonical(spec["schema"])
+    schema = _at(fmt, structured.schema_at)
+    if kind == "json_schema" and isinstance(schema, dict):
+        return canonical(schema)
     return None
+
+
+def _at(value: object, path: tuple[str, ...]) -> object:
+    for name in path:
+        value = value.get(name) if isinstance(value, dict) else None
+    return value
 
 
 class AnswerCheck:
@@ -136,7 +172,7 @@ class AnswerCheck:
         endpoint = request.endpoint
         if endpoint is Endpoint.RESPONSES:
             self._stopped(body, _responses_stop(body))
-            texts: list[str | None] = [_output_text(body)]
+            texts: list[str | None] = [spec_of(endpoint).text(body)]
         elif endpoint in (Endpoint.CHAT, Endpoint.COMPLETIONS):
             texts = []
             for item in body["choices"]:
@@ -156,7 +192,7 @@ class AnswerCheck:
         if why is None:
             return
         if why == "refused":
-            raise UnusableAnswer("refused", f"the model refused: {refusal or _refusal(body)}", body)
+            raise UnusableAnswer("refused", f"the model refused: {refusal or responses_refusal(body)}", body)
         what = "cut off (max tokens)" if why == "truncated" else "stopped by the content filter"
         raise UnusableAnswer(why, f"the answer was {what}: finish_reason {finish_reason(body)!r}", body)
 
@@ -166,7 +202,7 @@ _FINISHES = {"length": "truncated", "content_filter": "content_filtered"}
 
 
 def _responses_stop(body: dict[str, Any]) -> str | None:
-    if _refusal(body) is not None:
+    if responses_refusal(body) is not None:
         return "refused"
     if body.get("status") == "incomplete":
         return "truncated" if finish_reason(body) == "max_output_tokens" else "content_filtered"
@@ -176,6 +212,10 @@ def _responses_stop(body: dict[str, Any]) -> str | None:
 def _matches(body: dict[str, Any], schema: str, text: object) -> None:
     if not isinstance(text, str):
         raise UnusableAnswer("invalid_output", "the answer has no text to read as JSON", body)
+    if (at := nesting_too_deep(text, MAX_ANSWER_NESTING)) is not None:
+        raise UnusableAnswer(
+            "too_deep", f"the answer's JSON nests deeper than {MAX_ANSWER_NESTING} levels (at character {at + 1})", body
+        )
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -183,29 +223,6 @@ def _matches(body: dict[str, Any], schema: str, text: object) -> None:
     problem = validate(schema, value)
     if problem is not None:
         raise UnusableAnswer("invalid_output", f"the answer does not match the schema: {problem}", body)
-
-
-def _content(body: dict[str, Any]) -> list[dict[str, Any]]:
-    return [
-        part
-        for item in body.get("output") or ()
-        if isinstance(item, dict) and item.get("type") == "message"
-        for part in item.get("content") or ()
-        if isinstance(part, dict)
-    ]
-
-
-def _output_text(body: dict[str, Any]) -> str | None:
-    """What the SDK calls ``output_text``: every ``output_text`` part of every message, joined."""
-    parts = [p["text"] for p in _content(body) if p.get("type") == "output_text" and isinstance(p.get("text"), str)]
-    return "".join(parts) if parts else None
-
-
-def _refusal(body: dict[str, Any]) -> str | None:
-    for part in _content(body):
-        if part.get("type") == "refusal":
-            return str(part.get("refusal") or "refused")
-    return None
 
 
 def _int(value: object) -> int:

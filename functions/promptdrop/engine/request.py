@@ -1,4 +1,6 @@
-"""What the engine takes in: one API call, ready to send (its body serialized once, when parsed)."""
+"""What the engine takes in: one API call, ready to send (its body serialized once, when parsed).
+
+What each endpoint takes, bounds and answers is in :mod:`.endpoints`."""
 
 from __future__ import annotations
 
@@ -57,6 +59,9 @@ class Request:
     # The JSON schema the answer must match (canonical JSON, the validator cache's key) when the
     # request asks for structured output; ``json_object`` is the schema {"type": "object"}. None: text.
     output_schema: str | None = None
+    # Of ``cost``, the output tokens: the most it may be billed for, or the default estimate when it
+    # sets no limit (engine.endpoints: EndpointSpec.token_estimate). The cost guard's worst case.
+    output_tokens: int = 0
 
     def model_name(self) -> str:
         """The model this request is sent to: its rate limits, its share of the account's limits."""

@@ -23,11 +23,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from ..engine.request import Endpoint
 from .csv_rows import CSV_TEMPLATE_METADATA, parse_csv
 from .documents import decode_whole, parse_json, read_all, txt_request
-from .endpoints import ENDPOINT_METADATA
 from .jsonl import custom_id_of, parse_jsonl, split_lines
 from .limits import MAX_CUSTOM_ID_BYTES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed, Request
-from .shapes import chat_parameters, request_from_object
+from .shapes import ENDPOINT_METADATA, chat_parameters, request_from_object
 
 __all__ = [
     "CSV_TEMPLATE_METADATA",

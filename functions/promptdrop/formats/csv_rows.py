@@ -17,12 +17,12 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from ..engine.endpoints import parameters
 from ..engine.request import Endpoint
-from .endpoints import ENDPOINT_FIELD, parameters
 from .json_text import decode
 from .limits import MAX_DOCUMENT_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed
-from .shapes import custom_id_or_default, request_from_object
+from .shapes import ENDPOINT_FIELD, custom_id_or_default, request_from_object
 
 __all__ = ["CSV_TEMPLATE_METADATA", "parse_csv"]
 

@@ -14,6 +14,7 @@ import math
 import re
 from typing import Any
 
+from ..engine.nesting import nesting_too_deep  # the engine bounds answers the same way
 from .limits import MAX_NESTING, shown
 
 __all__ = ["JsonRefused", "decode", "lenient_end", "nesting_too_deep", "skip_whitespace", "strict_decoder"]
@@ -63,8 +64,6 @@ _STRICT = json.JSONDecoder(
 )
 # Only finds where a value ends (after the strict decoder refused it): accepts what it refuses.
 _LENIENT = json.JSONDecoder(parse_int=lambda _: 0, parse_float=lambda _: 0.0)
-# A JSON string (escapes included) or a bracket: enough to count nesting without decoding.
-_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 
 
@@ -82,28 +81,8 @@ def skip_whitespace(text: str, index: int) -> int:
     return _WHITESPACE.match(text, index).end()  # type: ignore[union-attr]  # matches the empty string
 
 
-def nesting_too_deep(text: str, limit: int = MAX_NESTING) -> int | None:
-    """The index in ``text`` where arrays and objects nest deeper than ``limit``, or None.
-
-    Costs two ``str.count`` calls unless the text holds more than ``limit`` brackets; then one
-    pass over its strings and brackets, never recursion.
-    """
-    if text.count("[") + text.count("{") <= limit:
-        return None
-    depth = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        first = text[match.start()]
-        if first in "[{":
-            depth += 1
-            if depth > limit:
-                return match.start()
-        elif first in "]}":
-            depth -= 1
-    return None
-
-
 def decode(text: str) -> Any:
     """One JSON value, strictly: raises :class:`JsonRefused` (or ``json.JSONDecodeError`` for bad syntax)."""
-    if (at := nesting_too_deep(text)) is not None:
+    if (at := nesting_too_deep(text, MAX_NESTING)) is not None:
         raise JsonRefused(f"arrays and objects nest deeper than {MAX_NESTING} levels (at character {at + 1})")
     return _STRICT.decode(text)

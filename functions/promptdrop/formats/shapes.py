@@ -5,7 +5,7 @@ Batch API line's ``url`` and ``method``; a short form's ``endpoint``), its ``cus
 length, characters), parameters its endpoint does not know (short form), a structured-output
 schema that cannot be compiled, a body that cannot be encoded (a lone surrogate) or is too large.
 A Batch API line's ``body`` is sent as given: the API is the authority on it, and answers a bad
-one with a 400 for that line alone. What each endpoint takes is in ``endpoints``.
+one with a 400 for that line alone. What each endpoint takes is in :mod:`promptdrop.engine.endpoints`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,25 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..engine.answers import schema_of
+from ..engine.endpoints import EndpointSpec, parameters, spec_of
 from ..engine.request import Endpoint
 from ..engine.structured import SchemaError, check_schema
-from .endpoints import ENDPOINT_FIELD, estimate_cost, parameters, required_field, short_form_body
-from .endpoints import default_model as endpoint_model
 from .limits import MAX_REQUEST_BYTES, custom_id_problem, json_type, shown
 from .parsed import LineError, Parsed, Request
 
-__all__ = ["SHORT_FORM_FIELDS", "chat_parameters", "custom_id_or_default", "request_from_object"]
+__all__ = [
+    "ENDPOINT_FIELD",
+    "ENDPOINT_METADATA",
+    "SHORT_FORM_FIELDS",
+    "chat_parameters",
+    "custom_id_or_default",
+    "request_from_object",
+]
+
+# The short form's field naming a line's endpoint, and the upload metadata naming the file's (else
+# PROMPTDROP_ENDPOINT, else chat).
+ENDPOINT_FIELD = "endpoint"
+ENDPOINT_METADATA = "promptdrop-endpoint"
 
 # Compact, UTF-8 as is; allow_nan=False: a NaN that came another way than the strict decoder (a
 # redriven dead letter) is refused rather than sent as non-standard JSON. Built once: json.dumps
@@ -32,14 +43,6 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 # The short form's own fields: they shape the request and are not parameters themselves.
 SHORT_FORM_FIELDS = ("custom_id", "prompt", "messages", "system", "model", ENDPOINT_FIELD)
 _ENDPOINTS = ", ".join(e.value for e in Endpoint)
-# What a short form of each endpoint gives its prompt as.
-_PROMPT_FIELDS = {
-    Endpoint.CHAT: '"prompt" or "messages"',
-    Endpoint.RESPONSES: '"prompt", "messages" or "input"',
-    Endpoint.EMBEDDINGS: '"prompt" or "input"',
-    Endpoint.COMPLETIONS: '"prompt"',
-    Endpoint.MODERATIONS: '"prompt" or "input"',
-}
 
 
 def chat_parameters() -> frozenset[str]:
@@ -105,16 +108,16 @@ def _finish(
     text_len: int,
     columns: tuple[tuple[str, str], ...],
 ) -> Parsed:
-    needed = required_field(endpoint)
-    if endpoint is Endpoint.CHAT:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return LineError(line, custom_id, 'the request body needs a non-empty "messages" list')
-    elif needed is not None and needed not in body:
+    spec = spec_of(endpoint)
+    needed = spec.required
+    if needed == "messages" and not (isinstance(body.get(needed), list) and body[needed]):
+        return LineError(line, custom_id, 'the request body needs a non-empty "messages" list')
+    if needed is not None and needed not in body:
         return LineError(line, custom_id, f'the request body needs "{needed}" ({endpoint.value})')
-    if body.get("stream"):
-        return LineError(line, custom_id, '"stream": true is not supported in a batch; remove it')
-    model = body.setdefault("model", endpoint_model(endpoint, default_model))
+    refused = next((why for name, why in spec.refused if body.get(name)), None)
+    if refused is not None:
+        return LineError(line, custom_id, refused)
+    model = body.setdefault("model", spec.default_model or default_model)
     schema = schema_of(endpoint, body)
     if schema is not None:
         try:
@@ -139,12 +142,13 @@ def _finish(
             custom_id,
             f"the request is {len(encoded):,} bytes; the limit is {MAX_REQUEST_BYTES:,} (1 MiB) a request",
         )
-    cost = estimate_cost(endpoint, body, text_len)
+    cost, output = spec.token_estimate(body, text_len)
     return Request(
         line,
         custom_id,
         encoded,
         cost,
+        output_tokens=output,
         columns=columns,
         model=model if isinstance(model, str) else "",
         endpoint=endpoint,
@@ -186,18 +190,37 @@ def _short_line(
     if unknown:
         return LineError(line, custom_id, _unknown_parameters(unknown, endpoint))
     # Responses, embeddings and moderations may take their own "input" (a list, say) instead of a prompt.
-    direct = endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS) and "input" in body
+    spec = spec_of(endpoint)
+    direct = spec.prompt_field == "input" and "input" in body
     given = [name for name, value in (("prompt", short.prompt), ("messages", short.messages)) if value is not None]
     if len(given) + direct != 1:
-        return LineError(line, custom_id, f"line: give exactly one of {_PROMPT_FIELDS[endpoint]}")
+        return LineError(line, custom_id, f"line: give exactly one of {spec.prompt_fields}")
     if not direct or short.system is not None:
-        fields, problem = short_form_body(endpoint, short.prompt, short.messages, short.system)
+        fields, problem = _short_form_body(spec, short.prompt, short.messages, short.system)
         if problem is not None:
             return LineError(line, custom_id, problem)
         body.update({k: v for k, v in fields.items() if not (direct and k == "input")})
     if short.model is not None:
         body["model"] = short.model
     return body, endpoint
+
+
+def _short_form_body(
+    spec: EndpointSpec, prompt: str | None, messages: list[dict[str, Any]] | None, system: str | None
+) -> tuple[dict[str, Any], str | None]:
+    """The fields a short form's ``prompt``/``messages``/``system`` become on its endpoint; or why they cannot."""
+    if spec.prompt_field == "messages":  # chat: the prompt is a user message, system a system message first
+        turns = messages if messages is not None else [{"role": "user", "content": prompt}]
+        return {"messages": [{"role": "system", "content": system}, *turns] if system is not None else turns}, None
+    if spec.system_field is not None:  # Responses: messages are an input too, system its instructions
+        body: dict[str, Any] = {spec.prompt_field: messages if messages is not None else prompt}
+        if system is not None:
+            body[spec.system_field] = system
+        return body, None
+    unused = [name for name, value in (("messages", messages), ("system", system)) if value is not None]
+    if unused:
+        return {}, f"{' and '.join(unused)}: not taken by {spec.endpoint.value} (give a prompt)"
+    return {spec.prompt_field: prompt}, None
 
 
 def request_from_object(

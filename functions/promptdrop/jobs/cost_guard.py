@@ -7,22 +7,21 @@ the environment (``PROMPTDROP_BUDGET_USD``, ``PROMPTDROP_BUDGET_TOKENS``, ``PROM
 
 Before a request is sent, what was spent (every run and shard of the job: the job item's live
 progress, plus this run's own answers at once) plus the worst case of every request in flight plus
-the worst case of this one must fit each limit. A request's worst case is its input estimate plus
-its output limit (``max_completion_tokens``/``max_tokens``/``max_output_tokens`` times ``n``, else the
-engine's default estimate), priced at the model's rate for uncached input. What was spent is
+the worst case of this one must fit each limit. A request's worst case is its token estimate as the
+parser made it (``Request.cost``: its input estimate plus ``Request.output_tokens``, its endpoint's
+output bound — :meth:`~promptdrop.engine.endpoints.EndpointSpec.output_bound` — else the default
+estimate), its input priced at the model's rate for uncached input. What was spent is
 priced as billed (cached input tokens at their rate). Other shards' spending is learned every
 couple of seconds, so a sharded file may overshoot by what the other shards have in flight.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..engine.request import Request
 from ..formats import FileRejected
-from ..formats.endpoints import DEFAULT_OUTPUT_ESTIMATE  # the parser's own assumption, kept in one place
 from ..prices import rates
 from ..records import FailureCode, JobRecord
 from ..settings import Settings
@@ -44,7 +43,6 @@ BUDGET_METADATA = {
     "tokens": "promptdrop-budget-tokens",
     "requests": "promptdrop-max-requests",
 }
-_OUTPUT_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 NO_LIMIT = "none"  # a metadata value lifting the environment's limit for one upload
 _UNLIMITED = float("inf")
 
@@ -116,12 +114,9 @@ class WorstCase:
 
 
 def worst_case(request: Request) -> WorstCase:
-    body = json.loads(request.body)
-    model = str(body.get("model") or "")
-    limit = next((body[name] for name in _OUTPUT_LIMITS if isinstance(body.get(name), int)), None)
-    n = body.get("n") if isinstance(body.get("n"), int) else 1
-    output = max(0, (limit if limit is not None else DEFAULT_OUTPUT_ESTIMATE) * max(n, 1))
-    # The request's token estimate (Request.cost: input + output) counts its output the same way.
+    """The request's token estimate, priced: what the parser estimated, asked of its endpoint's spec once."""
+    model = request.model_name()
+    output = request.output_tokens
     prompt = max(0, request.cost - output)
     found = rates(model)
     return WorstCase(model, prompt + output, None if found is None else found.cost(prompt, output))

@@ -15,7 +15,7 @@ from typing import Any
 from ..adapters.bus import EventPublisher
 from ..adapters.journal import Journal
 from ..adapters.s3 import ObjectStore
-from ..engine.answers import answer_text
+from ..engine.answers import answer_text_of
 from ..engine.dispatch import DispatchReport
 from ..outputs import OrderedSpool, estimate_cost_usd, output_line
 from ..records import JobRecord, JobStatus, RequestRecord
@@ -131,7 +131,7 @@ class OutputWriter:
                 if record.succeeded:
                     results.add(record.line, line)
                     if "text" in keys and response is not None:
-                        tally.text_answer = _text_of(response)
+                        tally.text_answer = answer_text_of(response)
                 else:
                     errors.add(record.line, line)
             for spool, key in ((results, keys["results"]), (errors, keys["errors"])):
@@ -165,11 +165,3 @@ def _summary(
         "last_run": run_figures(report),
         "outputs": locations,
     }
-
-
-def _text_of(response_json: str) -> str | None:
-    try:
-        body = json.loads(response_json)
-    except ValueError:
-        return None
-    return answer_text(body) if isinstance(body, dict) else None

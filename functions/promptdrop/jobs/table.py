@@ -25,7 +25,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from ..engine.answers import answer_text
+from ..engine.answers import answer_text_of
 from ..outputs import OrderedSpool
 from ..records import RequestRecord
 from .answer_cells import field_cells
@@ -57,12 +57,7 @@ class CsvTable:
             self._names = [name for name, _ in cells]
         for name in fields:
             self._fields.setdefault(name)
-        text = None
-        if record.succeeded and response_json is not None:
-            try:
-                text = answer_text(json.loads(response_json))
-            except ValueError:
-                text = None
+        text = answer_text_of(response_json) if record.succeeded and response_json is not None else None
         error = record.error or {}
         row = {
             "cells": [cell for _, cell in cells],
