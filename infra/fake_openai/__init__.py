@@ -26,7 +26,10 @@ It misbehaves on demand:
   and without a count -- always -- ``[[fail:400]]``, ``[[fail:404]]``, ``[[quota]]`` (429
   ``insufficient_quota``); and answers that arrive but are wrong: ``[[output:invalid_json]]``,
   ``[[output:schema_mismatch]]``, ``[[output:truncated]]``, ``[[output:refusal]]``,
-  ``[[output:content_filter]]`` (with a count: ``[[output:refusal:x2]]``). Several counted markers in one
+  ``[[output:content_filter]]``, ``[[output:deep]]`` (JSON nested 5,000 deep), and answers with nothing in
+  them: ``[[output:queued]]``, ``[[output:in_progress]]``, ``[[output:failed]]`` (a Responses status),
+  ``[[output:empty]]`` (an empty ``choices``/``output``/``data``/``results``), ``[[output:bad_model]]`` (a list
+  as ``model``) (with a count: ``[[output:refusal:x2]]``). Several counted markers in one
   prompt apply one after the other. Markers are counted per exact prompt text, after authentication,
   validation and rate limiting, and ``POST /stats/reset`` forgets the counts;
 * an optional API key check (``require_api_key``) answering 401 ``invalid_api_key``.
@@ -42,6 +45,7 @@ which prints ``fake OpenAI API listening on http://HOST:PORT/v1`` once it accept
 Modules: :mod:`.config` (the settings), :mod:`.server` (HTTP, counters, the server in a thread),
 :mod:`.endpoints` (each endpoint's request and answer), :mod:`.validation` (the 400s), :mod:`.structured`
 (JSON answers to a schema), :mod:`.limits` (rate limits), :mod:`.faults` (markers and random faults),
+:mod:`.misshapes` (answers that are not answers),
 :mod:`.cli` (the command line).
 """
 

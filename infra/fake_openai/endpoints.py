@@ -132,6 +132,7 @@ def _no_stream(body: dict[str, Any]) -> ApiError | None:
 
 
 REFUSAL: Final = "I'm sorry, but I can't help with that."
+_DEEP: Final = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,7 @@ def _output(prompt: str, fmt: OutputFormat | None, max_tokens: int | None, misbe
 
     ``invalid_json``: the JSON in a Markdown fence (not JSON); ``schema_mismatch``: valid JSON that breaks the
     schema; ``truncated``/``content_filter``: cut in half, finish_reason ``length``/``content_filter``;
+    ``deep``: a JSON object nested 5,000 deep;
     ``refusal``: no text, a refusal.
     """
     echo = _echo(prompt)
@@ -160,7 +162,9 @@ def _output(prompt: str, fmt: OutputFormat | None, max_tokens: int | None, misbe
         text = json.dumps(instance(fmt.schema, echo))
     else:
         text = json.dumps({"answer": echo})
-    if misbehave == "invalid_json":
+    if misbehave == "deep":  # valid JSON nested past any sane bound (json.loads raises RecursionError)
+        text = '{"a":' * _DEEP + "1" + "}" * _DEEP
+    elif misbehave == "invalid_json":
         text = "```json\n" + (text if fmt is not None else json.dumps({"answer": echo})) + "\n```"
     elif misbehave == "schema_mismatch":
         text = json.dumps(mismatch(fmt, echo))

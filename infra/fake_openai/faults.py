@@ -5,9 +5,10 @@ the first N requests carrying that exact prompt get the fault, then it behaves; 
 counted markers in one prompt apply one after the other (``[[fail:500x1]] [[malformed:x1]]``: a 500, then a
 malformed body, then an answer).
 
-``[[output:NAME]]`` markers (``invalid_json``, ``schema_mismatch``, ``truncated``, ``refusal``, ``content_filter``;
-``[[output:refusal:x2]]`` or ``[[output:refusalx2]]`` with a count) do not fail the request: it is answered 200,
-and the answer misbehaves that way.
+``[[output:NAME]]`` markers (``invalid_json``, ``schema_mismatch``, ``truncated``, ``refusal``, ``content_filter``,
+``deep``; and answers that are not answers, :data:`~.misshapes.SHAPE_MARKERS`: ``queued``, ``in_progress``,
+``failed``, ``empty``, ``bad_model``; ``[[output:refusal:x2]]`` or ``[[output:refusalx2]]`` with a count) do not
+fail the request: it is answered 200, and the answer misbehaves that way.
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ from dataclasses import dataclass
 from typing import Final
 
 from infra.fake_openai.config import FakeOpenAIConfig
+from infra.fake_openai.misshapes import SHAPE_MARKERS
 
 __all__ = ["OUTPUT_MARKERS", "Fault", "FaultPicker"]
 
 #: What ``[[output:NAME]]`` makes an answer do (see :mod:`infra.fake_openai.endpoints`).
-OUTPUT_MARKERS: Final = ("invalid_json", "schema_mismatch", "truncated", "refusal", "content_filter")
+OUTPUT_MARKERS: Final = (
+    "invalid_json",
+    "schema_mismatch",
+    "truncated",
+    "refusal",
+    "content_filter",
+    "deep",
+    *SHAPE_MARKERS,
+)
 _MARKER_RE: Final = re.compile(
     r"\[\[(?:fail:(?P<code>\d{3})|(?P<kind>hang|malformed|quota)|output:(?P<output>"
     + "|".join(OUTPUT_MARKERS)

@@ -25,6 +25,7 @@ from infra.fake_openai.config import FakeOpenAIConfig
 from infra.fake_openai.endpoints import ENDPOINTS, Endpoint
 from infra.fake_openai.faults import FaultPicker
 from infra.fake_openai.limits import RateLimiter, format_duration
+from infra.fake_openai.misshapes import SHAPE_MARKERS, misshape
 from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
 from infra.threaded_server import ThreadedServer
 
@@ -283,6 +284,8 @@ class _Handler:
                 await self._hang()
         answer = endpoint.render(ask, self.id_rng, fault.output if fault is not None else "")
         raw = answer.body
+        if fault is not None and fault.output in SHAPE_MARKERS:
+            raw = misshape(raw, fault.output)
         if fault is not None and fault.kind == "malformed":
             raw = raw[: len(raw) // 2]
         else:

@@ -1096,6 +1096,37 @@ async def test_output_content_filter_marker(server: RunningFakeOpenAI) -> None:
     assert moderation.results[0].categories.violence is True
 
 
+@pytest.mark.parametrize("status", ["queued", "in_progress", "failed"])
+async def test_output_status_markers_answer_a_response_that_is_not_one_yet(
+    server: RunningFakeOpenAI, status: str
+) -> None:
+    async with client_for(server) as client:
+        response = await client.responses.create(model="m", input=f"Tell me [[output:{status}]]")
+        chat = await ask(client, f"Tell me [[output:{status}]]")  # no status: answered as usual
+    assert (response.status, response.output, response.usage) == (status, [], None)
+    assert (response.error is not None) is (status == "failed")
+    assert chat.choices[0].message.content == f"Echo: Tell me [[output:{status}]]"
+
+
+async def test_output_empty_bad_model_and_deep_markers(server: RunningFakeOpenAI) -> None:
+    async with client_for(server) as client:
+        chat = await ask(client, "Tell me [[output:empty]]")
+        response = await client.responses.create(model="m", input="Tell me [[output:empty]]")
+        # (the SDK itself refuses an embeddings answer without data: read as it came)
+        embedding = await client.with_raw_response.embeddings.create(model="e", input="x [[output:empty]]")
+        legacy = await client.completions.create(model="m", prompt="Tell me [[output:empty]]")
+        moderation = await client.moderations.create(input="Tell me [[output:empty]]")
+        raw = await client.with_raw_response.embeddings.create(model="e", input="x [[output:bad_model]]")
+        deep = await ask_structured(client, "JSON please [[output:deep]]", {"type": "json_object"})
+    assert (chat.choices, response.output, legacy.choices, moderation.results) == ([], [], [], [])
+    assert json.loads(embedding.http_response.content)["data"] == []
+    assert json.loads(raw.http_response.content)["model"] == ["e"]
+    text = deep.choices[0].message.content or ""
+    assert text.startswith('{"a":' * 5000 + "1}")
+    with pytest.raises(RecursionError):
+        json.loads(text)
+
+
 async def test_output_markers_follow_fault_markers_in_order(server: RunningFakeOpenAI) -> None:
     prompt = "Classify [[fail:500x1]] [[output:refusal:x1]]"
     async with client_for(server) as client:
