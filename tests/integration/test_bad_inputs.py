@@ -458,6 +458,42 @@ CASES: dict[str, Case | Any] = {
         Ran("PARTIAL", ("b",), (Failed("a", "malformed_response", "not JSON"),), api_calls=3),
         env={"PROMPTDROP_MAX_ATTEMPTS": "2"},
     ),
+    # answers that are not answers (issue 20): retried as malformed, then failed; never a success
+    "model-answers-with-nothing-in-it": Case(
+        "inputs/not-answers.jsonl",
+        jsonl(
+            p("queued", "later [[output:queued]]", endpoint="/v1/responses"),
+            p("failed", "broken [[output:failed]]", endpoint="/v1/responses"),
+            p("no-choices", "nothing [[output:empty]]"),
+            p("no-data", "no vectors [[output:empty]]", endpoint="/v1/embeddings"),
+            p("model", "which model [[output:bad_model]]"),
+            p("b"),
+        ),
+        Ran(
+            "PARTIAL",
+            ("b",),
+            (
+                Failed("queued", "malformed_response", "the response is 'queued', not an answer"),
+                Failed("failed", "malformed_response", "'failed', not an answer: The model failed to generate"),
+                Failed("no-choices", "malformed_response", "a chat completion with an empty choices list"),
+                Failed("no-data", "malformed_response", "an embeddings list with an empty data list"),
+                Failed("model", "malformed_response", "the answer's model is list, not a string"),
+            ),
+            api_calls=5 * 2 + 1,
+        ),
+        env={"PROMPTDROP_MAX_ATTEMPTS": "2"},
+    ),
+    "model-answers-json-nested-5000-deep": Case(
+        "inputs/deep.jsonl",
+        jsonl(p("deep", "JSON please [[output:deep]]", response_format={"type": "json_object"}), p("b")),
+        Ran("PARTIAL", ("b",), (Failed("deep", "too_deep", "nests deeper than 100 levels"),), api_calls=2 + 1),
+        env={"PROMPTDROP_OUTPUT_ATTEMPTS": "2"},
+    ),
+    "responses-background": Case(
+        "inputs/background.jsonl",
+        jsonl(p("bg", endpoint="/v1/responses", background=True), p("b")),
+        Ran("PARTIAL", ("b",), (invalid("bg", '"background": true is not supported'),)),
+    ),
     "model-hangs-once": Case(
         "inputs/hang.jsonl",
         jsonl(p("a", "slow [[hang:x1]]"), p("b")),

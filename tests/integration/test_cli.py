@@ -155,6 +155,75 @@ def test_submit_then_status_and_results_show_the_job_exactly(cli: Cli, pipeline:
         assert (tmp_path / "out" / f"mixed.jsonl{suffix}").read_bytes() == p.output(key, suffix)
 
 
+def batch_line(custom_id: str, url: str, body: dict[str, Any]) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": url, "body": body})
+
+
+EVERY_ENDPOINT = [
+    json.dumps({"custom_id": "chat", "prompt": "hello chat"}),
+    json.dumps({"custom_id": "resp", "endpoint": "/v1/responses", "prompt": "hello responses"}),
+    json.dumps({"custom_id": "cmpl", "endpoint": "/v1/completions", "prompt": "once upon"}),
+    json.dumps({"custom_id": "mod", "endpoint": "/v1/moderations", "prompt": "is this fine"}),
+    json.dumps({"custom_id": "mod-hit", "endpoint": "/v1/moderations", "prompt": "hit [[output:content_filter]]"}),
+    batch_line("emb", "/v1/embeddings", {"model": "text-embedding-3-small", "input": ["one", "two"]}),
+    json.dumps({"custom_id": "emb-8", "endpoint": "/v1/embeddings", "prompt": "small", "dimensions": 8}),
+    "{broken",
+    json.dumps({"custom_id": "refused", "prompt": "no [[fail:400]]"}),
+    batch_line("multi-line", "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": "two\nlines"}]}),
+]  # fmt: skip
+
+
+def table(text: str) -> tuple[list[str], list[list[str]]]:
+    """The plain table the CLI prints (after its title): its header, and each row's cells."""
+    _title, header, *rows = text.splitlines()
+    starts = [header.index(name) for name in header.split()]
+    bounds = list(zip(starts, [*starts[1:], None], strict=True))
+    # a right-aligned first column ("line") ends where the header's name ends
+    first_end = len(header.split()[0])
+    cells = [[row[:first_end].strip()] + [row[a:b].strip() for a, b in bounds[1:]] for row in rows]
+    return header.split(), cells
+
+
+def test_results_shows_each_endpoints_answer_and_each_failures_line(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Given a file mixing all five endpoints (and two lines that fail), run by the function
+    code, submitted = cli.json("submit", str(write_file(tmp_path, "every.jsonl", EVERY_ENDPOINT)))
+    assert code == 0
+    pipeline.drain()
+
+    # When its results are printed as a table
+    code, out, _ = cli("results", submitted["key"], "--as-table")
+
+    # Then each answer is shown as its endpoint gives it, beside its input line
+    assert code == 0
+    assert out.splitlines()[0] == f"s3://{pipeline.bucket}/{submitted['key']}: 8 answer(s)"
+    header, rows = table(out)
+    assert header == ["line", "custom_id", "answer"]
+    assert rows == [
+        ["1", "chat", "Echo: hello chat"],
+        ["2", "resp", "Echo: hello responses"],
+        ["3", "cmpl", "Echo: once upon"],
+        ["4", "mod", "not flagged"],
+        ["5", "mod-hit", "flagged: violence"],
+        ["6", "emb", "2 embeddings × 1536 dims"],  # noqa: RUF001
+        ["7", "emb-8", "embedding: 8 dims"],
+        ["10", "multi-line", "Echo: two lines"],  # a cell is one line
+    ]
+
+    # and the failures with their line, code and reason
+    code, out, _ = cli("results", submitted["key"], "--errors", "--as-table")
+    header, rows = table(out)
+    assert header == ["line", "custom_id", "code", "reason"]
+    assert [row[:3] for row in rows] == [["8", "line-8", "invalid_line"], ["9", "refused", "http_400"]]
+    assert rows[0][3].startswith("not valid JSON")
+    assert "Injected bad request" in rows[1][3]
+
+    # and without --as-table (not a terminal) the lines as stored
+    assert cli("results", submitted["key"])[1].encode() == pipeline.output(submitted["key"], ".out.jsonl")
+
+
 def test_submit_wait_follows_the_job_to_its_end(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
     # Given the function running (the event source polls in the background)
     path = write_file(tmp_path, "questions.jsonl", [json.dumps({"prompt": f"question {i}"}) for i in range(30)])

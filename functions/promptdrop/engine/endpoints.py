@@ -4,7 +4,7 @@ One :class:`EndpointSpec` per :class:`~.request.Endpoint`, asked by everyone who
 the parser (required field, short form, default model, refused parameters, the token estimate),
 the cost guard and ``promptdrop estimate`` (:meth:`EndpointSpec.output_bound`), the engine's answer
 checks (:mod:`.answers`: the answer's list, object, usage, text, structured output) and the outputs
-and ``promptdrop results`` (:meth:`EndpointSpec.text`, :meth:`EndpointSpec.shown`).
+and ``promptdrop results`` (``EndpointSpec.text``, :meth:`EndpointSpec.shown`: the readers in :mod:`.readers`).
 """
 
 from __future__ import annotations
