@@ -145,7 +145,8 @@ def test_estimate_follows_each_lines_endpoint_and_the_files_default(
     # default of 16 per prompt and choice for completions, the short form as a Responses request
     assert code == 0
     by_model = json.loads(out)["by_model"]
-    assert by_model["gpt-4o-mini"] == {"requests": 2, "input_tokens": 12 + 20, "output_tokens": 30 + 256}
+    # (Responses: 4 tokens of framing a request, as the function's own estimate counts them)
+    assert by_model["gpt-4o-mini"] == {"requests": 2, "input_tokens": 12 + 20 + 2 * 4, "output_tokens": 30 + 256}
     assert by_model["text-embedding-3-small"] == {"requests": 1, "input_tokens": 10, "output_tokens": 0}
     assert by_model["gpt-3.5-turbo-instruct"] == {"requests": 1, "input_tokens": 4, "output_tokens": 16 * 2 * 2}
     code, _, err = run(capsys, "estimate", str(mixed), "--endpoint", "/v1/images/generations")

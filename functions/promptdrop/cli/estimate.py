@@ -3,7 +3,8 @@
 The file is parsed by the function's own parser (:func:`promptdrop.formats.parse_stream`, by
 suffix), so the lines reported as failing are the ones the function would fail, with its reasons
 (a repeated ``custom_id`` included). Tokens are estimated, not counted: ~4 characters a token of
-prompt, input or message text plus 4 a message (no tokenizer download). Output is the worst case,
+prompt, input or message text plus 4 a message (no tokenizer download; each endpoint's
+:meth:`~promptdrop.engine.endpoints.EndpointSpec.input_estimate`). Output is the worst case,
 by endpoint, as the cost guard counts it (each endpoint's output bound: README, "Endpoints"); a
 request that sets no limit is counted at ``--assume-output-tokens`` and said so. Prices:
 :mod:`promptdrop.prices` (genai-prices, offline).
@@ -101,23 +102,6 @@ class Estimate:
         }
 
 
-def _text_chars(value: object) -> int:
-    """Characters of text in a prompt, an input, messages or content parts (whatever the endpoint)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_text_chars(part) for part in value)
-    if isinstance(value, dict):  # a message (its content) or a content part (its text)
-        return _text_chars(value.get("content")) + _text_chars(value.get("text"))
-    return 0
-
-
-def _input_tokens(body: dict[str, Any]) -> int:
-    messages = body.get("messages") or []
-    chars = sum(_text_chars(body.get(name)) for name in ("messages", "input", "prompt", "instructions"))
-    return chars // 4 + 4 * len(messages)
-
-
 async def _chunks(path: Path) -> AsyncIterator[bytes]:
     with path.open("rb") as file:
         while chunk := file.read(_CHUNK):
@@ -143,11 +127,12 @@ async def _estimate(
             else:
                 body = json.loads(item.body)
                 figures = result.by_model.setdefault(str(body.get("model") or model), ModelFigures())
-                limit = spec_of(item.endpoint).output_bound(body)
+                spec = spec_of(item.endpoint)
+                limit = spec.output_bound(body)
                 if limit is None:
                     result.without_output_limit += 1
                 figures.requests += 1
-                figures.input_tokens += _input_tokens(body)
+                figures.input_tokens += spec.input_estimate(body)
                 figures.output_tokens += assume_output if limit is None else limit
                 result.requests += 1
     except FileRejected as exc:

@@ -62,6 +62,7 @@ class EndpointSpec:
     prompt_field: str
     system_field: str | None
     prompt_fields: str  # what a short form of it gives its prompt as (for the error message)
+    text_fields: tuple[str, ...]  # where its input text is (its prompt, input, messages, instructions)
     # What bounds its answer: the parameters that bound output tokens (the first given wins), the
     # API's own limit when none is (None: the model's maximum), and whether it answers any tokens at all.
     output_limits: tuple[str, ...]
@@ -87,6 +88,11 @@ class EndpointSpec:
         limit = next((body[name] for name in self.output_limits if _count(body.get(name)) is not None), None)
         limit = self.output_default if limit is None else limit
         return None if limit is None else min(MAX_TOKEN_ESTIMATE, max(0, limit) * self.choices(body))
+
+    def input_estimate(self, body: Body) -> int:
+        """Input tokens, estimated from the text alone (``promptdrop estimate``): ~4 characters a token
+        of its prompt, input, messages or instructions (content parts' text too), plus its framing."""
+        return sum(_text_chars(body.get(name)) for name in self.text_fields) // 4 + self.framing(body)
 
     def token_estimate(self, body: Body, text_len: int) -> tuple[int, int]:
         """(the tokens the request may use, of which output): ~4 characters a token of its ``text_len``
@@ -157,6 +163,17 @@ def _responses_framing(body: Body) -> int:
     return 4
 
 
+def _text_chars(value: object) -> int:
+    """Characters of text in a prompt, an input, messages or content parts (whatever the endpoint)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_text_chars(part) for part in value)
+    if isinstance(value, dict):  # a message (its content) or a content part (its text)
+        return _text_chars(value.get("content")) + _text_chars(value.get("text"))
+    return 0
+
+
 def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -180,6 +197,7 @@ SPECS: dict[Endpoint, EndpointSpec] = {
         prompt_field="messages",
         system_field="messages",
         prompt_fields='"prompt" or "messages"',
+        text_fields=("messages",),
         output_limits=("max_completion_tokens", "max_tokens"),  # the newer name wins
         output_default=None,
         answers_tokens=True,
@@ -205,6 +223,7 @@ SPECS: dict[Endpoint, EndpointSpec] = {
         prompt_field="input",
         system_field="instructions",
         prompt_fields='"prompt", "messages" or "input"',
+        text_fields=("input", "instructions"),
         output_limits=("max_output_tokens",),
         output_default=None,
         answers_tokens=True,
@@ -234,6 +253,7 @@ SPECS: dict[Endpoint, EndpointSpec] = {
         prompt_field="input",
         system_field=None,
         prompt_fields='"prompt" or "input"',
+        text_fields=("input",),
         output_limits=(),
         output_default=None,
         answers_tokens=False,
@@ -259,6 +279,7 @@ SPECS: dict[Endpoint, EndpointSpec] = {
         prompt_field="prompt",
         system_field=None,
         prompt_fields='"prompt"',
+        text_fields=("prompt",),
         output_limits=("max_tokens",),
         output_default=16,  # the legacy endpoint's own default
         answers_tokens=True,
@@ -281,6 +302,7 @@ SPECS: dict[Endpoint, EndpointSpec] = {
         prompt_field="input",
         system_field=None,
         prompt_fields='"prompt" or "input"',
+        text_fields=("input",),
         output_limits=(),
         output_default=None,
         answers_tokens=False,
