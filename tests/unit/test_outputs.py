@@ -6,7 +6,8 @@ import json
 
 import pytest
 from promptdrop import jsonsafe
-from promptdrop.outputs import OrderedSpool
+from promptdrop.outputs import OrderedSpool, line_of, output_line
+from promptdrop.records import RequestRecord, RequestStatus
 
 
 def test_lines_come_back_in_input_order_with_gaps_for_blank_lines() -> None:
@@ -44,3 +45,12 @@ def test_jsonsafe_escapes_only_what_a_store_refuses(value: dict[str, str], text:
     assert jsonsafe.dumps(value) == text
     assert json.loads(text) == value
     text.encode("utf-8")  # every store downstream takes it
+
+
+@pytest.mark.parametrize("line", [1, 42, 1_000_000])
+def test_an_output_lines_input_line_is_read_back_from_its_id(line: int) -> None:
+    record = RequestRecord("id_with_underscores_9", line, RequestStatus.SUCCEEDED, 1)
+    written = json.loads(output_line("0123456789abcdef", record, '{"object": "chat.completion"}'))
+    assert line_of(written["id"]) == line
+    assert line_of("not-ours") is None
+    assert line_of(None) is None
