@@ -122,6 +122,19 @@ def test_estimate_of_a_csv_uses_its_template_and_of_an_unknown_format_fails_the_
     assert out.startswith(f"{notes}: the whole file would fail (unsupported_format)")
 
 
+def test_estimate_of_a_csv_without_a_prompt_column_points_to_its_template_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cities = tmp_path / "cities.csv"
+    cities.write_text("city\nLyon\n")
+    code, out, _ = run(capsys, "estimate", str(cities))
+    assert code == 1
+    assert out.splitlines()[-1] == (
+        "(a .csv without a prompt column: give its template with --template, as submit --template)"
+    )
+    assert run(capsys, "estimate", str(cities), "--template", "A museum in {city}?")[0] == 0
+
+
 def test_estimate_follows_each_lines_endpoint_and_the_files_default(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -25,6 +25,7 @@ from ..engine.endpoints import DEFAULT_OUTPUT_ESTIMATE, spec_of
 from ..engine.request import Endpoint
 from ..formats import SUFFIXES, FileRejected, LineError, parse_stream
 from ..outputs import estimate_cost_usd
+from ..records import FailureCode
 from .errors import CliError, ExitCode
 from .figures import money, number
 from .view import Column, View
@@ -198,6 +199,9 @@ def run(args: argparse.Namespace, view: View) -> int:
         return code
     if found.rejected is not None:
         view.line(f"{found.file}: the whole file would fail ({found.rejected[0]}): {found.rejected[1]}")
+        if found.rejected[0] == FailureCode.INVALID_CSV and args.template is None:
+            # here the template is a flag, not the upload's metadata the function's message names
+            view.line("(a .csv without a prompt column: give its template with --template, as submit --template)")
         return code
     cost, parts = found.cost_usd, found.cost_parts_usd()
     if cost is None or parts is None:
