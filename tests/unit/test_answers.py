@@ -21,6 +21,7 @@ from promptdrop.engine.answers import (
 )
 from promptdrop.engine.endpoints import spec_of_answer
 from promptdrop.engine.errors import MalformedResponse, UnusableAnswer, classify
+from promptdrop.engine.nesting import nesting_too_deep
 from promptdrop.engine.request import Endpoint, Request
 from promptdrop.engine.structured import ANY_OBJECT, SchemaError, canonical, check_schema, validate
 from promptdrop.settings import ENDPOINTS
@@ -260,3 +261,17 @@ def test_each_endpoints_answer_as_a_person_is_shown_it() -> None:
         "base64": "embedding: 256 dims",
     }
     assert spec_of_answer({"error": {}}) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "at"),
+    [
+        ('["[[[[", "{{{{", 1, 2.5e-3, [true, null]]', None),  # brackets in strings do not nest
+        ('["\\"[[[[", [[[1]]]]', 13),  # an escaped quote does not end its string: the 4th level opens at 13
+        ('["\\\\", [[[1]]]]', 9),  # an escaped backslash does: the string ends, and what follows nests
+        ("[" * 4 + "0" * 50_000 + "]" * 4, 3),
+        ('"unterminated [[[[', 17),  # a quote that opens no string is passed over
+    ],
+)
+def test_nesting_is_counted_outside_strings_without_decoding(text: str, at: int | None) -> None:
+    assert nesting_too_deep(text, 3) == at
