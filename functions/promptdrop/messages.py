@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .jsonsafe import dumps
 
-__all__ = ["KINDS", "FileFailure", "PromptFailure", "QueueMessage", "UnitMessage", "parse"]
+__all__ = ["KINDS", "MAX_BODY_BYTES", "FileFailure", "PromptFailure", "QueueMessage", "UnitMessage", "parse"]
 
 MAX_BODY_BYTES = 250_000  # SQS's 256 KiB message limit, with room for attributes
 

@@ -642,6 +642,25 @@ def test_a_table_that_does_not_exist_hands_the_message_back_until_sqs_dead_lette
 # -- limits whose enforcement belongs to the AWS adapters (lead engineer) --------------------------
 
 
+def test_ten_dead_letters_of_240_kb_are_sent_in_batches_sqs_accepts(pipeline: Pipeline) -> None:
+    # Given ten long documents the API refuses (400): ten dead letters of ~240 KB each, 2.4 MB in
+    # all, where one SendMessageBatch takes 256 KiB (moto refuses a larger batch, as SQS does)
+    long_docs = [p(f"doc{i}", f"{i} " + "w" * 235_000 + " [[fail:400]]") for i in range(10)]
+    case = Case(
+        "inputs/long-docs.jsonl",
+        jsonl(*long_docs, p("ok")),
+        Ran("PARTIAL", ("ok",), tuple(Failed(f"doc{i}", "http_400", "Injected bad request") for i in range(10))),
+    )
+
+    # When the file runs
+    run(pipeline, case)
+
+    # Then the job ends, every document dead-lettered whole (its request kept: a redrive can send it)
+    dead = pipeline.dlq()
+    assert all(len(m["request"]["body"]["messages"][0]["content"]) > 235_000 for m in dead)
+    check(pipeline, case, dead)
+
+
 def test_a_dead_letter_never_holds_a_character_sqs_refuses(pipeline: Pipeline) -> None:
     # U+FFFF is valid JSON and a valid prompt; SQS refuses it in a message body (moto does not)
     prompt = "odd \uffff char [[fail:400]]"

@@ -89,7 +89,8 @@ def test_an_error_record_bounds_every_field_whatever_it_is_given() -> None:
     record = ErrorRecord("t" * 5_000, "c" * 250_000, "m" * 1_000_000, 400)
 
     # Then what is stored and sent stays small
-    assert len(record.code) == MAX_ERROR_CODE_CHARS and record.code.endswith("…")
+    assert len(record.code) == MAX_ERROR_CODE_CHARS
+    assert record.code.endswith("…")
     assert len(record.type) == MAX_ERROR_TYPE_CHARS
     assert len(record.message) == MAX_ERROR_MESSAGE_CHARS
     assert len(json.dumps(record.as_dict()).encode()) < 10_000
