@@ -11,17 +11,23 @@ Every case passes: none is left marked as expected to fail.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+from aiohttp import web
+from promptdrop import runtime
 from promptdrop.formats import MAX_DOCUMENT_BYTES, MAX_REQUEST_BYTES
+from promptdrop.records import MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS
 from promptdrop.settings import ConfigurationError
 
-from tests.integration.conftest import Pipeline
+from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI
+from tests.integration.conftest import API_KEY, Pipeline
 
 # -- how a case is described and checked ----------------------------------------------------------
 
@@ -692,3 +698,94 @@ def test_an_input_key_near_s3s_limit_gets_output_keys_s3_accepts(pipeline: Pipel
     assert all(len(k.encode()) <= 1024 for k in outputs.values()), outputs
     summary = json.loads(pipeline.s3.get_object(Bucket=pipeline.bucket, Key=outputs["summary"])["Body"].read())
     assert (summary["status"], summary["input"]["key"]) == ("SUCCEEDED", key)
+
+
+# -- an API that answers what no well-behaved API does ---------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HUGE_CODE = "c" * 250_000
+NOT_SK_KEY = "proj-canary-9f8e7d6c5b4a39281706"  # a key that does not look like sk-…
+
+
+@web.middleware
+async def _hostile(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The fake API, except for prompts holding ``[[huge-code]]`` (a 400 whose error body is 1 MB: a
+    250 KB ``code``) or ``[[echo-key]]`` (a 401 echoing the key sent, whole and in part)."""
+    text = await request.text()
+    if "[[huge-code]]" in text:
+        error = {"message": "refused: " + "m" * 600_000, "type": "t" * 5_000, "code": HUGE_CODE, "param": None}
+        return web.json_response({"error": error}, status=400)
+    if "[[echo-key]]" in text:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {key} (shown as {key[:8]}{'*' * 16}{key[-4:]})."
+        error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key", "param": key}
+        return web.json_response({"error": error}, status=401)
+    return await handler(request)
+
+
+@pytest.fixture
+def hostile(pipeline: Pipeline) -> Iterator[Pipeline]:
+    """``pipeline`` against the fake API behind :func:`_hostile` (its stats count what reached the fake)."""
+    server = RunningFakeOpenAI(FakeOpenAIConfig(require_api_key=API_KEY))
+    server.app.middlewares.append(_hostile)
+    server.start()
+    try:
+        pipeline.configure(OPENAI_BASE_URL=server.base_url)
+        runtime.shutdown()  # the SDK reads OPENAI_BASE_URL when the client is built
+        yield dataclasses.replace(pipeline, server=server)
+    finally:
+        runtime.shutdown()
+        server.stop()
+
+
+def test_an_error_body_with_a_250_kb_code_is_stored_and_sent_bounded(hostile: Pipeline) -> None:
+    # Given a line the API refuses with an error body of 1 MB (a 250 KB code, a 600 KB message)
+    code = HUGE_CODE[: MAX_ERROR_CODE_CHARS - 1] + "…"
+    case = Case(
+        "inputs/huge-code.jsonl",
+        jsonl(p("a", "refuse me [[huge-code]]"), p("b")),
+        Ran("PARTIAL", ("b",), (Failed("a", code, "refused: mmm"),), api_calls=1),  # a: answered by the middleware
+    )
+
+    # When the file runs
+    run(hostile, case)
+
+    # Then the job ends, and every copy of the error is bounded: the dead letter, the item, the errors file
+    dead = hostile.dlq()
+    (letter,) = dead
+    assert len(json.dumps(letter)) < 20_000
+    assert len(letter["error"]["message"]) == MAX_ERROR_MESSAGE_CHARS
+    item = hostile.items(hostile.summary(case.key)["job_id"])["REQ#a"]
+    assert len(str(item["error"])) < 20_000
+    check(hostile, case, dead)
+
+
+def everything_written(pipe: Pipeline) -> str:
+    texts = [
+        pipe.s3.get_object(Bucket=pipe.bucket, Key=obj["Key"])["Body"].read().decode()
+        for obj in pipe.s3.list_objects_v2(Bucket=pipe.bucket, Prefix="results/").get("Contents", [])
+    ]
+    texts += [json.dumps(item) for item in pipe.ddb.scan(TableName=pipe.stack.table)["Items"]]
+    texts += [json.dumps(m) for m in pipe.dlq_peek()]
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("echo", ["the fake's own 401 (part of the key)", "the whole key, and part of it"])
+def test_a_key_not_shaped_sk_echoed_by_a_401_is_masked_everywhere(
+    hostile: Pipeline, echo: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a configured key that does not look like sk-…, and an API whose 401 echoes it
+    hostile.stack_secret(NOT_SK_KEY)
+    marker = " [[echo-key]]" if echo.startswith("the whole") else ""
+    key = "inputs/echo-key.jsonl"
+    hostile.put(key, jsonl(*(p(f"k{i}", f"key {i}{marker}") for i in range(5))))
+
+    # When the file runs and the API refuses the key
+    hostile.drain()
+    assert hostile.summary(key)["status"] == "FAILED"
+
+    # Then the reason is kept, and no part of the key is in the outputs, the journal, the DLQ or the logs
+    written = everything_written(hostile) + capsys.readouterr().out + capsys.readouterr().err + caplog.text
+    assert "Incorrect API key provided" in written
+    for part in (NOT_SK_KEY, NOT_SK_KEY[:8], NOT_SK_KEY[-4:]):
+        assert part not in written
