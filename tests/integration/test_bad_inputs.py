@@ -441,6 +441,32 @@ CASES: dict[str, Case | Any] = {
         b'[{"prompt": "' + b"v" * MAX_DOCUMENT_BYTES + b'"}]',
         FileFailed("too_large", "use .jsonl for larger files"),
     ),
+    # numbers past every bound: an integer nothing takes, a budget past what the guard can count
+    "budget-tokens-400-digits": Case(
+        "inputs/budget-digits.jsonl",
+        jsonl(p("a")),
+        FileFailed("invalid_budget", "is not a whole number above 0 and at most 1e+15"),
+        metadata={"promptdrop-budget-tokens": "9" * 400},
+    ),
+    "max-requests-400-digits": Case(
+        "inputs/requests-digits.jsonl",
+        jsonl(p("a")),
+        FileFailed("invalid_budget", "promptdrop-max-requests='99999"),
+        metadata={"promptdrop-max-requests": "9" * 400},
+    ),
+    "max-tokens-10-to-the-400-under-a-dollar-budget": Case(
+        "inputs/max-tokens-huge.jsonl",
+        jsonl(p("a", max_tokens=10**400), p("b", max_tokens=2**63), p("c", seed=-(2**63)), p("d")),
+        Ran(
+            "PARTIAL",
+            ("c", "d"),
+            (
+                invalid("line-1", "outside the signed 64-bit range"),
+                invalid("line-2", "the integer 9223372036854775808"),
+            ),
+        ),
+        metadata={"promptdrop-budget-usd": "5"},
+    ),
     # keys
     "key-spaces-unicode-plus-percent": Case(
         "inputs/été 2026/c++ notes 100% (final).jsonl", jsonl(p("a")), Ran("SUCCEEDED", ("a",))
@@ -617,6 +643,8 @@ def test_a_non_create_s3_event_is_skipped(pipeline: Pipeline) -> None:
         ("PROMPTDROP_REQUEST_TIMEOUT_S", "inf", "PROMPTDROP_REQUEST_TIMEOUT_S='inf': Input should be a finite number"),
         ("PROMPTDROP_OUTPUT_PREFIX", "/results/", "PROMPTDROP_OUTPUT_PREFIX='/results/': S3 key prefixes do not start"),
         ("PROMPTDROP_TABLE", None, "PROMPTDROP_TABLE is not set (DynamoDB table"),
+        ("PROMPTDROP_BUDGET_TOKENS", "9" * 400, "Input should be less than or equal to 1000000000000000"),
+        ("PROMPTDROP_MAX_REQUESTS", "9" * 400, "PROMPTDROP_MAX_REQUESTS='9999999999"),
     ],
 )
 def test_a_bad_configuration_fails_the_invocation_naming_the_variable(
