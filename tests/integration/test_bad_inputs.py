@@ -422,6 +422,12 @@ CASES: dict[str, Case | Any] = {
         FileFailed("invalid_template", "{town} names no column"),
         metadata={"promptdrop-template": "Museums in {town}?"},
     ),
+    "csv-template-naming-an-800-kb-cell-600-times": Case(
+        "inputs/template-600.csv",
+        b"c\n" + b"y" * 800_000 + b"\nOslo\n",
+        Ran("PARTIAL", ("line-3",), (invalid("line-2", "the template builds a prompt of 480,000,000 characters"),)),
+        metadata={"promptdrop-template": "{c}" * 600},  # 1,800 bytes: within S3's 2 KB of metadata
+    ),
     # sizes
     "jsonl-line-over-1-mib": Case(
         "inputs/big-line.jsonl",

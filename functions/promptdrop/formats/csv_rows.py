@@ -21,7 +21,7 @@ from ..engine.request import Endpoint
 from ..records import FailureCode
 from .endpoints import ENDPOINT_FIELD, parameters
 from .json_text import decode
-from .limits import MAX_DOCUMENT_BYTES, shown
+from .limits import MAX_DOCUMENT_BYTES, MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed
 from .shapes import custom_id_or_default, request_from_object
 
@@ -156,6 +156,16 @@ def parse_csv(
                 yield LineError(
                     row_number, custom_id, f"the template's columns {sorted(used)} are all empty", columns=cells
                 )
+                continue
+            # Measured before it is built: a template naming an 800 KB cell 600 times would build
+            # 480 MB only for the request's size check to refuse it.
+            size = sum(len(literal) + (len(row.get(name) or "") if name else 0) for literal, name in parts)
+            if size > MAX_REQUEST_BYTES:  # characters: at least as many bytes
+                why = (
+                    f"the template builds a prompt of {size:,} characters from this row; a request is at most "
+                    f"{MAX_REQUEST_BYTES:,} bytes (1 MiB)"
+                )
+                yield LineError(row_number, custom_id, why, columns=cells)
                 continue
             prompt = "".join(literal + (row.get(name) or "" if name else "") for literal, name in parts)
         else:
