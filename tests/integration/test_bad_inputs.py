@@ -53,7 +53,7 @@ class Ran:
     def expected_calls(self) -> int:
         if self.api_calls is not None:
             return self.api_calls
-        return len(self.answered) + sum(1 for f in self.failed if f.code != "invalid_line")
+        return len(self.answered) + sum(1 for f in self.failed if f.code not in ("invalid_line", "invalid_schema"))
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,21 @@ def user(text: str) -> list[dict[str, str]]:
 
 def invalid(custom_id: str, fragment: str) -> Failed:
     return Failed(custom_id, "invalid_line", fragment)
+
+
+def schema_line(custom_id: str, schema: object) -> dict[str, Any]:
+    """A short-form line asking for structured output of ``schema``."""
+    return p(custom_id, response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
+
+
+def bad_schema(custom_id: str, fragment: str) -> Failed:
+    return Failed(custom_id, "invalid_schema", fragment)
+
+
+WIDE_SCHEMA = {  # 15,500 properties, 0.77 MB: compiling it took 1.2 GB
+    "type": "object",
+    "properties": {f"p{i:05}": {"type": "string", "maxLength": 9} for i in range(15_500)},
+}
 
 
 # Characters SQS refuses in a message body (SendMessage): what a dead letter must never hold.
@@ -260,6 +275,37 @@ CASES: dict[str, Case | Any] = {
         ),
     ),
     "json-empty-array": Case("inputs/empty.json", b" [ ] ", FileFailed("empty", "holds no requests")),
+    # structured-output schemas: each fails its line before anything is sent, the rest runs
+    "schemas-invalid-recursive-huge-or-backtracking": Case(
+        "inputs/schemas.jsonl",
+        jsonl(
+            schema_line("regex", {"type": "object", "properties": {"a": {"type": "string", "pattern": "[a-"}}}),
+            schema_line("props", {"type": "object", "properties": "name"}),
+            schema_line("self", {"$ref": "#"}),
+            schema_line(
+                "mutual",
+                {
+                    "definitions": {"a": {"$ref": "#/definitions/b"}, "b": {"allOf": [{"$ref": "#/definitions/a"}]}},
+                    "$ref": "#/definitions/a",
+                },
+            ),
+            schema_line("wide", WIDE_SCHEMA),
+            schema_line("redos", {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}}),
+            p("ok"),
+        ),
+        Ran(
+            "PARTIAL",
+            ("ok",),
+            (
+                bad_schema("regex", "pattern '[a-' is not a valid regular expression: unterminated character set"),
+                bad_schema("props", "#/properties must be an object of schemas"),
+                bad_schema("self", "$ref '#' refers back to itself without going into the answer"),
+                bad_schema("mutual", "refers back to itself without going into the answer"),
+                bad_schema("wide", "characters; the limit is 100,000"),
+                bad_schema("redos", "pattern '^(a+)+$' repeats a part that can match the same text in many ways"),
+            ),
+        ),
+    ),
     # request shapes
     "batch-body-not-an-object": Case(
         "inputs/body.jsonl",

@@ -29,6 +29,7 @@ class LineError:
     offset: int = 0
     # A .csv row's cells, (name, cell) for every column in file order: its line of the .out.csv.
     columns: tuple[tuple[str, str], ...] = ()
+    code: FailureCode = FailureCode.INVALID_LINE  # INVALID_SCHEMA: its structured-output schema
 
 
 Parsed = Request | LineError

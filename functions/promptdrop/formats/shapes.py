@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from ..engine.answers import schema_of
 from ..engine.request import Endpoint
 from ..engine.structured import SchemaError, check_schema
+from ..records import FailureCode
 from .endpoints import ENDPOINT_FIELD, estimate_cost, parameters, required_field, short_form_body
 from .endpoints import default_model as endpoint_model
 from .limits import MAX_REQUEST_BYTES, custom_id_problem, json_type, shown
@@ -120,7 +121,7 @@ def _finish(
         try:
             check_schema(schema)  # compiled once per distinct schema, here rather than at the first answer
         except SchemaError as exc:
-            return LineError(line, custom_id, str(exc))
+            return LineError(line, custom_id, str(exc), code=FailureCode.INVALID_SCHEMA)
     try:
         encoded = _ENCODER.encode(body).encode()
     except UnicodeEncodeError as exc:

@@ -156,7 +156,7 @@ class Recorder:
 
     async def line_error(self, error: LineError, *, repeat_of: int | None = None) -> None:
         """A line that is not a request fails alone (no worker waits on it)."""
-        info = ErrorRecord("invalid_request", FailureCode.INVALID_LINE, error.message).as_dict()
+        info = ErrorRecord("invalid_request", error.code, error.message).as_dict()
         record = RequestRecord(error.custom_id, error.line, RequestStatus.FAILED, 0, error=info, repeat_of=repeat_of)
         await self._fail_alone(record, None, error.columns, [])
 
