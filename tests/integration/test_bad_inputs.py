@@ -11,7 +11,9 @@ Every case passes: none is left marked as expected to fail.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterator
@@ -869,3 +871,19 @@ def test_a_key_not_shaped_sk_echoed_by_a_401_is_masked_everywhere(
     assert "Incorrect API key provided" in written
     for part in (NOT_SK_KEY, NOT_SK_KEY[:8], NOT_SK_KEY[-4:]):
         assert part not in written
+
+
+def test_out_csv_cells_that_a_spreadsheet_reads_as_formulas_are_written_as_they_are(pipeline: Pipeline) -> None:
+    # Given a .csv whose carried cells start with what a spreadsheet reads as a formula (README, Outputs)
+    formulas = ["=1+1", "+47 22", "-5", "@SUM(A1)", "\t=2+2", "\r=3+3"]
+    rows = "".join(f'r{i},hello,"{cell}"\r\n' for i, cell in enumerate(formulas))
+    pipeline.put("inputs/formulas.csv", ("custom_id,prompt,note\r\n" + rows).encode())
+
+    # When it runs
+    pipeline.drain()
+
+    # Then the .out.csv carries each cell unchanged: the README warns, the data is not altered
+    text = pipeline.output("inputs/formulas.csv", ".out.csv").decode("utf-8-sig")
+    table = list(csv.reader(io.StringIO(text, newline="")))
+    assert [row[2] for row in table[1:]] == formulas
+    assert [row[4] for row in table[1:]] == ["SUCCEEDED"] * len(formulas)
