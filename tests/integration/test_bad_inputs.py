@@ -887,3 +887,25 @@ def test_out_csv_cells_that_a_spreadsheet_reads_as_formulas_are_written_as_they_
     table = list(csv.reader(io.StringIO(text, newline="")))
     assert [row[2] for row in table[1:]] == formulas
     assert [row[4] for row in table[1:]] == ["SUCCEEDED"] * len(formulas)
+
+
+def test_a_file_naming_hundreds_of_models_joins_the_shared_limits_of_20(pipeline: Pipeline) -> None:
+    # Given a file whose every line names its own model (each seat costs a renewal every few seconds)
+    models = [f"gpt-4o-mini-variant-{i}" for i in range(300)]
+    case = Case(
+        "inputs/many-models.jsonl",
+        jsonl(*(p(f"m{i}", model=model) for i, model in enumerate(models))),
+        Ran("SUCCEEDED", tuple(f"m{i}" for i in range(len(models)))),
+    )
+
+    # When it runs
+    run(pipeline, case)
+
+    # Then every line is answered, and the run sat in the shared limits of 20 models, not 300
+    check(pipeline, case)
+    seats = pipeline.ddb.scan(
+        TableName=pipeline.stack.table,
+        FilterExpression="begins_with(pk, :budget)",
+        ExpressionAttributeValues={":budget": {"S": "BUDGET#"}},
+    )["Items"]
+    assert len(seats) == 20
