@@ -87,3 +87,13 @@ def test_a_dead_letter_too_large_alone_is_trimmed_before_it_is_batched() -> None
 def test_a_body_over_the_message_limit_is_a_bug_named_not_a_refused_batch() -> None:
     with pytest.raises(ValueError, match=r"messages\.dump keeps it under"):
         list(batches(["x" * (MAX_BODY_BYTES + 1)]))
+
+
+def test_a_dead_letter_with_an_oversized_error_from_an_older_sender_still_fits() -> None:
+    letter = dead_letter(1, 10).model_copy(update={"error": {"code": "c" * 300_000, "message": "m" * 300_000}})
+    body = letter.dump()
+    assert len(body.encode()) <= MAX_BODY_BYTES
+    parsed = PromptFailure.model_validate_json(body)
+    assert (parsed.custom_id, parsed.line, len(parsed.error["code"])) == ("c1", 1, 2_000)
+    route = {"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions"}
+    assert parsed.request == route | {"body_truncated": True}
