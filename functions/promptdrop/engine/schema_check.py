@@ -147,7 +147,10 @@ def _regex_problem(pattern: str) -> str | None:
         parsed = _parser.parse(pattern)
     except (re.error, TypeError, ValueError, OverflowError, RecursionError) as exc:
         return f"is not a valid regular expression: {exc}"
-    return _risky(list(parsed))
+    try:
+        return _risky(list(parsed))
+    except RecursionError:  # hundreds of nested groups: no schema needs them
+        return "nests its groups too deep"
 
 
 def _risky(items: list[Any]) -> str | None:
