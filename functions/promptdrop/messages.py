@@ -15,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from .jsonsafe import dumps
 
-__all__ = ["KINDS", "FileFailure", "PromptFailure", "QueueMessage", "UnitMessage", "parse"]
+__all__ = ["KINDS", "MAX_BODY_BYTES", "FileFailure", "PromptFailure", "QueueMessage", "UnitMessage", "parse"]
 
 MAX_BODY_BYTES = 250_000  # SQS's 256 KiB message limit, with room for attributes
+_MAX_ERROR_FIELD = 2_000  # records.MAX_ERROR_MESSAGE_CHARS: every error promptdrop builds is within it already
 
 
 class _Message(BaseModel):
@@ -63,11 +64,22 @@ class PromptFailure(_Message):
 
     def dump(self) -> str:
         body = super().dump()
-        if len(body.encode()) <= MAX_BODY_BYTES or self.request is None:
+        if len(body.encode()) <= MAX_BODY_BYTES:
             return body
         # An oversized prompt: keep the message (its reason, and the line that finds it) without the body.
-        slim = {k: v for k, v in self.request.items() if k != "body"} | {"body_truncated": True}
-        return dumps(self.model_dump(mode="json") | {"request": slim})
+        fields = self.model_dump(mode="json")
+        if self.request is not None:
+            fields["request"] = {k: v for k, v in self.request.items() if k != "body"} | {"body_truncated": True}
+            body = dumps(fields)
+        if len(body.encode()) <= MAX_BODY_BYTES:
+            return body
+        # Still over (an error built by an older sender, a request of odd fields): what finds the line,
+        # the request's route and the error's fields cut — every message promptdrop sends fits SQS.
+        if self.request is not None:
+            route = {k: self.request.get(k) for k in ("custom_id", "method", "url")}
+            fields["request"] = route | {"body_truncated": True}
+        fields["error"] = {k: v[:_MAX_ERROR_FIELD] if isinstance(v, str) else v for k, v in self.error.items()}
+        return dumps(fields)
 
 
 class FileFailure(_Message):

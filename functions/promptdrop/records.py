@@ -10,7 +10,18 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FINAL_JOB_STATES", "FailureCode", "JobRecord", "JobStatus", "RequestRecord", "RequestStatus"]
+__all__ = [
+    "FINAL_JOB_STATES",
+    "MAX_ERROR_CODE_CHARS",
+    "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_ERROR_TYPE_CHARS",
+    "ErrorRecord",
+    "FailureCode",
+    "JobRecord",
+    "JobStatus",
+    "RequestRecord",
+    "RequestStatus",
+]
 
 
 class JobStatus(StrEnum):
@@ -35,9 +46,14 @@ class RequestStatus(StrEnum):
 
 
 class FailureCode(StrEnum):
-    """The codes promptdrop gives failures itself (an API error keeps the API's own ``code``)."""
+    """Every code promptdrop gives a failure itself (an API error keeps the API's own ``code``, or
+    ``http_<status>`` when it gives none). README, "Error codes", lists them; a unit test fails if a
+    code is raised anywhere in the package that is not a member."""
 
-    INVALID_LINE = "invalid_line"  # a line that is not a request (README, "Input formats")
+    # A line that fails alone, before it is sent (README, "Input formats").
+    INVALID_LINE = "invalid_line"  # a line that is not a request
+    INVALID_SCHEMA = "invalid_schema"  # a structured-output schema that cannot be checked safely
+    # A file that fails whole, before anything is sent.
     NOT_FOUND = "not_found"  # the object is gone before its job began
     OBJECT_CHANGED = "object_changed"  # replaced or deleted while its job still had lines to read
     UNSUPPORTED_FORMAT = "unsupported_format"
@@ -46,11 +62,76 @@ class FailureCode(StrEnum):
     INVALID_JSON = "invalid_json"
     INVALID_CSV = "invalid_csv"
     INVALID_TEMPLATE = "invalid_template"
+    INVALID_ENDPOINT = "invalid_endpoint"  # the upload's promptdrop-endpoint names none promptdrop sends
+    TOO_LARGE = "too_large"  # a document over its size limit
+    TOO_DEEP = "too_deep"  # a .json document nested past the limit
+    INVALID_BUDGET = "invalid_budget"  # a budget in the upload's metadata that is not a number
+    UNKNOWN_PRICE = "unknown_price"  # a budget in dollars, and a model without a known price
+    # A job stopped before its end.
     CANCELLED = "cancelled"  # the job was stopped on request
     TOO_MANY_CONTINUATIONS = "too_many_continuations"  # a unit past PROMPTDROP_MAX_CONTINUATIONS
     BUDGET_EXCEEDED = "budget_exceeded"  # the file's budget (dollars, tokens or requests) is spent
-    UNKNOWN_PRICE = "unknown_price"  # a budget in dollars, and a model without a known price
-    INVALID_BUDGET = "invalid_budget"  # a budget in the upload's metadata that is not a number
+    INTERNAL_ERROR = "internal_error"  # an exception of promptdrop's own ended the run (a bug: redrive once fixed)
+    # A call that failed without an API error code of its own (the engine's).
+    TIMEOUT = "timeout"
+    CONNECTION_ERROR = "connection_error"
+    MALFORMED_RESPONSE = "malformed_response"  # a 2xx body that is not the endpoint's answer
+    REQUEST_TOO_LARGE = "request_too_large"  # larger than the whole tokens/min limit
+    RATE_LIMITED_UNTIL_DEADLINE = "rate_limited_until_deadline"  # a redrive still rate limited after its patience
+    # An answer the request cannot use, after its output attempts.
+    INVALID_OUTPUT = "invalid_output"  # structured output not JSON, or not its schema
+    TRUNCATED = "truncated"
+    REFUSED = "refused"
+    CONTENT_FILTERED = "content_filtered"
+
+
+# Every field of an error is bounded before it is stored or sent: an API's error body is the API's
+# to fill (a 250 KB ``code`` would make a request item over DynamoDB's 400 KB and a dead letter over
+# SQS's 256 KiB). Codes and types are identifiers: 100 characters is far past any real one; a
+# message keeps 2,000 characters, enough for any reason written for people (README, "Limits").
+MAX_ERROR_CODE_CHARS = 100
+MAX_ERROR_TYPE_CHARS = 100
+MAX_ERROR_MESSAGE_CHARS = 2_000
+
+
+def _bounded(text: object, limit: int) -> str:
+    value = str(text)  # a plain str: an enum member (FailureCode) is stored as its value
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+@dataclass(slots=True, frozen=True)
+class ErrorRecord:
+    """Why a request or a file failed: the ``error`` of a request item, the job item, a dead letter
+    and the errors file — built here only, every field bounded whatever it was given."""
+
+    type: str
+    code: str
+    message: str
+    status_code: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "type", _bounded(self.type, MAX_ERROR_TYPE_CHARS))
+        object.__setattr__(self, "code", _bounded(self.code, MAX_ERROR_CODE_CHARS))
+        object.__setattr__(self, "message", _bounded(self.message, MAX_ERROR_MESSAGE_CHARS))
+        status = self.status_code
+        if status is not None and (isinstance(status, bool) or not isinstance(status, int) or not 0 < status < 1000):
+            object.__setattr__(self, "status_code", None)  # not an HTTP status: not one to keep
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stored and sent form (README, "Dead-letter queue": ``error``)."""
+        return {"type": self.type, "code": self.code, "status_code": self.status_code, "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: object) -> ErrorRecord:
+        """An error as stored or sent (by this or an older version), bounded again."""
+        error = data if isinstance(data, dict) else {}
+        status = error.get("status_code")
+        return cls(
+            str(error.get("type") or ""),
+            str(error.get("code") or ""),
+            str(error.get("message") or ""),
+            status if isinstance(status, int) else None,
+        )
 
 
 @dataclass(slots=True)

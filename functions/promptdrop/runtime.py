@@ -123,6 +123,7 @@ class Runtime:
                 output_attempts=settings.output_attempts,
                 answers=answers,
                 rng=random.Random(),
+                secrets=(client.api_key,),  # read per run: a key re-read from the secret is masked too
             )
 
         runner = JobRunner(

@@ -12,13 +12,17 @@ from typing import Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["ENV_PREFIX", "ConfigurationError", "Settings", "get_settings"]
+__all__ = ["ENV_PREFIX", "MAX_COUNT", "ConfigurationError", "Settings", "get_settings"]
 
 ENV_PREFIX = "PROMPTDROP_"
 # The endpoints a short-form line may be sent to (engine.request.Endpoint; a unit test holds them in step).
 ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings", "/v1/completions", "/v1/moderations")
 _MAX_SHOWN_VALUE = 80
 _JOURNAL_S = 10.0  # after the last call: journal it, write a continuation
+# The largest count or amount a setting (or an upload's budget) may give: a quadrillion is past any
+# real budget or limit, and below 2**53, so it stays exact as a float — a 400-digit number would
+# overflow the float arithmetic of the pace and the cost guard (README, "Limits").
+MAX_COUNT = 10**15
 
 
 class ConfigurationError(ValueError):
@@ -43,10 +47,16 @@ class Settings(BaseSettings):
     # The ACCOUNT's limits per model (OpenAI's are per organization and model), not one invocation's:
     # invocations running at once divide them among themselves through the table (share_limits).
     rpm: int | None = Field(
-        default=None, ge=1, description="The account's requests/min for each model (default: learned from headers)."
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="The account's requests/min for each model (default: learned from headers).",
     )
     tpm: int | None = Field(
-        default=None, ge=1, description="The account's tokens/min for each model (default: learned from headers)."
+        default=None,
+        ge=1,
+        le=MAX_COUNT,
+        description="The account's tokens/min for each model (default: learned from headers).",
     )
     share_limits: bool = Field(
         default=True,
@@ -55,21 +65,30 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=6, ge=1, le=50, description="Tries per request, first included.")
     # allow_inf_nan=False on every float: "inf" and "nan" parse as floats, and an infinite
     # timeout or lease would hang a run instead of failing it.
-    request_timeout_s: float = Field(default=120.0, gt=0, allow_inf_nan=False, description="Timeout of one API call.")
+    request_timeout_s: float = Field(
+        default=120.0, gt=0, le=MAX_COUNT, allow_inf_nan=False, description="Timeout of one API call."
+    )
     openai_secret_arn: str | None = Field(
         default=None, description="Secrets Manager secret with the OpenAI key (else OPENAI_API_KEY)."
     )
     secret_ttl_s: float = Field(
-        default=300.0, gt=0, description="Re-read the key from the secret after this long (and after a 401)."
+        default=300.0,
+        gt=0,
+        le=MAX_COUNT,
+        description="Re-read the key from the secret after this long (and after a 401).",
     )
     deadline_margin_s: float = Field(
         default=130.0,
         ge=0,
+        le=MAX_COUNT,
         allow_inf_nan=False,
         description="Stop dispatching this long before the Lambda deadline (more than one request timeout).",
     )
     shard_bytes: int = Field(
-        default=32 * 1024 * 1024, ge=1024, description="A .jsonl larger than this is split into parallel shards."
+        default=32 * 1024 * 1024,
+        ge=1024,
+        le=MAX_COUNT,
+        description="A .jsonl larger than this is split into parallel shards.",
     )
     request_ttl_days: int = Field(
         default=0, ge=0, le=3650, description="Request items expire this many days after written (0: kept)."
@@ -91,13 +110,18 @@ class Settings(BaseSettings):
         default="accept", description="A plain-text answer cut off or filtered: an answer (accept) or a failure."
     )
     budget_usd: float | None = Field(
-        default=None, gt=0, allow_inf_nan=False, description="A file's budget in USD (unset: no limit)."
+        default=None, gt=0, le=MAX_COUNT, allow_inf_nan=False, description="A file's budget in USD (unset: no limit)."
     )
-    budget_tokens: int | None = Field(default=None, ge=1, description="A file's budget in tokens (unset: no limit).")
-    max_requests: int | None = Field(default=None, ge=1, description="Requests one file may send (unset: no limit).")
+    budget_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_COUNT, description="A file's budget in tokens (unset: no limit)."
+    )
+    max_requests: int | None = Field(
+        default=None, ge=1, le=MAX_COUNT, description="Requests one file may send (unset: no limit)."
+    )
     lease_s: float = Field(
         default=120.0,
         gt=0,
+        le=MAX_COUNT,
         allow_inf_nan=False,
         description="How long a crashed run keeps others off its file (renewed while alive).",
     )

@@ -11,17 +11,25 @@ Every case passes: none is left marked as expected to fail.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import io
 import json
 import re
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+from aiohttp import web
+from promptdrop import runtime
 from promptdrop.formats import MAX_DOCUMENT_BYTES, MAX_REQUEST_BYTES
+from promptdrop.records import MAX_ERROR_CODE_CHARS, MAX_ERROR_MESSAGE_CHARS
 from promptdrop.settings import ConfigurationError
 
-from tests.integration.conftest import Pipeline
+from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI
+from tests.integration.conftest import API_KEY, Pipeline
 
 # -- how a case is described and checked ----------------------------------------------------------
 
@@ -47,7 +55,7 @@ class Ran:
     def expected_calls(self) -> int:
         if self.api_calls is not None:
             return self.api_calls
-        return len(self.answered) + sum(1 for f in self.failed if f.code != "invalid_line")
+        return len(self.answered) + sum(1 for f in self.failed if f.code not in ("invalid_line", "invalid_schema"))
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,21 @@ def user(text: str) -> list[dict[str, str]]:
 
 def invalid(custom_id: str, fragment: str) -> Failed:
     return Failed(custom_id, "invalid_line", fragment)
+
+
+def schema_line(custom_id: str, schema: object) -> dict[str, Any]:
+    """A short-form line asking for structured output of ``schema``."""
+    return p(custom_id, response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
+
+
+def bad_schema(custom_id: str, fragment: str) -> Failed:
+    return Failed(custom_id, "invalid_schema", fragment)
+
+
+WIDE_SCHEMA = {  # 15,500 properties, 0.77 MB: compiling it took 1.2 GB
+    "type": "object",
+    "properties": {f"p{i:05}": {"type": "string", "maxLength": 9} for i in range(15_500)},
+}
 
 
 # Characters SQS refuses in a message body (SendMessage): what a dead letter must never hold.
@@ -254,6 +277,37 @@ CASES: dict[str, Case | Any] = {
         ),
     ),
     "json-empty-array": Case("inputs/empty.json", b" [ ] ", FileFailed("empty", "holds no requests")),
+    # structured-output schemas: each fails its line before anything is sent, the rest runs
+    "schemas-invalid-recursive-huge-or-backtracking": Case(
+        "inputs/schemas.jsonl",
+        jsonl(
+            schema_line("regex", {"type": "object", "properties": {"a": {"type": "string", "pattern": "[a-"}}}),
+            schema_line("props", {"type": "object", "properties": "name"}),
+            schema_line("self", {"$ref": "#"}),
+            schema_line(
+                "mutual",
+                {
+                    "definitions": {"a": {"$ref": "#/definitions/b"}, "b": {"allOf": [{"$ref": "#/definitions/a"}]}},
+                    "$ref": "#/definitions/a",
+                },
+            ),
+            schema_line("wide", WIDE_SCHEMA),
+            schema_line("redos", {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}}),
+            p("ok"),
+        ),
+        Ran(
+            "PARTIAL",
+            ("ok",),
+            (
+                bad_schema("regex", "pattern '[a-' is not a valid regular expression: unterminated character set"),
+                bad_schema("props", "#/properties must be an object of schemas"),
+                bad_schema("self", "$ref '#' refers back to itself without going into the answer"),
+                bad_schema("mutual", "refers back to itself without going into the answer"),
+                bad_schema("wide", "characters; the limit is 100,000"),
+                bad_schema("redos", "pattern '^(a+)+$' repeats a part that can match the same text in many ways"),
+            ),
+        ),
+    ),
     # request shapes
     "batch-body-not-an-object": Case(
         "inputs/body.jsonl",
@@ -416,6 +470,12 @@ CASES: dict[str, Case | Any] = {
         FileFailed("invalid_template", "{town} names no column"),
         metadata={"promptdrop-template": "Museums in {town}?"},
     ),
+    "csv-template-naming-an-800-kb-cell-600-times": Case(
+        "inputs/template-600.csv",
+        b"c\n" + b"y" * 800_000 + b"\nOslo\n",
+        Ran("PARTIAL", ("line-3",), (invalid("line-2", "the template builds a prompt of 480,000,000 characters"),)),
+        metadata={"promptdrop-template": "{c}" * 600},  # 1,800 bytes: within S3's 2 KB of metadata
+    ),
     # sizes
     "jsonl-line-over-1-mib": Case(
         "inputs/big-line.jsonl",
@@ -434,6 +494,32 @@ CASES: dict[str, Case | Any] = {
         "inputs/big.json",
         b'[{"prompt": "' + b"v" * MAX_DOCUMENT_BYTES + b'"}]',
         FileFailed("too_large", "use .jsonl for larger files"),
+    ),
+    # numbers past every bound: an integer nothing takes, a budget past what the guard can count
+    "budget-tokens-400-digits": Case(
+        "inputs/budget-digits.jsonl",
+        jsonl(p("a")),
+        FileFailed("invalid_budget", "is not a whole number above 0 and at most 1e+15"),
+        metadata={"promptdrop-budget-tokens": "9" * 400},
+    ),
+    "max-requests-400-digits": Case(
+        "inputs/requests-digits.jsonl",
+        jsonl(p("a")),
+        FileFailed("invalid_budget", "promptdrop-max-requests='99999"),
+        metadata={"promptdrop-max-requests": "9" * 400},
+    ),
+    "max-tokens-10-to-the-400-under-a-dollar-budget": Case(
+        "inputs/max-tokens-huge.jsonl",
+        jsonl(p("a", max_tokens=10**400), p("b", max_tokens=2**63), p("c", seed=-(2**63)), p("d")),
+        Ran(
+            "PARTIAL",
+            ("c", "d"),
+            (
+                invalid("line-1", "outside the signed 64-bit range"),
+                invalid("line-2", "the integer 9223372036854775808"),
+            ),
+        ),
+        metadata={"promptdrop-budget-usd": "5"},
     ),
     # keys
     "key-spaces-unicode-plus-percent": Case(
@@ -647,6 +733,8 @@ def test_a_non_create_s3_event_is_skipped(pipeline: Pipeline) -> None:
         ("PROMPTDROP_REQUEST_TIMEOUT_S", "inf", "PROMPTDROP_REQUEST_TIMEOUT_S='inf': Input should be a finite number"),
         ("PROMPTDROP_OUTPUT_PREFIX", "/results/", "PROMPTDROP_OUTPUT_PREFIX='/results/': S3 key prefixes do not start"),
         ("PROMPTDROP_TABLE", None, "PROMPTDROP_TABLE is not set (DynamoDB table"),
+        ("PROMPTDROP_BUDGET_TOKENS", "9" * 400, "Input should be less than or equal to 1000000000000000"),
+        ("PROMPTDROP_MAX_REQUESTS", "9" * 400, "PROMPTDROP_MAX_REQUESTS='9999999999"),
     ],
 )
 def test_a_bad_configuration_fails_the_invocation_naming_the_variable(
@@ -676,6 +764,25 @@ def test_a_table_that_does_not_exist_hands_the_message_back_until_sqs_dead_lette
 
 
 # -- limits whose enforcement belongs to the AWS adapters (lead engineer) --------------------------
+
+
+def test_ten_dead_letters_of_240_kb_are_sent_in_batches_sqs_accepts(pipeline: Pipeline) -> None:
+    # Given ten long documents the API refuses (400): ten dead letters of ~240 KB each, 2.4 MB in
+    # all, where one SendMessageBatch takes 256 KiB (moto refuses a larger batch, as SQS does)
+    long_docs = [p(f"doc{i}", f"{i} " + "w" * 235_000 + " [[fail:400]]") for i in range(10)]
+    case = Case(
+        "inputs/long-docs.jsonl",
+        jsonl(*long_docs, p("ok")),
+        Ran("PARTIAL", ("ok",), tuple(Failed(f"doc{i}", "http_400", "Injected bad request") for i in range(10))),
+    )
+
+    # When the file runs
+    run(pipeline, case)
+
+    # Then the job ends, every document dead-lettered whole (its request kept: a redrive can send it)
+    dead = pipeline.dlq()
+    assert all(len(m["request"]["body"]["messages"][0]["content"]) > 235_000 for m in dead)
+    check(pipeline, case, dead)
 
 
 def test_a_dead_letter_never_holds_a_character_sqs_refuses(pipeline: Pipeline) -> None:
@@ -709,3 +816,132 @@ def test_an_input_key_near_s3s_limit_gets_output_keys_s3_accepts(pipeline: Pipel
     assert all(len(k.encode()) <= 1024 for k in outputs.values()), outputs
     summary = json.loads(pipeline.s3.get_object(Bucket=pipeline.bucket, Key=outputs["summary"])["Body"].read())
     assert (summary["status"], summary["input"]["key"]) == ("SUCCEEDED", key)
+
+
+# -- an API that answers what no well-behaved API does ---------------------------------------------
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HUGE_CODE = "c" * 250_000
+NOT_SK_KEY = "proj-canary-9f8e7d6c5b4a39281706"  # a key that does not look like sk-…
+
+
+@web.middleware
+async def _hostile(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The fake API, except for prompts holding ``[[huge-code]]`` (a 400 whose error body is 1 MB: a
+    250 KB ``code``) or ``[[echo-key]]`` (a 401 echoing the key sent, whole and in part)."""
+    text = await request.text()
+    if "[[huge-code]]" in text:
+        error = {"message": "refused: " + "m" * 600_000, "type": "t" * 5_000, "code": HUGE_CODE, "param": None}
+        return web.json_response({"error": error}, status=400)
+    if "[[echo-key]]" in text:
+        key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        message = f"Incorrect API key provided: {key} (shown as {key[:8]}{'*' * 16}{key[-4:]})."
+        error = {"message": message, "type": "invalid_request_error", "code": "invalid_api_key", "param": key}
+        return web.json_response({"error": error}, status=401)
+    return await handler(request)
+
+
+@pytest.fixture
+def hostile(pipeline: Pipeline) -> Iterator[Pipeline]:
+    """``pipeline`` against the fake API behind :func:`_hostile` (its stats count what reached the fake)."""
+    server = RunningFakeOpenAI(FakeOpenAIConfig(require_api_key=API_KEY))
+    server.app.middlewares.append(_hostile)
+    server.start()
+    try:
+        pipeline.configure(OPENAI_BASE_URL=server.base_url)
+        runtime.shutdown()  # the SDK reads OPENAI_BASE_URL when the client is built
+        yield dataclasses.replace(pipeline, server=server)
+    finally:
+        runtime.shutdown()
+        server.stop()
+
+
+def test_an_error_body_with_a_250_kb_code_is_stored_and_sent_bounded(hostile: Pipeline) -> None:
+    # Given a line the API refuses with an error body of 1 MB (a 250 KB code, a 600 KB message)
+    code = HUGE_CODE[: MAX_ERROR_CODE_CHARS - 1] + "…"
+    case = Case(
+        "inputs/huge-code.jsonl",
+        jsonl(p("a", "refuse me [[huge-code]]"), p("b")),
+        Ran("PARTIAL", ("b",), (Failed("a", code, "refused: mmm"),), api_calls=1),  # a: answered by the middleware
+    )
+
+    # When the file runs
+    run(hostile, case)
+
+    # Then the job ends, and every copy of the error is bounded: the dead letter, the item, the errors file
+    dead = hostile.dlq()
+    (letter,) = dead
+    assert len(json.dumps(letter)) < 20_000
+    assert len(letter["error"]["message"]) == MAX_ERROR_MESSAGE_CHARS
+    item = hostile.items(hostile.summary(case.key)["job_id"])["REQ#a"]
+    assert len(str(item["error"])) < 20_000
+    check(hostile, case, dead)
+
+
+def everything_written(pipe: Pipeline) -> str:
+    texts = [
+        pipe.s3.get_object(Bucket=pipe.bucket, Key=obj["Key"])["Body"].read().decode()
+        for obj in pipe.s3.list_objects_v2(Bucket=pipe.bucket, Prefix="results/").get("Contents", [])
+    ]
+    texts += [json.dumps(item) for item in pipe.ddb.scan(TableName=pipe.stack.table)["Items"]]
+    texts += [json.dumps(m) for m in pipe.dlq_peek()]
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize("echo", ["the fake's own 401 (part of the key)", "the whole key, and part of it"])
+def test_a_key_not_shaped_sk_echoed_by_a_401_is_masked_everywhere(
+    hostile: Pipeline, echo: str, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a configured key that does not look like sk-…, and an API whose 401 echoes it
+    hostile.stack_secret(NOT_SK_KEY)
+    marker = " [[echo-key]]" if echo.startswith("the whole") else ""
+    key = "inputs/echo-key.jsonl"
+    hostile.put(key, jsonl(*(p(f"k{i}", f"key {i}{marker}") for i in range(5))))
+
+    # When the file runs and the API refuses the key
+    hostile.drain()
+    assert hostile.summary(key)["status"] == "FAILED"
+
+    # Then the reason is kept, and no part of the key is in the outputs, the journal, the DLQ or the logs
+    written = everything_written(hostile) + capsys.readouterr().out + capsys.readouterr().err + caplog.text
+    assert "Incorrect API key provided" in written
+    for part in (NOT_SK_KEY, NOT_SK_KEY[:8], NOT_SK_KEY[-4:]):
+        assert part not in written
+
+
+def test_out_csv_cells_that_a_spreadsheet_reads_as_formulas_are_written_as_they_are(pipeline: Pipeline) -> None:
+    # Given a .csv whose carried cells start with what a spreadsheet reads as a formula (README, Outputs)
+    formulas = ["=1+1", "+47 22", "-5", "@SUM(A1)", "\t=2+2", "\r=3+3"]
+    rows = "".join(f'r{i},hello,"{cell}"\r\n' for i, cell in enumerate(formulas))
+    pipeline.put("inputs/formulas.csv", ("custom_id,prompt,note\r\n" + rows).encode())
+
+    # When it runs
+    pipeline.drain()
+
+    # Then the .out.csv carries each cell unchanged: the README warns, the data is not altered
+    text = pipeline.output("inputs/formulas.csv", ".out.csv").decode("utf-8-sig")
+    table = list(csv.reader(io.StringIO(text, newline="")))
+    assert [row[2] for row in table[1:]] == formulas
+    assert [row[4] for row in table[1:]] == ["SUCCEEDED"] * len(formulas)
+
+
+def test_a_file_naming_hundreds_of_models_joins_the_shared_limits_of_20(pipeline: Pipeline) -> None:
+    # Given a file whose every line names its own model (each seat costs a renewal every few seconds)
+    models = [f"gpt-4o-mini-variant-{i}" for i in range(300)]
+    case = Case(
+        "inputs/many-models.jsonl",
+        jsonl(*(p(f"m{i}", model=model) for i, model in enumerate(models))),
+        Ran("SUCCEEDED", tuple(f"m{i}" for i in range(len(models)))),
+    )
+
+    # When it runs
+    run(pipeline, case)
+
+    # Then every line is answered, and the run sat in the shared limits of 20 models, not 300
+    check(pipeline, case)
+    seats = pipeline.ddb.scan(
+        TableName=pipeline.stack.table,
+        FilterExpression="begins_with(pk, :budget)",
+        ExpressionAttributeValues={":budget": {"S": "BUDGET#"}},
+    )["Items"]
+    assert len(seats) == 20

@@ -142,6 +142,6 @@ def test_a_schema_that_cannot_be_compiled_fails_its_line_before_it_is_sent(pipel
     pipeline.put(key, chat("remote-ref", "x", bad))
     pipeline.drain()
     (error,) = pipeline.jsonl(key, ".errors.jsonl")
-    assert error["error"]["code"] == "invalid_line"
+    assert error["error"]["code"] == "invalid_schema"
     assert "only references within the schema itself" in error["error"]["message"]
     assert pipeline.server.stats()["requests"] == 0

@@ -149,6 +149,10 @@ def test_limits_come_from_the_job_then_the_upload_then_the_environment() -> None
         ("promptdrop-budget-usd", "inf"),
         ("promptdrop-budget-tokens", "1.5"),
         ("promptdrop-max-requests", "0"),
+        ("promptdrop-budget-tokens", "9" * 400),  # past MAX_COUNT: the guard's float arithmetic would overflow
+        ("promptdrop-max-requests", "9" * 400),
+        ("promptdrop-budget-usd", "1" + "0" * 300),
+        ("promptdrop-budget-tokens", "9" * 5000),  # past Python's int conversion limit
     ],
 )
 def test_a_budget_in_the_metadata_that_is_not_a_positive_number_rejects_the_file(name: str, value: str) -> None:

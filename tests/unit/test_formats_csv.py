@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -101,3 +102,19 @@ async def test_csv_parameter_cells_that_are_not_standard_json_are_sent_as_text()
 async def test_csv_with_nul_bytes_and_crlf() -> None:
     items = await parse(b"prompt,custom_id\r\nhi\x00there,a\r\n\r\nok,b\r\n")
     assert [(i.line, i.custom_id, type(i).__name__) for i in items] == [(2, "a", "Request"), (3, "b", "Request")]
+
+
+async def test_a_template_prompt_past_the_request_limit_fails_its_row_before_it_is_built() -> None:
+    # Given a template naming one column 600 times, and a row whose cell is 800 KB (480 MB of prompt)
+    tracemalloc.start()
+    try:
+        big, small = await parse(b"c\n" + b"y" * 800_000 + b"\nOslo\n", template="{c}" * 600)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    # Then that row fails alone, the next runs, and the prompt was never built (a few MB, not 480)
+    assert isinstance(big, LineError)
+    assert "the template builds a prompt of 480,000,000 characters" in big.message
+    assert isinstance(small, Request)
+    assert peak < 50_000_000

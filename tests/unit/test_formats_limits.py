@@ -55,6 +55,8 @@ async def one_bad_line(bad: bytes) -> LineError:
         (b'{"prompt": "x", "temperature": -Infinity}', "line-2", "-Infinity is not valid JSON"),
         (b'{"prompt": "x", "temperature": 1e400}', "line-2", "1e400 is too large for a 64-bit float"),
         (b'{"prompt": "x", "seed": ' + b"9" * 5000 + b"}", "line-2", "an integer of 5,000 digits"),
+        (b'{"prompt": "x", "max_tokens": 1' + b"0" * 400 + b"}", "line-2", "outside the signed 64-bit range"),
+        (b'{"prompt": "x", "seed": -9223372036854775809}', "line-2", "the integer -9223372036854775809 is outside"),
         (b'{"prompt": "a", "prompt": "b"}', "line-2", 'the key "prompt" appears twice'),
         (b'{"prompt": "a", "metadata": {"k": 1, "k": 2}}', "line-2", 'the key "k" appears twice'),
         (b'{"prompt": "x\x01y"}', "line-2", "Invalid control character"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from promptdrop.engine.membership import LEASE_S, RENEW_MAX_S
+from promptdrop.engine.membership import LEASE_S, MAX_SHARED_MODELS, RENEW_MAX_S
 from promptdrop.engine.model_limiters import ModelLimiters
 from promptdrop.engine.rate_limiter import INITIAL_WINDOW, MIN_SHARE
 from promptdrop.engine.request import Request
@@ -131,3 +131,25 @@ async def test_a_steady_run_renews_rarely() -> None:
     # Then its renewals spaced out (1, 2, 4, 8, then every 10 s): a join, 15 renewals, a leave
     print(f"shared calls in 120 s: {shared.calls}")
     assert shared.calls <= 17
+
+
+async def test_a_run_shares_the_limits_of_its_first_20_models_and_runs_the_rest_on_their_own() -> None:
+    # Given a file naming 3,000 models (the cost of coordination: a renewal per seat every few seconds)
+    clock = Timeline()
+    shared = MemorySharedLimits(clock)
+    limiters = container(clock, shared, rpm=600)
+    models = [f"model-{i}" for i in range(3_000)]
+    async with limiters.membership() as run:
+        # When the run sends to each of them
+        got = [await run.limiter_for(request(m)) for m in models]
+        joined = shared.calls
+        await clock.advance(60)
+        per_minute = shared.calls - joined
+
+    # Then only the first 20 joined the shared limits; each model still has its own limiter
+    assert MAX_SHARED_MODELS == 20
+    assert set(shared.leases) == set(models[:MAX_SHARED_MODELS])
+    assert joined == MAX_SHARED_MODELS
+    assert len({id(limiter) for limiter in got}) == len(models)
+    assert got[2_999] is limiters.limiter("model-2999")
+    assert per_minute <= MAX_SHARED_MODELS * 12  # ~9 renewals a seat in a steady minute, and its leave

@@ -32,6 +32,13 @@ def _environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         ("PROMPTDROP_DEADLINE_MARGIN_S", "-1", "PROMPTDROP_DEADLINE_MARGIN_S='-1'"),
         ("PROMPTDROP_OUTPUT_PREFIX", "/results/", "PROMPTDROP_OUTPUT_PREFIX='/results/': S3 key prefixes do not start"),
         ("PROMPTDROP_SHARD_BYTES", "x" * 500, "PROMPTDROP_SHARD_BYTES='" + "x" * 80 + "…'"),
+        # every number bounded: a 400-digit one would overflow the pace's and the cost guard's floats
+        ("PROMPTDROP_BUDGET_TOKENS", "9" * 400, "Input should be less than or equal to 1000000000000000"),
+        ("PROMPTDROP_MAX_REQUESTS", "9" * 400, "Input should be less than or equal to 1000000000000000"),
+        ("PROMPTDROP_RPM", "9" * 400, "PROMPTDROP_RPM='999"),
+        ("PROMPTDROP_TPM", "9" * 400, "Input should be less than or equal to 1000000000000000"),
+        ("PROMPTDROP_BUDGET_USD", "1e300", "Input should be less than or equal to 1000000000000000"),
+        ("PROMPTDROP_SECRET_TTL_S", "1e300", "PROMPTDROP_SECRET_TTL_S='1e300'"),
     ],
 )
 def test_a_bad_value_names_its_variable(

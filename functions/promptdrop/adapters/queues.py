@@ -3,25 +3,46 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from ..messages import FileFailure, PromptFailure, UnitMessage
+from ..messages import MAX_BODY_BYTES, FileFailure, PromptFailure, UnitMessage
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
-__all__ = ["MessageSender", "QueueSendError"]
+__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_MESSAGES", "MessageSender", "QueueSendError", "batches"]
 
-_BATCH = 10  # SendMessageBatch's limit
+# SendMessageBatch takes at most 10 messages, and at most 256 KiB in all (the sum of their bodies):
+# ten dead letters of 240 KB each are ten batches, not one SQS refuses whole.
+BATCH_MAX_MESSAGES = 10
+BATCH_MAX_BYTES = 262_144
 
 
 class QueueSendError(Exception):
     """Some messages could not be sent even after retrying (they must not be dropped silently)."""
 
 
+def batches(bodies: Sequence[str]) -> Iterator[list[str]]:
+    """``bodies`` in order, cut into batches SQS accepts: at most 10 of them and 256 KiB in all. Every
+    body is at most ``messages.MAX_BODY_BYTES`` (each message's ``dump`` trims it), so each fits alone."""
+    batch: list[str] = []
+    size = 0
+    for body in bodies:
+        length = len(body.encode())
+        if length > MAX_BODY_BYTES:
+            raise ValueError(f"a message body of {length:,} bytes: messages.dump keeps it under {MAX_BODY_BYTES:,}")
+        if batch and (len(batch) == BATCH_MAX_MESSAGES or size + length > BATCH_MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(body)
+        size += length
+    if batch:
+        yield batch
+
+
 class MessageSender:
-    """Sends messages in batches of 10, retrying the entries SQS reports as failed."""
+    """Sends messages in batches SQS accepts (:func:`batches`), retrying the entries SQS reports as failed."""
 
     def __init__(self, client: SQSClient) -> None:
         self._sqs = client
@@ -29,9 +50,8 @@ class MessageSender:
     async def send(
         self, queue_url: str, messages: Sequence[UnitMessage | PromptFailure | FileFailure], *, attempts: int = 3
     ) -> None:
-        bodies = [m.dump() for m in messages]
-        for start in range(0, len(bodies), _BATCH):
-            pending = {str(i): body for i, body in enumerate(bodies[start : start + _BATCH])}
+        for batch in batches([m.dump() for m in messages]):
+            pending = {str(i): body for i, body in enumerate(batch)}
             for attempt in range(attempts):
                 if attempt:
                     await asyncio.sleep(0.1 * 2**attempt)  # entries SQS failed for its own reasons: back off

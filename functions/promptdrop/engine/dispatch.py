@@ -105,8 +105,10 @@ class Dispatcher:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        secrets: tuple[str, ...] = (),
     ) -> None:
         self._send = send
+        self._secrets = secrets  # the API key(s) sent: masked in whatever the API answers back
         self._limiters = limiter if isinstance(limiter, ModelLimiters) else ModelLimiters.single(limiter)
         self._patience_s = rate_limit_patience_s
         self._concurrency = max_concurrency
@@ -115,8 +117,7 @@ class Dispatcher:
         self._answers = answers or AnswerCheck()
         self._backoff_base = backoff_base_s
         self._backoff_cap = backoff_cap_s
-        self._clock = clock
-        self._sleep = sleep
+        self._clock, self._sleep = clock, sleep
         self._rng = rng or random.Random()
         self._admitting = 0  # workers waiting for admission (rate limits, slow start)
 
@@ -220,7 +221,7 @@ class Dispatcher:
                     limiter.release()
                 data = parse_answer(request.endpoint, reply.content, reply.status_code)
             except (openai.APIError, MalformedResponse, RequestTooLarge) as exc:
-                info = classify(exc)
+                info = classify(exc, secrets=self._secrets)
                 if isinstance(exc, openai.APIStatusError):
                     headers = exc.response.headers
             else:

@@ -11,12 +11,14 @@ import email.utils
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import openai
+
+from ..records import MAX_ERROR_MESSAGE_CHARS, ErrorRecord, FailureCode
 
 __all__ = [
     "MAX_RETRY_AFTER_S",
@@ -33,7 +35,6 @@ __all__ = [
 
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
 _FATAL_CODES = frozenset({"insufficient_quota", "invalid_api_key", "account_deactivated", "billing_hard_limit_reached"})
-_MAX_MESSAGE = 1000
 # The longest server-requested wait honoured, as the SDK does (it refuses retry-after over two
 # minutes): a hostile or broken header must not park a run until its deadline.
 MAX_RETRY_AFTER_S = 120.0
@@ -49,40 +50,64 @@ class Disposition(Enum):
 
 @dataclass(slots=True, frozen=True)
 class ErrorInfo:
-    """Why a call failed, in the shape of the DLQ message's ``error`` field."""
+    """Why a call failed (``error``: what is stored and sent of it) and what the engine does about it."""
 
-    type: str
-    code: str
-    message: str
+    error: ErrorRecord
     disposition: Disposition
-    status_code: int | None = None
     retry_after: float | None = None  # seconds the server asked us to wait (a 429: or its x-ratelimit-reset-*)
     rate_limited: bool = False  # a 429 for rate (not quota): a signal to slow down, not a failure
     body: dict[str, Any] | None = None  # the API's error body, when it answered
     request_id: str | None = None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "code": self.code,
-            "status_code": self.status_code,
-            "message": self.message,
-        }
+    @property
+    def type(self) -> str:
+        return self.error.type
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def message(self) -> str:
+        return self.error.message
+
+    @property
+    def status_code(self) -> int | None:
+        return self.error.status_code
 
 
 # An API key (OpenAI's ``sk-…`` forms, or any bearer token) that an error message echoes back: it
 # must not reach the errors file, the journal, a dead letter or a log (README, "Limits"…"Secrets").
 _SECRET = re.compile(r"(?i)\b(sk-|bearer\s+)[A-Za-z0-9_\-*.]{6,}")
+# A configured secret shorter than this is not masked by value: it would mask ordinary words.
+_MIN_SECRET_CHARS = 8
 
 
-def redact(value: Any) -> Any:
-    """``value`` (a string, or a JSON value holding strings) with every API key masked."""
+def _own_values(secrets: Iterable[str]) -> re.Pattern[str] | None:
+    """The secrets' own values, whatever their shape, and the API's partial echo of one (its first
+    characters, a run of ``*``, its last ones: ``abcdefgh*****wxyz``)."""
+    forms = [
+        f"{re.escape(s)}|{re.escape(s[:4])}[^\\s*]{{0,12}}\\*{{3,}}[^\\s*.,;:'\"]{{0,12}}"
+        for s in secrets
+        if len(s) >= _MIN_SECRET_CHARS
+    ]
+    return re.compile("|".join(forms)) if forms else None
+
+
+def redact(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """``value`` (a string, or a JSON value holding strings) with every API key masked: the shapes
+    keys have, and the values of ``secrets`` (the keys this process holds, passed in by who knows them)."""
+    return _redact(value, _own_values(secrets))
+
+
+def _redact(value: Any, own: re.Pattern[str] | None) -> Any:
     if isinstance(value, str):
-        return _SECRET.sub(lambda m: m.group(1) + "[redacted]", value)
+        masked = own.sub("[redacted]", value) if own is not None else value
+        return _SECRET.sub(lambda m: m.group(1) + "[redacted]", masked)
     if isinstance(value, dict):
-        return {k: redact(v) for k, v in value.items()}
+        return {k: _redact(v, own) for k, v in value.items()}
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [_redact(v, own) for v in value]
     return value
 
 
@@ -161,8 +186,10 @@ def _status_disposition(status: int, code: str | None) -> Disposition:
     return Disposition.PERMANENT
 
 
-def classify(exc: BaseException) -> ErrorInfo:
-    """Map an exception raised by a call (the SDK's, or our own response checks) to an ErrorInfo."""
+def classify(exc: BaseException, *, secrets: Iterable[str] = ()) -> ErrorInfo:
+    """Map an exception raised by a call (the SDK's, or our own response checks) to an ErrorInfo;
+    every text the API sent back masked of ``secrets`` and of anything shaped like a key."""
+    own = _own_values(secrets)
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         # The SDK keeps only the inner "error" object; the Batch API output carries the whole body.
@@ -173,48 +200,40 @@ def classify(exc: BaseException) -> ErrorInfo:
         disposition = _status_disposition(status, code)
         rate_limited = status == 429 and disposition is Disposition.TRANSIENT
         headers = exc.response.headers
+        error = ErrorRecord(
+            _redact(kind or type(exc).__name__, own),
+            _redact(code or f"http_{status}", own),
+            _redact((message or str(exc))[:MAX_ERROR_MESSAGE_CHARS], own),
+            status,
+        )
         return ErrorInfo(
-            type=kind or type(exc).__name__,
-            code=code or f"http_{status}",
-            message=redact((message or str(exc))[:_MAX_MESSAGE]),
-            disposition=disposition,
-            status_code=status,
+            error,
+            disposition,
             retry_after=rate_limit_wait_s(headers) if rate_limited else retry_after_s(headers),
             rate_limited=rate_limited,
-            body=redact(raw_body),
+            body=_redact(raw_body, own),
             request_id=exc.response.headers.get("x-request-id"),
         )
     if isinstance(exc, openai.APITimeoutError):
-        return ErrorInfo("timeout", "timeout", "the API call timed out", Disposition.TRANSIENT)
+        timeout = FailureCode.TIMEOUT
+        return ErrorInfo(ErrorRecord(timeout, timeout, "the API call timed out"), Disposition.TRANSIENT)
     if isinstance(exc, openai.APIConnectionError):
-        cause = exc.__cause__ or exc
-        return ErrorInfo(
-            "connection_error",
-            "connection_error",
-            f"{type(cause).__name__}: {cause}"[:_MAX_MESSAGE],
-            Disposition.TRANSIENT,
-        )
+        cause, failed = exc.__cause__ or exc, FailureCode.CONNECTION_ERROR
+        why = _redact(f"{type(cause).__name__}: {cause}"[:MAX_ERROR_MESSAGE_CHARS], own)
+        return ErrorInfo(ErrorRecord(failed, failed, why), Disposition.TRANSIENT)
     if isinstance(exc, MalformedResponse):
-        return ErrorInfo(
-            "malformed_response",
-            "malformed_response",
-            str(exc)[:_MAX_MESSAGE],
-            Disposition.TRANSIENT,
-            status_code=exc.status_code,
-        )
+        malformed = FailureCode.MALFORMED_RESPONSE
+        why = _redact(str(exc)[:MAX_ERROR_MESSAGE_CHARS], own)
+        return ErrorInfo(ErrorRecord(malformed, malformed, why, exc.status_code), Disposition.TRANSIENT)
     if isinstance(exc, UnusableAnswer):
         # Permanent once the dispatcher has spent its output attempts on it; the answer is kept
         # (the error line's response body): it was paid for.
-        return ErrorInfo(
-            "invalid_output",
-            exc.code,
-            redact(str(exc)[:_MAX_MESSAGE]),
-            Disposition.PERMANENT,
-            status_code=exc.status_code,
-            body=exc.body,
-        )
+        why = _redact(str(exc)[:MAX_ERROR_MESSAGE_CHARS], own)
+        error = ErrorRecord(FailureCode.INVALID_OUTPUT, exc.code, why, exc.status_code)
+        return ErrorInfo(error, Disposition.PERMANENT, body=exc.body)
     if isinstance(exc, RequestTooLarge):
-        return ErrorInfo("request_too_large", "request_too_large", str(exc), Disposition.PERMANENT)
+        too_large = FailureCode.REQUEST_TOO_LARGE
+        return ErrorInfo(ErrorRecord(too_large, too_large, str(exc)), Disposition.PERMANENT)
     raise exc  # a bug of ours: let it surface rather than dress it up as an API failure
 
 
@@ -244,20 +263,18 @@ class UnusableAnswer(Exception):
 __all__ += ["MalformedResponse", "RequestTooLarge", "UnusableAnswer"]
 
 
-RATE_LIMITED_UNTIL_DEADLINE = "rate_limited_until_deadline"
+RATE_LIMITED_UNTIL_DEADLINE = FailureCode.RATE_LIMITED_UNTIL_DEADLINE
 
 
 def rate_limited_too_long(info: ErrorInfo, times: int, patience_s: float) -> ErrorInfo:
     """The failure of a request a run with no deadline (a redrive) stopped waiting for: still 429."""
+    why = (
+        f"answered 429 (rate limit) {times} times over {patience_s:.0f} s, in a run with no deadline to hand "
+        f"it back to (a redrive); the last answer: {info.message}"
+    )
     return ErrorInfo(
-        type=info.type,
-        code=RATE_LIMITED_UNTIL_DEADLINE,
-        message=(
-            f"answered 429 (rate limit) {times} times over {patience_s:.0f} s, in a run with no deadline to hand "
-            f"it back to (a redrive); the last answer: {info.message}"
-        )[:1000],
-        disposition=Disposition.TRANSIENT,
-        status_code=info.status_code,
+        ErrorRecord(info.type, RATE_LIMITED_UNTIL_DEADLINE, why, info.status_code),
+        Disposition.TRANSIENT,
         body=info.body,
         request_id=info.request_id,
     )

@@ -13,6 +13,11 @@ renewals long: a run that dies gives its share back within it.
 
 A failing shared-limits store (throttled table, network) never fails a run: the run keeps the share it had
 (alone, if it never joined) and tries again at the next renewal; the 429 signal covers the rest.
+
+A run joins the shared limits of at most :data:`MAX_SHARED_MODELS` models, the first it sends to;
+each later one runs on its own limiter, paced by its 429s alone (as with ``PROMPTDROP_SHARE_LIMITS=false``).
+Every seat costs a renewal call every few seconds: a file naming 3,000 models would cost 3 calls an
+answer, where a few models cost a handful per thousand.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from .rate_limiter import LONG_PAUSE_S, RateLimiter
 from .request import Request
 from .shared_limits import Observed, Share, SharedLimits
 
-__all__ = ["LEASE_S", "RENEW_MAX_S", "RENEW_MIN_S", "Membership"]
+__all__ = ["LEASE_S", "MAX_SHARED_MODELS", "RENEW_MAX_S", "RENEW_MIN_S", "Membership"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +40,7 @@ RENEW_MIN_S = 0.5
 RENEW_MAX_S = 10.0
 LEASE_S = 3 * RENEW_MAX_S
 _TICK_S = 0.25  # how often the renewal loop looks at what is due (no call unless something is)
+MAX_SHARED_MODELS = 20  # models one run shares the limits of; the rest run on their own limiters
 
 
 @dataclass(slots=True)
@@ -81,11 +87,13 @@ class Membership:
         seat = self._seats.get(model)
         if seat is not None:
             return seat.limiter
-        if self._shared is None:
-            return self._limiter_of(model)
+        if self._shared is None or len(self._seats) >= MAX_SHARED_MODELS:
+            return self._limiter_of(model)  # unshared: its 429s alone pace it
         async with self._joining:  # the first workers of a model wait for one join, not one each
             seat = self._seats.get(model)
             if seat is None:
+                if len(self._seats) >= MAX_SHARED_MODELS:  # filled while this worker waited
+                    return self._limiter_of(model)
                 seat = await self._join(model, self._shared)
         return seat.limiter
 

@@ -6,7 +6,8 @@ validation, and about 95 ms less to import on a cold start; the README's "Struct
 section has the figures). It is imported on first use only: a file without structured output
 never pays for it.
 
-A schema comes from the user's request, so compiling one is kept safe: a ``$ref`` to anything but
+A schema comes from the user's request, so compiling one is kept safe: it is checked first
+(:mod:`.schema_check`: its shape, size, references and regular expressions), a ``$ref`` to anything but
 the schema itself (a URL, a file) is refused instead of fetched, defaults are never written into
 an answer, and at most :data:`MAX_SCHEMAS` compiled validators are kept (least recently used
 dropped). The cache key is the schema's canonical JSON (keys sorted), so the same schema written
@@ -19,6 +20,8 @@ import functools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from .schema_check import schema_problem
 
 __all__ = ["ANY_OBJECT", "MAX_SCHEMAS", "SchemaError", "canonical", "check_schema", "validate"]
 
@@ -60,14 +63,18 @@ def canonical(schema: object) -> str:
 def _compiled(schema_json: str) -> Callable[[Any], Any]:
     import fastjsonschema  # on first use: a cold start without schemas never loads it
 
+    schema = json.loads(schema_json)
+    problem = schema_problem(schema, schema_json)  # before compiling: bounded, and safe to run
+    if problem is not None:
+        raise SchemaError(problem)
     try:
         validate: Callable[[Any], Any] = fastjsonschema.compile(
-            json.loads(schema_json), handlers=_NoRemoteRefs(), use_default=False, detailed_exceptions=True
+            schema, handlers=_NoRemoteRefs(), use_default=False, detailed_exceptions=True
         )
     except SchemaError:
         raise
-    except (fastjsonschema.JsonSchemaDefinitionException, ValueError, TypeError, RecursionError) as exc:
-        raise SchemaError(f"the JSON schema cannot be used: {exc}"[:500]) from None
+    except Exception as exc:  # the user's schema, whatever the compiler trips on: that line fails
+        raise SchemaError(f"the JSON schema cannot be used: {type(exc).__name__}: {exc}"[:500]) from None
     return validate
 
 
@@ -84,6 +91,8 @@ def validate(schema_json: str, value: Any) -> str | None:
         _compiled(schema_json)(value)
     except fastjsonschema.JsonSchemaValueException as exc:
         return str(exc.message)
+    except RecursionError:  # an answer nested deeper than a recursive schema can follow
+        return "the answer nests too deep to be checked against the schema"
     return None
 
 

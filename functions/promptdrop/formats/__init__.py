@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from ..engine.request import Endpoint
+from ..records import FailureCode
 from .csv_rows import CSV_TEMPLATE_METADATA, parse_csv
 from .documents import decode_whole, parse_json, read_all, txt_request
 from .jsonl import custom_id_of, parse_jsonl, split_lines
@@ -74,7 +75,7 @@ async def parse_stream(
     file_endpoint = Endpoint.of(endpoint)
     if file_endpoint is None:
         raise FileRejected(
-            "invalid_endpoint",
+            FailureCode.INVALID_ENDPOINT,
             f"{ENDPOINT_METADATA} {shown(endpoint, 80)!r} is not an endpoint promptdrop sends; "
             f"use one of {', '.join(e.value for e in Endpoint)}",
         )
@@ -103,7 +104,7 @@ async def parse_stream(
                 yield item
     else:
         raise FileRejected(
-            "unsupported_format", f"unknown suffix {shown(suffix, 40) or '(none)'!r}; use one of {SUFFIXES}"
+            FailureCode.UNSUPPORTED_FORMAT, f"unknown suffix {shown(suffix, 40) or '(none)'!r}; use one of {SUFFIXES}"
         )
     if not produced and start == 0:
-        raise FileRejected("empty", "the file holds no requests (empty or only blank lines)")
+        raise FileRejected(FailureCode.EMPTY, "the file holds no requests (empty or only blank lines)")

@@ -19,8 +19,9 @@ from typing import Any
 
 from ..engine.endpoints import parameters
 from ..engine.request import Endpoint
+from ..records import FailureCode
 from .json_text import decode
-from .limits import MAX_DOCUMENT_BYTES, shown
+from .limits import MAX_DOCUMENT_BYTES, MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed
 from .shapes import ENDPOINT_FIELD, custom_id_or_default, request_from_object
 
@@ -36,16 +37,18 @@ def _compile_template(template: str, columns: list[str]) -> list[tuple[str, str 
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise FileRejected("invalid_template", f"the prompt template is not valid: {exc}") from None
+        raise FileRejected(FailureCode.INVALID_TEMPLATE, f"the prompt template is not valid: {exc}") from None
     compiled: list[tuple[str, str | None]] = []
     for literal, name, spec, conversion in parts:
         if name is not None and (spec or conversion or name not in columns):
             field = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
             why = "takes a column name alone" if name in columns else f"names no column of the .csv ({columns})"
-            raise FileRejected("invalid_template", f"the prompt template's {field} {why}")
+            raise FileRejected(FailureCode.INVALID_TEMPLATE, f"the prompt template's {field} {why}")
         compiled.append((literal, name))
     if not any(name for _, name in compiled):
-        raise FileRejected("invalid_template", "the prompt template uses no column: every row would ask the same")
+        raise FileRejected(
+            FailureCode.INVALID_TEMPLATE, "the prompt template uses no column: every row would ask the same"
+        )
     return compiled
 
 
@@ -83,7 +86,7 @@ def _check_quoting(text: str) -> None:
             rows += bool(record)
     except csv.Error as exc:
         raise FileRejected(
-            "invalid_csv",
+            FailureCode.INVALID_CSV,
             f"row {rows + 1} (read up to line {reader.line_num}): {exc}. A cell holding a comma, a quote or a "
             'line break must be quoted, each quote inside it doubled ("say ""hi"""). Nothing was sent',
         ) from None
@@ -95,14 +98,14 @@ def _header(record: list[str], template: str | None) -> tuple[list[str], list[tu
     twice = sorted({name for name in named if named.count(name) > 1})
     if twice:
         raise FileRejected(
-            "invalid_csv",
+            FailureCode.INVALID_CSV,
             f"the header names {', '.join(repr(shown(n, 60)) for n in twice)} more than once: "
             "each column needs its own name",
         )
     parts = _compile_template(template, named) if template is not None else None
     if parts is None and "prompt" not in named:
         raise FileRejected(
-            "invalid_csv",
+            FailureCode.INVALID_CSV,
             f'a .csv needs a "prompt" column, or a prompt template in its {CSV_TEMPLATE_METADATA} metadata; '
             f"found {[shown(n, 60) for n in named]}",
         )
@@ -118,7 +121,7 @@ def parse_csv(
     records = _rows(text)
     header = next(records, None)
     if header is None:
-        raise FileRejected("empty", "the .csv holds no rows")
+        raise FileRejected(FailureCode.EMPTY, "the .csv holds no rows")
     names, parts = _header(header, template)
     used = {name for _, name in parts or () if name}
     prompt_columns = used if parts is not None else {"prompt"}
@@ -154,6 +157,16 @@ def parse_csv(
                     row_number, custom_id, f"the template's columns {sorted(used)} are all empty", columns=cells
                 )
                 continue
+            # Measured before it is built: a template naming an 800 KB cell 600 times would build
+            # 480 MB only for the request's size check to refuse it.
+            size = sum(len(literal) + (len(row.get(name) or "") if name else 0) for literal, name in parts)
+            if size > MAX_REQUEST_BYTES:  # characters: at least as many bytes
+                why = (
+                    f"the template builds a prompt of {size:,} characters from this row; a request is at most "
+                    f"{MAX_REQUEST_BYTES:,} bytes (1 MiB)"
+                )
+                yield LineError(row_number, custom_id, why, columns=cells)
+                continue
             prompt = "".join(literal + (row.get(name) or "" if name else "") for literal, name in parts)
         else:
             prompt = row.get("prompt") or ""
@@ -176,4 +189,4 @@ def parse_csv(
         )
         yield replace(item, columns=cells) if isinstance(item, LineError) else item
     if not produced:
-        raise FileRejected("empty", "the .csv has a header but no rows")
+        raise FileRejected(FailureCode.EMPTY, "the .csv has a header but no rows")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ..engine.request import Endpoint
+from ..records import FailureCode
 from .json_text import JsonRefused, lenient_end, nesting_too_deep, skip_whitespace, strict_decoder
 from .jsonl import utf16_rejected
 from .limits import MAX_NESTING, custom_id_problem
@@ -30,7 +31,7 @@ async def read_all(chunks: AsyncIterator[bytes], *, limit: int, why: str) -> byt
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
                 await aclose()  # stop the download now rather than when the generator is collected
-            raise FileRejected("too_large", f"the file is larger than {limit:,} bytes: {why}")
+            raise FileRejected(FailureCode.TOO_LARGE, f"the file is larger than {limit:,} bytes: {why}")
         parts.append(chunk)
     return b"".join(parts)
 
@@ -41,7 +42,7 @@ def decode_whole(data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FileRejected("undecodable", f"the file is not valid UTF-8 text (byte {exc.start})") from None
+        raise FileRejected(FailureCode.UNDECODABLE, f"the file is not valid UTF-8 text (byte {exc.start})") from None
 
 
 class _Refused:
@@ -56,7 +57,7 @@ class _Refused:
 def _syntax_error(text: str, index: int, message: str) -> FileRejected:
     line = text.count("\n", 0, index) + 1
     column = index - text.rfind("\n", 0, index)
-    return FileRejected("invalid_json", f"not valid JSON: {message} at line {line} column {column}")
+    return FileRejected(FailureCode.INVALID_JSON, f"not valid JSON: {message} at line {line} column {column}")
 
 
 class _Items:
@@ -103,7 +104,8 @@ class _Items:
         if (at := nesting_too_deep(text, MAX_NESTING + is_array)) is not None:
             line = text.count("\n", 0, at) + 1
             raise FileRejected(
-                "too_deep", f"arrays and objects nest deeper than {MAX_NESTING} levels in a request (line {line})"
+                FailureCode.TOO_DEEP,
+                f"arrays and objects nest deeper than {MAX_NESTING} levels in a request (line {line})",
             )
         if is_array:
             items, end = self.array(start + 1)
@@ -119,7 +121,7 @@ class _Items:
 def parse_json(text: str, default_model: str, endpoint: Endpoint = Endpoint.CHAT) -> Iterator[Parsed]:
     items = _Items(text).all()
     if not items:
-        raise FileRejected("empty", "the JSON array holds no requests")
+        raise FileRejected(FailureCode.EMPTY, "the JSON array holds no requests")
     for i, item in enumerate(items, start=1):
         if isinstance(item, _Refused):
             yield LineError(i, f"item-{i}", item.reason)

@@ -39,9 +39,16 @@ def _finite_float(text: str) -> float:
 
 def _bounded_int(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:  # longer than Python's int/str conversion limit (4,300 digits by default)
         raise JsonRefused(f"an integer of {len(text):,} digits is too long: no parameter takes one") from None
+    # Past 64 bits no parameter takes it either, and a ``max_tokens`` of 10**400 would overflow the
+    # cost guard's float arithmetic: the line fails here, with its reason.
+    if not -(2**63) <= value < 2**63:
+        raise JsonRefused(
+            f"the integer {shown(text, 24)} is outside the signed 64-bit range: no parameter takes one that large"
+        )
+    return value
 
 
 def _keys_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..engine.request import Endpoint
+from ..records import FailureCode
 from .json_text import JsonRefused, decode
 from .limits import MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed
@@ -23,7 +24,8 @@ def utf16_rejected(data: bytes) -> FileRejected | None:
     """A file that starts with a UTF-16 (or UTF-32) byte-order mark: the whole file is in the wrong encoding."""
     if data.startswith(_UTF16_BOMS):
         return FileRejected(
-            "undecodable", "the file is UTF-16 or UTF-32 (it starts with that byte-order mark): save it as UTF-8"
+            FailureCode.UNDECODABLE,
+            "the file is UTF-16 or UTF-32 (it starts with that byte-order mark): save it as UTF-8",
         )
     return None
 

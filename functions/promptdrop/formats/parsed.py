@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..engine.request import Request
+from ..records import FailureCode
 
 __all__ = ["FileRejected", "LineError", "Parsed", "Request"]
 
@@ -12,7 +13,7 @@ __all__ = ["FileRejected", "LineError", "Parsed", "Request"]
 class FileRejected(Exception):
     """The whole file cannot be processed (the reason is meant for the user)."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: FailureCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -28,6 +29,7 @@ class LineError:
     offset: int = 0
     # A .csv row's cells, (name, cell) for every column in file order: its line of the .out.csv.
     columns: tuple[tuple[str, str], ...] = ()
+    code: FailureCode = FailureCode.INVALID_LINE  # INVALID_SCHEMA: its structured-output schema
 
 
 Parsed = Request | LineError

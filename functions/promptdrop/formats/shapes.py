@@ -19,6 +19,7 @@ from ..engine.answers import schema_of
 from ..engine.endpoints import EndpointSpec, parameters, spec_of
 from ..engine.request import Endpoint
 from ..engine.structured import SchemaError, check_schema
+from ..records import FailureCode
 from .limits import MAX_REQUEST_BYTES, custom_id_problem, json_type, shown
 from .parsed import LineError, Parsed, Request
 
@@ -123,7 +124,7 @@ def _finish(
         try:
             check_schema(schema)  # compiled once per distinct schema, here rather than at the first answer
         except SchemaError as exc:
-            return LineError(line, custom_id, str(exc))
+            return LineError(line, custom_id, str(exc), code=FailureCode.INVALID_SCHEMA)
     try:
         encoded = _ENCODER.encode(body).encode()
     except UnicodeEncodeError as exc:

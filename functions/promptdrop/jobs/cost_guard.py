@@ -24,7 +24,7 @@ from ..engine.request import Request
 from ..formats import FileRejected
 from ..prices import rates
 from ..records import FailureCode, JobRecord
-from ..settings import Settings
+from ..settings import MAX_COUNT, Settings
 
 __all__ = [
     "BUDGET_METADATA",
@@ -66,14 +66,15 @@ def _number(metadata: Mapping[str, str], name: str, kind: type[int] | type[float
         return _UNLIMITED  # this upload has no such limit, whatever the environment's default
     try:
         value = kind(raw.strip())
-    except ValueError:
+    except ValueError:  # not a number, or an integer past Python's 4,300 digits
         value = None
-    if value is None or not value > 0 or value == float("inf"):
+    # At most MAX_COUNT: a 400-digit budget would overflow the guard's float arithmetic.
+    if value is None or not 0 < value <= MAX_COUNT:
         what = "a whole number" if kind is int else "a number"
         raise FileRejected(
             FailureCode.INVALID_BUDGET,
-            f"the upload's metadata {BUDGET_METADATA[name]}={raw[:40]!r} is not {what} above 0 (nor {NO_LIMIT!r}); "
-            "upload it again with a valid value",
+            f"the upload's metadata {BUDGET_METADATA[name]}={raw[:40]!r} is not {what} above 0 and at most "
+            f"{MAX_COUNT:.0e} (nor {NO_LIMIT!r}); upload it again with a valid value",
         )
     return value
 

@@ -7,6 +7,7 @@ from aws_lambda_powertools import Logger
 from ..adapters.journal import Journal
 from ..adapters.queues import MessageSender
 from ..messages import FileFailure
+from ..records import ErrorRecord
 from .run_result import FileRef, JobResult, RunStatus, now_iso
 
 __all__ = ["FileFailures"]
@@ -23,12 +24,14 @@ class FileFailures:
     async def report(
         self, ref: FileRef, job_id: str | None, code: str, message: str, *, fail_job: bool = True
     ) -> JobResult:
-        """Dead-letter the file's failure; with ``fail_job``, mark its job item FAILED too (when it has one)."""
-        error = {"type": "file_error", "code": str(code), "message": message}
+        """Dead-letter the file's failure; with ``fail_job``, mark its job item FAILED too (when it has one).
+        ``code``: a :class:`FailureCode`, or the API's own when its answer stopped the job (a 401)."""
+        record = ErrorRecord("file_error", code, message)
+        error = record.as_dict()
         await self._messages.send(
             self._dlq_url, [FileFailure(job_id=job_id, bucket=ref.bucket, key=ref.key, error=error)]
         )
         if job_id is not None and fail_job:
             await self._journal.fail_job(job_id, error, now_iso())
-        logger.warning("file failed", extra={"job_id": job_id, "code": str(code), "reason": message})
-        return JobResult(job_id, ref.bucket, ref.key, RunStatus.FAILED, reason=f"{code}: {message}")
+        logger.warning("file failed", extra={"job_id": job_id, "code": record.code, "reason": record.message})
+        return JobResult(job_id, ref.bucket, ref.key, RunStatus.FAILED, reason=f"{record.code}: {record.message}")

@@ -31,7 +31,7 @@ from ..engine.request import Request
 from ..formats import LineError
 from ..jsonsafe import dumps
 from ..messages import PromptFailure
-from ..records import FailureCode, RequestRecord, RequestStatus
+from ..records import ErrorRecord, FailureCode, RequestRecord, RequestStatus
 from .answer_cells import schema_fields
 from .planning import output_base
 from .progress import Progress
@@ -156,18 +156,13 @@ class Recorder:
 
     async def line_error(self, error: LineError, *, repeat_of: int | None = None) -> None:
         """A line that is not a request fails alone (no worker waits on it)."""
-        info = {
-            "type": "invalid_request",
-            "code": FailureCode.INVALID_LINE,
-            "status_code": None,
-            "message": error.message,
-        }
+        info = ErrorRecord("invalid_request", error.code, error.message).as_dict()
         record = RequestRecord(error.custom_id, error.line, RequestStatus.FAILED, 0, error=info, repeat_of=repeat_of)
         await self._fail_alone(record, None, error.columns, [])
 
-    async def not_sent(self, request: Request, code: str, message: str) -> None:
+    async def not_sent(self, request: Request, code: FailureCode, message: str) -> None:
         """A request refused before it was sent (the cost guard) fails alone; its dead letter can send it later."""
-        info = {"type": "request_not_sent", "code": code, "status_code": None, "message": message}
+        info = ErrorRecord("request_not_sent", code, message).as_dict()
         record = RequestRecord(request.custom_id, request.line, RequestStatus.FAILED, 0, error=info)
         fields = schema_fields(json.loads(request.body)) if request.columns else []
         await self._fail_alone(record, request.batch_line(), request.columns, fields)
@@ -280,7 +275,7 @@ def _failure_record(request: Request, outcome: Outcome, error: ErrorInfo) -> Req
         status_code=error.status_code,
         request_id=error.request_id,
         response=dumps(error.body) if error.body is not None else None,
-        error=error.as_dict(),
+        error=error.error.as_dict(),
     )
 
 

@@ -11,7 +11,9 @@ UTF-8 with a byte-order mark: Excel reads a UTF-8 CSV as such only with one (wit
 legacy code page and garbles every accent); Python's ``utf-8-sig``, pandas
 (``encoding="utf-8-sig"``), LibreOffice and promptdrop's own ``.csv`` input all skip it. Rows end in
 ``\\r\\n`` (RFC 4180, the ``csv`` module's default). Cells are written as they are: a cell starting
-with ``=``, ``+``, ``-`` or ``@`` is a formula to a spreadsheet (README, "Outputs").
+with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is a formula to a spreadsheet (README,
+"Outputs"). Not neutralised (a leading ``'``): that would change the data — ``-5``, ``+47 22 …`` —
+for every program that reads the file, to guard only the spreadsheets that open it carelessly.
 
 Rows are spooled as JSON in an :class:`~promptdrop.outputs.OrderedSpool` while the journal is read
 (in key order) and formatted once the header is known: memory does not grow with the file.
