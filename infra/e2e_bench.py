@@ -145,8 +145,8 @@ async def _journal_shard(stack: Any, body: dict[str, Any], lines: range) -> None
                 for line in range(start, min(start + 1000, lines.stop))
             ]
             await journal.requests.write(body["job_id"], records, now_iso())
-        lease = journal.unit_lease(body["job_id"], body["unit"], 60)
-        await journal.complete_unit(body["job_id"], body["unit"], await lease.take("e2e-bench"), now_iso())
+        async with journal.unit_held(body["job_id"], body["unit"], 60) as hold:
+            await hold.complete(now_iso())
 
 
 def run_e2e(

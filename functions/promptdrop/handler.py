@@ -59,7 +59,9 @@ def _to_run(items: list[WorkItem], settings: Settings) -> list[WorkItem]:
     return work
 
 
-async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Settings) -> list[JobResult]:
+async def _run_items(
+    items: list[WorkItem], context: LambdaContext, settings: Settings, *, last_delivery: bool = False
+) -> list[JobResult]:
     work = _to_run(items, settings)
     if not work:
         return []  # e.g. S3's s3:TestEvent, sent before the key is in the secret: nothing to build
@@ -74,11 +76,12 @@ async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Se
     for item in work:
         if isinstance(item, FileWork):
             ref = FileRef(item.bucket, item.key)
-            results.append(await rt.runner.run_file(ref, redrive=item.redrive, should_stop=should_stop))
+            run = rt.runner.run_file(ref, redrive=item.redrive, should_stop=should_stop, last_delivery=last_delivery)
+            results.append(await run)
         elif isinstance(item, UnitMessage):
-            results.append(await rt.runner.run_unit(item, should_stop=should_stop))
+            results.append(await rt.runner.run_unit(item, should_stop=should_stop, last_delivery=last_delivery))
         elif isinstance(item, PromptFailure):
-            results.append(await rt.runner.redrive(item))
+            results.append(await rt.runner.redrive(item, last_delivery=last_delivery))
     for result in results:
         if result.key_rejected:
             rt.key_rejected()
@@ -102,8 +105,10 @@ def _handle_sqs(messages: list[SqsMessage], context: LambdaContext, settings: Se
             logger.warning("unrecognized message", extra={"message_id": message.message_id, "reason": str(exc)})
             continue
         try:
-            results = runtime.run(_run_items(items, context, settings))
+            results = runtime.run(_run_items(items, context, settings, last_delivery=message.last_delivery))
         except Exception:
+            # Only a passing AWS or network fault gets here (the runs end their jobs on anything else):
+            # the redelivery resumes from the journal.
             logger.exception("message failed; it will be delivered again", extra={"message_id": message.message_id})
             failures.append({"itemIdentifier": message.message_id})
             continue

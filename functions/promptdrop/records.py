@@ -51,6 +51,7 @@ class FailureCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"  # the file's budget (dollars, tokens or requests) is spent
     UNKNOWN_PRICE = "unknown_price"  # a budget in dollars, and a model without a known price
     INVALID_BUDGET = "invalid_budget"  # a budget in the upload's metadata that is not a number
+    INTERNAL_ERROR = "internal_error"  # promptdrop itself failed on this file (a bug): redrive once fixed
 
 
 @dataclass(slots=True)

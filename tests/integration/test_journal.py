@@ -41,66 +41,65 @@ async def test_a_change_made_while_the_outputs_are_written_makes_the_holder_writ
 ) -> None:
     # Given run A holding the finalizer lease, having started from the count after its own change
     await journal.note_change("j1")
-    lease = journal.finalizer_lease("j1", lease_s=60)
-    a = await lease.take("A")
-    assert a.acquired
-    assert a.attrs["changes"] == {"N": "1"}  # the job item as the take found it
+    async with journal.finalizer_held("j1", lease_s=60) as a:
+        assert a.job is not None
+        assert a.job.changes == 1  # the job item as the take found it
 
-    # When run B changes the journal meanwhile and asks for the outputs to be rewritten
-    await journal.note_change("j1")
-    clock.now = 101.0
-    assert (await lease.take("B")).outcome is LeaseOutcome.BUSY  # B hands off to A
+        # When run B changes the journal meanwhile and asks for the outputs to be rewritten
+        await journal.note_change("j1")
+        clock.now = 101.0
+        async with journal.finalizer_held("j1", lease_s=60) as b:
+            assert b.job is None  # B hands off to A
 
-    # Then A may not give the lease up yet: it learns of B's change, rewrites, then releases
-    assert await journal.release_finalizer("j1", lease, a, 1) == 2
-    assert await journal.release_finalizer("j1", lease, a, 2) is None
-    assert a.released
+        # Then A may not give the lease up yet: it learns of B's change, rewrites, then releases
+        assert await a.release_unless_changed(1) == 2
+        assert await a.release_unless_changed(2) is None
     clock.now = 102.0
-    c = await lease.take("C")  # free again
-    assert (c.acquired, c.attrs["changes"]) == (True, {"N": "2"})
+    async with journal.finalizer_held("j1", lease_s=60) as c:  # free again
+        assert c.job is not None
+        assert c.job.changes == 2
 
 
 async def test_a_dead_holders_lease_expires_and_the_next_run_finishes(journal: Journal, clock: Clock) -> None:
     await journal.note_change("j1")
-    lease = journal.finalizer_lease("j1", lease_s=60)
-    a = await lease.take("A")
-    await journal.note_change("j1")
-    clock.now = 159.0
-    assert not (await lease.take("B")).acquired  # A is still alive
-    clock.now = 161.0
-    b = await lease.take("B")  # A died: its lease ran out
-    assert b.acquired
-    # A, back from the dead, finds the lease gone: nothing to release, B writes the outputs
-    assert await journal.release_finalizer("j1", lease, a, 1) is None
-    job = await journal.get_job("j1")
-    assert job is not None
-    assert job.changes == 2
-    assert await journal.release_finalizer("j1", lease, b, 2) is None
+    async with journal.finalizer_held("j1", lease_s=60) as a:
+        await journal.note_change("j1")
+        clock.now = 159.0
+        async with journal.finalizer_held("j1", lease_s=60) as early:
+            assert early.job is None  # A is still alive
+        clock.now = 161.0
+        async with journal.finalizer_held("j1", lease_s=60) as b:  # A died: its lease ran out
+            assert b.job is not None
+            # A, back from the dead, finds the lease gone: nothing to release, B writes the outputs
+            assert await a.release_unless_changed(1) is None
+            job = await journal.get_job("j1")
+            assert job is not None
+            assert job.changes == 2
+            assert await b.release_unless_changed(2) is None
 
 
 async def test_a_unit_lease_is_busy_while_held_and_done_for_good_once_completed(journal: Journal, clock: Clock) -> None:
-    lease = journal.unit_lease("j1", "shard-0", lease_s=60)
-    async with lease.held() as first:
-        assert (first.acquired, first.first) == (True, True)  # nothing of this unit was run before
-        assert (await lease.take("other")).outcome is LeaseOutcome.BUSY
-        await journal.complete_unit("j1", "shard-0", first, "2026-01-01T00:00:00Z")
+    async with journal.unit_held("j1", "shard-0", lease_s=60) as first:
+        assert (first.outcome, first.first) == (LeaseOutcome.ACQUIRED, True)  # nothing of this unit was run before
+        async with journal.unit_held("j1", "shard-0", lease_s=60) as other:
+            assert other.outcome is LeaseOutcome.BUSY
+        await first.complete("2026-01-01T00:00:00Z")
     clock.now = 1000.0  # long after any lease would have expired
-    assert (await lease.take("late")).outcome is LeaseOutcome.DONE
+    async with journal.unit_held("j1", "shard-0", lease_s=60) as late:
+        assert late.outcome is LeaseOutcome.DONE
     job = await journal.get_job("j1")
     assert job is not None
     assert job.units_done == 1
 
 
 async def test_a_run_that_fails_gives_its_unit_lease_back_at_once(journal: Journal) -> None:
-    lease = journal.unit_lease("j1", "all", lease_s=60)
-
     async def failing_run() -> None:
-        async with lease.held() as hold:
-            assert hold.acquired
+        async with journal.unit_held("j1", "all", lease_s=60) as hold:
+            assert hold.outcome is LeaseOutcome.ACQUIRED
             raise RuntimeError("AWS fault")
 
     with pytest.raises(RuntimeError, match="AWS fault"):
         await failing_run()
     # the redelivered message may take it now, not after the lease ran out — and knows it is a rerun
-    again = await lease.take("redelivery")
-    assert (again.acquired, again.first) == (True, False)
+    async with journal.unit_held("j1", "all", lease_s=60) as again:
+        assert (again.outcome, again.first) == (LeaseOutcome.ACQUIRED, False)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from ..adapters.journal import Journal
-from ..adapters.queues import MessageSender
 from ..messages import FileFailure
+from .endings import file_error
+from .ports import Journal, MessageSender
 from .run_result import FileRef, JobResult, RunStatus, now_iso
 
 __all__ = ["FileFailures"]
@@ -24,7 +24,7 @@ class FileFailures:
         self, ref: FileRef, job_id: str | None, code: str, message: str, *, fail_job: bool = True
     ) -> JobResult:
         """Dead-letter the file's failure; with ``fail_job``, mark its job item FAILED too (when it has one)."""
-        error = {"type": "file_error", "code": str(code), "message": message}
+        error = file_error(code, message)
         await self._messages.send(
             self._dlq_url, [FileFailure(job_id=job_id, bucket=ref.bucket, key=ref.key, error=error)]
         )

@@ -6,10 +6,11 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Container, Iterator, Mapping
 
-from ..adapters.s3 import ObjectChanged, ObjectInfo, ObjectStore
+from ..adapters.s3 import ObjectChanged, ObjectInfo
 from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected, LineError, Parsed, parse_stream
 from ..messages import UnitMessage
 from ..records import FailureCode
+from .ports import ObjectStore
 
 __all__ = [
     "count_left",
