@@ -1,4 +1,7 @@
-"""The journal's leases against the moto server: the protocols runs hand units and outputs over by."""
+"""The journal's leases against the moto server: the protocols runs hand units and outputs over by.
+
+Each test runs on the in-memory fake of the unit tests too (``tests/unit/jobs/fakes.py``): what they
+show of the journal, the fake does the same."""
 
 from __future__ import annotations
 
@@ -8,9 +11,11 @@ import aioboto3
 import pytest
 from promptdrop.adapters.journal import Journal
 from promptdrop.adapters.leases import LeaseOutcome
+from promptdrop.jobs.ports import Journal as JournalPort
 from promptdrop.records import JobRecord
 
 from infra.local_aws import LocalAws
+from tests.unit.jobs.fakes import MemoryJournal
 
 
 class Clock:
@@ -26,8 +31,17 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-async def journal(local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch, clock: Clock) -> AsyncIterator[Journal]:
+@pytest.fixture(params=["dynamodb", "memory"])
+async def journal(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> AsyncIterator[JournalPort]:
+    """The journal on moto — and its in-memory fake, held to the same protocol by the same tests."""
+    if request.param == "memory":
+        fake = MemoryJournal(clock)
+        await fake.start_job(JobRecord(job_id="j1", bucket="b", key="k", etag="e"))
+        yield fake
+        return
+    local_aws: LocalAws = request.getfixturevalue("local_aws")
     for name, value in local_aws.function_env().items():
         monkeypatch.setenv(name, value)
     async with aioboto3.Session().client("dynamodb") as ddb:
@@ -37,7 +51,7 @@ async def journal(local_aws: LocalAws, monkeypatch: pytest.MonkeyPatch, clock: C
 
 
 async def test_a_change_made_while_the_outputs_are_written_makes_the_holder_write_them_again(
-    journal: Journal, clock: Clock
+    journal: JournalPort, clock: Clock
 ) -> None:
     # Given run A holding the finalizer lease, having started from the count after its own change
     await journal.note_change("j1")
@@ -60,7 +74,7 @@ async def test_a_change_made_while_the_outputs_are_written_makes_the_holder_writ
         assert c.job.changes == 2
 
 
-async def test_a_dead_holders_lease_expires_and_the_next_run_finishes(journal: Journal, clock: Clock) -> None:
+async def test_a_dead_holders_lease_expires_and_the_next_run_finishes(journal: JournalPort, clock: Clock) -> None:
     await journal.note_change("j1")
     async with journal.finalizer_held("j1", lease_s=60) as a:
         await journal.note_change("j1")
@@ -78,7 +92,9 @@ async def test_a_dead_holders_lease_expires_and_the_next_run_finishes(journal: J
             assert await b.release_unless_changed(2) is None
 
 
-async def test_a_unit_lease_is_busy_while_held_and_done_for_good_once_completed(journal: Journal, clock: Clock) -> None:
+async def test_a_unit_lease_is_busy_while_held_and_done_for_good_once_completed(
+    journal: JournalPort, clock: Clock
+) -> None:
     async with journal.unit_held("j1", "shard-0", lease_s=60) as first:
         assert (first.outcome, first.first) == (LeaseOutcome.ACQUIRED, True)  # nothing of this unit was run before
         async with journal.unit_held("j1", "shard-0", lease_s=60) as other:
@@ -92,7 +108,7 @@ async def test_a_unit_lease_is_busy_while_held_and_done_for_good_once_completed(
     assert job.units_done == 1
 
 
-async def test_a_run_that_fails_gives_its_unit_lease_back_at_once(journal: Journal) -> None:
+async def test_a_run_that_fails_gives_its_unit_lease_back_at_once(journal: JournalPort) -> None:
     async def failing_run() -> None:
         async with journal.unit_held("j1", "all", lease_s=60) as hold:
             assert hold.outcome is LeaseOutcome.ACQUIRED

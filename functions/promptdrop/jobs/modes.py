@@ -19,11 +19,11 @@ from ..formats import Parsed
 from ..messages import UnitMessage
 from ..settings import Settings
 from .admission import AlreadyDone, BadLines, Guarded, Repeats, admitted
-from .cost_guard import CostGuard, budget_of, check_prices
+from .cost_guard import CostGuard, budget_of
 from .ports import Journal, ObjectStore, RequestLog
 from .progress import Progress
 from .recorder import Recorders
-from .source import header_of, models_in, parse_unit
+from .source import header_of, parse_unit
 
 __all__ = ["RealTimeMode", "UnitMode", "UnitRun"]
 
@@ -73,9 +73,9 @@ class RealTimeMode:
         recorder = self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag, progress)
         # Reporting starts first: its first report reads the job item (a cancel, the job's budget).
         async with progress.reporting(), recorder:
+            # With a budget in dollars, a model without a price stops the run at its first request
+            # (the guard refuses it: unknown_price), before anything of that model is sent.
             guard.limits = budget_of(self._settings, header, progress.job)
-            if guard.limits.usd is not None:  # every model's price, before anything is sent
-                check_prices(await models_in(self._parse(unit, header)), guard.limits)
             parsed = self._parse(unit, header)
             already = AlreadyDone(answered, done)
             stages = (already, Repeats(recorder, answered, track=whole), BadLines(recorder), Guarded(guard, progress))

@@ -3,6 +3,8 @@ stopped by its budget or by an error every request shares — and what it visits
 
 from __future__ import annotations
 
+import json
+
 from promptdrop.jobs import FileRef, RunStatus
 from promptdrop.messages import FileFailure, PromptFailure, UnitMessage
 from promptdrop.records import JobStatus, RequestStatus
@@ -227,3 +229,23 @@ async def _start(world: World, job_id: str, key: str, etag: str, units_total: in
     outputs = output_keys(world.settings(), key, suffix=".jsonl")
     record = JobRecord(job_id=job_id, bucket=BUCKET, key=key, etag=etag, outputs=outputs, units_total=units_total)
     await world.journal.start_job(record)
+
+
+async def test_a_dollar_budget_stops_at_the_first_line_of_a_model_without_a_price_reading_the_file_once(
+    world: World,
+) -> None:
+    # Given a budget in dollars and a file whose third line names a model with no known price
+    rows = [{"prompt": "one"}, {"prompt": "two"}, {"prompt": "three", "model": "my-own-finetune"}, {"prompt": "four"}]
+    body = "".join(json.dumps({"custom_id": f"p{i}", **row}) + "\n" for i, row in enumerate(rows, 1))
+    runner = world.runner(max_concurrency=1)
+    result = await world.upload("in/priced.jsonl", body, runner=runner, **{"promptdrop-budget-usd": "5"})
+
+    # Then the lines before it were sent, nothing of that model nor after it, and the file was read once
+    assert world.api.prompts == ["one", "two"]
+    assert world.store.calls["stream"] == 1
+    assert result.status is RunStatus.FAILED
+    (letter,) = world.file_failures()
+    assert letter.error["code"] == "unknown_price"
+    assert "'my-own-finetune' has no known price" in letter.error["message"]
+    assert "2 line(s) done, 2 left" in letter.error["message"]
+    assert len(world.outputs("in/priced.jsonl", ".out.jsonl")) == 2
