@@ -88,6 +88,9 @@ class UnitRunner:
                     report = await self._mode.run(
                         UnitRun(unit, progress, guard, header, fresh=fresh, should_stop=should_stop)
                     )
+                    ending = self._ending(unit, report, progress, guard)
+                    if ending is None and report.stopped is StopReason.DEADLINE:
+                        return progress.tag(await self._continue_later(unit, hold, report))
                 except FileRejected as exc:
                     # The dead letter and the FAILED job first, the unit done last: a crash between
                     # them runs (and rejects) the file again — never takes it for finished.
@@ -98,26 +101,13 @@ class UnitRunner:
                     if not ends_the_job(exc, last_delivery=last_delivery):
                         raise  # a passing AWS or network fault: the message comes back and resumes
                     ending = internal_ending(exc, stage="run")
-                else:
-                    ending = self._ending(unit, report, progress, guard)
-                    if ending is None and report.stopped is StopReason.DEADLINE:
-                        return progress.tag(await self._continue_later(unit, hold, report))
                 if ending is None:
                     await hold.complete(now_iso())
                 else:
                     await hold.release()  # not done: a redrive resumes it
         if ending is not None:
             return progress.tag(await self._end_early(unit, ref, report, ending, progress, last_delivery), report)
-        try:
-            if unit.unit == "all":  # the job's only unit, completed just now: no need to ask the job item
-                return progress.tag(await self._finalizer.finalize(unit.job_id, ref, report))
-            return progress.tag(await self._finalizer.finish_if_complete(unit.job_id, ref, report))
-        except Exception as exc:
-            if not ends_the_job(exc, last_delivery=last_delivery):
-                raise
-            # Writing the outputs is what fails: writing them again would too. The job item says why.
-            ending = internal_ending(exc, stage="finalize")
-            return progress.tag(await self._failures.report(ref, unit.job_id, ending.code, ending.message), report)
+        return progress.tag(await self._finish(unit, ref, report, last_delivery))
 
     def _ending(self, unit: UnitMessage, report: DispatchReport, progress: Progress, guard: CostGuard) -> Ending | None:
         """Why this unit stops for good before its end, if it does."""
@@ -164,15 +154,37 @@ class UnitRunner:
             await self._failures.report(ref, unit.job_id, ending.code, ending.message, fail_job=False)
             if flag:
                 await self._journal.claim_once(unit.job_id, flag, now_iso())
+        return await self._finish(unit, ref, report, last_delivery, early=ending)
+
+    async def _finish(
+        self,
+        unit: UnitMessage,
+        ref: FileRef,
+        report: DispatchReport | None,
+        last_delivery: bool,
+        *,
+        early: Ending | None = None,
+    ) -> JobResult:
+        """Write the outputs if the job is complete (or, ``early``, with what was done: the unit is not).
+
+        If writing them fails for good, the job ends FAILED without them, its item saying why, and a
+        dead letter too — unless ``early`` already sent one about this very crash.
+        """
         try:
+            if early is None and unit.unit != "all":
+                return await self._finalizer.finish_if_complete(unit.job_id, ref, report)
+            # The job's only unit, completed just now (or ended early): no need to ask the job item.
             result = await self._finalizer.finalize(unit.job_id, ref, report)
         except Exception as exc:
-            if ending.code != FailureCode.INTERNAL_ERROR or not ends_the_job(exc, last_delivery=last_delivery):
+            if not ends_the_job(exc, last_delivery=last_delivery):
                 raise
-            # The run failed, and writing its outputs fails too: the job ends FAILED without them.
-            await self._journal.fail_job(unit.job_id, ending.error, now_iso())
-            return JobResult(unit.job_id, ref.bucket, ref.key, RunStatus.FAILED, reason=str(ending.code))
-        result.status, result.reason = ending.status, str(ending.code)
+            if early is not None and early.code == FailureCode.INTERNAL_ERROR:
+                await self._journal.fail_job(unit.job_id, early.error, now_iso())
+                return JobResult(unit.job_id, ref.bucket, ref.key, RunStatus.FAILED, reason=str(early.code))
+            crash = internal_ending(exc, stage="finalize")
+            return await self._failures.report(ref, unit.job_id, crash.code, crash.message)
+        if early is not None:
+            result.status, result.reason = early.status, str(early.code)
         return result
 
     async def _continue_later(self, unit: UnitMessage, hold: UnitHold, report: DispatchReport) -> JobResult:

@@ -199,3 +199,49 @@ async def test_a_redrive_that_crashes_puts_its_prompt_back_in_the_dead_letter_qu
     assert back.error["code"] == "internal_error"
     assert "AttributeError" in back.error["message"]
     assert world.job(result).status is JobStatus.PARTIAL  # the job is untouched
+
+
+async def test_a_crash_and_then_outputs_that_cannot_be_written_leave_one_dead_letter_and_a_failed_job(
+    world: World,
+) -> None:
+    # Given a run that crashes while dispatching, and outputs that cannot be written either
+    world.api.fail_on["two"] = ZeroDivisionError("division by zero")
+    world.store.fail("put", ValueError("no outputs today"), times=None)
+
+    result = await world.upload(KEY, FIVE, runner=world.runner(max_concurrency=1))
+
+    # Then the job is FAILED with the run's reason on its item, and one dead letter says so
+    assert result.status is RunStatus.FAILED
+    assert_ended_by(world, result.job_id, "ZeroDivisionError: division by zero")
+    job = world.job(result)
+    assert job.error is not None
+    assert "ZeroDivisionError" in job.error["message"]
+
+
+async def test_a_budget_stop_whose_outputs_cannot_be_written_still_ends_the_job(world: World) -> None:
+    # Given a budget that stops the file, and outputs that cannot be written
+    world.store.fail("put", ValueError("no outputs today"), times=None)
+    runner = world.runner(max_concurrency=1)
+
+    result = await world.upload(KEY, FIVE, runner=runner, **{"promptdrop-max-requests": "2"})
+
+    # Then the budget's dead letter went out, and the job ended FAILED saying why the outputs are missing
+    assert result.status is RunStatus.FAILED
+    codes = [letter.error["code"] for letter in world.file_failures()]
+    assert codes == ["budget_exceeded", "internal_error"]
+    job = world.job(result)
+    assert job.status is JobStatus.FAILED
+    assert job.error is not None
+    assert "the outputs could not be written" in job.error["message"]
+
+
+async def test_a_continuation_that_cannot_be_queued_for_good_ends_the_job(world: World) -> None:
+    # Given a work queue that refuses the continuation with an error that will not pass
+    world.queues.fail("send", TypeError("Object of type bytes is not JSON serializable"))
+    world.store.put(BUCKET, KEY, FIVE)
+    runner = world.runner(max_concurrency=1)
+
+    result = await runner.run_file(FileRef(BUCKET, KEY), should_stop=lambda: len(world.api.prompts) >= 1)
+
+    assert result.status is RunStatus.FAILED
+    assert_ended_by(world, result.job_id, "TypeError: Object of type bytes is not JSON serializable")
