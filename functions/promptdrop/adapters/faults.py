@@ -1,11 +1,11 @@
-"""Which errors are the world's passing faults — worth handing a message back for — and which are not.
+"""Which errors are the world's faults — worth handing a message back for — and which are not.
 
-A run that fails on a transient AWS or network fault hands its message back: the redelivery
-resumes from the journal, and will most likely get through. Anything else (a bug, an input
-promptdrop did not foresee, an AWS error that will say the same thing next time) would fail the
-same way on every delivery, so the run ends the job instead (``jobs/units.py``). AWS's own
-verdict is asked where botocore keeps it: the ``standard`` retry mode's transient and throttling
-checks (the same ones that already retried the call up to 10 times).
+A run that fails on an AWS or network fault hands its message back: the redelivery resumes from
+the journal, and will most likely get through (throttling and outages pass; a permission or a
+resource missing after a deploy gets fixed). Anything else — a bug, an input promptdrop did not
+foresee, or an AWS error saying that promptdrop's own request is invalid (an item too large, a
+batch too long), which the same request meets again — would fail the same way on every delivery,
+so the run ends the job instead (``jobs/units.py``).
 """
 
 from __future__ import annotations
@@ -15,26 +15,35 @@ from typing import Any
 import aiohttp
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.retries import standard
 
 from .bus import EventNotPublished
 from .queues import QueueSendError
 
 __all__ = ["transient"]
 
-_CHECKERS = (standard.TransientRetryableChecker(), standard.ThrottledRetryableChecker())
 # Raised by promptdrop's own adapters when AWS refused part of a call for its own reasons.
 _OWN = (QueueSendError, EventNotPublished)
 _NETWORK = (BotoConnectionError, HTTPClientError, aiohttp.ClientError, ConnectionError, TimeoutError)
-# A transaction cancelled by a conflict or throttling (a failed condition is handled where it is expected).
-_TRANSACTION = "TransactionCanceledException"
-
-
-class _Status:
-    """What botocore's checkers read of an HTTP response: its status code."""
-
-    def __init__(self, status_code: Any) -> None:
-        self.status_code = status_code
+# The codes with which DynamoDB, S3, SQS and EventBridge refuse a request as invalid in itself.
+_INVALID_REQUEST = frozenset(
+    {
+        "ValidationException",  # DynamoDB, EventBridge: an item over 400 KB, a malformed expression
+        "SerializationException",
+        "InvalidArgument",  # S3
+        "InvalidRequest",
+        "EntityTooLarge",
+        "KeyTooLongError",
+        "MalformedXML",
+        "InvalidParameterValue",  # SQS
+        "InvalidMessageContents",
+        "InvalidAttributeValue",
+        "MissingParameter",
+        "BatchRequestTooLong",
+        "AWS.SimpleQueueService.BatchRequestTooLong",
+        "AWS.SimpleQueueService.BatchEntryIdsNotDistinct",
+    }
+)
+_TOO_LARGE = 413
 
 
 def transient(exc: BaseException) -> bool:
@@ -42,9 +51,8 @@ def transient(exc: BaseException) -> bool:
     if isinstance(exc, _OWN + _NETWORK):
         return True
     if not isinstance(exc, ClientError):
-        return False
-    if exc.response.get("Error", {}).get("Code") == _TRANSACTION:
-        return True
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    context = standard.RetryContext(attempt_number=1, parsed_response=exc.response, http_response=_Status(status))
-    return any(checker.is_retryable(context) for checker in _CHECKERS)
+        return False  # not the world's: a later delivery runs into it again
+    response: Any = exc.response
+    code = response.get("Error", {}).get("Code")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code not in _INVALID_REQUEST and status != _TOO_LARGE
