@@ -75,7 +75,6 @@ class JobRunner:
         self._recorders = recorders
         self._units = UnitRunner(
             settings=settings,
-            store=store,
             journal=journal,
             messages=messages,
             mode=RealTimeMode(

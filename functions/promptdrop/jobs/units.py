@@ -26,7 +26,7 @@ from .endings import Ending, budget_ending, ends_the_job, internal_ending
 from .failures import FileFailures
 from .finalize import Finalizer
 from .modes import UnitMode, UnitRun
-from .ports import Journal, MessageSender, ObjectStore, UnitHold
+from .ports import Journal, MessageSender, UnitHold
 from .progress import Progress
 from .run_result import FileRef, JobResult, RunStatus, now_iso
 
@@ -40,7 +40,6 @@ class UnitRunner:
         self,
         *,
         settings: Settings,
-        store: ObjectStore,
         journal: Journal,
         messages: MessageSender,
         mode: UnitMode,
@@ -48,7 +47,6 @@ class UnitRunner:
         failures: FileFailures,
     ) -> None:
         self._settings = settings
-        self._store = store
         self._journal = journal
         self._messages = messages
         self._mode = mode
