@@ -12,7 +12,7 @@ import pytest
 from promptdrop.adapters.journal import Journal
 from promptdrop.adapters.leases import LeaseOutcome
 from promptdrop.jobs.ports import Journal as JournalPort
-from promptdrop.records import JobRecord
+from promptdrop.records import JobRecord, RequestRecord, RequestStatus
 
 from infra.local_aws import LocalAws
 from tests.unit.jobs.fakes import MemoryJournal
@@ -119,3 +119,27 @@ async def test_a_run_that_fails_gives_its_unit_lease_back_at_once(journal: Journ
     # the redelivered message may take it now, not after the lease ran out — and knows it is a rerun
     async with journal.unit_held("j1", "all", lease_s=60) as again:
         assert (again.outcome, again.first) == (LeaseOutcome.ACQUIRED, False)
+
+
+async def test_request_items_keep_an_answer_over_a_later_failure_and_say_what_is_done(journal: JournalPort) -> None:
+    answered = RequestRecord("a", 1, RequestStatus.SUCCEEDED, 1, response='{"ok": true}', columns='{"cells": []}')
+    failed = RequestRecord("b", 2, RequestStatus.FAILED, 2, error={"code": "bad", "message": "no", "status_code": None})
+    repeat = RequestRecord("a", 3, RequestStatus.FAILED, 0, error={"code": "invalid_line"}, repeat_of=1)
+    await journal.requests.write("j1", [answered, failed, repeat], "2026-01-01T00:00:00Z")
+    # a late failure of the answered request (a duplicate run): refused, the answer kept
+    late = RequestRecord("a", 1, RequestStatus.FAILED, 3, error={"code": "timeout"})
+    await journal.requests.write("j1", [late], "2026-01-01T00:00:01Z")
+
+    records = {r.line: r async for r in journal.requests.records("j1")}
+    assert records[1].succeeded
+    assert records[1].response == '{"ok": true}'
+    assert records[2].error == {"code": "bad", "message": "no"}  # nothing kept that is None
+    assert not records[3].succeeded  # the repeat: an item of its own, the answer's untouched
+    finals, repeats = await journal.requests.finals("j1")
+    assert finals == {"a": 1, "b": 2}
+    assert (len(repeats), 3 in repeats) == (1, True)
+    done = await journal.requests.done_lines("j1")
+    assert (len(done), all(line in done for line in (1, 2, 3))) == (3, True)
+    prior = await journal.requests.prior("j1", "a")
+    assert (prior.succeeded, prior.columns) == (True, '{"cells": []}')
+    assert not (await journal.requests.prior("j1", "b")).succeeded

@@ -23,9 +23,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptdrop.adapters.items import request_from_item, request_sk, request_to_item
+from promptdrop.adapters.items import request_from_item, request_to_item
 from promptdrop.adapters.leases import LeaseOutcome
-from promptdrop.adapters.request_log import LineSet, Prior
+from promptdrop.adapters.request_log import OUTPUT_ATTRIBUTES, LineSet, Prior
 from promptdrop.adapters.s3 import ObjectChanged, ObjectInfo
 from promptdrop.messages import FileFailure, PromptFailure, UnitMessage
 from promptdrop.records import JobRecord, JobStatus, RequestRecord, RequestStatus
@@ -159,49 +159,58 @@ class MemoryBus(Faults):
 
 
 class MemoryRequestLog(Faults):
+    """Request items kept as the adapter's codec writes them, read back as its queries project them."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.items: dict[str, dict[str, RequestRecord]] = {}  # job_id -> sort key -> record
+        self.items: dict[str, dict[str, dict[str, Any]]] = {}  # job_id -> sort key -> DynamoDB item
 
     async def write(self, job_id: str, records: Sequence[RequestRecord], now: str) -> None:
         self.check("write")
         items = self.items.setdefault(job_id, {})
         for record in records:
-            sk = request_sk(record)
-            kept = items.get(sk)
-            if not record.succeeded and kept is not None and kept.succeeded:
+            item = request_to_item(job_id, record, now)
+            kept = items.get(item["sk"]["S"])
+            if not record.succeeded and kept is not None and kept["status"]["S"] == RequestStatus.SUCCEEDED:
                 continue  # the conditional put: a failure never replaces an answer
-            # Through the adapter's own codec: what DynamoDB keeps is what is read back (no None in errors…).
-            items[sk] = request_from_item(request_to_item(job_id, record, now))
+            items[item["sk"]["S"]] = item
+
+    def _records(self, job_id: str, names: Iterable[str] | None = None) -> list[RequestRecord]:
+        items = self.items.get(job_id, {}).values()
+        if names is not None:
+            wanted = set(names)
+            items = [{k: v for k, v in item.items() if k in wanted} for item in items]
+        return [request_from_item(copy.deepcopy(item)) for item in items]
 
     async def records(self, job_id: str) -> AsyncIterator[RequestRecord]:
         self.check("records")
-        for record in list(self.items.get(job_id, {}).values()):
-            yield copy.deepcopy(record)
+        for record in self._records(job_id, OUTPUT_ATTRIBUTES):
+            yield record
 
     async def finals(self, job_id: str) -> tuple[dict[str, int], LineSet]:
         self.check("finals")
-        answered = {r.custom_id: r.line for r in self.items.get(job_id, {}).values() if r.repeat_of is None}
+        answered = {r.custom_id: r.line for r in self._records(job_id) if r.repeat_of is None}
         return answered, await self.repeats(job_id)
 
     async def done_lines(self, job_id: str) -> LineSet:
         self.check("done_lines")
-        return LineSet(r.line for r in self.items.get(job_id, {}).values())
+        return LineSet(r.line for r in self._records(job_id))
 
     async def repeats(self, job_id: str) -> LineSet:
         self.check("repeats")
-        return LineSet(r.line for r in self.items.get(job_id, {}).values() if r.repeat_of is not None)
+        return LineSet(r.line for r in self._records(job_id) if r.repeat_of is not None)
 
     async def prior(self, job_id: str, custom_id: str) -> Prior:
         self.check("prior")
-        record = self.items.get(job_id, {}).get(f"REQ#{custom_id}")
-        if record is None:
+        item = self.items.get(job_id, {}).get(f"REQ#{custom_id}")
+        if item is None:
             return Prior(succeeded=False)
+        record = request_from_item(item)
         return Prior(record.succeeded, record.columns, record.columns_s3_key)
 
     def of(self, job_id: str) -> dict[int, RequestRecord]:
-        """The job's items by line (what the tests read back)."""
-        return {r.line: r for r in self.items.get(job_id, {}).values()}
+        """The job's items by line, every attribute (what the tests read back)."""
+        return {r.line: r for r in self._records(job_id)}
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from promptdrop.adapters.items import request_to_item
 from promptdrop.jobs import FileRef, RunStatus, output_keys
 from promptdrop.jobs.finalize import Finalizer
 from promptdrop.jobs.output_writer import OutputWriter
@@ -66,7 +67,7 @@ async def test_a_change_while_writing_makes_the_writer_write_again(world: World)
         writes += 1
         if writes == 1:
             world.journal.jobs["j"].changes += 1  # its note_change
-            world.journal.requests.items["j"]["REQ#p2"] = answer(2)
+            world.journal.requests.items["j"]["REQ#p2"] = request_to_item("j", answer(2), "now")
 
     original = world.store.put_json
 
