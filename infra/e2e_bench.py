@@ -11,7 +11,7 @@ the DynamoDB and all AWS calls per 1,000 answers (moto's own counter), the answe
 time. Run alone: ``python -m infra.e2e_bench --lines 1000000``.
 
 ``--journaled-shards K``: K of the shards' answers are written to the journal as a shard writes them
-(the product's own ``RequestLog`` and ``complete_unit``), without the API — shards that answered
+(the product's own ``RequestLog`` and a unit hold's ``complete``), without the API — shards that answered
 and finished before the rest. Their messages still run (each finds its unit done), the other
 shards run through the API, and the last writes the outputs of every line. What it saves is the
 hour the fake API and moto take to answer a million prompts; what it keeps is every invocation a
@@ -145,8 +145,8 @@ async def _journal_shard(stack: Any, body: dict[str, Any], lines: range) -> None
                 for line in range(start, min(start + 1000, lines.stop))
             ]
             await journal.requests.write(body["job_id"], records, now_iso())
-        lease = journal.unit_lease(body["job_id"], body["unit"], 60)
-        await journal.complete_unit(body["job_id"], body["unit"], await lease.take("e2e-bench"), now_iso())
+        async with journal.unit_held(body["job_id"], body["unit"], 60) as hold:
+            await hold.complete(now_iso())
 
 
 def run_e2e(

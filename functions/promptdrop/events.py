@@ -115,17 +115,37 @@ def parse_body(body: Any) -> list[WorkItem]:
     raise UnrecognizedEvent(f"no accepted event shape has these fields: {sorted(body)[:8]}")
 
 
+# The work queue's redrive policy (template.yaml, WorkQueue: maxReceiveCount): SQS moves a message
+# to the dead-letter queue instead of delivering it again once it was received this many times.
+MAX_RECEIVE_COUNT = 5
+
+
 @dataclass(slots=True, frozen=True)
 class SqsMessage:
     message_id: str
     body: str
+    receive_count: int = 1  # SQS's ApproximateReceiveCount: this delivery is the n-th
+
+    @property
+    def last_delivery(self) -> bool:
+        """Handed back now, the message would not come again: SQS would dead-letter it, reason untold."""
+        return self.receive_count >= MAX_RECEIVE_COUNT
+
+
+def _receive_count(record: dict[str, Any]) -> int:
+    attributes = record.get("attributes")
+    raw = attributes.get("ApproximateReceiveCount") if isinstance(attributes, dict) else None
+    try:
+        return max(1, int(raw)) if raw is not None else 1
+    except (TypeError, ValueError):
+        return 1
 
 
 def parse_event(event: dict[str, Any]) -> tuple[list[SqsMessage] | None, list[WorkItem]]:
     """Split an invocation event: (SQS messages, to be parsed one by one) or (None, work items)."""
     records = event.get("Records")
     if isinstance(records, list) and records and records[0].get("eventSource") == "aws:sqs":
-        return [SqsMessage(r["messageId"], r.get("body", "")) for r in records], []
+        return [SqsMessage(r["messageId"], r.get("body", ""), _receive_count(r)) for r in records], []
     return None, parse_body(event)
 
 
@@ -139,4 +159,4 @@ def parse_message(message: SqsMessage) -> list[WorkItem]:
     return parse_body(body)
 
 
-__all__ += ["SqsMessage", "UnrecognizedEvent", "parse_message"]
+__all__ += ["MAX_RECEIVE_COUNT", "SqsMessage", "UnrecognizedEvent", "parse_message"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -17,11 +18,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import runtime
 from .events import FileWork, Skip, SqsMessage, UnrecognizedEvent, WorkItem, parse_event, parse_message
-from .jobs import FileRef, JobResult
+from .jobs import FileRef, JobResult, JobRunner
 from .messages import PromptFailure, UnitMessage
 from .settings import Settings, get_settings
 
-__all__ = ["lambda_handler"]
+__all__ = ["handle_sqs", "lambda_handler", "run_work"]
 
 logger = Logger(service="promptdrop")
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "promptdrop"), service="promptdrop")
@@ -59,7 +60,9 @@ def _to_run(items: list[WorkItem], settings: Settings) -> list[WorkItem]:
     return work
 
 
-async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Settings) -> list[JobResult]:
+async def _run_items(
+    items: list[WorkItem], context: LambdaContext, settings: Settings, *, last_delivery: bool = False
+) -> list[JobResult]:
     work = _to_run(items, settings)
     if not work:
         return []  # e.g. S3's s3:TestEvent, sent before the key is in the secret: nothing to build
@@ -70,15 +73,7 @@ async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Se
     def should_stop() -> bool:
         return context.get_remaining_time_in_millis() < margin_ms
 
-    results: list[JobResult] = []
-    for item in work:
-        if isinstance(item, FileWork):
-            ref = FileRef(item.bucket, item.key)
-            results.append(await rt.runner.run_file(ref, redrive=item.redrive, should_stop=should_stop))
-        elif isinstance(item, UnitMessage):
-            results.append(await rt.runner.run_unit(item, should_stop=should_stop))
-        elif isinstance(item, PromptFailure):
-            results.append(await rt.runner.redrive(item))
+    results = await run_work(rt.runner, work, should_stop=should_stop, last_delivery=last_delivery)
     for result in results:
         if result.key_rejected:
             rt.key_rejected()
@@ -87,11 +82,33 @@ async def _run_items(items: list[WorkItem], context: LambdaContext, settings: Se
     return results
 
 
+async def run_work(
+    runner: JobRunner, work: list[WorkItem], *, should_stop: Callable[[], bool], last_delivery: bool = False
+) -> list[JobResult]:
+    """Each work item run by the runner's entry point for it, in order."""
+    results: list[JobResult] = []
+    for item in work:
+        if isinstance(item, FileWork):
+            ref = FileRef(item.bucket, item.key)
+            run = runner.run_file(ref, redrive=item.redrive, should_stop=should_stop, last_delivery=last_delivery)
+            results.append(await run)
+        elif isinstance(item, UnitMessage):
+            results.append(await runner.run_unit(item, should_stop=should_stop, last_delivery=last_delivery))
+        elif isinstance(item, PromptFailure):
+            results.append(await runner.redrive(item, last_delivery=last_delivery))
+    return results
+
+
 def vars_of(result: JobResult) -> dict[str, Any]:
     return dataclasses.asdict(result)
 
 
-def _handle_sqs(messages: list[SqsMessage], context: LambdaContext, settings: Settings) -> dict[str, Any]:
+# Runs one message's work items (its last delivery or not) and returns their results.
+RunMessage = Callable[[list[WorkItem], bool], list[JobResult]]
+
+
+def handle_sqs(messages: list[SqsMessage], run: RunMessage) -> dict[str, Any]:
+    """Run each message; report those that must come back (``batchItemFailures``), the others acknowledged."""
     failures: list[dict[str, str]] = []
     for message in messages:
         try:
@@ -102,8 +119,10 @@ def _handle_sqs(messages: list[SqsMessage], context: LambdaContext, settings: Se
             logger.warning("unrecognized message", extra={"message_id": message.message_id, "reason": str(exc)})
             continue
         try:
-            results = runtime.run(_run_items(items, context, settings))
+            results = run(items, message.last_delivery)
         except Exception:
+            # Only a passing AWS or network fault gets here (the runs end their jobs on anything else):
+            # the redelivery resumes from the journal.
             logger.exception("message failed; it will be delivered again", extra={"message_id": message.message_id})
             failures.append({"itemIdentifier": message.message_id})
             continue
@@ -121,6 +140,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="Invocations", unit=MetricUnit.Count, value=1)
     messages, items = parse_event(event)
     if messages is not None:
-        return _handle_sqs(messages, context, settings)
+
+        def run(items: list[WorkItem], last_delivery: bool) -> list[JobResult]:
+            return runtime.run(_run_items(items, context, settings, last_delivery=last_delivery))
+
+        return handle_sqs(messages, run)
     results = runtime.run(_run_items(items, context, settings))
     return {"jobs": [vars_of(r) for r in results]}

@@ -92,7 +92,7 @@ def test_a_budget_hit_mid_file_stops_it_and_a_raised_budget_resumes_it_paying_no
     assert p.dlq() == []
 
 
-def test_a_budget_in_dollars_for_a_model_without_a_price_refuses_the_file_up_front(pipeline: Pipeline) -> None:
+def test_a_budget_in_dollars_stops_the_file_at_the_first_line_of_a_model_without_a_price(pipeline: Pipeline) -> None:
     # Given a dollar budget in the environment and a file whose second line names a model with no price
     p = pipeline
     p.configure(PROMPTDROP_BUDGET_USD="5")
@@ -102,11 +102,16 @@ def test_a_budget_in_dollars_for_a_model_without_a_price_refuses_the_file_up_fro
 
     p.drain()
 
-    # Then nothing at all was sent, and the file failed with the reason
-    assert p.prompts_seen() == 0
+    # Then nothing of that model was sent (the file is read once: the line before it was), the
+    # outputs hold what was answered, and the file failed with the reason
+    assert p.prompts_seen() == 1
+    assert p.times_seen("local") == 0
+    summary = p.summary(key)
+    assert (summary["status"], summary["counts"]["succeeded"]) == ("FAILED", 1)
     (letter,) = p.dlq()
     assert (letter["kind"], letter["error"]["code"]) == ("file_failure", "unknown_price")
     assert "my-own-finetune" in letter["error"]["message"]
+    assert "1 line(s) done, 1 left" in letter["error"]["message"]
 
 
 def test_a_budget_in_tokens_needs_no_price(pipeline: Pipeline) -> None:

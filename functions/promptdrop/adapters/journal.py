@@ -7,14 +7,15 @@ Records and their codec are in :mod:`promptdrop.records` and :mod:`.items`; the 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..records import JobRecord, JobStatus
-from .items import job_from_item, job_key, job_to_item, serialize, unit_key
-from .leases import Hold, Lease
+from .items import job_from_item, job_key, job_to_item, serialize
+from .leases import FinalizerHold, UnitHold, finalizer_lease, unit_lease
 from .request_log import RequestLog
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class Journal:
             },
         )
 
-    async def add_progress(self, job_id: str, counts: dict[str, int | float], now: str) -> JobRecord:
+    async def add_progress(self, job_id: str, counts: Mapping[str, int | float], now: str) -> JobRecord:
         """Add a running unit's counts since its last report to the job item's live ``progress_*``
         figures; returns the job item (a reader learns of a cancel request from it at no extra call)."""
         names = {f"#p{i}": f"progress_{name}" for i, name in enumerate(counts)}
@@ -138,30 +139,20 @@ class Journal:
 
     # -- leases: one live run per unit; one run at a time rewrites a job's outputs ---------------
 
-    def unit_lease(self, job_id: str, unit: str, lease_s: float) -> Lease:
-        """The lease on a unit (the whole file, or one shard): refused for good once the unit is done."""
-        return Lease(
-            self._ddb,
-            self._table,
-            unit_key(job_id, unit),
-            owner_attr="owner",
-            until_attr="lease_until",
-            done_attr="done_at",
-            lease_s=lease_s,
-            clock=self._clock,
-        )
+    @contextlib.asynccontextmanager
+    async def unit_held(self, job_id: str, unit: str, lease_s: float) -> AsyncIterator[UnitHold]:
+        """Hold a unit's lease while the block runs (check ``outcome`` first); given up on the way
+        out unless the block completed the unit or released it."""
+        lease = unit_lease(self._ddb, self._table, job_id, unit, lease_s, self._clock)
+        async with lease.held() as hold:
+            yield UnitHold(self._ddb, self._table, job_id, unit, lease, hold)
 
-    def finalizer_lease(self, job_id: str, lease_s: float) -> Lease:
-        """The lease on rewriting a job's outputs; taking it returns the job item (its ``changes``)."""
-        return Lease(
-            self._ddb,
-            self._table,
-            job_key(job_id),
-            owner_attr="fin_owner",
-            until_attr="fin_until",
-            lease_s=lease_s,
-            clock=self._clock,
-        )
+    @contextlib.asynccontextmanager
+    async def finalizer_held(self, job_id: str, lease_s: float) -> AsyncIterator[FinalizerHold]:
+        """Hold the lease on rewriting a job's outputs (``job`` is None when another run holds it)."""
+        lease = finalizer_lease(self._ddb, self._table, job_id, lease_s, self._clock)
+        async with lease.held() as hold:
+            yield FinalizerHold(self._ddb, self._table, job_id, lease, hold)
 
     async def note_change(self, job_id: str) -> None:
         """Count a change to the journal that the outputs must come to hold (a redrive's answers)."""
@@ -171,57 +162,6 @@ class Journal:
             UpdateExpression="ADD changes :one",
             ExpressionAttributeValues={":one": {"N": "1"}},
         )
-
-    async def release_finalizer(self, job_id: str, lease: Lease, hold: Hold, seen: int) -> int | None:
-        """Give the finalizer lease up if nothing changed since ``seen``: None when released, else the new count.
-
-        Also None when the lease was lost (it expired and another run took it): that run finishes.
-        """
-        if seen:
-            released = await lease.release(hold, unless="changes = :seen", values={":seen": {"N": str(seen)}})
-        else:
-            released = await lease.release(hold, unless="attribute_not_exists(changes)")
-        if released:
-            return None
-        raw = (await self._ddb.get_item(TableName=self._table, Key=job_key(job_id), ConsistentRead=True)).get("Item")
-        if raw is None or raw.get("fin_owner", {}).get("S") != hold.owner:
-            hold.released = True  # not ours any more: nothing to give up
-            return None
-        return int(raw.get("changes", {}).get("N", "0"))
-
-    async def complete_unit(self, job_id: str, unit: str, hold: Hold, now: str) -> None:
-        """Mark the unit done and count it on the job item — both or neither, and only once."""
-        try:
-            await self._ddb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": unit_key(job_id, unit),
-                            "UpdateExpression": "SET done_at = :now REMOVE lease_until",
-                            "ConditionExpression": "attribute_not_exists(done_at) AND #o = :me",
-                            "ExpressionAttributeNames": {"#o": "owner"},
-                            "ExpressionAttributeValues": {":now": {"S": now}, ":me": {"S": hold.owner}},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": job_key(job_id),
-                            "UpdateExpression": "ADD units_done :one",
-                            "ExpressionAttributeValues": {":one": {"N": "1"}},
-                        }
-                    },
-                ]
-            )
-        except self._ddb.exceptions.TransactionCanceledException as exc:
-            # Only a failed condition on the unit means a duplicate run got there first (the unit was
-            # counted once already). Throttling or a conflict with a parallel shard's count: raised,
-            # so the run's message comes back and completes the unit then — never counted as done.
-            reasons = exc.response.get("CancellationReasons") or [{}]
-            if reasons[0].get("Code") != "ConditionalCheckFailed":
-                raise
-        hold.released = True
 
 
 def _number(value: int | float) -> int | Decimal:

@@ -1,9 +1,13 @@
-"""One lease type for every "one live run at a time" in the journal: a unit, a job's finalizer.
+"""The journal's leases: one live run at a time on a unit, one run at a time rewriting a job's outputs.
 
 A lease is two attributes on one item (owner, until). It is taken with a conditional write that
 succeeds when nobody holds it, the holder's time ran out (a crashed run), or we hold it already;
 renewed every third of its length while the block runs; given up at the end. Extra conditions
 (a unit not done yet; a finalizer's change count unchanged) ride along on take and release.
+
+Runs see only what they do with a lease held (:class:`UnitHold`: complete the unit or give it
+up; :class:`FinalizerHold`: the job as the take found it, and a release refused while the journal
+changed); the attribute names and conditions stay here.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from ..background import every
+from ..records import JobRecord
+from .items import job_from_item, job_key, unit_key
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-__all__ = ["Hold", "Lease", "LeaseOutcome"]
+__all__ = ["FinalizerHold", "Hold", "Lease", "LeaseOutcome", "UnitHold", "finalizer_lease", "unit_lease"]
 
 
 class LeaseOutcome(StrEnum):
@@ -153,3 +159,120 @@ class Lease:
             return False
         hold.released = True
         return True
+
+
+def unit_lease(
+    client: DynamoDBClient, table: str, job_id: str, unit: str, lease_s: float, clock: Callable[[], float]
+) -> Lease:
+    """The lease on a unit (the whole file, or one shard): refused for good once the unit is done."""
+    return Lease(
+        client,
+        table,
+        unit_key(job_id, unit),
+        owner_attr="owner",
+        until_attr="lease_until",
+        done_attr="done_at",
+        lease_s=lease_s,
+        clock=clock,
+    )
+
+
+def finalizer_lease(
+    client: DynamoDBClient, table: str, job_id: str, lease_s: float, clock: Callable[[], float]
+) -> Lease:
+    """The lease on rewriting a job's outputs, on the job item: taking it returns the item (its ``changes``)."""
+    return Lease(
+        client, table, job_key(job_id), owner_attr="fin_owner", until_attr="fin_until", lease_s=lease_s, clock=clock
+    )
+
+
+class UnitHold:
+    """A unit's lease as its run holds it: the run completes the unit, or gives it up unfinished."""
+
+    def __init__(self, client: DynamoDBClient, table: str, job_id: str, unit: str, lease: Lease, hold: Hold) -> None:
+        self._ddb = client
+        self._table = table
+        self._job_id = job_id
+        self._unit = unit
+        self._lease = lease
+        self._hold = hold
+
+    @property
+    def outcome(self) -> LeaseOutcome:
+        return self._hold.outcome
+
+    @property
+    def first(self) -> bool:
+        """No run ever held this unit before: nothing of it can have been done yet."""
+        return self._hold.first
+
+    async def release(self) -> None:
+        """Give the unit up unfinished: a continuation, a redelivery or a redrive resumes it."""
+        await self._lease.release(self._hold)
+
+    async def complete(self, now: str) -> None:
+        """Mark the unit done and count it on the job item — both or neither, and only once."""
+        try:
+            await self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": unit_key(self._job_id, self._unit),
+                            "UpdateExpression": "SET done_at = :now REMOVE lease_until",
+                            "ConditionExpression": "attribute_not_exists(done_at) AND #o = :me",
+                            "ExpressionAttributeNames": {"#o": "owner"},
+                            "ExpressionAttributeValues": {":now": {"S": now}, ":me": {"S": self._hold.owner}},
+                        }
+                    },
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": job_key(self._job_id),
+                            "UpdateExpression": "ADD units_done :one",
+                            "ExpressionAttributeValues": {":one": {"N": "1"}},
+                        }
+                    },
+                ]
+            )
+        except self._ddb.exceptions.TransactionCanceledException as exc:
+            # Only a failed condition on the unit means a duplicate run got there first (the unit was
+            # counted once already). Throttling or a conflict with a parallel shard's count: raised,
+            # so the run's message comes back and completes the unit then — never counted as done.
+            reasons = exc.response.get("CancellationReasons") or [{}]
+            if reasons[0].get("Code") != "ConditionalCheckFailed":
+                raise
+        self._hold.released = True
+
+
+class FinalizerHold:
+    """The finalizer lease as a run holds it (or failed to: ``job`` is None then)."""
+
+    def __init__(self, client: DynamoDBClient, table: str, job_id: str, lease: Lease, hold: Hold) -> None:
+        self._ddb = client
+        self._table = table
+        self._job_id = job_id
+        self._lease = lease
+        self._hold = hold
+        # The job item as the take found it (the lease is on the job item: no read of its own).
+        self.job: JobRecord | None = job_from_item(hold.attrs) if hold.acquired else None
+
+    async def release_unless_changed(self, seen: int) -> int | None:
+        """Give the lease up if nothing changed since ``seen``: None when released, else the new count.
+
+        Also None when the lease was lost (it expired and another run took it): that run finishes.
+        """
+        if seen:
+            released = await self._lease.release(
+                self._hold, unless="changes = :seen", values={":seen": {"N": str(seen)}}
+            )
+        else:
+            released = await self._lease.release(self._hold, unless="attribute_not_exists(changes)")
+        if released:
+            return None
+        key = job_key(self._job_id)
+        raw = (await self._ddb.get_item(TableName=self._table, Key=key, ConsistentRead=True)).get("Item")
+        if raw is None or raw.get("fin_owner", {}).get("S") != self._hold.owner:
+            self._hold.released = True  # not ours any more: nothing to give up
+            return None
+        return int(raw.get("changes", {}).get("N", "0"))

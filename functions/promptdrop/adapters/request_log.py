@@ -19,18 +19,18 @@ from .items import REQUEST_PREFIXES, request_from_item, request_key, request_pks
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-__all__ = ["ITEM_RESPONSE_MAX_BYTES", "LineSet", "Prior", "RequestLog"]
+__all__ = ["ITEM_RESPONSE_MAX_BYTES", "OUTPUT_ATTRIBUTES", "LineSet", "Prior", "RequestLog"]
 
 _BATCH_WRITE_ITEMS = 25  # BatchWriteItem's limit (16 MB a call; items are under 400 KB)
 # An item is at most 400 KB; a response larger than this is stored in S3 and pointed to.
 ITEM_RESPONSE_MAX_BYTES = 300_000
 # What the output files and the summary are built from: the rest of an item (attempts, latency,
 # timestamps…) is not read back, which saves about a third of the parsing per answer.
-_OUTPUT_ATTRIBUTES = (
+OUTPUT_ATTRIBUTES = (
     "custom_id", "line", "status", "model", "status_code", "request_id", "prompt_tokens", "completion_tokens",
     "cached_tokens", "response", "response_s3_key", "error", "columns", "columns_s3_key",
 )  # fmt: skip
-_OUTPUT_NAMES = {f"#a{i}": name for i, name in enumerate(_OUTPUT_ATTRIBUTES)}
+_OUTPUT_NAMES = {f"#a{i}": name for i, name in enumerate(OUTPUT_ATTRIBUTES)}
 
 
 class LineSet:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ class ObjectInfo:
     etag: str
     version_id: str | None
     size: int
+    # The user metadata (``x-amz-meta-*``, names in lower case) as the HEAD found it: the job header.
+    metadata: dict[str, str] = field(default_factory=dict, compare=False)
 
 
 class ObjectStore:
@@ -44,7 +46,9 @@ class ObjectStore:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return ObjectInfo(head["ETag"].strip('"'), head.get("VersionId"), head["ContentLength"])
+        return ObjectInfo(
+            head["ETag"].strip('"'), head.get("VersionId"), head["ContentLength"], dict(head.get("Metadata", {}))
+        )
 
     async def stream(
         self, bucket: str, key: str, info: ObjectInfo, *, start: int = 0, end: int | None = None

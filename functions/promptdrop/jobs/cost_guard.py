@@ -33,7 +33,6 @@ __all__ = [
     "Spent",
     "WorstCase",
     "budget_of",
-    "check_prices",
     "how_to_raise",
     "worst_case",
 ]
@@ -177,17 +176,3 @@ class CostGuard:
     def settle(self, request: Request) -> None:
         """The request's outcome is in: its actual cost now counts instead of its worst case."""
         self._in_flight.pop(request.line, None)
-
-
-def check_prices(models: set[str], limits: Budget) -> None:
-    """A budget in dollars needs every model's price: refuse the file before anything is sent."""
-    if limits.usd is None:
-        return
-    unknown = sorted(model for model in models if rates(model) is None)
-    if unknown:
-        raise FileRejected(
-            FailureCode.UNKNOWN_PRICE,
-            f"the budget is in dollars (${limits.usd:g}) but no price is known for the model(s) {unknown}: "
-            "nothing was sent. Upload it again with a budget in tokens instead (metadata "
-            "promptdrop-budget-usd=none, promptdrop-budget-tokens=N), or name a model with a price",
-        )

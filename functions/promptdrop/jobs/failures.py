@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from ..adapters.journal import Journal
-from ..adapters.queues import MessageSender
 from ..messages import FileFailure
 from ..records import ErrorRecord
+from .ports import Journal, MessageSender
 from .run_result import FileRef, JobResult, RunStatus, now_iso
 
 __all__ = ["FileFailures"]

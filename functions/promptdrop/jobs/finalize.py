@@ -11,10 +11,9 @@ from __future__ import annotations
 
 from aws_lambda_powertools import Logger
 
-from ..adapters.items import job_from_item
-from ..adapters.journal import Journal
 from ..engine.dispatch import DispatchReport
 from .output_writer import OutputWriter
+from .ports import Journal
 from .run_result import FileRef, JobResult, RunStatus
 
 __all__ = ["Finalizer"]
@@ -41,18 +40,17 @@ class Finalizer:
     async def finalize(self, job_id: str, ref: FileRef, report: DispatchReport | None) -> JobResult:
         """Rewrite the job's outputs until they hold every change to its journal."""
         await self._journal.note_change(job_id)
-        lease = self._journal.finalizer_lease(job_id, self._lease_s)
-        async with lease.held() as hold:
-            if not hold.acquired:
+        async with self._journal.finalizer_held(job_id, self._lease_s) as hold:
+            job = hold.job
+            if job is None:
                 logger.info("another run is writing this job's outputs; it will include ours", extra={"job_id": job_id})
                 return JobResult.of_run(
                     job_id, ref, RunStatus.HANDED_OFF, report, reason="another run is writing the outputs"
                 )
-            job = job_from_item(hold.attrs)
             seen = job.changes
             while True:
                 result = await self._writer.write(job, report)
-                changed = await self._journal.release_finalizer(job_id, lease, hold, seen)
+                changed = await hold.release_unless_changed(seen)
                 if changed is None:
                     return result
                 seen = changed

@@ -12,13 +12,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..adapters.bus import EventPublisher
-from ..adapters.journal import Journal
-from ..adapters.s3 import ObjectStore
 from ..engine.answers import answer_text_of
 from ..engine.dispatch import DispatchReport
 from ..outputs import OrderedSpool, estimate_cost_usd, output_line
 from ..records import JobRecord, JobStatus, RequestRecord
+from .ports import EventBus, Journal, ObjectStore
 from .run_result import FileRef, JobResult, RunStatus, now_iso, run_figures
 from .table import CsvTable
 
@@ -69,7 +67,7 @@ DETAIL_TYPES = {
 
 class OutputWriter:
     def __init__(
-        self, *, journal: Journal, store: ObjectStore, default_model: str, publisher: EventPublisher | None = None
+        self, *, journal: Journal, store: ObjectStore, default_model: str, publisher: EventBus | None = None
     ) -> None:
         self._journal = journal
         self._store = store

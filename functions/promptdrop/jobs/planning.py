@@ -6,10 +6,11 @@ import hashlib
 import itertools
 from array import array
 
-from ..adapters.s3 import ObjectInfo, ObjectStore
+from ..adapters.s3 import ObjectInfo
 from ..formats import custom_id_of, split_lines
 from ..messages import UnitMessage
 from ..settings import Settings
+from .ports import ObjectStore
 from .source import read
 
 __all__ = ["S3_KEY_MAX_BYTES", "Repeat", "make_job_id", "output_base", "output_keys", "plan_shards"]

@@ -13,12 +13,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from ..adapters.journal import Journal
 from ..background import every
 from ..engine.dispatch import DispatchReport
 from ..outputs import estimate_cost_usd
 from ..records import JobRecord
 from .cost_guard import Spent
+from .ports import Journal
 from .run_result import JobResult, now_iso
 
 __all__ = ["REPORT_INTERVAL_S", "Progress"]

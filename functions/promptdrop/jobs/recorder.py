@@ -19,10 +19,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..adapters.journal import Journal
-from ..adapters.queues import MessageSender
 from ..adapters.request_log import ITEM_RESPONSE_MAX_BYTES
-from ..adapters.s3 import ObjectStore
 from ..background import every
 from ..engine.answers import finish_reason, usage_of
 from ..engine.dispatch import Outcome
@@ -34,6 +31,7 @@ from ..messages import PromptFailure
 from ..records import ErrorRecord, FailureCode, RequestRecord, RequestStatus
 from .answer_cells import schema_fields
 from .planning import output_base
+from .ports import Journal, MessageSender, ObjectStore
 from .progress import Progress
 from .run_result import now_iso
 

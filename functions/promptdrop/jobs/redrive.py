@@ -8,21 +8,22 @@ it fails again with ``budget_exceeded`` and a dead letter that can send it once 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aws_lambda_powertools import Logger
 
-from ..adapters.journal import Journal
 from ..adapters.request_log import Prior
-from ..adapters.s3 import ObjectChanged, ObjectInfo, ObjectStore
+from ..adapters.s3 import ObjectChanged, ObjectInfo
 from ..engine.dispatch import Dispatcher
 from ..engine.request import Request
 from ..formats import FileRejected, request_from_object
 from ..messages import PromptFailure
-from ..records import FailureCode, JobRecord
+from ..records import JobRecord
 from ..settings import Settings
-from .cost_guard import CostGuard, budget_of, how_to_raise
+from .admission import Guarded, admitted
+from .cost_guard import CostGuard, budget_of
 from .finalize import Finalizer
+from .ports import Journal, ObjectStore
 from .progress import Progress
 from .recorder import Recorders
 from .run_result import FileRef, JobResult, RunStatus
@@ -73,27 +74,15 @@ class Redriver:
             if isinstance(item, Request):
                 requests.append(item)
 
-        guard = await self._guard(job) if requests else None
-
-        async def source() -> AsyncIterator[Request]:
-            for request in requests:
-                if guard is None or guard.admit(request, progress.spent()):
-                    yield request
-                    continue
-                why = (
-                    f"not sent again: the file's budget is spent ({guard.refused}). Raise it with "
-                    f"{how_to_raise(job_id)}, then redrive this message"
-                )
-                await rec.not_sent(request, FailureCode.BUDGET_EXCEEDED, why)
-
         progress = Progress(self._journal, job_id)
         async with (
             progress.reporting(),
             self._recorders.for_job(job_id, job.bucket, job.key, job.etag, progress) as rec,
         ):
+            stages = [Guarded(await self._guard(job), progress, refuse=rec)] if requests else []
             dispatcher = self._dispatcher_factory()
             rec.hold_while(dispatcher.rate_bound)
-            report = await dispatcher.run(source(), rec.outcome)
+            report = await dispatcher.run(admitted(_each(requests), stages), rec.outcome)
         logger.info("redrive done", extra={"job_id": job_id, "rerun": len(requests)})
         return progress.tag(await self._finalizer.finish_if_complete(job_id, ref, report), report)
 
@@ -113,3 +102,8 @@ class Redriver:
             text = json.dumps(await self._store.get_json(out_bucket, prior.columns_s3_key))
         cells = json.loads(text).get("cells") if text else None
         return tuple((str(name), str(cell)) for name, cell in cells or ())
+
+
+async def _each(requests: Iterable[Request]) -> AsyncIterator[Request]:
+    for request in requests:
+        yield request

@@ -11,19 +11,18 @@ from collections.abc import Callable
 
 from aws_lambda_powertools import Logger
 
-from ..adapters.bus import EventPublisher
-from ..adapters.journal import Journal
-from ..adapters.queues import MessageSender
-from ..adapters.s3 import ObjectStore
 from ..engine.dispatch import Dispatcher
 from ..formats import FileRejected
 from ..messages import PromptFailure, UnitMessage
-from ..records import FINAL_JOB_STATES, FailureCode, JobRecord
+from ..records import FINAL_JOB_STATES, ErrorRecord, FailureCode, JobRecord
 from ..settings import Settings
+from .endings import ends_the_job, internal_ending
 from .failures import FileFailures
 from .finalize import Finalizer
+from .modes import RealTimeMode
 from .output_writer import OutputWriter
 from .planning import make_job_id, output_keys, plan_shards
+from .ports import EventBus, Journal, MessageSender, ObjectStore
 from .progress import Progress
 from .recorder import Recorders
 from .redrive import Redriver
@@ -55,7 +54,7 @@ class JobRunner:
         journal: Journal,
         messages: MessageSender,
         dispatcher_factory: Callable[[], Dispatcher],
-        publisher: EventPublisher | None = None,
+        publisher: EventBus | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -76,11 +75,15 @@ class JobRunner:
         self._recorders = recorders
         self._units = UnitRunner(
             settings=settings,
-            store=store,
             journal=journal,
             messages=messages,
-            recorders=recorders,
-            dispatcher_factory=dispatcher_factory,
+            mode=RealTimeMode(
+                settings=settings,
+                store=store,
+                journal=journal,
+                recorders=recorders,
+                dispatcher_factory=dispatcher_factory,
+            ),
             finalizer=finalizer,
             failures=self._failures,
         )
@@ -94,9 +97,16 @@ class JobRunner:
         )
 
     async def run_file(
-        self, ref: FileRef, *, redrive: bool = False, should_stop: Callable[[], bool] = _never
+        self,
+        ref: FileRef,
+        *,
+        redrive: bool = False,
+        should_stop: Callable[[], bool] = _never,
+        last_delivery: bool = False,
     ) -> JobResult:
-        """A new upload (or a redriven file failure): plan the job, run it or queue its shards."""
+        """A new upload (or a redriven file failure): plan the job, run it or queue its shards.
+
+        ``last_delivery``: the queue will not deliver this message again (see :meth:`run_unit`)."""
         settings = self._settings
         info = await self._store.head(ref.bucket, ref.key)
         if info is None:
@@ -128,10 +138,18 @@ class JobRunner:
             job_id=job_id, bucket=ref.bucket, key=ref.key, etag=info.etag, version_id=info.version_id, unit="all"
         )
         if not sharded:
-            return await self._units.run(whole, should_stop=should_stop, fresh=created)
+            return await self._units.run(
+                whole, should_stop=should_stop, fresh=created, header=info.metadata, last_delivery=last_delivery
+            )
         if job.units_total and not redrive:
             return JobResult(job_id, ref.bucket, ref.key, RunStatus.SKIPPED, reason="already split into shards")
-        return await self._split(ref, whole)
+        try:
+            return await self._split(ref, whole)
+        except Exception as exc:
+            if not ends_the_job(exc, last_delivery=last_delivery):
+                raise
+            ending = internal_ending(exc, stage="run")  # nothing was sent: planning is what failed
+            return await self._failures.report(ref, job_id, ending.code, ending.message)
 
     async def _split(self, ref: FileRef, whole: UnitMessage) -> JobResult:
         if self._settings.work_queue_url is None:
@@ -151,10 +169,29 @@ class JobRunner:
         logger.info("file split into shards", extra={"job_id": whole.job_id, "shards": len(shards)})
         return JobResult(whole.job_id, ref.bucket, ref.key, RunStatus.SHARDED, reason=f"{len(shards)} shards queued")
 
-    async def run_unit(self, unit: UnitMessage, *, should_stop: Callable[[], bool] = _never) -> JobResult:
-        """A shard or a continuation from the work queue."""
-        return await self._units.run(unit, should_stop=should_stop)
+    async def run_unit(
+        self, unit: UnitMessage, *, should_stop: Callable[[], bool] = _never, last_delivery: bool = False
+    ) -> JobResult:
+        """A shard or a continuation from the work queue.
 
-    async def redrive(self, failure: PromptFailure) -> JobResult:
-        """A redriven failed prompt: run it again and merge it into its job's outputs."""
-        return await self._redriver.redrive(failure)
+        ``last_delivery``: the queue's last receive of the message (its receive count has reached the
+        redrive policy's ``maxReceiveCount``): even a passing AWS fault then ends the job, with a reason,
+        rather than the message dead-lettering without one."""
+        return await self._units.run(unit, should_stop=should_stop, last_delivery=last_delivery)
+
+    async def redrive(self, failure: PromptFailure, *, last_delivery: bool = False) -> JobResult:
+        """A redriven failed prompt: run it again and merge it into its job's outputs.
+
+        If that fails unexpectedly, the prompt goes back to the dead-letter queue with the reason
+        (``internal_error``), to be redriven again once the cause is fixed — not round the work queue."""
+        try:
+            return await self._redriver.redrive(failure)
+        except Exception as exc:
+            if not ends_the_job(exc, last_delivery=last_delivery):
+                raise
+            ending = internal_ending(exc, stage="run")
+            error = ErrorRecord("internal_error", ending.code, ending.message).as_dict()
+            await self._messages.send(self._settings.dlq_url, [failure.model_copy(update={"error": error})])
+            logger.warning("redrive failed", extra={"job_id": failure.job_id, "reason": ending.message})
+            ref = FileRef(failure.bucket, failure.key)
+            return JobResult(failure.job_id, ref.bucket, ref.key, RunStatus.FAILED, reason=str(ending.code))

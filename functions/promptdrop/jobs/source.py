@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import AsyncGenerator, AsyncIterator, Container, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 
-from ..adapters.s3 import ObjectChanged, ObjectInfo, ObjectStore
-from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected, LineError, Parsed, parse_stream
+from ..adapters.s3 import ObjectChanged, ObjectInfo
+from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected, Parsed, parse_stream
 from ..messages import UnitMessage
 from ..records import FailureCode
+from .ports import ObjectStore
 
 __all__ = [
-    "count_left",
     "endpoint_of",
     "header_of",
-    "models_in",
     "parse_unit",
     "read",
     "rejected_if_changed",
@@ -84,24 +82,3 @@ def parse_unit(
         template=header.get(CSV_TEMPLATE_METADATA) if kind == ".csv" else None,
         endpoint=header.get(ENDPOINT_METADATA) or default_endpoint,
     )
-
-
-async def models_in(parsed: AsyncGenerator[Parsed]) -> set[str]:
-    """Every model the unit's requests name (a read of the unit before anything is sent)."""
-    models: set[str] = set()
-    try:
-        async for item in parsed:
-            if not isinstance(item, LineError):
-                models.add(str(json.loads(item.body).get("model") or ""))
-    finally:
-        await parsed.aclose()
-    return models
-
-
-async def count_left(parsed: AsyncIterator[Parsed], answered: Mapping[str, int], done: Container[int]) -> int:
-    """The rest of the unit's lines that a resumed run would still have to do."""
-    left = 0
-    async for item in parsed:
-        if item.line not in done and answered.get(item.custom_id) != item.line:
-            left += 1
-    return left

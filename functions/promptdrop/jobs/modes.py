@@ -1,0 +1,120 @@
+"""The ways to run a unit's lines once its lease is held: strategies behind one interface.
+
+A mode takes the unit (with its run's progress, cost guard and job header) and sends what it has
+to send, recording each outcome; the unit's runner (:mod:`.units`) holds the lease around it and
+decides how the unit ends from the :class:`~promptdrop.engine.dispatch.DispatchReport` it returns.
+The real-time mode is the first: each request sent at once through the engine's dispatcher. A
+Batch API mode (submit the lines, collect the answers later) is meant to be the second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..adapters.request_log import LineSet
+from ..engine.dispatch import Dispatcher, DispatchReport, Outcome
+from ..formats import Parsed
+from ..messages import UnitMessage
+from ..settings import Settings
+from .admission import AlreadyDone, BadLines, Guarded, Repeats, admitted
+from .cost_guard import CostGuard, budget_of
+from .ports import Journal, ObjectStore, RequestLog
+from .progress import Progress
+from .recorder import Recorders
+from .source import header_of, parse_unit
+
+__all__ = ["RealTimeMode", "UnitMode", "UnitRun"]
+
+
+@dataclass(slots=True, frozen=True)
+class UnitRun:
+    """One run of a unit, as its mode sees it."""
+
+    unit: UnitMessage
+    progress: Progress
+    guard: CostGuard  # its limits are set by the mode, from the job header and the job item
+    header: Mapping[str, str] | None  # the upload's metadata, if the caller has read it already
+    fresh: bool  # nothing of this unit can have been done yet: no need to ask the journal
+    should_stop: Callable[[], bool]
+
+
+class UnitMode(Protocol):
+    async def run(self, run: UnitRun) -> DispatchReport: ...
+
+
+class RealTimeMode:
+    """Every request sent now, through the dispatcher: the outcomes recorded as they come."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: ObjectStore,
+        journal: Journal,
+        recorders: Recorders,
+        dispatcher_factory: Callable[[], Dispatcher],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._journal = journal
+        self._recorders = recorders
+        self._dispatcher_factory = dispatcher_factory
+
+    async def run(self, run: UnitRun) -> DispatchReport:
+        unit, progress, guard, header = run.unit, run.progress, run.guard, run.header
+        should_stop, fresh = run.should_stop, run.fresh
+        whole = unit.unit == "all"
+        answered, done = await _done_before(self._journal.requests, unit, whole=whole, fresh=fresh)
+        guard.done_before = len(answered) + len(done)
+        if header is None:
+            header = await header_of(self._store, unit)
+        recorder = self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag, progress)
+        # Reporting starts first: its first report reads the job item (a cancel, the job's budget).
+        async with progress.reporting(), recorder:
+            # With a budget in dollars, a model without a price stops the run at its first request
+            # (the guard refuses it: unknown_price), before anything of that model is sent.
+            guard.limits = budget_of(self._settings, header, progress.job)
+            parsed = self._parse(unit, header)
+            already = AlreadyDone(answered, done)
+            stages = (already, Repeats(recorder, answered, track=whole), BadLines(recorder), Guarded(guard, progress))
+
+            async def count_left() -> None:
+                # Stop sending (those in flight finish); count what is left for the dead letter.
+                guard.left = 1 + sum([1 async for item in parsed if already.left(item)])
+
+            def stop() -> bool:
+                return progress.cancelled or should_stop()
+
+            async def on_outcome(outcome: Outcome) -> None:
+                guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
+                await recorder.outcome(outcome)
+
+            dispatcher = self._dispatcher_factory()
+            recorder.hold_while(dispatcher.rate_bound)
+            requests = admitted(parsed, stages, on_send=progress.sent, on_stop=count_left)
+            try:
+                return await dispatcher.run(requests, on_outcome, should_stop=stop)
+            finally:
+                await parsed.aclose()
+
+    def _parse(self, unit: UnitMessage, header: Mapping[str, str]) -> AsyncGenerator[Parsed]:
+        return parse_unit(self._store, unit, self._settings.model, header, self._settings.endpoint)
+
+
+async def _done_before(
+    log: RequestLog, unit: UnitMessage, *, whole: bool, fresh: bool
+) -> tuple[dict[str, int], LineSet]:
+    """What this run must not send again: (each answered ``custom_id``'s line, the lines to skip).
+
+    A first run has nothing answered to skip — only, in a split file, the repeats planning found.
+    A rerun of the whole file finds repeats itself, so it keeps each answered ``custom_id``'s line
+    (bounded by the shard size: larger files are split). A rerun of a shard needs only the lines
+    done, job-wide, as a bitmap: a million-line job's would be a 60 MB dict, and is 125 KB.
+    """
+    if whole:
+        return ({}, LineSet()) if fresh else await log.finals(unit.job_id)
+    if fresh:
+        return {}, await log.repeats(unit.job_id)
+    return {}, await log.done_lines(unit.job_id)
