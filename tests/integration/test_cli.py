@@ -7,7 +7,10 @@ event source would, in the foreground (``drain``) or a background thread (``even
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +19,10 @@ from typing import Any
 
 import pytest
 from promptdrop.adapters.items import job_to_item
+from promptdrop.adapters.s3 import ObjectInfo
 from promptdrop.cli import main
 from promptdrop.handler import lambda_handler
+from promptdrop.jobs import make_job_id
 from promptdrop.records import JobRecord
 
 from infra.event_source import SqsEventSource
@@ -232,48 +237,62 @@ def test_every_job_item_the_function_writes_is_listed(cli: Cli, pipeline: Pipeli
     assert [j["key"] for j in cli.json("status")[1]] == ["inputs/listed.jsonl"]
 
 
-def test_status_of_a_running_job_shows_its_live_progress(cli: Cli, pipeline: Pipeline) -> None:
-    # Given a running job whose item carries live progress, as the function writes it
-    job = JobRecord(
-        job_id="0123456789abcdef0123456789abcdef",
-        bucket=pipeline.bucket,
-        key="inputs/big.jsonl",
-        etag="e",
-        started_at="2030-01-01T00:00:00.000+00:00",
-        outputs={"results": "results/inputs/big.jsonl.out.jsonl"},
-    )
-    item = job_to_item(job) | {
-        "updated_at": {"S": "2030-01-01T00:01:40.000+00:00"},  # 100 s later
-        "lines": {"N": "1000"},
-        "progress_sent": {"N": "260"},
-        "progress_succeeded": {"N": "240"},
-        "progress_failed": {"N": "10"},
-        "progress_prompt_tokens": {"N": "5000"},
-        "progress_completion_tokens": {"N": "2500"},
-        "progress_cost_usd": {"N": "0.00225"},
-    }
-    pipeline.ddb.put_item(TableName=pipeline.stack.table, Item=item)
+def test_status_of_a_running_job_shows_its_total_rate_and_eta(
+    slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Given a 600-line file (a blank line and a broken one among them) run by the function
+    p, cli = slow_pipeline, slow_cli
+    prompts = [json.dumps({"prompt": f"eta {i}"}) for i in range(598)]  # 100 ms each, 8 at a time: 7 s at least
+    path = write_file(tmp_path, "eta.jsonl", [*prompts[:300], "", "{broken", *prompts[300:]])
+    job_id = cli.json("submit", str(path))[1]["job_id"]
+    seen: list[dict[str, Any]] = []  # status --json while it ran, once it had a rate
+    with event_source(p):
 
-    code, shown = cli.json("status", job.job_id)
-    assert code == 0
-    derived = shown["derived"]
-    assert (derived["done"], derived["succeeded"], derived["failed"]) == (250, 240, 10)
-    assert derived["rate_per_s"] == 2.5  # 250 done in 100 s
-    assert derived["eta_s"] == 300.0  # 750 to go at 2.5/s
-    assert derived["cost_usd"] == 0.00225
-    code, text, _ = cli("status", job.job_id)
-    lines = dict(line.split(None, 1) for line in text.splitlines())
+        def running_with_an_eta() -> bool:
+            code, out, _ = cli("status", job_id, "--json")
+            job = json.loads(out) if code == 0 else None
+            if job is not None and job["status"] == "RUNNING" and job["derived"]["eta_s"] is not None:
+                seen.append(job)
+                seen.append({"text": cli("status", job_id)[1]})
+            return bool(seen)
+
+        _wait_for(running_with_an_eta)
+        _wait_for(lambda: cli.json("status", job_id)[1]["status"] != "RUNNING")
+
+    # Then while it ran, status showed the file's line count (what the function wrote), done out of
+    # it, the recent rate and the time left at that rate
+    running, shown = seen[0], seen[1]["text"]
+    derived = running["derived"]
+    assert running["line_count"] == 599  # the non-blank lines: each one an outcome
+    assert 0 < derived["done"] < 599
+    assert derived["lines_left"] == 599 - derived["done"]
+    assert derived["recent_rate_per_s"] > 0
+    assert derived["eta_s"] == pytest.approx(derived["lines_left"] / derived["recent_rate_per_s"])
+    assert len(running["progress_window"]) >= 2
+    lines = dict(line.split(None, 1) for line in shown.splitlines())
     assert lines["status"] == "RUNNING"
-    assert lines["requests"] == "250/1,000 done: 240 succeeded, 10 failed"
-    assert lines["rate"] == "2.5/s (average since start)"
-    assert lines["ETA"] == "5m 00s"
-    assert lines["tokens"] == "5,000 prompt + 2,500 completion"
-    assert lines["cost"] == "$0.00225 (estimate)"
+    assert re.fullmatch(r"[\d,]+/599 done: [\d,]+ succeeded, [\d,]+ failed", lines["requests"])
+    assert lines["rate"].endswith("/s (last 30 s)")
+    assert re.fullmatch(r"\d+s|\d+m \d\ds", lines["ETA"])
 
-    # and results says the outputs are not written yet
-    code, _, err = cli("results", job.job_id)
-    assert code == 1
-    assert "is RUNNING: its outputs are written when it ends" in err
+    # And the line count is what the job came to: every line an outcome
+    summary = p.summary("inputs/eta.jsonl")
+    assert summary["counts"]["total"] == 599
+    final = cli.json("status", job_id)[1]
+    assert (final["derived"]["done"], final["derived"]["lines_left"]) == (599, 0)
+
+
+def test_a_split_file_gets_its_line_count_from_the_planner(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    # Given shards of 1 KiB: a 120-line file (two blank lines) is split
+    pipeline.configure(PROMPTDROP_SHARD_BYTES="1024")
+    lines = [json.dumps({"prompt": f"split {i}"}) for i in range(118)]
+    job_id = cli.json("submit", str(write_file(tmp_path, "split.jsonl", [*lines[:50], "", *lines[50:], ""])))[1]
+    pipeline.drain()
+
+    # Then the job item holds the planner's count, which the job came to
+    job = cli.json("status", job_id["job_id"])[1]
+    assert job["units_total"] > 1
+    assert job["line_count"] == 118 == job["total"]
 
 
 def test_status_shows_counts_rising_during_a_run(slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path) -> None:
@@ -329,6 +348,66 @@ def test_resources_come_from_a_stack(cli: Cli, pipeline: Pipeline, monkeypatch: 
     assert err.startswith("promptdrop status: cannot read the stack 'no-such-stack': ")
     assert cli.json("status", "--stack", f"{stack.stack_name}-cfn") == (0, [])
     assert cli.json("redrive", "--stack", f"{stack.stack_name}-cfn") == (0, {"moved": 0, "by_kind": {}})
+
+
+def _keys_sharing_a_job_id_prefix(bucket: str, content: bytes) -> tuple[str, str]:
+    """Two input keys whose jobs (same content: same ETag) have ids beginning with the same 8
+    characters: a birthday search, some 2**16 keys."""
+    etag = hashlib.md5(content).hexdigest()  # S3's ETag of a single-part upload
+    first: dict[str, str] = {}
+    for i in itertools.count():
+        key = f"inputs/twin-{i}.jsonl"
+        start = make_job_id(bucket, key, ObjectInfo(etag, None, len(content)))[:8]
+        if start in first:
+            return first[start], key
+        first[start] = key
+    raise AssertionError("unreachable")
+
+
+def test_a_job_id_prefix_works_wherever_a_job_id_does_and_an_ambiguous_one_is_refused(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    p = pipeline
+    # Given two finished jobs whose ids begin with the same 8 characters, each with a failed prompt
+    line = json.dumps({"prompt": "twin [[fail:400]]"})
+    path = write_file(tmp_path, "twin.jsonl", [line])
+    a, b = (
+        cli.json("submit", str(path), "--key", key)[1]["job_id"]
+        for key in _keys_sharing_a_job_id_prefix(p.bucket, path.read_bytes())
+    )
+    p.drain()
+    assert a[:8] == b[:8]
+    assert a != b
+
+    # When a prefix both begin with is given, it is refused with the matches listed
+    for argv in (["status", a[:8]], ["results", a[:8]], ["cancel", a[:8]], ["redrive", "--job", a[:8]]):
+        code, _, err = cli(*argv)
+        assert code == 2, argv
+        said = re.fullmatch(rf"promptdrop \w+: {a[:8]} begins 2 job ids \((\w+), (\w+)\): give more of it\n", err)
+        assert said is not None, err
+        assert set(said.groups()) == {a, b}
+
+    # When one job's own prefix is given (one character past what they share), every command takes it
+    unique = a[: next(i for i in range(32) if a[i] != b[i]) + 1]
+    assert cli.json("status", unique)[1]["job_id"] == a
+    code, out, _ = cli("results", unique, "--errors")
+    assert (code, json.loads(out)["custom_id"]) == (0, "line-1")
+    code, refused = cli.json("cancel", unique)
+    assert (code, refused["job_id"], refused["outcome"]) == (1, a, "finished")
+    code, limits = cli.json("budget", unique, "--max-requests", "5")
+    assert (code, limits["job_id"]) == (0, a)
+    assert cli.json("redrive", "--job", unique)[1] == {"moved": 1, "by_kind": {"prompt_failure": 1}}
+    assert [m["job_id"] for m in peek_dlq(p)] == [b]
+
+    # And the 12 characters the job list shows are taken when they are unique
+    listed = {row.split()[1] for row in cli("status")[1].splitlines()[2:]}
+    assert listed == {a[:12], b[:12]}
+    if a[:12] != b[:12]:
+        assert cli.json("status", a[:12])[1]["job_id"] == a
+    # and a prefix no job has is an error that says so
+    nobody = next(c * 10 for c in "0123456789abcdef" if not a.startswith(c) and not b.startswith(c))
+    code, _, err = cli("status", nobody)
+    assert (code, err.split(": ", 1)[1].split(" (")[0]) == (2, f"no job id starts with {nobody}")
 
 
 # -- cancel and redrive ------------------------------------------------------------------------------

@@ -61,6 +61,9 @@ class Journal:
         """Record how many units the job was split into (once: a redelivery plans the same split)."""
         await self._set(job_id, {"units_total": units}, only_if_absent="units_total")
 
+    async def set_line_count(self, job_id: str, lines: int) -> None:
+        await self._set(job_id, {"line_count": lines})  # the file's lines that hold a request
+
     async def close_job(self, job: JobRecord) -> None:
         """Write a finished job's status, counts, tokens, cost and finish time."""
         await self._set(
@@ -77,21 +80,18 @@ class Journal:
             },
         )
 
-    async def add_progress(self, job_id: str, counts: dict[str, int | float], now: str) -> JobRecord:
+    async def add_progress(
+        self, job_id: str, counts: dict[str, int | float], now: str, *, window: list[list[float]] | None = None
+    ) -> JobRecord:
         """Add a running unit's counts since its last report to the job item's live ``progress_*``
-        figures; returns the job item (a reader learns of a cancel request from it at no extra call)."""
-        names = {f"#p{i}": f"progress_{name}" for i, name in enumerate(counts)}
-        values = {f":p{i}": serialize(_number(v)) for i, v in enumerate(counts.values())}
-        adds = ", ".join(f"#p{i} :p{i}" for i in range(len(counts)))
-        extra: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
+        figures, and set its ``progress_window`` when given (the same write); returns the job item
+        (a reader learns of a cancel request from it at no extra call)."""
         response = await self._ddb.update_item(
             TableName=self._table,
             Key=job_key(job_id),
-            UpdateExpression="SET updated_at = :now" + (f" ADD {adds}" if adds else ""),
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":now": {"S": now}, **values},
             ReturnValues="ALL_NEW",
-            **extra,
+            **_progress_update(counts, now, window),
         )
         return job_from_item(response["Attributes"])
 
@@ -222,6 +222,19 @@ class Journal:
             if reasons[0].get("Code") != "ConditionalCheckFailed":
                 raise
         hold.released = True
+
+
+def _progress_update(counts: dict[str, int | float], now: str, window: list[list[float]] | None) -> dict[str, Any]:
+    """A progress report's update: ADD the counts, SET the time (and the window, when given)."""
+    names = {f"#p{i}": f"progress_{name}" for i, name in enumerate(counts)}
+    values = {":now": {"S": now}} | {f":p{i}": serialize(_number(v)) for i, v in enumerate(counts.values())}
+    sets = "SET updated_at = :now"
+    if window is not None:
+        sets += ", progress_window = :w"
+        values[":w"] = serialize([[_number(value) for value in sample] for sample in window])
+    adds = ", ".join(f"#p{i} :p{i}" for i in range(len(counts)))
+    update: dict[str, Any] = {"UpdateExpression": sets + (f" ADD {adds}" if adds else "")}
+    return update | {"ExpressionAttributeValues": values} | ({"ExpressionAttributeNames": names} if names else {})
 
 
 def _number(value: int | float) -> int | Decimal:

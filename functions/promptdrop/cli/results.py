@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import CliError, ExitCode
-from .jobstore import JobItem, JobStore
+from .jobstore import Job, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import Column, View
 
@@ -32,7 +32,7 @@ def _answer(line: dict[str, Any]) -> str:
     return text if len(text) <= _CELL else text[:_CELL] + "…"
 
 
-def _download(view: View, store: JobStore, job: JobItem, out: Path) -> int:
+def _download(view: View, store: JobStore, job: Job, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     missing: list[str] = []

@@ -7,6 +7,7 @@ run in :mod:`.units`, outcomes are recorded by :mod:`.recorder`, outputs written
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aws_lambda_powertools import Logger
@@ -23,7 +24,7 @@ from ..settings import Settings
 from .failures import FileFailures
 from .finalize import Finalizer
 from .output_writer import OutputWriter
-from .planning import make_job_id, output_keys, plan_shards
+from .planning import count_lines, make_job_id, output_keys, plan_shards
 from .progress import Progress
 from .recorder import Recorders
 from .redrive import Redriver
@@ -128,18 +129,39 @@ class JobRunner:
             job_id=job_id, bucket=ref.bucket, key=ref.key, etag=info.etag, version_id=info.version_id, unit="all"
         )
         if not sharded:
-            return await self._units.run(whole, should_stop=should_stop, fresh=created)
+            if job.line_count is not None:
+                return await self._units.run(whole, should_stop=should_stop, fresh=created)
+            # The line count (the operator's total and ETA) by a first pass beside the run, not before it.
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._count_lines(whole))
+                    run = tasks.create_task(self._units.run(whole, should_stop=should_stop, fresh=created))
+            except BaseExceptionGroup as group:  # the run's own error, as the handler knows it
+                raise group.exceptions[0] from (group if len(group.exceptions) > 1 else None)
+            return run.result()
         if job.units_total and not redrive:
             return JobResult(job_id, ref.bucket, ref.key, RunStatus.SKIPPED, reason="already split into shards")
         return await self._split(ref, whole)
+
+    async def _count_lines(self, whole: UnitMessage) -> None:
+        """Write the line count of a file run whole. Never fails the run: a file its parser rejects,
+        or an object gone, is the run's to report; the count then stays unknown."""
+        try:
+            lines = await count_lines(self._store, whole, self._settings)
+        except Exception as exc:  # the run goes on without a total
+            logger.warning("line count failed", extra={"job_id": whole.job_id, "error": type(exc).__name__})
+            return
+        await self._journal.set_line_count(whole.job_id, lines)
 
     async def _split(self, ref: FileRef, whole: UnitMessage) -> JobResult:
         if self._settings.work_queue_url is None:
             raise RuntimeError("PROMPTDROP_WORK_QUEUE_URL must be set to split large files into shards")
         try:
-            shards, repeats = await plan_shards(self._store, whole, self._settings.shard_bytes)
+            plan = await plan_shards(self._store, whole, self._settings.shard_bytes)
         except FileRejected as exc:
             return await self._failures.report(ref, whole.job_id, exc.code, exc.message)
+        shards, repeats = plan.shards, plan.repeats
+        await self._journal.set_line_count(whole.job_id, plan.line_count)
         if repeats:
             progress = Progress(self._journal, whole.job_id)
             recorder = self._recorders.for_job(whole.job_id, ref.bucket, ref.key, whole.etag, progress)

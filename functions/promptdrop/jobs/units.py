@@ -181,7 +181,7 @@ class UnitRunner:
                         guard.left = 1 + await count_left(parsed, answered, done)
                         return
                     else:
-                        progress.sent()
+                        progress.admitted()
                         yield item
 
             def stop() -> bool:
@@ -189,6 +189,7 @@ class UnitRunner:
 
             async def on_outcome(outcome: Outcome) -> None:
                 guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
+                progress.sent()  # an outcome from the dispatcher: the request reached the API
                 await recorder.outcome(outcome)
 
             dispatcher = self._dispatcher_factory()
