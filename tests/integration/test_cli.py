@@ -497,15 +497,75 @@ def test_cancel_mid_run_then_redrive_finishes_paying_nothing_twice(
     # Then it ends CANCELLED with what was done, and a file_failure (cancelled) to resume it
     job = cli.json("status", job_id)[1]
     assert job["status"] == "CANCELLED"
-    assert 0 < job["total"] < 160
+    done = job["total"]
+    assert 0 < done < 160
     assert [m["error"]["code"] for m in peek_dlq(p) if m["kind"] == "file_failure"] == ["cancelled"]
+    # and status and the summary say how far it got, what did not run, and why
+    assert (job["line_count"], job["derived"]["done"], job["derived"]["lines_left"]) == (160, done, 160 - done)
+    assert job["error"]["code"] == "cancelled"
+    lines = dict(line.split(None, 1) for line in cli("status", job_id)[1].splitlines())
+    assert lines["requests"] == f"{done}/160 done: {done} succeeded, 0 failed"
+    assert lines["left"] == f"{160 - done} line(s) not run"
+    assert lines["cancelled"] == f"requested at {job['cancel_requested_at']}"
+    assert lines["error"].startswith("cancelled: cancelled on request")
+    summary = p.summary("inputs/long.jsonl")
+    assert summary["counts"]["total"] == done  # its meaning kept: the lines done
+    assert summary["lines"] == {"count": 160, "done": done, "not_run": 160 - done}
+    assert summary["stop"]["reason"] == summary["last_run"]["stopped"] == "cancel"
+    assert (summary["stop"]["code"], summary["stop"]["cancel_requested_at"]) == (
+        "cancelled",
+        job["cancel_requested_at"],
+    )
 
     # When it is redriven, it finishes, and no prompt was sent twice
     assert cli.json("redrive", "--job", job_id)[1] == {"moved": 1, "by_kind": {"file_failure": 1}}
     p.drain()
     job = cli.json("status", job_id)[1]
     assert (job["status"], job["succeeded"], job["failed"]) == ("SUCCEEDED", 160, 0)
+    assert (job["error"], job["derived"]["lines_left"]) == (None, 0)  # the resumed job's stop is forgotten
+    assert (p.summary("inputs/long.jsonl")["stop"], p.summary("inputs/long.jsonl")["lines"]["not_run"]) == (None, 0)
     assert all(p.times_seen(x) == 1 for x in prompts)
+
+
+def test_a_budget_stop_and_a_fatal_stop_say_what_was_done_what_was_not_and_why(cli: Cli, pipeline: Pipeline) -> None:
+    p = pipeline
+    # Given a 60-line file allowed 20 requests (its upload's metadata), and a 40-line file whose
+    # 11th line the API answers 401 (a key every request would share)
+    capped = [json.dumps({"prompt": f"capped {i}"}) for i in range(60)]
+    p.s3.put_object(
+        Bucket=p.bucket, Key="inputs/capped.jsonl", Body="\n".join(capped), Metadata={"promptdrop-max-requests": "20"}
+    )
+    fatal = [json.dumps({"prompt": f"fatal {i}" + (" [[fail:401]]" if i == 10 else "")}) for i in range(40)]
+    p.put("inputs/fatal.jsonl", "\n".join(fatal))
+
+    # When both have run
+    p.drain()
+
+    # Then the budget-stopped one says it did 20 of its 60 lines, 40 not run, stopped by its budget
+    summary = p.summary("inputs/capped.jsonl")
+    assert (summary["status"], summary["counts"]["total"]) == ("BUDGET_EXCEEDED", 20)
+    assert summary["lines"] == {"count": 60, "done": 20, "not_run": 40}
+    assert summary["stop"]["reason"] == summary["last_run"]["stopped"] == "budget"
+    assert summary["stop"]["code"] == "budget_exceeded"
+    assert "20 of 20 requests sent" in summary["stop"]["message"]
+    job = cli.json("status", "inputs/capped.jsonl")[1]
+    assert (job["error"]["code"], job["derived"]["lines_left"]) == ("budget_exceeded", 40)
+    lines = dict(line.split(None, 1) for line in cli("status", "inputs/capped.jsonl")[1].splitlines())
+    assert (lines["status"], lines["requests"]) == ("BUDGET_EXCEEDED", "20/60 done: 20 succeeded, 0 failed")
+    assert lines["left"] == "40 line(s) not run"
+    assert lines["error"].startswith("budget_exceeded: budget exceeded: 20 of 20 requests sent")
+
+    # and the fatally stopped one, the lines it did and did not run, stopped by the API's refusal
+    summary = p.summary("inputs/fatal.jsonl")
+    done = summary["counts"]["total"]
+    assert summary["status"] == "FAILED"
+    assert summary["lines"] == {"count": 40, "done": done, "not_run": 40 - done}
+    assert 0 < done < 40
+    assert summary["stop"]["reason"] == summary["last_run"]["stopped"] == "fatal"
+    assert summary["stop"]["message"].startswith("stopped early: ")
+    job = cli.json("status", "inputs/fatal.jsonl")[1]
+    assert job["derived"]["lines_left"] == 40 - done
+    assert (job["error"]["code"], job["error"]["message"]) == (summary["stop"]["code"], summary["stop"]["message"])
 
 
 def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:

@@ -64,6 +64,9 @@ class Journal:
     async def set_line_count(self, job_id: str, lines: int) -> None:
         await self._set(job_id, {"line_count": lines})  # the file's lines that hold a request
 
+    async def set_error(self, job_id: str, error: dict[str, Any]) -> None:
+        await self._set(job_id, {"error": error})  # why a unit stopped the job early (a redrive clears it)
+
     async def close_job(self, job: JobRecord) -> None:
         """Write a finished job's status, counts, tokens, cost and finish time."""
         await self._set(
@@ -83,9 +86,7 @@ class Journal:
     async def add_progress(
         self, job_id: str, counts: dict[str, int | float], now: str, *, window: list[list[float]] | None = None
     ) -> JobRecord:
-        """Add a running unit's counts since its last report to the job item's live ``progress_*``
-        figures, and set its ``progress_window`` when given (the same write); returns the job item
-        (a reader learns of a cancel request from it at no extra call)."""
+        """Add a unit's counts since its last report to ``progress_*``, set its window; the job item, as written."""
         response = await self._ddb.update_item(
             TableName=self._table,
             Key=job_key(job_id),
@@ -96,12 +97,12 @@ class Journal:
         return job_from_item(response["Attributes"])
 
     async def resume_job(self, job_id: str) -> None:
-        """A redriven file: the job runs again (a cancel request or a spent budget, once answered, is forgotten)."""
+        """A redriven file: the job runs again (a cancel, a spent budget or an error, once answered, is forgotten)."""
         await self._ddb.update_item(
             TableName=self._table,
             Key=job_key(job_id),
-            UpdateExpression="SET #s = :running REMOVE cancel_requested_at, cancel_reported, budget_reported",
-            ExpressionAttributeNames={"#s": "status"},
+            UpdateExpression="SET #s = :running REMOVE cancel_requested_at, cancel_reported, budget_reported, #e",
+            ExpressionAttributeNames={"#s": "status", "#e": "error"},
             ExpressionAttributeValues={":running": {"S": str(JobStatus.RUNNING)}},
         )
 

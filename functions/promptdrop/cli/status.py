@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from ..records import PROGRESS_WINDOW_S
+from ..records import PROGRESS_WINDOW_S, JobStatus
 from .errors import ExitCode
 from .figures import ago, duration, money, number, parse_time, rate, seconds_between
 from .jobstore import Job, JobStore
@@ -97,6 +97,10 @@ def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]
         rows.append(("units", f"{job.units_done}/{job.units_total} shards done"))
     if failures:
         rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in failures.most_common())))
+    if job.final and job.lines_left:  # stopped early: what did not run, and why (the job item's error)
+        rows.append(("left", f"{job.lines_left:,} line(s) not run"))
+    if job.final and job.status is JobStatus.CANCELLED and job.cancel_requested_at:
+        rows.append(("cancelled", f"requested at {job.cancel_requested_at}"))
     if job.error:
         rows.append(("error", f"{job.error.get('code')}: {job.error.get('message')}"))
     for name in sorted(job.outputs) if job.final else ():  # written when the job ends

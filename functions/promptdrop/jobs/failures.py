@@ -23,12 +23,15 @@ class FileFailures:
     async def report(
         self, ref: FileRef, job_id: str | None, code: str, message: str, *, fail_job: bool = True
     ) -> JobResult:
-        """Dead-letter the file's failure; with ``fail_job``, mark its job item FAILED too (when it has one)."""
+        """Dead-letter the file's failure and put it on its job item (when it has one): with ``fail_job``
+        the job FAILED too; without, the reason a unit stopped early, for the outputs it goes on to write."""
         error = {"type": "file_error", "code": str(code), "message": message}
         await self._messages.send(
             self._dlq_url, [FileFailure(job_id=job_id, bucket=ref.bucket, key=ref.key, error=error)]
         )
         if job_id is not None and fail_job:
             await self._journal.fail_job(job_id, error, now_iso())
+        elif job_id is not None:
+            await self._journal.set_error(job_id, error)
         logger.warning("file failed", extra={"job_id": job_id, "code": str(code), "reason": message})
         return JobResult(job_id, ref.bucket, ref.key, RunStatus.FAILED, reason=f"{code}: {message}")
