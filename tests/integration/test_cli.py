@@ -18,12 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from promptdrop.adapters.items import job_to_item
 from promptdrop.adapters.s3 import ObjectInfo
 from promptdrop.cli import main
 from promptdrop.handler import lambda_handler
 from promptdrop.jobs import make_job_id
-from promptdrop.records import JobRecord
 
 from infra.event_source import SqsEventSource
 from tests.integration.conftest import Pipeline
@@ -350,6 +348,36 @@ def test_resources_come_from_a_stack(cli: Cli, pipeline: Pipeline, monkeypatch: 
     assert cli.json("redrive", "--stack", f"{stack.stack_name}-cfn") == (0, {"moved": 0, "by_kind": {}})
 
 
+def test_a_file_run_whole_is_counted_by_a_first_pass_beside_its_run(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Given one file of each format, run whole, and a .csv whose quoting is broken
+    files = {
+        "rows.csv": ('city\nLyon\n"Porto,\nwith a newline"\nOslo\n', 3),  # a row may hold a newline
+        "items.json": (json.dumps([{"prompt": "a"}, {"prompt": "b"}, {"nope": 1}]), 3),
+        "one.txt": ("a single prompt,\non two lines\n", 1),
+        "lines.jsonl": ("\n".join([json.dumps({"prompt": "x"}), "", "{broken", json.dumps({"prompt": "y"})]), 3),
+    }
+    ids = {}
+    for name, (text, _) in files.items():
+        (tmp_path / name).write_text(text)
+        template = ["--template", "Name one museum in {city}."] if name.endswith(".csv") else []
+        ids[name] = cli.json("submit", str(tmp_path / name), *template)[1]["job_id"]
+    (tmp_path / "broken.csv").write_text('city\n"Lyon\n')
+    broken = cli.json("submit", str(tmp_path / "broken.csv"), "--template", "{city}")[1]["job_id"]
+
+    # When they have run
+    pipeline.drain()
+
+    # Then each job item holds its count — rows, items, one prompt, non-blank lines — which it came to
+    for name, (_, count) in files.items():
+        job = cli.json("status", ids[name])[1]
+        assert (name, job["line_count"], job["total"]) == (name, count, count)
+    # and a file its parser rejects fails as before, without a count
+    job = cli.json("status", broken)[1]
+    assert (job["status"], job["error"]["code"], job["line_count"]) == ("FAILED", "invalid_csv", None)
+
+
 def _keys_sharing_a_job_id_prefix(bucket: str, content: bytes) -> tuple[str, str]:
     """Two input keys whose jobs (same content: same ETag) have ids beginning with the same 8
     characters: a birthday search, some 2**16 keys."""
@@ -414,29 +442,34 @@ def test_a_job_id_prefix_works_wherever_a_job_id_does_and_an_ambiguous_one_is_re
 
 
 def test_cancel_asks_a_running_job_to_stop_and_refuses_a_finished_one(
-    cli: Cli, pipeline: Pipeline, tmp_path: Path
+    slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    p = pipeline
-    # Given a running job (its item as the function writes it) and a finished one
-    running = JobRecord(job_id="f" * 32, bucket=p.bucket, key="inputs/long.jsonl", etag="e", started_at="2030-01-01")
-    p.ddb.put_item(TableName=p.stack.table, Item=job_to_item(running))
+    p, cli = slow_pipeline, slow_cli
+    # Given a finished job, and a running one (the function runs it in a container of its own)
     cli("submit", str(write_file(tmp_path, "done.jsonl", [json.dumps({"prompt": "hi"})])))
     p.drain()
+    long = [json.dumps({"prompt": f"long {i}"}) for i in range(400)]  # 100 ms each, 8 at a time: 5 s at least
+    running = cli.json("submit", str(write_file(tmp_path, "long.jsonl", long)))[1]["job_id"]
+    run = p.spawn(p.s3_event("inputs/long.jsonl"))
+    _wait_for(lambda: p.items(running).get("JOB", {}).get("progress_succeeded", 0) > 0)
 
     # When the running one is cancelled
-    code, out, _ = cli("cancel", running.job_id)
+    code, out, _ = cli("cancel", running)
 
     # Then the request is on its item, and the user is told what happens and how to resume
     assert code == 0
-    requested = p.items(running.job_id)["JOB"]["cancel_requested_at"]
+    requested = p.items(running)["JOB"]["cancel_requested_at"]
     assert (
-        out.splitlines()[0]
-        == f"cancel requested for job {running.job_id} (s3://{p.bucket}/inputs/long.jsonl) at {requested}"
+        out.splitlines()[0] == f"cancel requested for job {running} (s3://{p.bucket}/inputs/long.jsonl) at {requested}"
     )
-    assert f"promptdrop redrive --job {running.job_id}" in out
+    assert f"promptdrop redrive --job {running}" in out
     # and a second cancel keeps the first request's time
-    code, again = cli.json("cancel", running.job_id)
-    assert (code, again["outcome"], again["cancel_requested_at"]) == (0, "already_requested", requested)
+    code, again = cli.json("cancel", running)
+    assert (code, again["outcome"], again["cancel_requested_at"]) in [
+        (0, "already_requested", requested),
+        (1, "finished", requested),  # the run had stopped already
+    ]
+    assert [job["status"] for job in p.response(run)["jobs"]] == ["CANCELLED"]
 
     # When the finished one is cancelled, it is refused and left as it is
     code, refused = cli.json("cancel", "inputs/done.jsonl")
