@@ -22,7 +22,7 @@ __all__ = [
 
 # The job item's recent rate is measured over about this much running time (the operator's ETA).
 PROGRESS_WINDOW_S = 30.0
-_SAMPLE_EVERY_S = 5.0  # so a window holds 8 samples or so, whatever the number of running units
+_SAMPLE_EVERY_S = 10.0  # a window of 4 or 5 samples (about 100 bytes on the item), however many units run
 _IDLE_S = 15.0  # units report every 2 s while they run: a longer silence was not running time
 
 
