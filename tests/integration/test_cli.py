@@ -373,6 +373,8 @@ def test_a_file_run_whole_is_counted_by_a_first_pass_beside_its_run(
     for name, (_, count) in files.items():
         job = cli.json("status", ids[name])[1]
         assert (name, job["line_count"], job["total"]) == (name, count, count)
+        summary = pipeline.summary(f"inputs/{name}")
+        assert (summary["lines"], summary["stop"]) == ({"count": count, "done": count, "not_run": 0}, None)
     # and a file its parser rejects fails as before, without a count
     job = cli.json("status", broken)[1]
     assert (job["status"], job["error"]["code"], job["line_count"]) == ("FAILED", "invalid_csv", None)

@@ -157,7 +157,9 @@ def _summary(
     stopped = _STOPPED_BY.get(job.status) or (str(report.stopped) if report and report.stopped else None)
     if last_run is not None:
         last_run["stopped"] = stopped
-    lines = job.line_count
+    stop = _stop(job, stopped)
+    # A job run to its end has an outcome for every line: its count, should its first pass still be going.
+    lines = job.line_count if job.line_count is not None or stop is not None else job.total
     return {
         "job_id": job.job_id,
         "status": job.status,
@@ -165,7 +167,7 @@ def _summary(
         "counts": {"total": job.total, "succeeded": job.succeeded, "failed": job.failed},
         # The file's line count beside what was done (``counts.total``): what a stopped job did not run.
         "lines": {"count": lines, "done": job.total, "not_run": None if lines is None else max(0, lines - job.total)},
-        "stop": _stop(job, stopped),
+        "stop": stop,
         "tokens": {
             "prompt": job.prompt_tokens,
             "completion": job.completion_tokens,
