@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "FINAL_JOB_STATES",
+    "PROGRESS_IDLE_S",
     "PROGRESS_WINDOW_S",
     "FailureCode",
     "JobRecord",
@@ -23,7 +24,8 @@ __all__ = [
 # The job item's recent rate is measured over about this much running time (the operator's ETA).
 PROGRESS_WINDOW_S = 30.0
 _SAMPLE_EVERY_S = 10.0  # a window of 4 or 5 samples (about 100 bytes on the item), however many units run
-_IDLE_S = 15.0  # units report every 2 s while they run: a longer silence was not running time
+# Units report every 2 s while they run: a longer silence was not running time (or not yet known to be).
+PROGRESS_IDLE_S = 15.0
 
 
 class JobStatus(StrEnum):
@@ -138,10 +140,10 @@ class JobRecord:
 
         Samples stay at least :data:`_SAMPLE_EVERY_S` apart (the newest always fresh) and the oldest
         just past :data:`PROGRESS_WINDOW_S`. A window that is empty, or whose last sample is older
-        than :data:`_IDLE_S` (the job was not running: a cancel resumed, a redrive), starts again at
+        than :data:`PROGRESS_IDLE_S` (the job was not running: a cancel resumed, a redrive), starts again at
         ``start``, the reporting run's previous report — so a rate shows from its second report on.
         """
-        if not window or at - window[-1][0] > _IDLE_S:
+        if not window or at - window[-1][0] > PROGRESS_IDLE_S:
             window = [[round(start[0], 1), start[1]]]
         if len(window) >= 2 and window[-1][0] - window[-2][0] < _SAMPLE_EVERY_S:
             window = window[:-1]

@@ -382,3 +382,28 @@ def test_follow_gives_up_at_its_timeout() -> None:
     view = View(out=io.StringIO(), err=io.StringIO(), terminal=False)
     assert follow(store, "j", view, interval_s=2, timeout_s=5, clock=clock, sleep=clock.sleep) is None  # type: ignore[arg-type]
     assert clock.now == 5.0
+
+
+def test_a_running_job_silent_for_longer_than_its_reports_shows_no_eta() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from promptdrop.cli.jobstore import Job
+    from promptdrop.cli.status import progress_cells
+
+    # Given a running job whose last progress report, at 10/s with 500 lines left, is a minute old
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    last = now - timedelta(seconds=60)
+    job = Job(
+        job_id="j",
+        bucket="b",
+        key="k.jsonl",
+        etag="e",
+        line_count=1000,
+        progress_succeeded=500,
+        updated_at=last.isoformat(),
+        progress_window=_window((last.timestamp() - 10, 400), (last.timestamp(), 500)),
+    )
+    # Then its rate is the last one known, and no ETA is made up from it
+    assert progress_cells(job, now) == ("10.0/s (last 30 s)", "- (no progress report for 1m 00s)")
+    # while a minute earlier it had one
+    assert progress_cells(job, last) == ("10.0/s (last 30 s)", "50s")

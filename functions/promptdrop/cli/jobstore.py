@@ -26,9 +26,8 @@ JOBS_INDEX = "jobs-by-start"
 JOBS_PK = "JOBS"
 JOB_ID_LENGTH = 32
 _JOB_ID = re.compile(rf"[0-9a-f]{{{JOB_ID_LENGTH}}}")
-_JOB_ID_PREFIX = re.compile(
-    rf"[0-9a-f]{{8,{JOB_ID_LENGTH - 1}}}"
-)  # the 12 characters `status` lists, or any unique prefix
+# A prefix: the 12 characters `status` lists, or any other of 8 or more (unique, or refused).
+_JOB_ID_PREFIX = re.compile(rf"[0-9a-f]{{8,{JOB_ID_LENGTH - 1}}}")
 _SHOWN_MATCHES = 10
 
 

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from ..records import PROGRESS_WINDOW_S, JobStatus
+from ..records import PROGRESS_IDLE_S, PROGRESS_WINDOW_S, JobStatus
 from .errors import ExitCode
 from .figures import ago, duration, money, number, parse_time, rate, seconds_between
 from .jobstore import Job, JobStore
@@ -51,11 +51,13 @@ def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) 
     return value
 
 
-def progress_cells(job: Job) -> tuple[str, str]:
+def progress_cells(job: Job, now: datetime) -> tuple[str, str]:
     """What a running job's rate and ETA read: the recent rate, and the time left at it (or why not)."""
-    speed = job.recent_rate
+    speed, silent = job.recent_rate, seconds_between(job.updated_at, now.isoformat())
     if job.line_count is None:
         eta = "- (line count unknown)"
+    elif silent is not None and silent > PROGRESS_IDLE_S:  # a stalled run, or one waiting to be redelivered
+        eta = f"- (no progress report for {duration(silent)})"
     elif not speed:
         eta = "- (no rate yet)"
     else:
@@ -84,7 +86,7 @@ def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]
         ("requests", f"{done} done: {job.ok:,} succeeded, {job.not_ok:,} failed"),
     ]
     if not job.final:
-        speed, eta = progress_cells(job)
+        speed, eta = progress_cells(job, datetime.now(UTC))
         rows += [("sent", number(job.progress_sent)), ("rate", speed), ("ETA", eta)]
     rows += [
         ("tokens", f"{prompt:,} prompt + {completion:,} completion"),
