@@ -20,7 +20,10 @@ from ..records import FINAL_JOB_STATES, JobRecord, JobStatus
 from .errors import CliError
 from .resources import Clients, Resources
 
-__all__ = ["JOB_ID_LENGTH", "CancelOutcome", "Job", "JobStore", "S3Ref", "parse_s3_uri"]
+__all__ = ["JOB_ID_LENGTH", "REF_HELP", "CancelOutcome", "Job", "JobStore", "S3Ref", "parse_s3_uri"]
+
+# What every command that takes a job says it takes (:meth:`JobStore.locate` reads it).
+REF_HELP = "an input key (or s3://BUCKET/KEY), a job id, or 8 or more of its first characters"
 
 JOBS_INDEX = "jobs-by-start"
 JOBS_PK = "JOBS"

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import CliError, ExitCode
-from .jobstore import Job, JobStore
+from .jobstore import REF_HELP, Job, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import Column, View
 
@@ -63,7 +63,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="print a job's answers (or --errors), or download its outputs (--out DIR)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
-    cmd.add_argument("ref", metavar="KEY | JOB_ID", help="an input key (or s3://BUCKET/KEY) or a job id")
+    cmd.add_argument("ref", metavar="KEY | JOB_ID", help=REF_HELP)
     cmd.add_argument("--errors", action="store_true", help="the failed requests (.errors.jsonl) instead")
     cmd.add_argument("--out", type=Path, metavar="DIR", help="download every output file into DIR")
     add_resource_flags(cmd, "table", "bucket")

@@ -1,9 +1,9 @@
 """``promptdrop status [KEY | JOB_ID]``: one job in detail, or the recent jobs as a table.
 
-A running job shows its live progress (the job item's ``progress_*``, refreshed every few seconds
+A running job shows its live progress (the job item's progress_*, refreshed every few seconds
 by every unit that runs): done out of the file's line count, its rate over about the last 30 s of
 running time and the time left at that rate; a finished job its final counts and its failures by
-code (read from its ``.errors.jsonl``). ``JOB_ID`` may be any unique prefix of 8 characters or more.
+code (read from its .errors.jsonl). JOB_ID may be any unique prefix of 8 characters or more.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 from ..records import PROGRESS_IDLE_S, PROGRESS_WINDOW_S, JobStatus
 from .errors import ExitCode
 from .figures import ago, duration, money, number, parse_time, rate, seconds_between
-from .jobstore import Job, JobStore
+from .jobstore import REF_HELP, Job, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import Column, View
 
@@ -173,7 +173,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="one job in detail, or the recent jobs",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
-    cmd.add_argument("ref", nargs="?", metavar="KEY | JOB_ID", help="an input key (or s3://BUCKET/KEY) or a job id")
+    cmd.add_argument("ref", nargs="?", metavar="KEY | JOB_ID", help=REF_HELP)
     cmd.add_argument("--limit", type=int, default=20, metavar="N", help="recent jobs to list (default 20)")
     add_resource_flags(cmd, "table", "bucket")
 
