@@ -52,7 +52,7 @@ async def _plan(moto: str, lines: int) -> dict[str, float]:
     started = time.perf_counter()
     async with aioboto3.Session().client("s3", endpoint_url=moto) as client:
         whole = UnitMessage(job_id="j", bucket=BUCKET, key=key, etag=head["ETag"].strip('"'), unit="all")
-        shards, _ = await plan_shards(ObjectStore(client), whole, 32 * 1024 * 1024)
+        shards = (await plan_shards(ObjectStore(client), whole, 32 * 1024 * 1024)).shards
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "peak_mb": peak_rss_mb(), "before_mb": base, "shards": len(shards)}
 

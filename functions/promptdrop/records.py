@@ -15,6 +15,8 @@ __all__ = [
     "MAX_ERROR_CODE_CHARS",
     "MAX_ERROR_MESSAGE_CHARS",
     "MAX_ERROR_TYPE_CHARS",
+    "PROGRESS_IDLE_S",
+    "PROGRESS_WINDOW_S",
     "ErrorRecord",
     "FailureCode",
     "JobRecord",
@@ -22,6 +24,12 @@ __all__ = [
     "RequestRecord",
     "RequestStatus",
 ]
+
+# The job item's recent rate is measured over about this much running time (the operator's ETA).
+PROGRESS_WINDOW_S = 30.0
+_SAMPLE_EVERY_S = 10.0  # a window of 4 or 5 samples (about 100 bytes on the item), however many units run
+# Units report every 2 s while they run: a longer silence was not running time (or not yet known to be).
+PROGRESS_IDLE_S = 15.0
 
 
 class JobStatus(StrEnum):
@@ -168,15 +176,55 @@ class JobRecord:
     budget_tokens: int | None = None
     max_requests: int | None = None
     budget_reported: str | None = None
+    # Lines that hold a request — the outcomes the job will have: a .jsonl's non-blank lines, a
+    # .csv's rows, a .json's items, a .txt's one prompt. None until counted (README, DynamoDB).
+    line_count: int | None = None
     # Live progress, added by every running unit (read back, never put whole: see the codec).
-    progress_sent: int = 0
+    updated_at: str | None = None  # the last report's time
+    progress_sent: int = 0  # requests sent to the API whose outcome came back (not those queued)
+    progress_succeeded: int = 0
+    progress_failed: int = 0
     progress_prompt_tokens: int = 0
     progress_completion_tokens: int = 0
-    progress_cost_usd: float = 0.0
+    progress_cost_usd: float | None = None  # None: no price known for any model answered so far
+    # The recent pace: [[epoch seconds, done], ...], oldest first, spanning about the last
+    # PROGRESS_WINDOW_S of running time (see JobRecord.window_after); SET with each report.
+    progress_window: list[list[float]] = field(default_factory=list)
 
     @property
     def all_units_done(self) -> bool:
         return self.units_done >= (self.units_total or 1)
+
+    @property
+    def progress_done(self) -> int:
+        """Requests with an outcome, as the live progress counts them (every run, every shard)."""
+        return self.progress_succeeded + self.progress_failed
+
+    @property
+    def recent_rate(self) -> float | None:
+        """Requests finished a second over the progress window (None until two reports span time)."""
+        window = self.progress_window
+        if len(window) < 2 or window[-1][0] <= window[0][0]:
+            return None
+        return max(0.0, (window[-1][1] - window[0][1]) / (window[-1][0] - window[0][0]))
+
+    @staticmethod
+    def window_after(window: list[list[float]], at: float, done: int, *, start: tuple[float, int]) -> list[list[float]]:
+        """The progress window with a report's sample ``(at, done)`` in it.
+
+        Samples stay at least :data:`_SAMPLE_EVERY_S` apart (the newest always fresh) and the oldest
+        just past :data:`PROGRESS_WINDOW_S`. A window that is empty, or whose last sample is older
+        than :data:`PROGRESS_IDLE_S` (the job was not running: a cancel resumed, a redrive), starts again at
+        ``start``, the reporting run's previous report — so a rate shows from its second report on.
+        """
+        if not window or at - window[-1][0] > PROGRESS_IDLE_S:
+            window = [[round(start[0], 1), start[1]]]
+        if len(window) >= 2 and window[-1][0] - window[-2][0] < _SAMPLE_EVERY_S:
+            window = window[:-1]
+        window = [*window, [round(at, 1), done]]
+        while len(window) > 2 and at - window[1][0] >= PROGRESS_WINDOW_S:
+            window = window[1:]
+        return window
 
     @property
     def outcome(self) -> str:

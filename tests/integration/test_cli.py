@@ -7,7 +7,10 @@ event source would, in the foreground (``drain``) or a background thread (``even
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from promptdrop.adapters.items import job_to_item
+from promptdrop.adapters.s3 import ObjectInfo
 from promptdrop.cli import main
 from promptdrop.handler import lambda_handler
-from promptdrop.records import JobRecord
+from promptdrop.jobs import make_job_id
 
 from infra.event_source import SqsEventSource
 from tests.integration.conftest import Pipeline
@@ -301,48 +304,62 @@ def test_every_job_item_the_function_writes_is_listed(cli: Cli, pipeline: Pipeli
     assert [j["key"] for j in cli.json("status")[1]] == ["inputs/listed.jsonl"]
 
 
-def test_status_of_a_running_job_shows_its_live_progress(cli: Cli, pipeline: Pipeline) -> None:
-    # Given a running job whose item carries live progress, as the function writes it
-    job = JobRecord(
-        job_id="0123456789abcdef0123456789abcdef",
-        bucket=pipeline.bucket,
-        key="inputs/big.jsonl",
-        etag="e",
-        started_at="2030-01-01T00:00:00.000+00:00",
-        outputs={"results": "results/inputs/big.jsonl.out.jsonl"},
-    )
-    item = job_to_item(job) | {
-        "updated_at": {"S": "2030-01-01T00:01:40.000+00:00"},  # 100 s later
-        "lines": {"N": "1000"},
-        "progress_sent": {"N": "260"},
-        "progress_succeeded": {"N": "240"},
-        "progress_failed": {"N": "10"},
-        "progress_prompt_tokens": {"N": "5000"},
-        "progress_completion_tokens": {"N": "2500"},
-        "progress_cost_usd": {"N": "0.00225"},
-    }
-    pipeline.ddb.put_item(TableName=pipeline.stack.table, Item=item)
+def test_status_of_a_running_job_shows_its_total_rate_and_eta(
+    slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Given a 600-line file (a blank line and a broken one among them) run by the function
+    p, cli = slow_pipeline, slow_cli
+    prompts = [json.dumps({"prompt": f"eta {i}"}) for i in range(598)]  # 100 ms each, 8 at a time: 7 s at least
+    path = write_file(tmp_path, "eta.jsonl", [*prompts[:300], "", "{broken", *prompts[300:]])
+    job_id = cli.json("submit", str(path))[1]["job_id"]
+    seen: list[dict[str, Any]] = []  # status --json while it ran, once it had a rate
+    with event_source(p):
 
-    code, shown = cli.json("status", job.job_id)
-    assert code == 0
-    derived = shown["derived"]
-    assert (derived["done"], derived["succeeded"], derived["failed"]) == (250, 240, 10)
-    assert derived["rate_per_s"] == 2.5  # 250 done in 100 s
-    assert derived["eta_s"] == 300.0  # 750 to go at 2.5/s
-    assert derived["cost_usd"] == 0.00225
-    code, text, _ = cli("status", job.job_id)
-    lines = dict(line.split(None, 1) for line in text.splitlines())
+        def running_with_an_eta() -> bool:
+            code, out, _ = cli("status", job_id, "--json")
+            job = json.loads(out) if code == 0 else None
+            if job is not None and job["status"] == "RUNNING" and job["derived"]["eta_s"] is not None:
+                seen.append(job)
+                seen.append({"text": cli("status", job_id)[1]})
+            return bool(seen)
+
+        _wait_for(running_with_an_eta)
+        _wait_for(lambda: cli.json("status", job_id)[1]["status"] != "RUNNING")
+
+    # Then while it ran, status showed the file's line count (what the function wrote), done out of
+    # it, the recent rate and the time left at that rate
+    running, shown = seen[0], seen[1]["text"]
+    derived = running["derived"]
+    assert running["line_count"] == 599  # the non-blank lines: each one an outcome
+    assert 0 < derived["done"] < 599
+    assert derived["lines_left"] == 599 - derived["done"]
+    assert derived["recent_rate_per_s"] > 0
+    assert derived["eta_s"] == pytest.approx(derived["lines_left"] / derived["recent_rate_per_s"])
+    assert len(running["progress_window"]) >= 2
+    lines = dict(line.split(None, 1) for line in shown.splitlines())
     assert lines["status"] == "RUNNING"
-    assert lines["requests"] == "250/1,000 done: 240 succeeded, 10 failed"
-    assert lines["rate"] == "2.5/s (average since start)"
-    assert lines["ETA"] == "5m 00s"
-    assert lines["tokens"] == "5,000 prompt + 2,500 completion"
-    assert lines["cost"] == "$0.00225 (estimate)"
+    assert re.fullmatch(r"[\d,]+/599 done: [\d,]+ succeeded, [\d,]+ failed", lines["requests"])
+    assert lines["rate"].endswith("/s (last 30 s)")
+    assert re.fullmatch(r"\d+s|\d+m \d\ds", lines["ETA"])
 
-    # and results says the outputs are not written yet
-    code, _, err = cli("results", job.job_id)
-    assert code == 1
-    assert "is RUNNING: its outputs are written when it ends" in err
+    # And the line count is what the job came to: every line an outcome
+    summary = p.summary("inputs/eta.jsonl")
+    assert summary["counts"]["total"] == 599
+    final = cli.json("status", job_id)[1]
+    assert (final["derived"]["done"], final["derived"]["lines_left"]) == (599, 0)
+
+
+def test_a_split_file_gets_its_line_count_from_the_planner(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    # Given shards of 1 KiB: a 120-line file (two blank lines) is split
+    pipeline.configure(PROMPTDROP_SHARD_BYTES="1024")
+    lines = [json.dumps({"prompt": f"split {i}"}) for i in range(118)]
+    job_id = cli.json("submit", str(write_file(tmp_path, "split.jsonl", [*lines[:50], "", *lines[50:], ""])))[1]
+    pipeline.drain()
+
+    # Then the job item holds the planner's count, which the job came to
+    job = cli.json("status", job_id["job_id"])[1]
+    assert job["units_total"] > 1
+    assert job["line_count"] == 118 == job["total"]
 
 
 def test_status_shows_counts_rising_during_a_run(slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path) -> None:
@@ -400,33 +417,130 @@ def test_resources_come_from_a_stack(cli: Cli, pipeline: Pipeline, monkeypatch: 
     assert cli.json("redrive", "--stack", f"{stack.stack_name}-cfn") == (0, {"moved": 0, "by_kind": {}})
 
 
+def test_a_file_run_whole_is_counted_by_a_first_pass_beside_its_run(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Given one file of each format, run whole, and a .csv whose quoting is broken
+    files = {
+        "rows.csv": ('city\nLyon\n"Porto,\nwith a newline"\nOslo\n', 3),  # a row may hold a newline
+        "items.json": (json.dumps([{"prompt": "a"}, {"prompt": "b"}, {"nope": 1}]), 3),
+        "one.txt": ("a single prompt,\non two lines\n", 1),
+        "lines.jsonl": ("\n".join([json.dumps({"prompt": "x"}), "", "{broken", json.dumps({"prompt": "y"})]), 3),
+    }
+    ids = {}
+    for name, (text, _) in files.items():
+        (tmp_path / name).write_text(text)
+        template = ["--template", "Name one museum in {city}."] if name.endswith(".csv") else []
+        ids[name] = cli.json("submit", str(tmp_path / name), *template)[1]["job_id"]
+    (tmp_path / "broken.csv").write_text('city\n"Lyon\n')
+    broken = cli.json("submit", str(tmp_path / "broken.csv"), "--template", "{city}")[1]["job_id"]
+
+    # When they have run
+    pipeline.drain()
+
+    # Then each job item holds its count — rows, items, one prompt, non-blank lines — which it came to
+    for name, (_, count) in files.items():
+        job = cli.json("status", ids[name])[1]
+        assert (name, job["line_count"], job["total"]) == (name, count, count)
+        summary = pipeline.summary(f"inputs/{name}")
+        assert (summary["lines"], summary["stop"]) == ({"count": count, "done": count, "not_run": 0}, None)
+    # and a file its parser rejects fails as before, without a count
+    job = cli.json("status", broken)[1]
+    assert (job["status"], job["error"]["code"], job["line_count"]) == ("FAILED", "invalid_csv", None)
+
+
+def _keys_sharing_a_job_id_prefix(bucket: str, content: bytes) -> tuple[str, str]:
+    """Two input keys whose jobs (same content: same ETag) have ids beginning with the same 8
+    characters: a birthday search, some 2**16 keys."""
+    etag = hashlib.md5(content).hexdigest()  # S3's ETag of a single-part upload
+    first: dict[str, str] = {}
+    for i in itertools.count():
+        key = f"inputs/twin-{i}.jsonl"
+        start = make_job_id(bucket, key, ObjectInfo(etag, None, len(content)))[:8]
+        if start in first:
+            return first[start], key
+        first[start] = key
+    raise AssertionError("unreachable")
+
+
+def test_a_job_id_prefix_works_wherever_a_job_id_does_and_an_ambiguous_one_is_refused(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    p = pipeline
+    # Given two finished jobs whose ids begin with the same 8 characters, each with a failed prompt
+    line = json.dumps({"prompt": "twin [[fail:400]]"})
+    path = write_file(tmp_path, "twin.jsonl", [line])
+    a, b = (
+        cli.json("submit", str(path), "--key", key)[1]["job_id"]
+        for key in _keys_sharing_a_job_id_prefix(p.bucket, path.read_bytes())
+    )
+    p.drain()
+    assert a[:8] == b[:8]
+    assert a != b
+
+    # When a prefix both begin with is given, it is refused with the matches listed
+    for argv in (["status", a[:8]], ["results", a[:8]], ["cancel", a[:8]], ["redrive", "--job", a[:8]]):
+        code, _, err = cli(*argv)
+        assert code == 2, argv
+        said = re.fullmatch(rf"promptdrop \w+: {a[:8]} begins 2 job ids \((\w+), (\w+)\): give more of it\n", err)
+        assert said is not None, err
+        assert set(said.groups()) == {a, b}
+
+    # When one job's own prefix is given (one character past what they share), every command takes it
+    unique = a[: next(i for i in range(32) if a[i] != b[i]) + 1]
+    assert cli.json("status", unique)[1]["job_id"] == a
+    code, out, _ = cli("results", unique, "--errors")
+    assert (code, json.loads(out)["custom_id"]) == (0, "line-1")
+    code, refused = cli.json("cancel", unique)
+    assert (code, refused["job_id"], refused["outcome"]) == (1, a, "finished")
+    code, limits = cli.json("budget", unique, "--max-requests", "5")
+    assert (code, limits["job_id"]) == (0, a)
+    assert cli.json("redrive", "--job", unique)[1] == {"moved": 1, "by_kind": {"prompt_failure": 1}}
+    assert [m["job_id"] for m in peek_dlq(p)] == [b]
+
+    # And the 12 characters the job list shows are taken when they are unique
+    listed = {row.split()[1] for row in cli("status")[1].splitlines()[2:]}
+    assert listed == {a[:12], b[:12]}
+    if a[:12] != b[:12]:
+        assert cli.json("status", a[:12])[1]["job_id"] == a
+    # and a prefix no job has is an error that says so
+    nobody = next(c * 10 for c in "0123456789abcdef" if not a.startswith(c) and not b.startswith(c))
+    code, _, err = cli("status", nobody)
+    assert (code, err.split(": ", 1)[1].split(" (")[0]) == (2, f"no job id starts with {nobody}")
+
+
 # -- cancel and redrive ------------------------------------------------------------------------------
 
 
 def test_cancel_asks_a_running_job_to_stop_and_refuses_a_finished_one(
-    cli: Cli, pipeline: Pipeline, tmp_path: Path
+    slow_cli: Cli, slow_pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    p = pipeline
-    # Given a running job (its item as the function writes it) and a finished one
-    running = JobRecord(job_id="f" * 32, bucket=p.bucket, key="inputs/long.jsonl", etag="e", started_at="2030-01-01")
-    p.ddb.put_item(TableName=p.stack.table, Item=job_to_item(running))
+    p, cli = slow_pipeline, slow_cli
+    # Given a finished job, and a running one (the function runs it in a container of its own)
     cli("submit", str(write_file(tmp_path, "done.jsonl", [json.dumps({"prompt": "hi"})])))
     p.drain()
+    long = [json.dumps({"prompt": f"long {i}"}) for i in range(400)]  # 100 ms each, 8 at a time: 5 s at least
+    running = cli.json("submit", str(write_file(tmp_path, "long.jsonl", long)))[1]["job_id"]
+    run = p.spawn(p.s3_event("inputs/long.jsonl"))
+    _wait_for(lambda: p.items(running).get("JOB", {}).get("progress_succeeded", 0) > 0)
 
     # When the running one is cancelled
-    code, out, _ = cli("cancel", running.job_id)
+    code, out, _ = cli("cancel", running)
 
     # Then the request is on its item, and the user is told what happens and how to resume
     assert code == 0
-    requested = p.items(running.job_id)["JOB"]["cancel_requested_at"]
+    requested = p.items(running)["JOB"]["cancel_requested_at"]
     assert (
-        out.splitlines()[0]
-        == f"cancel requested for job {running.job_id} (s3://{p.bucket}/inputs/long.jsonl) at {requested}"
+        out.splitlines()[0] == f"cancel requested for job {running} (s3://{p.bucket}/inputs/long.jsonl) at {requested}"
     )
-    assert f"promptdrop redrive --job {running.job_id}" in out
+    assert f"promptdrop redrive --job {running}" in out
     # and a second cancel keeps the first request's time
-    code, again = cli.json("cancel", running.job_id)
-    assert (code, again["outcome"], again["cancel_requested_at"]) == (0, "already_requested", requested)
+    code, again = cli.json("cancel", running)
+    assert (code, again["outcome"], again["cancel_requested_at"]) in [
+        (0, "already_requested", requested),
+        (1, "finished", requested),  # the run had stopped already
+    ]
+    assert [job["status"] for job in p.response(run)["jobs"]] == ["CANCELLED"]
 
     # When the finished one is cancelled, it is refused and left as it is
     code, refused = cli.json("cancel", "inputs/done.jsonl")
@@ -487,15 +601,75 @@ def test_cancel_mid_run_then_redrive_finishes_paying_nothing_twice(
     # Then it ends CANCELLED with what was done, and a file_failure (cancelled) to resume it
     job = cli.json("status", job_id)[1]
     assert job["status"] == "CANCELLED"
-    assert 0 < job["total"] < 160
+    done = job["total"]
+    assert 0 < done < 160
     assert [m["error"]["code"] for m in peek_dlq(p) if m["kind"] == "file_failure"] == ["cancelled"]
+    # and status and the summary say how far it got, what did not run, and why
+    assert (job["line_count"], job["derived"]["done"], job["derived"]["lines_left"]) == (160, done, 160 - done)
+    assert job["error"]["code"] == "cancelled"
+    lines = dict(line.split(None, 1) for line in cli("status", job_id)[1].splitlines())
+    assert lines["requests"] == f"{done}/160 done: {done} succeeded, 0 failed"
+    assert lines["left"] == f"{160 - done} line(s) not run"
+    assert lines["cancelled"] == f"requested at {job['cancel_requested_at']}"
+    assert lines["error"].startswith("cancelled: cancelled on request")
+    summary = p.summary("inputs/long.jsonl")
+    assert summary["counts"]["total"] == done  # its meaning kept: the lines done
+    assert summary["lines"] == {"count": 160, "done": done, "not_run": 160 - done}
+    assert summary["stop"]["reason"] == summary["last_run"]["stopped"] == "cancel"
+    assert (summary["stop"]["code"], summary["stop"]["cancel_requested_at"]) == (
+        "cancelled",
+        job["cancel_requested_at"],
+    )
 
     # When it is redriven, it finishes, and no prompt was sent twice
     assert cli.json("redrive", "--job", job_id)[1] == {"moved": 1, "by_kind": {"file_failure": 1}}
     p.drain()
     job = cli.json("status", job_id)[1]
     assert (job["status"], job["succeeded"], job["failed"]) == ("SUCCEEDED", 160, 0)
+    assert (job["error"], job["derived"]["lines_left"]) == (None, 0)  # the resumed job's stop is forgotten
+    assert (p.summary("inputs/long.jsonl")["stop"], p.summary("inputs/long.jsonl")["lines"]["not_run"]) == (None, 0)
     assert all(p.times_seen(x) == 1 for x in prompts)
+
+
+def test_a_budget_stop_and_a_fatal_stop_say_what_was_done_what_was_not_and_why(cli: Cli, pipeline: Pipeline) -> None:
+    p = pipeline
+    # Given a 60-line file allowed 20 requests (its upload's metadata), and a 40-line file whose
+    # 11th line the API answers 401 (a key every request would share)
+    capped = [json.dumps({"prompt": f"capped {i}"}) for i in range(60)]
+    p.s3.put_object(
+        Bucket=p.bucket, Key="inputs/capped.jsonl", Body="\n".join(capped), Metadata={"promptdrop-max-requests": "20"}
+    )
+    fatal = [json.dumps({"prompt": f"fatal {i}" + (" [[fail:401]]" if i == 10 else "")}) for i in range(40)]
+    p.put("inputs/fatal.jsonl", "\n".join(fatal))
+
+    # When both have run
+    p.drain()
+
+    # Then the budget-stopped one says it did 20 of its 60 lines, 40 not run, stopped by its budget
+    summary = p.summary("inputs/capped.jsonl")
+    assert (summary["status"], summary["counts"]["total"]) == ("BUDGET_EXCEEDED", 20)
+    assert summary["lines"] == {"count": 60, "done": 20, "not_run": 40}
+    assert summary["stop"]["reason"] == summary["last_run"]["stopped"] == "budget"
+    assert summary["stop"]["code"] == "budget_exceeded"
+    assert "20 of 20 requests sent" in summary["stop"]["message"]
+    job = cli.json("status", "inputs/capped.jsonl")[1]
+    assert (job["error"]["code"], job["derived"]["lines_left"]) == ("budget_exceeded", 40)
+    lines = dict(line.split(None, 1) for line in cli("status", "inputs/capped.jsonl")[1].splitlines())
+    assert (lines["status"], lines["requests"]) == ("BUDGET_EXCEEDED", "20/60 done: 20 succeeded, 0 failed")
+    assert lines["left"] == "40 line(s) not run"
+    assert lines["error"].startswith("budget_exceeded: budget exceeded: 20 of 20 requests sent")
+
+    # and the fatally stopped one, the lines it did and did not run, stopped by the API's refusal
+    summary = p.summary("inputs/fatal.jsonl")
+    done = summary["counts"]["total"]
+    assert summary["status"] == "FAILED"
+    assert summary["lines"] == {"count": 40, "done": done, "not_run": 40 - done}
+    assert 0 < done < 40
+    assert summary["stop"]["reason"] == summary["last_run"]["stopped"] == "fatal"
+    assert summary["stop"]["message"].startswith("stopped early: ")
+    job = cli.json("status", "inputs/fatal.jsonl")[1]
+    assert job["derived"]["lines_left"] == 40 - done
+    assert (job["error"]["code"], job["error"]["message"]) == (summary["stop"]["code"], summary["stop"]["message"])
 
 
 def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:

@@ -1,10 +1,12 @@
-"""The CLI's offline parts: ``estimate`` (the function's own parser, no AWS, no API), the views, the
-rate and ETA, and where resources come from. The commands that touch AWS: tests/integration/test_cli.py."""
+"""The CLI's offline parts: ``estimate`` (the function's own parser, no AWS, no API), the views,
+``submit --wait``'s progress lines, and where resources come from. The commands that touch AWS:
+tests/integration/test_cli.py."""
 
 from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import re
 import subprocess
@@ -15,7 +17,7 @@ from typing import Any
 
 import pytest
 from promptdrop.cli import main
-from promptdrop.cli.figures import RateMeter, duration, money
+from promptdrop.cli.figures import duration, money
 from promptdrop.cli.resources import Clients, Resources, resolve
 from promptdrop.cli.view import INSTALL_HINT, Column, View
 from promptdrop.formats import Request, request_from_object
@@ -269,21 +271,6 @@ def test_plain_progress_goes_to_stderr_when_something_changed() -> None:
 # -- figures ---------------------------------------------------------------------------------------
 
 
-def test_rate_and_eta_follow_the_recent_pace() -> None:
-    meter = RateMeter(window_s=10)
-    assert meter.per_second is None
-    for t, done in ((0, 0), (5, 50), (10, 100)):
-        meter.add(t, done)
-    assert meter.per_second == 10.0
-    assert meter.eta_s(200) == 10.0
-    # a slowdown shows once the faster samples leave the window
-    for t, done in ((20, 110), (30, 120)):
-        meter.add(t, done)
-    assert meter.per_second == 1.0
-    assert meter.eta_s(200) == 80.0
-    assert meter.eta_s(None) is None
-
-
 def test_durations_and_money_read_naturally() -> None:
     assert [duration(s) for s in (None, 4.4, 65, 7260)] == ["-", "4s", "1m 05s", "2h 01m"]
     assert [money(v) for v in (None, 0, "0.00225", 12.0)] == ["-", "$0", "$0.00225", "$12"]
@@ -373,11 +360,11 @@ class _Jobs:
         self.reads = 0
 
     def get(self, job_id: str) -> Any:
-        from promptdrop.cli.jobstore import JobItem
+        from promptdrop.cli.jobstore import Job
 
         state = self.states[min(self.reads, len(self.states) - 1)]
         self.reads += 1
-        return None if state is None else JobItem(job_id=job_id, bucket="b", key="inputs/k.jsonl", **state)
+        return None if state is None else Job(job_id=job_id, bucket="b", key="inputs/k.jsonl", etag="e", **state)
 
 
 class _Clock:
@@ -391,17 +378,28 @@ class _Clock:
         self.now += seconds
 
 
+def _window(*samples: tuple[float, int]) -> list[list[float]]:
+    """A progress window as the function's reports build it, one report a sample (JobRecord.window_after)."""
+    from promptdrop.records import JobRecord
+
+    window: list[list[float]] = []
+    for previous, (at, done) in itertools.pairwise(samples):
+        window = JobRecord.window_after(window, at, done, start=previous)
+    return window
+
+
 @pytest.mark.parametrize("terminal", [True, False])
 def test_follow_shows_progress_until_the_job_ends(terminal: bool) -> None:
     from promptdrop.cli.submit import follow
 
-    running = {"lines": 100, "progress_prompt_tokens": 10, "progress_cost_usd": 0.001}
+    # Given a 100-line job whose item the function updates: 10 done in its first 2 s, then 42 at 6 s
+    running = {"line_count": 100, "progress_prompt_tokens": 10, "progress_cost_usd": 0.001}
     store = _Jobs(
         [
             None,  # the function has not started it yet
-            running | {"progress_succeeded": 10},
-            running | {"progress_succeeded": 40, "progress_failed": 2},
-            {"status": "PARTIAL", "total": 100, "succeeded": 97, "failed": 3},
+            running | {"progress_succeeded": 10, "progress_window": _window((0, 0), (2, 10))},
+            running | {"progress_succeeded": 40, "progress_failed": 2, "progress_window": _window((0, 0), (6, 42))},
+            {"status": "PARTIAL", "line_count": 100, "total": 100, "succeeded": 97, "failed": 3},
         ]
     )
     clock, out, err = _Clock(), io.StringIO(), io.StringIO()
@@ -413,12 +411,12 @@ def test_follow_shows_progress_until_the_job_ends(terminal: bool) -> None:
         assert "PARTIAL ━━━━" in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", out.getvalue())
         return
     # plain: a line when the status changes, else at most every 5 s (42/100, 2 s later, is not shown);
-    # the rate over the window: 90 more in 4 s
+    # done out of the line count, the job's recent rate (10 in 2 s) and the time left at it (90 at 5/s)
     assert out.getvalue() == ""
     assert err.getvalue().splitlines() == [
         "WAITING   0  -  ETA -  for the job to start",
-        "RUNNING   10/100  -  ETA -  ok 10  failed 0  10 tokens  $0.001",
-        "PARTIAL   100/100  22.5/s  ETA -  ok 97  failed 3  0 tokens  -",
+        "RUNNING   10/100  5.0/s  ETA 18s  ok 10  failed 0  10 tokens  $0.001",
+        "PARTIAL   100/100  -  ETA -  ok 97  failed 3  0 tokens  -",
     ]
 
 
@@ -426,7 +424,32 @@ def test_follow_gives_up_at_its_timeout() -> None:
     from promptdrop.cli.submit import follow
 
     clock = _Clock()
-    store = _Jobs([{"lines": 10}])
+    store = _Jobs([{"line_count": 10}])
     view = View(out=io.StringIO(), err=io.StringIO(), terminal=False)
     assert follow(store, "j", view, interval_s=2, timeout_s=5, clock=clock, sleep=clock.sleep) is None  # type: ignore[arg-type]
     assert clock.now == 5.0
+
+
+def test_a_running_job_silent_for_longer_than_its_reports_shows_no_eta() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from promptdrop.cli.jobstore import Job
+    from promptdrop.cli.status import progress_cells
+
+    # Given a running job whose last progress report, at 10/s with 500 lines left, is a minute old
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    last = now - timedelta(seconds=60)
+    job = Job(
+        job_id="j",
+        bucket="b",
+        key="k.jsonl",
+        etag="e",
+        line_count=1000,
+        progress_succeeded=500,
+        updated_at=last.isoformat(),
+        progress_window=_window((last.timestamp() - 10, 400), (last.timestamp(), 500)),
+    )
+    # Then its rate is the last one known, and no ETA is made up from it
+    assert progress_cells(job, now) == ("10.0/s (last 30 s)", "- (no progress report for 1m 00s)")
+    # while a minute earlier it had one
+    assert progress_cells(job, last) == ("10.0/s (last 30 s)", "50s")

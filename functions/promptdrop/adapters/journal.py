@@ -62,6 +62,12 @@ class Journal:
         """Record how many units the job was split into (once: a redelivery plans the same split)."""
         await self._set(job_id, {"units_total": units}, only_if_absent="units_total")
 
+    async def set_line_count(self, job_id: str, lines: int) -> None:
+        await self._set(job_id, {"line_count": lines})  # the file's lines that hold a request
+
+    async def set_error(self, job_id: str, error: dict[str, Any]) -> None:
+        await self._set(job_id, {"error": error})  # why a unit stopped the job early (a redrive clears it)
+
     async def close_job(self, job: JobRecord) -> None:
         """Write a finished job's status, counts, tokens, cost and finish time."""
         await self._set(
@@ -78,31 +84,26 @@ class Journal:
             },
         )
 
-    async def add_progress(self, job_id: str, counts: Mapping[str, int | float], now: str) -> JobRecord:
-        """Add a running unit's counts since its last report to the job item's live ``progress_*``
-        figures; returns the job item (a reader learns of a cancel request from it at no extra call)."""
-        names = {f"#p{i}": f"progress_{name}" for i, name in enumerate(counts)}
-        values = {f":p{i}": serialize(_number(v)) for i, v in enumerate(counts.values())}
-        adds = ", ".join(f"#p{i} :p{i}" for i in range(len(counts)))
-        extra: dict[str, Any] = {"ExpressionAttributeNames": names} if names else {}
+    async def add_progress(
+        self, job_id: str, counts: Mapping[str, int | float], now: str, *, window: list[list[float]] | None = None
+    ) -> JobRecord:
+        """Add a unit's counts since its last report to ``progress_*``, set its window; the job item, as written."""
         response = await self._ddb.update_item(
             TableName=self._table,
             Key=job_key(job_id),
-            UpdateExpression="SET updated_at = :now" + (f" ADD {adds}" if adds else ""),
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":now": {"S": now}, **values},
             ReturnValues="ALL_NEW",
-            **extra,
+            **_progress_update(counts, now, window),
         )
         return job_from_item(response["Attributes"])
 
     async def resume_job(self, job_id: str) -> None:
-        """A redriven file: the job runs again (a cancel request or a spent budget, once answered, is forgotten)."""
+        """A redriven file: the job runs again (a cancel, a spent budget or an error, once answered, is forgotten)."""
         await self._ddb.update_item(
             TableName=self._table,
             Key=job_key(job_id),
-            UpdateExpression="SET #s = :running REMOVE cancel_requested_at, cancel_reported, budget_reported",
-            ExpressionAttributeNames={"#s": "status"},
+            UpdateExpression="SET #s = :running REMOVE cancel_requested_at, cancel_reported, budget_reported, #e",
+            ExpressionAttributeNames={"#s": "status", "#e": "error"},
             ExpressionAttributeValues={":running": {"S": str(JobStatus.RUNNING)}},
         )
 
@@ -162,6 +163,19 @@ class Journal:
             UpdateExpression="ADD changes :one",
             ExpressionAttributeValues={":one": {"N": "1"}},
         )
+
+
+def _progress_update(counts: Mapping[str, int | float], now: str, window: list[list[float]] | None) -> dict[str, Any]:
+    """A progress report's update: ADD the counts, SET the time (and the window, when given)."""
+    names = {f"#p{i}": f"progress_{name}" for i, name in enumerate(counts)}
+    values = {":now": {"S": now}} | {f":p{i}": serialize(_number(v)) for i, v in enumerate(counts.values())}
+    sets = "SET updated_at = :now"
+    if window is not None:
+        sets += ", progress_window = :w"
+        values[":w"] = serialize([[_number(value) for value in sample] for sample in window])
+    adds = ", ".join(f"#p{i} :p{i}" for i in range(len(counts)))
+    update: dict[str, Any] = {"UpdateExpression": sets + (f" ADD {adds}" if adds else "")}
+    return update | {"ExpressionAttributeValues": values} | ({"ExpressionAttributeNames": names} if names else {})
 
 
 def _number(value: int | float) -> int | Decimal:

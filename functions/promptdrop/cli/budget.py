@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from .errors import CliError
-from .jobstore import JobStore
+from .jobstore import REF_HELP, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import View
 
@@ -41,7 +41,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="set a job's budget (dollars, tokens, requests); then redrive it to resume",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
-    cmd.add_argument("ref", metavar="KEY | JOB_ID", help="an input key (or s3://BUCKET/KEY) or a job id")
+    cmd.add_argument("ref", metavar="KEY | JOB_ID", help=REF_HELP)
     cmd.add_argument("--usd", type=_positive(Decimal), help="the file's budget in US dollars")
     cmd.add_argument("--tokens", type=_positive(int), help="the file's budget in tokens (prompt + completion)")
     cmd.add_argument("--max-requests", type=_positive(int), help="requests the file may send")

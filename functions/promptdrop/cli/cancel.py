@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import ExitCode
 from .figures import now_iso
-from .jobstore import CancelOutcome, JobStore
+from .jobstore import REF_HELP, CancelOutcome, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import View
 
@@ -34,7 +34,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="stop a running job (in-flight calls finish; resume it later with redrive)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
-    cmd.add_argument("ref", metavar="KEY | JOB_ID", help="an input key (or s3://BUCKET/KEY) or a job id")
+    cmd.add_argument("ref", metavar="KEY | JOB_ID", help=REF_HELP)
     add_resource_flags(cmd, "table", "bucket")
 
 

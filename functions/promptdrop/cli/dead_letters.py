@@ -18,7 +18,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from ..messages import KINDS
-from .errors import ExitCode
+from .errors import CliError, ExitCode
+from .jobstore import JOB_ID_LENGTH, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import View
 
@@ -147,20 +148,27 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         choices=[*KINDS, "s3_notification"],
         help="only these kinds (repeatable); default: all",
     )
-    move.add_argument("--job", metavar="JOB_ID", help="only the messages of this job (e.g. a cancelled one)")
-    add_resource_flags(move, "dlq_url", "work_queue_url")
+    move.add_argument(
+        "--job", metavar="JOB_ID", help="only the messages of this job (e.g. a cancelled one); a unique prefix will do"
+    )
+    add_resource_flags(move, "dlq_url", "work_queue_url", "table")
 
 
 def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
     resources = resolve(args, aws)
     dlq_url, work_queue_url = resources.need("dlq_url"), resources.need("work_queue_url")
+    job_id = args.job
+    if job_id is not None and len(job_id) < JOB_ID_LENGTH:  # a prefix: the jobs table knows the whole id
+        job_id = JobStore(aws, resources).find_id(job_id)
+        if job_id is None:
+            raise CliError(f"no job id starts with {args.job!r} (a job id, or 8 of its characters at least)")
     moved = redrive(
         aws.sqs,
         dlq_url=dlq_url,
         work_queue_url=work_queue_url,
         limit=args.limit,
         kinds=set(args.kind) if args.kind else None,
-        job_id=args.job,
+        job_id=job_id,
     )
     total = sum(moved.values())
     if view.json_mode:

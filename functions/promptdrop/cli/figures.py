@@ -1,14 +1,13 @@
-"""How the CLI writes numbers, times and money, and how it measures a rate and an ETA.
+"""How the CLI writes numbers, times and money (the rate and ETA are the job item's: ``records.JobRecord``).
 
 Plain functions of plain values (no I/O, no clock of their own): the views and the tests share them.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from datetime import UTC, datetime
 
-__all__ = ["RateMeter", "ago", "duration", "money", "now_iso", "number", "parse_time", "rate", "seconds_between"]
+__all__ = ["ago", "duration", "money", "now_iso", "number", "parse_time", "rate", "seconds_between"]
 
 
 def now_iso() -> str:
@@ -68,34 +67,3 @@ def rate(per_second: float | None) -> str:
     if per_second is None:
         return "-"
     return f"{per_second:.1f}/s" if per_second < 100 else f"{per_second:,.0f}/s"
-
-
-class RateMeter:
-    """Requests finished per second over the last ``window_s`` seconds, and the time left at that pace.
-
-    Fed ``(time, done)`` samples from any clock; a window (not the average since the start) so
-    that a job resumed after a pause, or slowed by a rate limit, shows the pace it has now.
-    """
-
-    def __init__(self, window_s: float = 30.0) -> None:
-        self._window_s = window_s
-        self._samples: deque[tuple[float, int]] = deque()
-
-    def add(self, at: float, done: int) -> None:
-        self._samples.append((at, done))
-        while len(self._samples) > 2 and at - self._samples[1][0] >= self._window_s:
-            self._samples.popleft()
-
-    @property
-    def per_second(self) -> float | None:
-        if len(self._samples) < 2:
-            return None
-        (t0, d0), (t1, d1) = self._samples[0], self._samples[-1]
-        return (d1 - d0) / (t1 - t0) if t1 > t0 else None
-
-    def eta_s(self, total: int | None) -> float | None:
-        """Seconds until ``total`` at the current pace (None: no total, or no progress to go by)."""
-        speed = self.per_second
-        if total is None or not self._samples or not speed or speed <= 0:
-            return None
-        return max(0.0, (total - self._samples[-1][1]) / speed)

@@ -1,8 +1,9 @@
 """Jobs as the CLI sees them: the job item read (one, by key, or the recent ones), a cancel asked for,
 and a finished job's failures counted by code.
 
-The job item's attributes are the README's contract (DynamoDB → the job item), read into
-:class:`JobItem` leniently: attributes the CLI does not know are ignored, missing ones default.
+The job item's attributes are the README's contract (DynamoDB → the job item), read into the
+function's own record by its own codec (:class:`Job` adds what a person reads from it): attributes
+the record does not know are ignored, missing ones default.
 """
 
 from __future__ import annotations
@@ -10,73 +11,43 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer
-from pydantic import BaseModel, ConfigDict
-
-from ..adapters.items import job_key, plain
+from ..adapters.items import job_from_item, job_key, job_pk
+from ..records import FINAL_JOB_STATES, JobRecord, JobStatus
 from .errors import CliError
 from .resources import Clients, Resources
 
-__all__ = ["CancelOutcome", "JobItem", "JobStore", "S3Ref", "parse_s3_uri"]
+__all__ = ["JOB_ID_LENGTH", "REF_HELP", "CancelOutcome", "Job", "JobStore", "S3Ref", "parse_s3_uri"]
 
-RUNNING = "RUNNING"
+# What every command that takes a job says it takes (:meth:`JobStore.locate` reads it).
+REF_HELP = "an input key (or s3://BUCKET/KEY), a job id, or 8 or more of its first characters"
+
 JOBS_INDEX = "jobs-by-start"
 JOBS_PK = "JOBS"
-_JOB_ID = re.compile(r"[0-9a-f]{32}")
-_deserializer = TypeDeserializer()
+JOB_ID_LENGTH = 32
+_JOB_ID = re.compile(rf"[0-9a-f]{{{JOB_ID_LENGTH}}}")
+# A prefix: the 12 characters `status` lists, or any other of 8 or more (unique, or refused).
+_JOB_ID_PREFIX = re.compile(rf"[0-9a-f]{{8,{JOB_ID_LENGTH - 1}}}")
+_SHOWN_MATCHES = 10
 
 
-class JobItem(BaseModel):
-    """The operator's read view of the job item ``JOB#<job_id>`` / ``JOB``: the function's record
-    (``promptdrop.records.JobRecord``, codec in ``adapters/items.py``) plus the live ``progress_*``
-    figures, and what a person reads from them (done, rate, cost so far)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    job_id: str
-    status: str = RUNNING  # RUNNING, then SUCCEEDED, PARTIAL, FAILED, CANCELLED, BUDGET_EXCEEDED (or later ones)
-    bucket: str
-    key: str
-    etag: str | None = None
-    version_id: str | None = None
-    started_at: str | None = None
-    finished_at: str | None = None
-    updated_at: str | None = None
-    total: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    estimated_cost_usd: str | None = None
-    output_bucket: str | None = None
-    outputs: dict[str, str] = {}
-    units_total: int | None = None
-    units_done: int = 0
-    error: dict[str, Any] | None = None
-    lines: int | None = None
-    progress_sent: int = 0
-    progress_succeeded: int = 0
-    progress_failed: int = 0
-    progress_prompt_tokens: int = 0
-    progress_completion_tokens: int = 0
-    progress_cost_usd: float | None = None
-    cancel_requested_at: str | None = None
-    budget_usd: float | None = None
-    budget_tokens: int | None = None
-    max_requests: int | None = None
+@dataclass(slots=True)
+class Job(JobRecord):
+    """The job item ``JOB#<job_id>`` / ``JOB`` as the operator reads it: the function's own record,
+    decoded by its codec (``adapters/items.py``), and what a person reads from it (done, the total,
+    the time left, cost so far)."""
 
     @classmethod
-    def from_item(cls, item: dict[str, Any]) -> JobItem:
-        values = {k: plain(_deserializer.deserialize(v)) for k, v in item.items()}
-        return cls.model_validate({**values, "job_id": str(values["pk"]).removeprefix("JOB#")})
+    def from_item(cls, item: dict[str, Any]) -> Job:
+        record = job_from_item(item)
+        return cls(**{f.name: getattr(record, f.name) for f in fields(JobRecord)})
 
     @property
     def final(self) -> bool:
-        return self.status != RUNNING
+        return self.status in FINAL_JOB_STATES
 
     @property
     def settled(self) -> bool:
@@ -88,8 +59,8 @@ class JobItem(BaseModel):
         """Requests with an outcome: the final count once settled, else the live progress."""
         if self.settled:
             return self.total
-        done = self.progress_succeeded + self.progress_failed
-        return min(done, self.lines) if self.lines else done
+        done = self.progress_done
+        return min(done, self.line_count) if self.line_count else done
 
     @property
     def ok(self) -> int:
@@ -98,6 +69,19 @@ class JobItem(BaseModel):
     @property
     def not_ok(self) -> int:
         return self.failed if self.settled else self.progress_failed
+
+    @property
+    def lines_left(self) -> int | None:
+        """The file's lines without an outcome (None while the line count is unknown)."""
+        return None if self.line_count is None else max(0, self.line_count - self.done)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds until every line has an outcome at the recent rate (None: ended, or no total or rate yet)."""
+        speed, left = self.recent_rate, self.lines_left
+        if self.final or left is None or not speed:
+            return None
+        return left / speed
 
     @property
     def tokens(self) -> tuple[int, int]:
@@ -150,14 +134,16 @@ class JobStore:
     def _table(self) -> str:
         return self._resources.need("table")
 
-    def get(self, job_id: str) -> JobItem | None:
+    def get(self, job_id: str) -> Job | None:
         raw = self._aws.ddb.get_item(TableName=self._table, Key=job_key(job_id), ConsistentRead=True).get("Item")
-        return None if raw is None else JobItem.from_item(raw)
+        return None if raw is None else Job.from_item(raw)
 
-    def locate(self, ref: str) -> JobItem:
-        """The job named by ``ref``: a job id, ``s3://BUCKET/KEY``, or a key in the input bucket
-        (tried as given, then under the input prefix). A key names its object's current upload."""
-        if _JOB_ID.fullmatch(ref) and (job := self.get(ref)) is not None:
+    def locate(self, ref: str) -> Job:
+        """The job named by ``ref``: a job id or a unique prefix of one (8 characters at least),
+        ``s3://BUCKET/KEY``, or a key in the input bucket (tried as given, then under the input
+        prefix). A key names its object's current upload."""
+        job_id = self.find_id(ref)
+        if job_id is not None and (job := self.get(job_id)) is not None:
             return job
         s3ref = parse_s3_uri(ref) or S3Ref(self._resources.need("bucket"), ref)
         job_id = self.job_id_of(s3ref)
@@ -188,11 +174,49 @@ class JobStore:
             info = ObjectInfo(head["ETag"].strip('"'), head.get("VersionId"), head["ContentLength"])
             return make_job_id(ref.bucket, key, info)
         tried = " or ".join(f"s3://{ref.bucket}/{k}" for k in candidates)
+        if _JOB_ID_PREFIX.fullmatch(ref.key):
+            raise CliError(f"no job id starts with {ref.key} (and no object {tried})")
         if _JOB_ID.fullmatch(ref.key):
             raise CliError(f"no job {ref.key} (and no object {tried})")
         raise CliError(f"no such job or object: {tried} does not exist")
 
-    def recent(self, limit: int) -> list[JobItem]:
+    def find_id(self, ref: str) -> str | None:
+        """The job id ``ref`` names: itself (32 hex characters), or the one job id it begins (8 or
+        more); None when it is neither. A prefix that begins several is refused, naming them."""
+        if _JOB_ID.fullmatch(ref):
+            return ref
+        if not _JOB_ID_PREFIX.fullmatch(ref):
+            return None
+        ids = self.ids_starting(ref)
+        if len(ids) > 1:
+            shown = ", ".join(ids[:_SHOWN_MATCHES]) + (", …" if len(ids) > _SHOWN_MATCHES else "")
+            raise CliError(f"{ref} begins {len(ids)} job ids ({shown}): give more of it")
+        return ids[0] if ids else None
+
+    def ids_starting(self, prefix: str) -> list[str]:
+        """The ids of every job whose id starts with ``prefix``, newest first.
+
+        Read from the ``jobs-by-start`` index (job items only, keys alone returned): DynamoDB has no
+        prefix lookup on a partition key, so this reads every job item once — a CLI command's cost.
+        """
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": JOBS_INDEX,
+            "KeyConditionExpression": "jobs_pk = :jobs",
+            "FilterExpression": "begins_with(pk, :prefix)",
+            "ProjectionExpression": "pk",
+            "ExpressionAttributeValues": {":jobs": {"S": JOBS_PK}, ":prefix": {"S": job_pk(prefix)}},
+            "ScanIndexForward": False,
+        }
+        ids: list[str] = []
+        while True:
+            page = self._aws.ddb.query(**kwargs)
+            ids += [item["pk"]["S"].removeprefix(job_pk("")) for item in page.get("Items", [])]
+            if "LastEvaluatedKey" not in page:
+                return ids
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def recent(self, limit: int) -> list[Job]:
         """The ``limit`` jobs started last, newest first (the ``jobs-by-start`` index)."""
         kwargs: dict[str, Any] = {
             "TableName": self._table,
@@ -201,16 +225,16 @@ class JobStore:
             "ExpressionAttributeValues": {":jobs": {"S": JOBS_PK}},
             "ScanIndexForward": False,
         }
-        jobs: list[JobItem] = []
+        jobs: list[Job] = []
         while len(jobs) < limit:
             page = self._aws.ddb.query(**kwargs, Limit=limit - len(jobs))
-            jobs += [JobItem.from_item(item) for item in page.get("Items", [])]
+            jobs += [Job.from_item(item) for item in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return jobs
 
-    def request_cancel(self, job_id: str, now: str) -> tuple[CancelOutcome, JobItem]:
+    def request_cancel(self, job_id: str, now: str) -> tuple[CancelOutcome, Job]:
         """Set ``cancel_requested_at`` on a RUNNING job; the first request's time is kept."""
         ddb = self._aws.ddb
         try:
@@ -220,7 +244,7 @@ class JobStore:
                 UpdateExpression="SET cancel_requested_at = :now",
                 ConditionExpression="#s = :running AND attribute_not_exists(cancel_requested_at)",
                 ExpressionAttributeNames={"#s": "status"},
-                ExpressionAttributeValues={":now": {"S": now}, ":running": {"S": RUNNING}},
+                ExpressionAttributeValues={":now": {"S": now}, ":running": {"S": str(JobStatus.RUNNING)}},
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
@@ -228,11 +252,11 @@ class JobStore:
             old = exc.response.get("Item")
             if old is None:
                 raise CliError(f"no job {job_id}") from None
-            job = JobItem.from_item(old)
+            job = Job.from_item(old)
             return (CancelOutcome.FINISHED if job.final else CancelOutcome.ALREADY_REQUESTED), job
-        return CancelOutcome.REQUESTED, JobItem.from_item(new["Attributes"])
+        return CancelOutcome.REQUESTED, Job.from_item(new["Attributes"])
 
-    def set_budget(self, job_id: str, limits: dict[str, Any]) -> JobItem:
+    def set_budget(self, job_id: str, limits: dict[str, Any]) -> Job:
         """Write limits on the job item (they win over the upload's metadata and the environment)."""
         names = {f"#l{i}": name for i, name in enumerate(limits)}
         values = {f":l{i}": {"N": str(value)} for i, value in enumerate(limits.values())}
@@ -249,14 +273,14 @@ class JobStore:
             )
         except ddb.exceptions.ConditionalCheckFailedException:
             raise CliError(f"no job {job_id}") from None
-        return JobItem.from_item(new["Attributes"])
+        return Job.from_item(new["Attributes"])
 
-    def summary(self, job: JobItem) -> dict[str, Any] | None:
+    def summary(self, job: Job) -> dict[str, Any] | None:
         """The job's ``.summary.json``, or None when it has not been written."""
         body = self.output(job, "summary")
         return None if body is None else dict(json.loads(body.read()))
 
-    def output(self, job: JobItem, name: str) -> Any:
+    def output(self, job: Job, name: str) -> Any:
         """The streaming body of one of the job's outputs, or None when it does not exist (yet)."""
         key = job.outputs.get(name)
         if key is None:
@@ -267,7 +291,7 @@ class JobStore:
         except s3.exceptions.NoSuchKey:
             return None
 
-    def failures_by_code(self, job: JobItem) -> Counter[str]:
+    def failures_by_code(self, job: Job) -> Counter[str]:
         """A finished job's failed requests by error code, read from its ``.errors.jsonl``."""
         codes: Counter[str] = Counter()
         body = self.output(job, "errors") if job.final else None

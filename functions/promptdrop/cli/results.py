@@ -18,7 +18,7 @@ from typing import Any
 from ..engine.endpoints import spec_of_answer
 from ..outputs import line_of
 from .errors import CliError, ExitCode
-from .jobstore import JobItem, JobStore
+from .jobstore import REF_HELP, Job, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import Column, View
 
@@ -47,7 +47,7 @@ def _line(output: dict[str, Any]) -> str:
     return "-" if found is None else str(found)
 
 
-def _download(view: View, store: JobStore, job: JobItem, out: Path) -> int:
+def _download(view: View, store: JobStore, job: Job, out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     missing: list[str] = []
@@ -78,7 +78,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="print a job's answers (or --errors), or download its outputs (--out DIR)",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
-    cmd.add_argument("ref", metavar="KEY | JOB_ID", help="an input key (or s3://BUCKET/KEY) or a job id")
+    cmd.add_argument("ref", metavar="KEY | JOB_ID", help=REF_HELP)
     cmd.add_argument("--errors", action="store_true", help="the failed requests (.errors.jsonl) instead")
     cmd.add_argument("--out", type=Path, metavar="DIR", help="download every output file into DIR")
     cmd.add_argument("--as-table", action="store_true", help="a table even when the output is not a terminal")

@@ -1,69 +1,80 @@
 """``promptdrop status [KEY | JOB_ID]``: one job in detail, or the recent jobs as a table.
 
-A running job shows its live progress (the job item's ``progress_*``, refreshed every few seconds
-by every unit that runs), its average rate since it started and the time left at that rate when
-the file's line count is known; a finished job its final counts and its failures by code (read
-from its ``.errors.jsonl``).
+A running job shows its live progress (the job item's progress_*, refreshed every few seconds
+by every unit that runs): done out of the file's line count, its rate over about the last 30 s of
+running time and the time left at that rate; a finished job its final counts and its failures by
+code (read from its .errors.jsonl). JOB_ID may be any unique prefix of 8 characters or more.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import Counter
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from ..records import PROGRESS_IDLE_S, PROGRESS_WINDOW_S, JobStatus
 from .errors import ExitCode
 from .figures import ago, duration, money, number, parse_time, rate, seconds_between
-from .jobstore import JobItem, JobStore
+from .jobstore import REF_HELP, Job, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import Column, View
 
-__all__ = ["add_parser", "describe", "detail_rows", "job_json", "run"]
+__all__ = ["add_parser", "describe", "detail_rows", "job_json", "progress_cells", "run"]
 
 
-def _avg_rate(job: JobItem) -> float | None:
+def _avg_rate(job: Job) -> float | None:
     """Requests finished a second, on average since the job started (None until there is a span)."""
     end = job.finished_at if job.final else job.updated_at
     span = seconds_between(job.started_at, end)
     return job.done / span if span and job.done else None
 
 
-def _eta_s(job: JobItem) -> float | None:
-    speed = _avg_rate(job)
-    if job.final or not job.lines or not speed:
-        return None
-    return max(0.0, (job.lines - job.done) / speed)
-
-
-def job_json(job: JobItem, store: JobStore | None = None, *, failures: bool = True) -> dict[str, Any]:
-    """The job item as ``--json`` prints it, plus what the CLI derives (rate, ETA, failures by code)."""
+def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) -> dict[str, Any]:
+    """The job item as ``--json`` prints it, plus what the CLI derives (rates, ETA, failures by code)."""
     prompt, completion = job.tokens
-    value: dict[str, Any] = job.model_dump()
+    value: dict[str, Any] = asdict(job)
     value["derived"] = {
         "done": job.done,
+        "lines_left": job.lines_left,
         "succeeded": job.ok,
         "failed": job.not_ok,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "cost_usd": None if job.cost_usd is None else float(job.cost_usd),
         "rate_per_s": _avg_rate(job),
-        "eta_s": _eta_s(job),
+        "recent_rate_per_s": job.recent_rate,
+        "eta_s": job.eta_s,
         "failures_by_code": dict(store.failures_by_code(job)) if store is not None and failures else None,
     }
     return value
 
 
-def describe(job: JobItem) -> str:
+def progress_cells(job: Job, now: datetime) -> tuple[str, str]:
+    """What a running job's rate and ETA read: the recent rate, and the time left at it (or why not)."""
+    speed, silent = job.recent_rate, seconds_between(job.updated_at, now.isoformat())
+    if job.line_count is None:
+        eta = "- (line count unknown)"
+    elif silent is not None and silent > PROGRESS_IDLE_S:  # a stalled run, or one waiting to be redelivered
+        eta = f"- (no progress report for {duration(silent)})"
+    elif not speed:
+        eta = "- (no rate yet)"
+    else:
+        eta = duration(job.eta_s)
+    return f"{rate(speed)} (last {PROGRESS_WINDOW_S:.0f} s)", eta
+
+
+def describe(job: Job) -> str:
     """The status word, with a pending cancel when there is one."""
     if job.cancel_requested_at and not job.final:
         return f"{job.status} (cancel requested {job.cancel_requested_at})"
     return job.status
 
 
-def detail_rows(job: JobItem, failures: Counter[str] | None) -> list[tuple[str, str]]:
+def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]]:
     prompt, completion = job.tokens
-    done = f"{job.done:,}/{job.lines:,}" if job.lines and not job.settled else f"{job.done:,}"
+    done = _progress_cell(job)
     elapsed = seconds_between(job.started_at, job.finished_at or datetime.now(UTC).isoformat())
     rows = [
         ("job", job.job_id),
@@ -75,8 +86,8 @@ def detail_rows(job: JobItem, failures: Counter[str] | None) -> list[tuple[str, 
         ("requests", f"{done} done: {job.ok:,} succeeded, {job.not_ok:,} failed"),
     ]
     if not job.final:
-        rows += [("sent", number(job.progress_sent)), ("rate", f"{rate(_avg_rate(job))} (average since start)")]
-        rows.append(("ETA", duration(_eta_s(job)) if job.lines else "- (line count unknown)"))
+        speed, eta = progress_cells(job, datetime.now(UTC))
+        rows += [("sent", number(job.progress_sent)), ("rate", speed), ("ETA", eta)]
     rows += [
         ("tokens", f"{prompt:,} prompt + {completion:,} completion"),
         ("cost", f"{money(job.cost_usd)} (estimate)" if job.cost_usd is not None else "-"),
@@ -88,6 +99,10 @@ def detail_rows(job: JobItem, failures: Counter[str] | None) -> list[tuple[str, 
         rows.append(("units", f"{job.units_done}/{job.units_total} shards done"))
     if failures:
         rows.append(("failures", ", ".join(f"{code} {n:,}" for code, n in failures.most_common())))
+    if job.final and job.lines_left:  # stopped early: what did not run, and why (the job item's error)
+        rows.append(("left", f"{job.lines_left:,} line(s) not run"))
+    if job.final and job.status is JobStatus.CANCELLED and job.cancel_requested_at:
+        rows.append(("cancelled", f"requested at {job.cancel_requested_at}"))
     if job.error:
         rows.append(("error", f"{job.error.get('code')}: {job.error.get('message')}"))
     for name in sorted(job.outputs) if job.final else ():  # written when the job ends
@@ -95,7 +110,7 @@ def detail_rows(job: JobItem, failures: Counter[str] | None) -> list[tuple[str, 
     return rows
 
 
-def _budget_cell(job: JobItem) -> str | None:
+def _budget_cell(job: Job) -> str | None:
     """The limits set on the job (``promptdrop budget``), each beside what every run has used of it —
     the figures the cost guard compares. Limits from the upload's metadata or the environment are
     not on the job item: the dead letter of a job that hit one names it."""
@@ -110,13 +125,14 @@ def _budget_cell(job: JobItem) -> str | None:
     return f"{', '.join(parts)}, set on the job" if parts else None
 
 
-def _progress_cell(job: JobItem) -> str:
-    if job.settled or not job.lines:
+def _progress_cell(job: Job) -> str:
+    """Done, out of the line count while some lines have no outcome (a running or stopped job)."""
+    if job.line_count is None or (job.final and job.done == job.line_count):
         return f"{job.done:,}"
-    return f"{job.done:,}/{job.lines:,}"
+    return f"{job.done:,}/{job.line_count:,}"
 
 
-def _list(view: View, jobs: list[JobItem]) -> None:
+def _list(view: View, jobs: list[Job]) -> None:
     now = datetime.now(UTC)
     if view.json_mode:
         view.json([job_json(job, failures=False) for job in jobs])
@@ -157,7 +173,7 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="one job in detail, or the recent jobs",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None,
     )
-    cmd.add_argument("ref", nargs="?", metavar="KEY | JOB_ID", help="an input key (or s3://BUCKET/KEY) or a job id")
+    cmd.add_argument("ref", nargs="?", metavar="KEY | JOB_ID", help=REF_HELP)
     cmd.add_argument("--limit", type=int, default=20, metavar="N", help="recent jobs to list (default 20)")
     add_resource_flags(cmd, "table", "bucket")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..formats import CSV_TEMPLATE_METADATA, SUFFIXES
 from .errors import CliError, ExitCode
-from .figures import RateMeter, duration, money, now_iso, rate
-from .jobstore import JobItem, JobStore, S3Ref
+from .figures import duration, money, now_iso, rate
+from .jobstore import Job, JobStore, S3Ref
 from .resources import Clients, add_resource_flags, resolve
 from .status import describe, detail_rows, job_json
 from .view import View
@@ -34,9 +34,9 @@ def follow(
     timeout_s: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> JobItem | None:
-    """Poll the job item until the job is final (returned) or ``timeout_s`` passes (None)."""
-    meter = RateMeter()
+) -> Job | None:
+    """Poll the job item until the job is final (returned) or ``timeout_s`` passes (None): done out of
+    the line count, the rate and ETA as ``status`` shows them (from the job item's progress window)."""
     deadline = None if timeout_s is None else clock() + timeout_s
     with view.progress("WAITING") as bar:
         while True:
@@ -45,17 +45,14 @@ def follow(
             if job is None:
                 bar.update(status="WAITING", done=0, total=None, rate="-", eta="-", detail="for the job to start")
             else:
-                meter.add(now, job.done)
                 prompt, completion = job.tokens
                 detail = f"ok {job.ok:,}  failed {job.not_ok:,}  {prompt + completion:,} tokens  {money(job.cost_usd)}"
-                eta = duration(meter.eta_s(job.lines)) if job.lines else "-"
-                total = job.total if job.settled else job.lines
                 bar.update(
                     status=describe(job),
                     done=job.done,
-                    total=total,
-                    rate=rate(meter.per_second),
-                    eta=eta,
+                    total=job.line_count or (job.total if job.settled else None),
+                    rate=rate(job.recent_rate),
+                    eta=duration(job.eta_s),
                     detail=detail,
                 )
                 if job.final:

@@ -23,7 +23,8 @@ class FileFailures:
     async def report(
         self, ref: FileRef, job_id: str | None, code: str, message: str, *, fail_job: bool = True
     ) -> JobResult:
-        """Dead-letter the file's failure; with ``fail_job``, mark its job item FAILED too (when it has one).
+        """Dead-letter the file's failure and put it on its job item (when it has one): with ``fail_job``
+        the job FAILED too; without, the reason a unit stopped early, for the outputs it goes on to write.
         ``code``: a :class:`FailureCode`, or the API's own when its answer stopped the job (a 401)."""
         record = ErrorRecord("file_error", code, message)
         error = record.as_dict()
@@ -32,5 +33,7 @@ class FileFailures:
         )
         if job_id is not None and fail_job:
             await self._journal.fail_job(job_id, error, now_iso())
+        elif job_id is not None:
+            await self._journal.set_error(job_id, error)
         logger.warning("file failed", extra={"job_id": job_id, "code": record.code, "reason": record.message})
         return JobResult(job_id, ref.bucket, ref.key, RunStatus.FAILED, reason=f"{record.code}: {record.message}")

@@ -89,11 +89,12 @@ class RealTimeMode:
 
             async def on_outcome(outcome: Outcome) -> None:
                 guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
+                progress.sent()  # an outcome from the dispatcher: the request reached the API
                 await recorder.outcome(outcome)
 
             dispatcher = self._dispatcher_factory()
             recorder.hold_while(dispatcher.rate_bound)
-            requests = admitted(parsed, stages, on_send=progress.sent, on_stop=count_left)
+            requests = admitted(parsed, stages, on_send=progress.admitted, on_stop=count_left)
             try:
                 return await dispatcher.run(requests, on_outcome, should_stop=stop)
             finally:

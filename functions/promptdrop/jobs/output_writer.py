@@ -144,14 +144,28 @@ class OutputWriter:
         return tally
 
 
+# Why a job ended before its last line, as the summary's ``stop.reason`` and ``last_run.stopped`` say.
+_STOPPED_BY = {JobStatus.CANCELLED: "cancel", JobStatus.BUDGET_EXCEEDED: "budget"}
+
+
 def _summary(
     job: JobRecord, cost: float | None, report: DispatchReport | None, locations: dict[str, str]
 ) -> dict[str, Any]:
+    last_run = run_figures(report)
+    stopped = _STOPPED_BY.get(job.status) or (str(report.stopped) if report and report.stopped else None)
+    if last_run is not None:
+        last_run["stopped"] = stopped
+    stop = _stop(job, stopped)
+    # A job run to its end has an outcome for every line: its count, should its first pass still be going.
+    lines = job.line_count if job.line_count is not None or stop is not None else job.total
     return {
         "job_id": job.job_id,
         "status": job.status,
         "input": {"bucket": job.bucket, "key": job.key, "etag": job.etag},
         "counts": {"total": job.total, "succeeded": job.succeeded, "failed": job.failed},
+        # The file's line count beside what was done (``counts.total``): what a stopped job did not run.
+        "lines": {"count": lines, "done": job.total, "not_run": None if lines is None else max(0, lines - job.total)},
+        "stop": stop,
         "tokens": {
             "prompt": job.prompt_tokens,
             "completion": job.completion_tokens,
@@ -160,6 +174,18 @@ def _summary(
         "timings": {"started_at": job.started_at, "finished_at": job.finished_at},
         "estimated_cost_usd": cost,
         "units": job.units_total or 1,
-        "last_run": run_figures(report),
+        "last_run": last_run,
         "outputs": locations,
     }
+
+
+def _stop(job: JobRecord, stopped: str | None) -> dict[str, Any] | None:
+    """Why a job ended early — cancelled, its budget spent, an error every request would share, its
+    continuations spent — from the job item's ``error`` (the dead letter's); None for a job run to its end."""
+    if job.error is None and job.status not in _STOPPED_BY:
+        return None
+    error = job.error or {}
+    stop = {"reason": stopped, "code": error.get("code"), "message": error.get("message")}
+    if job.status is JobStatus.CANCELLED:
+        stop["cancel_requested_at"] = job.cancel_requested_at
+    return stop

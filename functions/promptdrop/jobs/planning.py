@@ -1,19 +1,31 @@
-"""A job's identity, its output keys, and how a large ``.jsonl`` is cut into shards."""
+"""A job's identity, its output keys, how a large ``.jsonl`` is cut into shards, and the file's line count."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 from array import array
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..adapters.s3 import ObjectInfo
 from ..formats import custom_id_of, split_lines
 from ..messages import UnitMessage
 from ..settings import Settings
 from .ports import ObjectStore
-from .source import read
+from .source import parse_unit, read, suffix
 
-__all__ = ["S3_KEY_MAX_BYTES", "Repeat", "make_job_id", "output_base", "output_keys", "plan_shards"]
+__all__ = [
+    "S3_KEY_MAX_BYTES",
+    "Plan",
+    "Repeat",
+    "count_lines",
+    "make_job_id",
+    "output_base",
+    "output_keys",
+    "plan_shards",
+]
 
 # (line, custom_id, the earlier line using it)
 Repeat = tuple[int, str, int]
@@ -56,10 +68,43 @@ def output_keys(settings: Settings, key: str, *, suffix: str) -> dict[str, str]:
     return keys
 
 
-async def plan_shards(
-    store: ObjectStore, whole: UnitMessage, shard_bytes: int
-) -> tuple[list[UnitMessage], list[Repeat]]:
-    """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held).
+@dataclass(slots=True, frozen=True)
+class Plan:
+    shards: list[UnitMessage]
+    repeats: list[Repeat]
+    line_count: int  # the file's non-blank lines: the outcomes the job will have
+
+
+async def count_lines(store: ObjectStore, whole: UnitMessage, settings: Settings, header: Mapping[str, str]) -> int:
+    """The outcomes a file run whole will have, counted by a first pass beside its run (a second
+    read of the object: a file run whole is at most ``PROMPTDROP_SHARD_BYTES``).
+
+    A ``.txt`` is one prompt. A ``.jsonl``: its non-blank lines, from the streamed bytes (no JSON
+    parsed; a line that does not parse is one outcome all the same). A ``.csv`` or ``.json`` (at
+    most 32 MiB) is counted by its parser, giving way to the run between items.
+    """
+    lines = 0
+    kind = suffix(whole.key)
+    if kind == ".txt":
+        return 1
+    if kind == ".jsonl":
+        async for _, raw in split_lines(read(store, whole)):
+            lines += 1 if raw.strip() else 0
+        return lines
+    parsed = parse_unit(store, whole, settings.model, header, settings.endpoint)
+    try:
+        async for _ in parsed:
+            lines += 1
+            if lines % 512 == 0:
+                await asyncio.sleep(0)  # a large .csv: the run's own tasks go on meanwhile
+    finally:
+        await parsed.aclose()
+    return lines
+
+
+async def plan_shards(store: ObjectStore, whole: UnitMessage, shard_bytes: int) -> Plan:
+    """Cut the file into line-aligned shards of about ``shard_bytes`` (one pass, one line held),
+    and count its non-blank lines on the way.
 
     Shard boundaries are a pure function of the file: a redelivery plans the same shards. Also
     finds the lines that repeat an earlier line's ``custom_id``: in different shards they would run
@@ -84,7 +129,8 @@ async def plan_shards(
         hashes.append(_hash(custom_id_of(raw, line)) if raw.strip() else 0)
     shards.append(shard(None))
     twice = _repeated(hashes)
-    return shards, (await _repeats(store, whole, hashes, twice) if twice else [])
+    repeats = await _repeats(store, whole, hashes, twice) if twice else []
+    return Plan(shards, repeats, line_count=len(hashes) - hashes.count(0))
 
 
 def _hash(custom_id: str) -> int:

@@ -4,13 +4,17 @@ run learns of a cancel request), and in total to the handler (metrics of this ru
 Live figures are added by every running unit, so the shards of a job add up, at one write per
 unit every :data:`REPORT_INTERVAL_S` — not one per answer. They are approximate while the job
 runs (a run killed mid-way may have counted answers that its redelivery asks again); the job's
-final counts come from the journal.
+final counts come from the journal. The same write sets the job's progress window (samples of
+``(time, done)`` over about the last 30 s of running time: the operator's recent rate and ETA):
+each sample's ``done`` is the job-wide count as this run last read it plus its own since — exact
+for one running unit, and short by at most one report of the other shards' work for several.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from ..background import every
@@ -28,7 +32,8 @@ REPORT_INTERVAL_S = 2.0
 
 @dataclass(slots=True)
 class _Counts:
-    sent: int = 0
+    sent: int = 0  # sent to the API, their outcome back (reported: what the operator sees as sent)
+    admitted: int = 0  # handed to the dispatcher, queued ones included (what the cost guard counts)
     succeeded: int = 0
     failed: int = 0
     prompt_tokens: int = 0
@@ -45,6 +50,8 @@ class Progress:
     _reported: _Counts = field(default_factory=_Counts)
     _tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
     _cost_reported: float = 0.0
+    _seen: tuple[float, int] | None = None  # the last report's time, and the job's done after it
+    clock: Callable[[], float] = time.time  # wall-clock seconds: the window's samples
 
     def tag(self, result: JobResult, report: DispatchReport | None = None) -> JobResult:
         """``result`` carrying this run's own figures (what the handler's metrics count), and whether
@@ -56,7 +63,12 @@ class Progress:
         result.run_prompt_tokens, result.run_completion_tokens = run.prompt_tokens, run.completion_tokens
         return result
 
+    def admitted(self) -> None:
+        """A request handed to the dispatcher (it may wait in its queue before it is sent)."""
+        self.run.admitted += 1
+
     def sent(self) -> None:
+        """A request the API answered (or failed): it was sent."""
         self.run.sent += 1
 
     def succeeded(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
@@ -86,9 +98,16 @@ class Progress:
         if cost is not None:
             counts["cost_usd"] = cost - self._cost_reported
         counts = {name: value for name, value in counts.items() if value}
-        job = await self.journal.add_progress(self.job_id, counts, now_iso())
-        self._reported = _Counts(run.sent, run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens)
+        at, window = self.clock(), None
+        if self.job is not None and self._seen is not None:  # the first report only learns the job's count
+            done = self.job.progress_done + int(counts.get("succeeded", 0)) + int(counts.get("failed", 0))
+            window = JobRecord.window_after(self.job.progress_window, at, done, start=self._seen)
+        job = await self.journal.add_progress(self.job_id, counts, now_iso(), window=window)
+        self._reported = _Counts(
+            run.sent, run.admitted, run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens
+        )
         self._cost_reported = cost or 0.0
+        self._seen = (at, job.progress_done)
         self.cancelled = job.cancel_requested_at is not None
         self.job = job
 
@@ -97,13 +116,14 @@ class Progress:
         run, last, job = self.run, self._reported, self.job
         mine_usd = estimate_cost_usd(self._tokens_by_model) or 0.0
         if job is None:
-            return Spent(mine_usd, run.prompt_tokens + run.completion_tokens, run.sent)
+            return Spent(mine_usd, run.prompt_tokens + run.completion_tokens, run.admitted)
         others_tokens = job.progress_prompt_tokens + job.progress_completion_tokens
         others_tokens -= last.prompt_tokens + last.completion_tokens
         return Spent(
-            usd=job.progress_cost_usd - self._cost_reported + mine_usd,
+            usd=(job.progress_cost_usd or 0.0) - self._cost_reported + mine_usd,
             tokens=others_tokens + run.prompt_tokens + run.completion_tokens,
-            requests=job.progress_sent - last.sent + run.sent,
+            # Other runs' requests as sent (theirs queued are not known here), this run's as admitted.
+            requests=job.progress_sent - last.sent + run.admitted,
         )
 
     @contextlib.asynccontextmanager

@@ -7,7 +7,9 @@ run in :mod:`.units`, outcomes are recorded by :mod:`.recorder`, outputs written
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
 from aws_lambda_powertools import Logger
 
@@ -21,7 +23,7 @@ from .failures import FileFailures
 from .finalize import Finalizer
 from .modes import RealTimeMode
 from .output_writer import OutputWriter
-from .planning import make_job_id, output_keys, plan_shards
+from .planning import count_lines, make_job_id, output_keys, plan_shards
 from .ports import EventBus, Journal, MessageSender, ObjectStore
 from .progress import Progress
 from .recorder import Recorders
@@ -138,9 +140,22 @@ class JobRunner:
             job_id=job_id, bucket=ref.bucket, key=ref.key, etag=info.etag, version_id=info.version_id, unit="all"
         )
         if not sharded:
-            return await self._units.run(
-                whole, should_stop=should_stop, fresh=created, header=info.metadata, last_delivery=last_delivery
-            )
+
+            def run() -> Coroutine[Any, Any, JobResult]:
+                return self._units.run(
+                    whole, should_stop=should_stop, fresh=created, header=info.metadata, last_delivery=last_delivery
+                )
+
+            if job.line_count is not None:
+                return await run()
+            # The line count (the operator's total and ETA) by a first pass beside the run, not before it.
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._count_lines(whole, info.metadata))
+                    running = tasks.create_task(run())
+            except BaseExceptionGroup as group:  # the run's own error, as the handler knows it
+                raise group.exceptions[0] from (group if len(group.exceptions) > 1 else None)
+            return running.result()
         if job.units_total and not redrive:
             return JobResult(job_id, ref.bucket, ref.key, RunStatus.SKIPPED, reason="already split into shards")
         try:
@@ -151,13 +166,25 @@ class JobRunner:
             ending = internal_ending(exc, stage="run")  # nothing was sent: planning is what failed
             return await self._failures.report(ref, job_id, ending.code, ending.message)
 
+    async def _count_lines(self, whole: UnitMessage, header: Mapping[str, str]) -> None:
+        """Write the line count of a file run whole. Never fails the run: a file its parser rejects,
+        or an object gone, is the run's to report; the count then stays unknown."""
+        try:
+            lines = await count_lines(self._store, whole, self._settings, header)
+        except Exception as exc:  # the run goes on without a total
+            logger.warning("line count failed", extra={"job_id": whole.job_id, "error": type(exc).__name__})
+            return
+        await self._journal.set_line_count(whole.job_id, lines)
+
     async def _split(self, ref: FileRef, whole: UnitMessage) -> JobResult:
         if self._settings.work_queue_url is None:
             raise RuntimeError("PROMPTDROP_WORK_QUEUE_URL must be set to split large files into shards")
         try:
-            shards, repeats = await plan_shards(self._store, whole, self._settings.shard_bytes)
+            plan = await plan_shards(self._store, whole, self._settings.shard_bytes)
         except FileRejected as exc:
             return await self._failures.report(ref, whole.job_id, exc.code, exc.message)
+        shards, repeats = plan.shards, plan.repeats
+        await self._journal.set_line_count(whole.job_id, plan.line_count)
         if repeats:
             progress = Progress(self._journal, whole.job_id)
             recorder = self._recorders.for_job(whole.job_id, ref.bucket, ref.key, whole.etag, progress)

@@ -328,20 +328,34 @@ class MemoryJournal(Faults):
         kept.finished_at = job.finished_at or kept.finished_at
         kept.estimated_cost_usd = job.estimated_cost_usd or kept.estimated_cost_usd
 
-    async def add_progress(self, job_id: str, counts: Mapping[str, int | float], now: str) -> JobRecord:
+    async def add_progress(
+        self, job_id: str, counts: Mapping[str, int | float], now: str, *, window: list[list[float]] | None = None
+    ) -> JobRecord:
         self.check("add_progress")
         job = self.jobs[job_id]  # the real update is conditional on the item existing: KeyError here
         for name, value in counts.items():
             self.progress[name] = self.progress.get(name, 0) + value
             if hasattr(job, f"progress_{name}"):  # the item keeps every count; the record reads back these
-                setattr(job, f"progress_{name}", getattr(job, f"progress_{name}") + value)
+                setattr(job, f"progress_{name}", (getattr(job, f"progress_{name}") or 0) + value)
+        job.updated_at = now
+        if window is not None:
+            job.progress_window = copy.deepcopy(window)
         return copy.deepcopy(job)
+
+    async def set_line_count(self, job_id: str, lines: int) -> None:
+        self.check("set_line_count")
+        self.jobs[job_id].line_count = lines
+
+    async def set_error(self, job_id: str, error: dict[str, Any]) -> None:
+        self.check("set_error")
+        self.jobs[job_id].error = dict(error)
 
     async def resume_job(self, job_id: str) -> None:
         self.check("resume_job")
         job = self.jobs[job_id]
         job.status = JobStatus.RUNNING
         job.cancel_requested_at = job.cancel_reported = job.budget_reported = None
+        job.error = None
 
     async def claim_once(self, job_id: str, flag: str, now: str) -> bool:
         self.check("claim_once")

@@ -67,7 +67,7 @@ async def test_the_guard_stops_a_run_and_refuses_one_request_of_a_redrive(world:
     progress = Progress(world.journal, "j")
     guard = CostGuard(Budget(requests=1))
     run_stage = Guarded(guard, progress)
-    progress.sent()  # one request sent already: the cap is reached
+    progress.admitted()  # one request admitted already: the cap is reached
     assert await run_stage(request(2)) is Verdict.STOP
     assert await run_stage(LineError(3, "p3", "bad")) is Verdict.NEXT  # not a request: not the guard's
 

@@ -49,14 +49,17 @@ async def test_spent_is_every_other_runs_reported_work_plus_this_runs_now(world:
     await started(world)
     other = Progress(world.journal, "j")
     for _ in range(5):
+        other.admitted()
         other.sent()
     other.succeeded("gpt-4o-mini", 800, 200)
     await other.report()
 
     # When this run has reported one request, then sent another and been answered
     mine = Progress(world.journal, "j")
+    mine.admitted()
     mine.sent()
     await mine.report()
+    mine.admitted()
     mine.sent()
     mine.succeeded("gpt-4o-mini", 10, 5)
 

@@ -33,11 +33,12 @@ async def test_a_run_reads_the_objects_header_once_and_asks_the_journal_for_the_
     # When a new upload runs start to finish
     await world.upload("in/once.jsonl", lines("a", "b"), **{"promptdrop-budget-tokens": "10000"})
 
-    # Then the object was HEAD-ed once (its identity and its header), read once, and the job item
-    # came back with the writes the run makes anyway (start, progress, the finalizer's take)
+    # Then the object was HEAD-ed once (its identity and its header), read by the run once (and once
+    # more by the line count's first pass beside it: the operator's total), and the job item came
+    # back with the writes the run makes anyway (start, progress, the finalizer's take)
     assert world.store.calls["head"] == 1
     assert world.store.calls["metadata"] == 0
-    assert world.store.calls["stream"] == 1
+    assert world.store.calls["stream"] == 2
     assert world.journal.calls["get_job"] == 0
     # and a first run asked the journal nothing of what was done before
     assert world.journal.requests.calls["finals"] == 0
@@ -242,7 +243,7 @@ async def test_a_dollar_budget_stops_at_the_first_line_of_a_model_without_a_pric
 
     # Then the lines before it were sent, nothing of that model nor after it, and the file was read once
     assert world.api.prompts == ["one", "two"]
-    assert world.store.calls["stream"] == 1
+    assert world.store.calls["stream"] == 2  # the run's read, and the line count's beside it
     assert result.status is RunStatus.FAILED
     (letter,) = world.file_failures()
     assert letter.error["code"] == "unknown_price"
