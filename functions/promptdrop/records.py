@@ -51,6 +51,8 @@ class FailureCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"  # the file's budget (dollars, tokens or requests) is spent
     UNKNOWN_PRICE = "unknown_price"  # a budget in dollars, and a model without a known price
     INVALID_BUDGET = "invalid_budget"  # a budget in the upload's metadata that is not a number
+    INVALID_MODE = "invalid_mode"  # a promptdrop-mode in the upload's metadata that is not a mode
+    FLEX_UNAVAILABLE = "flex_unavailable"  # flex refused a request PROMPTDROP_FLEX_ATTEMPTS times, fallback 'fail'
 
 
 @dataclass(slots=True)
@@ -126,6 +128,7 @@ class RequestRecord:
     # A .csv row, for the .out.csv: JSON text {"cells": [[name, cell], ...], "fields": [schema property, ...]}
     columns: str | None = None
     columns_s3_key: str | None = None  # set instead of `columns` when they are too large for an item
+    service_tier: str | None = None  # the tier the answer says it was served at ("flex" is priced apart)
 
     @property
     def succeeded(self) -> bool:

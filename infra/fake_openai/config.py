@@ -39,9 +39,14 @@ class FakeOpenAIConfig:
     fault_retry_after_ms: int = 50
     #: Per-model (rpm, tpm) overriding ``rpm``/``tpm`` for that model (``None`` in the pair: unlimited).
     model_limits: Mapping[str, ModelLimit] = field(default_factory=dict)
+    #: The models that serve ``service_tier: "flex"`` (by name prefix, as OpenAI lists them: o3, o4-mini and
+    #: the gpt-5 family); a flex request to another model is refused with a 400, as the API does.
+    flex_models: tuple[str, ...] = ("o3", "o4-mini", "gpt-5")
+    #: The share of flex requests refused with a 429 ``resource_unavailable`` (flex capacity is short).
+    flex_unavailable_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("fail_500_rate", "fail_429_rate", "hang_rate", "malformed_rate"):
+        for name in ("fail_500_rate", "fail_429_rate", "hang_rate", "malformed_rate", "flex_unavailable_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value!r}")

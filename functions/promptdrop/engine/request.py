@@ -57,6 +57,8 @@ class Request:
     # The JSON schema the answer must match (canonical JSON, the validator cache's key) when the
     # request asks for structured output; ``json_object`` is the schema {"type": "object"}. None: text.
     output_schema: str | None = None
+    # The body ends asking for the flex service tier (engine/flex.py added it; taken off to fall back).
+    flex: bool = False
 
     def model_name(self) -> str:
         """The model this request is sent to: its rate limits, its share of the account's limits."""

@@ -28,6 +28,7 @@ from .cost_guard import Budget, CostGuard, budget_of, check_prices
 from .endings import Ending, budget_ending
 from .failures import FileFailures
 from .finalize import Finalizer
+from .modes import mode_of, sent_as
 from .progress import Progress
 from .recorder import Recorders
 from .run_result import FileRef, JobResult, RunStatus, now_iso
@@ -150,6 +151,7 @@ class UnitRunner:
         guard.done_before = len(answered) + len(done)
         header = await header_of(self._store, unit)
         guard.limits = budget_of(self._settings, header, await self._journal.get_job(unit.job_id))
+        mode = mode_of(self._settings, header)
         if guard.limits.usd is not None:  # every model's price, before anything is sent
             check_prices(
                 await models_in(parse_unit(self._store, unit, self._settings.model, header, self._settings.endpoint)),
@@ -182,7 +184,7 @@ class UnitRunner:
                         return
                     else:
                         progress.sent()
-                        yield item
+                        yield sent_as(item, mode)
 
             def stop() -> bool:
                 return progress.cancelled or should_stop()
