@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
+from infra.fake_openai.batches import BatchService
 from infra.fake_openai.config import FakeOpenAIConfig
 from infra.fake_openai.endpoints import ENDPOINTS, Endpoint
 from infra.fake_openai.faults import FaultPicker
@@ -165,6 +166,7 @@ class _Handler:
         self.limiter = RateLimiter(config.rpm, config.tpm, config.burst_s, config.model_limits)
         self.faults = FaultPicker(config)
         self.flex_rng = random.Random(None if config.seed is None else config.seed + 2)
+        self.batches = BatchService(config, self._api_error, self._key_refused)
         state.reset_hooks += [self.limiter.reset, self.faults.reset]
         self.jitter_rng = random.Random(None if config.seed is None else config.seed + 1)
         self.id_rng = random.Random()
@@ -260,10 +262,17 @@ class _Handler:
 
         return handle
 
+    def _key_refused(self, request: web.Request) -> web.Response | None:
+        """The 401 for a request without the right key (None: it may go on)."""
+        if self.auth is not None and request.headers.get("Authorization") != self.auth:
+            return self._error(401, _wrong_key(request.headers.get("Authorization", "")), time.monotonic())
+        return None
+
     async def _answer(self, endpoint: Endpoint, request: web.Request, started: float) -> web.Response:
         state = self.state
-        if self.auth is not None and request.headers.get("Authorization") != self.auth:
-            return self._error(401, _wrong_key(request.headers.get("Authorization", "")), started)
+        refused = self._key_refused(request)
+        if refused is not None:
+            return refused
         body = loads(await request.read())
         ask = endpoint.parse(body) if not isinstance(body, ApiError) else body
         if isinstance(ask, ApiError):
@@ -333,7 +342,7 @@ class _Handler:
         return web.json_response(self._model(request.match_info["model"]))
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.state.snapshot())
+        return web.json_response({**self.state.snapshot(), "batch_api": self.batches.stats()})
 
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
@@ -362,6 +371,7 @@ def create_app(config: FakeOpenAIConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app[_STATE_KEY] = state
     app[_HANDLER_KEY] = handler
+    handler.batches.register(app)  # before the catch-all below
     for endpoint in ENDPOINTS:
         handle = handler.api(endpoint)
         app.router.add_post(f"/v1{endpoint.path}", handle)
@@ -442,7 +452,8 @@ class RunningFakeOpenAI(ThreadedServer):
 
     def stats(self) -> dict[str, Any]:
         """The ``GET /stats`` counters, read directly."""
-        return self._call(self.state.snapshot)
+        batches = self.app[_HANDLER_KEY].batches
+        return self._call(lambda: {**self.state.snapshot(), "batch_api": batches.stats()})
 
     def reset(self) -> None:
         """Same as ``POST /stats/reset``."""
