@@ -11,6 +11,10 @@ in its tokens unless it has tiers (a higher rate past some prompt size), so each
 rates (input, cached input, output) are read from the library once per container and applied with
 plain arithmetic; a model whose rates change with the request's size is priced by the library call
 by call instead. Cached input tokens are part of the prompt tokens, billed at their own rate.
+
+Each answer is priced at the ``service_tier`` it says it was served at: ``flex`` answers at the
+library's flex rates (half the standard ones for the models that offer flex), everything else at
+the standard rates. A model the library knows no flex price for is priced at its standard rates.
 """
 
 from __future__ import annotations
@@ -23,9 +27,24 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from genai_prices.types import PriceCalculation
 
-__all__ = ["PROVIDER", "Rates", "cost_usd", "estimate_cost_usd", "has_price", "rates"]
+__all__ = [
+    "FLEX",
+    "PROVIDER",
+    "PriceKey",
+    "Rates",
+    "cost_usd",
+    "estimate_cost_usd",
+    "has_flex",
+    "has_price",
+    "price_key",
+    "rates",
+]
 
 PROVIDER = "openai"
+FLEX = "flex"  # the service tier priced apart (genai-prices' ``service_tier`` price variant)
+# What tokens are priced by: a model's name, or (model, service tier) for an answer served at a tier
+# priced apart. A plain name is the standard tier.
+PriceKey = str | tuple[str, str | None]
 # Probes for the per-token rates: a small request, and a large one to tell tiered prices apart.
 _SMALL = 1_000
 _LARGE = 1_000_000
@@ -40,57 +59,78 @@ class Rates:
     cached_input: float
     output: float
     tiered: bool = False
+    tier: str | None = None  # the service tier these rates are for (None: standard)
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         """The price of one call's usage (``cached_tokens`` are part of ``prompt_tokens``)."""
         cached = min(max(cached_tokens, 0), prompt_tokens)
         if self.tiered:
-            return _calc(self.model, prompt_tokens, completion_tokens, cached)
+            return _calc(self.model, prompt_tokens, completion_tokens, cached, self.tier)
         return (prompt_tokens - cached) * self.input + cached * self.cached_input + completion_tokens * self.output
 
 
-def _calculation(model: str, prompt: int, completion: int, cached: int) -> PriceCalculation:
+def _calculation(model: str, prompt: int, completion: int, cached: int, tier: str | None = None) -> PriceCalculation:
     from genai_prices import Usage, calc_price  # on first use: see the module's docstring
 
     usage = Usage(input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached or None)
-    return calc_price(usage, model_ref=model, provider_id=PROVIDER)
+    context = {"service_tier": tier} if tier == FLEX else None
+    return calc_price(usage, model_ref=model, provider_id=PROVIDER, price_context=context)
 
 
-def _calc(model: str, prompt: int, completion: int, cached: int) -> float:
-    return float(_calculation(model, prompt, completion, cached).total_price)
+def _calc(model: str, prompt: int, completion: int, cached: int, tier: str | None = None) -> float:
+    return float(_calculation(model, prompt, completion, cached, tier).total_price)
 
 
 @lru_cache(maxsize=256)
-def rates(model: str) -> Rates | None:
-    """The model's rates, or None when the library knows no price for it."""
+def rates(model: str, tier: str | None = None) -> Rates | None:
+    """The model's rates at ``tier`` (None or ``default``: standard), or None when the library knows no
+    price for the model."""
+    tier = tier if tier == FLEX else None
     try:
-        small = (_calc(model, _SMALL, 0, 0), _calc(model, _SMALL, 0, _SMALL), _calc(model, 0, _SMALL, 0))
-        large = (_calc(model, _LARGE, 0, 0), _calc(model, _LARGE, 0, _LARGE), _calc(model, 0, _LARGE, 0))
+        small = tuple(_calc(model, *usage, tier) for usage in ((_SMALL, 0, 0), (_SMALL, 0, _SMALL), (0, _SMALL, 0)))
+        large = tuple(_calc(model, *usage, tier) for usage in ((_LARGE, 0, 0), (_LARGE, 0, _LARGE), (0, _LARGE, 0)))
     except LookupError:
         return None
     per_small = [price / _SMALL for price in small]
     per_large = [price / _LARGE for price in large]
     tiered = any(abs(a - b) > 1e-15 for a, b in zip(per_small, per_large, strict=True))
-    return Rates(model, per_small[0], per_small[1], per_small[2], tiered=tiered)
+    return Rates(model, per_small[0], per_small[1], per_small[2], tiered=tiered, tier=tier)
+
+
+def price_key(model: str, tier: str | None) -> PriceKey:
+    """What an answer's tokens are priced by: its model, with its tier when that tier is priced apart."""
+    return (model, tier) if tier == FLEX else model
 
 
 def has_price(model: str) -> bool:
     return rates(model) is not None
 
 
-def cost_usd(model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float | None:
-    """One call's price in USD, or None for a model without a known price."""
-    found = rates(model)
+@lru_cache(maxsize=256)
+def has_flex(model: str) -> bool:
+    """Whether the model is served at the flex tier: the library prices it apart (OpenAI offers flex
+    for some models only, and refuses ``service_tier: "flex"`` for the others)."""
+    standard, flex = rates(model), rates(model, FLEX)
+    return standard is not None and flex is not None and flex.output < standard.output
+
+
+def cost_usd(
+    model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, tier: str | None = None
+) -> float | None:
+    """One call's price in USD at the tier it was served at, or None for a model without a known price."""
+    found = rates(model, tier if tier == FLEX else None)
     return None if found is None else found.cost(prompt_tokens, completion_tokens, cached_tokens)
 
 
-def estimate_cost_usd(tokens_by_model: Mapping[str, tuple[int, ...]]) -> float | None:
-    """Tokens per model — ``(prompt, completion)`` or ``(prompt, completion, cached)`` — priced;
-    None when any model has no known price (an estimate that leaves a model out would mislead)."""
+def estimate_cost_usd(tokens_by_model: Mapping[PriceKey, tuple[int, ...]]) -> float | None:
+    """Tokens per model (or per (model, tier)) — ``(prompt, completion)`` or ``(prompt, completion,
+    cached)`` — priced; None when any model has no known price (an estimate that leaves a model out
+    would mislead)."""
     total = 0.0
-    for model, tokens in tokens_by_model.items():
+    for key, tokens in tokens_by_model.items():
+        model, tier = (key, None) if isinstance(key, str) else key
         prompt, completion, *rest = tokens
-        cost = cost_usd(model, prompt, completion, rest[0] if rest else 0)
+        cost = cost_usd(model, prompt, completion, rest[0] if rest else 0, tier)
         if cost is None:
             return None
         total += cost

@@ -91,6 +91,9 @@ class FailureCode(StrEnum):
     TRUNCATED = "truncated"
     REFUSED = "refused"
     CONTENT_FILTERED = "content_filtered"
+    # Flex processing (engine/flex.py, jobs/modes.py).
+    INVALID_MODE = "invalid_mode"  # a promptdrop-mode in the upload's metadata that is not a mode
+    FLEX_UNAVAILABLE = "flex_unavailable"  # flex refused a request PROMPTDROP_FLEX_ATTEMPTS times, fallback 'fail'
 
 
 # Every field of an error is bounded before it is stored or sent: an API's error body is the API's
@@ -255,6 +258,7 @@ class RequestRecord:
     # A .csv row, for the .out.csv: JSON text {"cells": [[name, cell], ...], "fields": [schema property, ...]}
     columns: str | None = None
     columns_s3_key: str | None = None  # set instead of `columns` when they are too large for an item
+    service_tier: str | None = None  # the tier the answer says it was served at ("flex" is priced apart)
 
     @property
     def succeeded(self) -> bool:

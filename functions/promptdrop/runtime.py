@@ -29,6 +29,7 @@ from .adapters.wire import WireParserFactory, serialize_plain_items_as_they_are
 from .engine.answers import AnswerCheck, TextPolicy
 from .engine.client import LeanAsyncOpenAI, make_client
 from .engine.dispatch import Dispatcher
+from .engine.flex import FlexFallback, FlexPolicy
 from .engine.model_limiters import ModelLimiters
 from .jobs import JobRunner
 from .settings import Settings
@@ -122,6 +123,7 @@ class Runtime:
                 max_attempts=settings.max_attempts,
                 output_attempts=settings.output_attempts,
                 answers=answers,
+                flex=FlexPolicy(settings.flex_attempts, FlexFallback(settings.flex_fallback)),
                 rng=random.Random(),
                 secrets=(client.api_key,),  # read per run: a key re-read from the secret is masked too
             )

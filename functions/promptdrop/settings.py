@@ -118,6 +118,17 @@ class Settings(BaseSettings):
     max_requests: int | None = Field(
         default=None, ge=1, le=MAX_COUNT, description="Requests one file may send (unset: no limit)."
     )
+    # How a file's requests are sent (an upload's promptdrop-mode overrides it): realtime, or flex —
+    # the models that offer the flex tier at its price, refused flex falling back (engine/flex.py).
+    mode: Literal["realtime", "flex"] = Field(
+        default="realtime", description="realtime (standard tier) or flex (half price where offered, slower)."
+    )
+    flex_attempts: int = Field(
+        default=3, ge=1, le=20, description="Flex refusals (capacity short, a timeout) before the fallback."
+    )
+    flex_fallback: Literal["standard", "fail"] = Field(
+        default="standard", description="A request flex keeps refusing: sent at the standard tier, or failed."
+    )
     lease_s: float = Field(
         default=120.0,
         gt=0,

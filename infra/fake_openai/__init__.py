@@ -46,7 +46,8 @@ Modules: :mod:`.config` (the settings), :mod:`.server` (HTTP, counters, the serv
 :mod:`.endpoints` (each endpoint's request and answer), :mod:`.validation` (the 400s), :mod:`.structured`
 (JSON answers to a schema), :mod:`.limits` (rate limits), :mod:`.faults` (markers and random faults),
 :mod:`.misshapes` (answers that are not answers),
-:mod:`.cli` (the command line).
+:mod:`.cli` (the command line), :mod:`.batches` (the Batch API: ``/v1/files`` and ``/v1/batches``, with
+:mod:`.batch_records` and :mod:`.batch_validation`).
 """
 
 from infra.fake_openai.cli import config_from_args, main

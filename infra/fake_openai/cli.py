@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--hang-rate", type=float, default=d.hang_rate)
     p.add_argument("--hang-s", type=float, default=d.hang_s)
     p.add_argument("--malformed-rate", type=float, default=d.malformed_rate)
+    p.add_argument(
+        "--flex-unavailable-rate",
+        type=float,
+        default=d.flex_unavailable_rate,
+        help="share of service_tier=flex requests refused with a 429 resource_unavailable",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--require-api-key", default=None, help="answer 401 unless 'Authorization: Bearer KEY'")
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
@@ -81,6 +87,7 @@ def config_from_args(args: argparse.Namespace) -> FakeOpenAIConfig:
         hang_rate=args.hang_rate,
         hang_s=args.hang_s,
         malformed_rate=args.malformed_rate,
+        flex_unavailable_rate=args.flex_unavailable_rate,
         seed=args.seed,
         require_api_key=args.require_api_key,
         default_max_tokens=args.default_max_tokens,

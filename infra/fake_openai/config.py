@@ -39,9 +39,22 @@ class FakeOpenAIConfig:
     fault_retry_after_ms: int = 50
     #: Per-model (rpm, tpm) overriding ``rpm``/``tpm`` for that model (``None`` in the pair: unlimited).
     model_limits: Mapping[str, ModelLimit] = field(default_factory=dict)
+    #: The models that serve ``service_tier: "flex"`` (by name prefix, as OpenAI lists them: o3, o4-mini and
+    #: the gpt-5 family); a flex request to another model is refused with a 400, as the API does.
+    flex_models: tuple[str, ...] = ("o3", "o4-mini", "gpt-5")
+    #: The share of flex requests refused with a 429 ``resource_unavailable`` (flex capacity is short).
+    flex_unavailable_rate: float = 0.0
+    #: The Batch API (:mod:`.batches`): seconds a batch validates, seconds each of its lines takes (a batch of N
+    #: lines finishes in about ``batch_validate_s + N * batch_line_s``), the lines it answers before its window
+    #: expires (None: never), the requests one batch may hold, and each model's enqueued-token limit (None: none).
+    batch_validate_s: float = 0.0
+    batch_line_s: float = 0.0
+    batch_expire_after: int | None = None
+    batch_max_requests: int = 50_000
+    batch_enqueued_tokens: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("fail_500_rate", "fail_429_rate", "hang_rate", "malformed_rate"):
+        for name in ("fail_500_rate", "fail_429_rate", "hang_rate", "malformed_rate", "flex_unavailable_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value!r}")
@@ -59,7 +72,15 @@ class FakeOpenAIConfig:
         object.__setattr__(self, "model_limits", MappingProxyType(dict(self.model_limits)))
         negative = [
             name
-            for name in ("latency_ms", "jitter_ms", "hang_s", "default_max_tokens", "fault_retry_after_ms")
+            for name in (
+                "latency_ms",
+                "jitter_ms",
+                "hang_s",
+                "default_max_tokens",
+                "fault_retry_after_ms",
+                "batch_validate_s",
+                "batch_line_s",
+            )
             if getattr(self, name) < 0
         ]
         if negative:

@@ -99,6 +99,11 @@ class Endpoint(Protocol):
         ...
 
 
+def served_tier(body: dict[str, Any]) -> str:
+    """The ``service_tier`` an answer says it was served at: ``flex`` when asked (and served), else ``default``."""
+    return "flex" if body.get("service_tier") == "flex" else "default"
+
+
 def _text_of(content: object) -> str:
     if isinstance(content, str):
         return content
@@ -192,7 +197,7 @@ _COMPLETION_TEMPLATE: Final = (
     '"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},'
     '"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,'
     '"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},'
-    f'"service_tier":"default","system_fingerprint":"{_SYSTEM_FINGERPRINT}"}}'
+    f'"service_tier":"%s","system_fingerprint":"{_SYSTEM_FINGERPRINT}"}}'
 )
 
 
@@ -251,6 +256,7 @@ class ChatCompletions:
             ask.input_tokens,
             completion_tokens,
             ask.input_tokens + completion_tokens,
+            served_tier(ask.body),
         )
         return Answer(body.encode(), ask.input_tokens, completion_tokens)
 
@@ -397,7 +403,7 @@ class Responses:
             "prompt_cache_key": body.get("prompt_cache_key"),
             "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
             "safety_identifier": body.get("safety_identifier"),
-            "service_tier": "default",
+            "service_tier": served_tier(body),
             "store": body.get("store", True),
             "temperature": body.get("temperature", 1.0),
             "text": {"format": {"type": "text"}, "verbosity": "medium", **(body.get("text") or {})},

@@ -5,6 +5,10 @@ the first N requests carrying that exact prompt get the fault, then it behaves; 
 counted markers in one prompt apply one after the other (``[[fail:500x1]] [[malformed:x1]]``: a 500, then a
 malformed body, then an answer).
 
+``[[flex_unavailable]]`` (with a count: ``[[flex_unavailable:x2]]``) refuses a ``service_tier: "flex"`` request
+with a 429 ``resource_unavailable``, as the API does when flex capacity is short; a request at another tier
+carrying it is answered (and counted against the marker all the same).
+
 ``[[output:NAME]]`` markers (``invalid_json``, ``schema_mismatch``, ``truncated``, ``refusal``, ``content_filter``,
 ``deep``; and answers that are not answers, :data:`~.misshapes.SHAPE_MARKERS`: ``queued``, ``in_progress``,
 ``failed``, ``empty``, ``bad_model``; ``[[output:refusal:x2]]`` or ``[[output:refusalx2]]`` with a count) do not
@@ -34,7 +38,7 @@ OUTPUT_MARKERS: Final = (
     *SHAPE_MARKERS,
 )
 _MARKER_RE: Final = re.compile(
-    r"\[\[(?:fail:(?P<code>\d{3})|(?P<kind>hang|malformed|quota)|output:(?P<output>"
+    r"\[\[(?:fail:(?P<code>\d{3})|(?P<kind>hang|malformed|quota|flex_unavailable)|output:(?P<output>"
     + "|".join(OUTPUT_MARKERS)
     + r"))(?::?x(?P<count>\d+))?\]\]"
 )
@@ -43,7 +47,7 @@ _MARKER_CACHE_MAX: Final = 100_000
 
 @dataclass(frozen=True, slots=True)
 class Fault:
-    kind: str  # "status", "quota", "hang", "malformed", "output"
+    kind: str  # "status", "quota", "hang", "malformed", "flex_unavailable", "output"
     status: int = 0
     #: For "output": which of :data:`OUTPUT_MARKERS` the answer does.
     output: str = ""

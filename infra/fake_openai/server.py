@@ -21,6 +21,7 @@ from typing import Any, Final, TypeVar
 
 from aiohttp import web
 
+from infra.fake_openai.batches import BatchService
 from infra.fake_openai.config import FakeOpenAIConfig
 from infra.fake_openai.endpoints import ENDPOINTS, Endpoint
 from infra.fake_openai.faults import FaultPicker
@@ -77,6 +78,13 @@ _STATUS_TEXT: Final[dict[int, tuple[str, str | None, str]]] = {
     503: ("server_error", None, "The engine is currently overloaded, please try again later."),
     504: ("server_error", None, "Gateway timeout."),
 }
+# What the API answers a flex request when flex capacity is short: a 429 that is not a rate limit.
+_FLEX_UNAVAILABLE: Final = (
+    "service_unavailable_error",
+    "resource_unavailable",
+    "Resource Unavailable: flex processing capacity is temporarily exhausted. Please retry later, "
+    "or send the request with the default service tier.",
+)
 _QUOTA_ERROR: Final = (
     "insufficient_quota",
     "insufficient_quota",
@@ -107,6 +115,10 @@ class FakeOpenAIState:
         self.prompts: dict[str, int] = {}
         self.prompts_ok: dict[str, int] = {}
         self.models: dict[str, int] = {}
+        #: answers by the ``service_tier`` they were served at (``default``, ``flex``)
+        self.service_tiers: dict[str, int] = {}
+        #: flex requests refused for want of flex capacity (429 ``resource_unavailable``)
+        self.flex_unavailable = 0
         #: what else a reset clears (the marker counts, the rate-limit buckets)
         self.reset_hooks: list[Callable[[], None]] = []
 
@@ -124,6 +136,8 @@ class FakeOpenAIState:
             "prompts": dict(self.prompts),
             "prompts_ok": dict(self.prompts_ok),
             "models": dict(self.models),
+            "service_tiers": dict(self.service_tiers),
+            "flex_unavailable": self.flex_unavailable,
             "uptime_s": round(time.monotonic() - self.started, 3),
         }
 
@@ -136,6 +150,8 @@ class FakeOpenAIState:
         self.prompts.clear()
         self.prompts_ok.clear()
         self.models.clear()
+        self.service_tiers.clear()
+        self.flex_unavailable = 0
         for hook in self.reset_hooks:
             hook()
 
@@ -150,6 +166,8 @@ class _Handler:
         self.auth = f"Bearer {config.require_api_key}" if config.require_api_key is not None else None
         self.limiter = RateLimiter(config.rpm, config.tpm, config.burst_s, config.model_limits)
         self.faults = FaultPicker(config)
+        self.flex_rng = random.Random(None if config.seed is None else config.seed + 2)
+        self.batches = BatchService(config, self._api_error, self._key_refused)
         state.reset_hooks += [self.limiter.reset, self.faults.reset]
         self.jitter_rng = random.Random(None if config.seed is None else config.seed + 1)
         self.id_rng = random.Random()
@@ -245,14 +263,25 @@ class _Handler:
 
         return handle
 
+    def _key_refused(self, request: web.Request) -> web.Response | None:
+        """The 401 for a request without the right key (None: it may go on)."""
+        if self.auth is not None and request.headers.get("Authorization") != self.auth:
+            return self._error(401, _wrong_key(request.headers.get("Authorization", "")), time.monotonic())
+        return None
+
     async def _answer(self, endpoint: Endpoint, request: web.Request, started: float) -> web.Response:
         state = self.state
-        if self.auth is not None and request.headers.get("Authorization") != self.auth:
-            return self._error(401, _wrong_key(request.headers.get("Authorization", "")), started)
+        refused = self._key_refused(request)
+        if refused is not None:
+            return refused
         body = loads(await request.read())
         ask = endpoint.parse(body) if not isinstance(body, ApiError) else body
         if isinstance(ask, ApiError):
             return self._api_error(ask, started)
+        flex = ask.body.get("service_tier") == "flex"
+        if flex and not ask.model.startswith(self.config.flex_models):
+            message = f"The model `{ask.model}` does not support service_tier 'flex'."
+            return self._api_error(ApiError(message, param="service_tier", code="invalid_value"), started)
         key = prompt_hash(ask.text)
         state.prompts[key] = state.prompts.get(key, 0) + 1
         state.models[ask.model] = state.models.get(ask.model, 0) + 1
@@ -280,8 +309,14 @@ class _Handler:
                 return self._status_fault(fault.status, started, rate_headers, ask.model)
             if fault.kind == "quota":
                 return self._error(429, _QUOTA_ERROR, started, rate_headers)
-            if fault.kind == "hang":
-                await self._hang()
+        if flex and (
+            (fault is not None and fault.kind == "flex_unavailable")
+            or (self.config.flex_unavailable_rate and self.flex_rng.random() < self.config.flex_unavailable_rate)
+        ):
+            state.flex_unavailable += 1
+            return self._error(429, _FLEX_UNAVAILABLE, started, rate_headers)
+        if fault is not None and fault.kind == "hang":
+            await self._hang()
         answer = endpoint.render(ask, self.id_rng, fault.output if fault is not None else "")
         raw = answer.body
         if fault is not None and fault.output in SHAPE_MARKERS:
@@ -293,6 +328,8 @@ class _Handler:
             state.prompt_tokens += answer.input_tokens
             state.completion_tokens += answer.output_tokens
             state.prompts_ok[key] = state.prompts_ok.get(key, 0) + 1
+            tier = "flex" if flex else "default"
+            state.service_tiers[tier] = state.service_tiers.get(tier, 0) + 1
         return web.Response(body=raw, headers=self._headers(started, rate_headers))
 
     @staticmethod
@@ -308,7 +345,7 @@ class _Handler:
         return web.json_response(self._model(request.match_info["model"]))
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response(self.state.snapshot())
+        return web.json_response({**self.state.snapshot(), "batch_api": self.batches.stats()})
 
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
@@ -337,6 +374,7 @@ def create_app(config: FakeOpenAIConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=_MAX_BODY_BYTES)
     app[_STATE_KEY] = state
     app[_HANDLER_KEY] = handler
+    handler.batches.register(app)  # before the catch-all below
     for endpoint in ENDPOINTS:
         handle = handler.api(endpoint)
         app.router.add_post(f"/v1{endpoint.path}", handle)
@@ -417,7 +455,8 @@ class RunningFakeOpenAI(ThreadedServer):
 
     def stats(self) -> dict[str, Any]:
         """The ``GET /stats`` counters, read directly."""
-        return self._call(self.state.snapshot)
+        batches = self.app[_HANDLER_KEY].batches
+        return self._call(lambda: {**self.state.snapshot(), "batch_api": batches.stats()})
 
     def reset(self) -> None:
         """Same as ``POST /stats/reset``."""

@@ -434,6 +434,47 @@ async def test_permanent_markers(server: RunningFakeOpenAI) -> None:
     assert "retry-after" not in quota.value.response.headers
 
 
+async def test_flex_is_served_to_the_models_that_offer_it_and_refused_when_capacity_is_short() -> None:
+    with serve_in_thread(FakeOpenAIConfig(seed=3)) as server:
+        async with client_for(server) as client:
+            messages: Any = [{"role": "user", "content": "hello"}]
+            flex = await client.chat.completions.create(model="gpt-5-mini", messages=messages, service_tier="flex")
+            assert flex.service_tier == "flex"
+            standard = await client.chat.completions.create(model="gpt-5-mini", messages=messages)
+            assert standard.service_tier == "default"
+            answer = await client.responses.create(model="o4-mini", input="hello", service_tier="flex")
+            assert answer.service_tier == "flex"
+            with pytest.raises(openai.BadRequestError) as unsupported:  # as the API: no flex tier for this model
+                await client.chat.completions.create(model="gpt-4o-mini", messages=messages, service_tier="flex")
+            assert unsupported.value.body["param"] == "service_tier"  # type: ignore[index]
+            short: Any = [{"role": "user", "content": "busy [[flex_unavailable:x2]]"}]
+            for _ in range(2):
+                with pytest.raises(openai.RateLimitError) as refused:
+                    await client.chat.completions.create(model="gpt-5-mini", messages=short, service_tier="flex")
+                assert refused.value.code == "resource_unavailable"
+            third = await client.chat.completions.create(model="gpt-5-mini", messages=short, service_tier="flex")
+            assert third.service_tier == "flex"
+        stats = server.stats()
+    assert stats["service_tiers"] == {"flex": 3, "default": 1}
+    assert stats["flex_unavailable"] == 2
+    assert stats["rate_limited"] == 0  # not counted as a rate limit
+
+
+async def test_flex_capacity_refusals_at_a_configured_rate() -> None:
+    with serve_in_thread(FakeOpenAIConfig(seed=11, flex_unavailable_rate=0.5)) as server:
+        async with client_for(server) as client:
+            messages: Any = [{"role": "user", "content": "hello"}]
+            refused = 0
+            for _ in range(40):
+                try:
+                    await client.chat.completions.create(model="gpt-5-nano", messages=messages, service_tier="flex")
+                except openai.RateLimitError:
+                    refused += 1
+                await client.chat.completions.create(model="gpt-5-nano", messages=messages)  # never refused
+    assert 8 <= refused <= 32
+    assert server.stats()["service_tiers"]["default"] == 40
+
+
 async def test_stats_counts_prompts_and_reset(server: RunningFakeOpenAI) -> None:
     async with client_for(server) as client:
         for prompt in ("one", "two", "two"):

@@ -61,6 +61,13 @@ def test_number_ranges_are_the_settings_ranges(parameter: str, field: str) -> No
         _settings(**{field: str(10**12)})
 
 
+def test_the_modes_the_template_allows_are_the_modes_the_function_takes() -> None:
+    allowed = _parameters()["Mode"]["AllowedValues"]
+    for mode in allowed:
+        _settings(mode=mode)
+    assert set(allowed) == set(Settings.model_fields["mode"].annotation.__args__)  # type: ignore[union-attr]
+
+
 def test_every_default_is_accepted() -> None:
     for name, spec in _parameters().items():
         assert _accepts(name, str(spec["Default"])), name

@@ -44,6 +44,10 @@ JOBS_INDEX_PK = "JOBS"
 _REQ = "REQ#"
 _DUP = "DUP#"
 REQUEST_PREFIXES = (_REQ, _DUP)
+# A request item's text attributes, each written only when set.
+_TEXT_ATTRIBUTES = (
+    "model", "request_id", "finish_reason", "response", "response_s3_key", "columns", "columns_s3_key", "service_tier",
+)  # fmt: skip
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 _JOB_FIELDS = {f.name for f in fields(JobRecord)} - {"job_id"}
@@ -125,7 +129,7 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
         "completion_tokens": {"N": str(record.completion_tokens)},
         "updated_at": {"S": now},
     }
-    for name in ("model", "request_id", "finish_reason", "response", "response_s3_key", "columns", "columns_s3_key"):
+    for name in _TEXT_ATTRIBUTES:
         value = getattr(record, name)
         if value is not None:
             item[name] = {"S": value}
@@ -177,4 +181,5 @@ def request_from_item(item: dict[str, Any]) -> RequestRecord:
         cached_tokens=count("cached_tokens"),
         columns=text("columns"),
         columns_s3_key=text("columns_s3_key"),
+        service_tier=text("service_tier"),
     )

@@ -20,6 +20,10 @@ the request is *handed back*: it gets no outcome, the run reports ``stopped = "d
 requests after it are skipped by the journal). A run given no ``should_stop`` (a redrive) has
 nothing to hand back to: there a request still rate limited after ``rate_limit_patience_s`` fails
 with the code ``rate_limited_until_deadline``.
+
+A flex request (``flex.py``) refused for want of flex capacity backs off alone — no pause, no
+slower rate, nothing told to the fleet — and goes at the standard tier after ``FlexPolicy.attempts``
+refusals, or at the first refusal once ``should_stop()`` says the deadline nears.
 """
 
 from __future__ import annotations
@@ -29,17 +33,18 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import Any
 
 import openai
 
-from . import errors
+from . import errors, flex
 from .answers import AnswerCheck, parse_answer, usage_of
 from .client import Reply
 from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, UnusableAnswer, classify
+from .flex import FlexFallback, FlexPolicy, FlexRefused, as_standard
 from .membership import Membership
 from .model_limiters import ModelLimiters
+from .outcome import DispatchReport, Outcome, StopReason, answer_outcome
 from .rate_limiter import RateLimiter
 from .request import Request
 
@@ -48,43 +53,6 @@ __all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
 Sender = Callable[[str, bytes], Awaitable[Reply]]  # (the endpoint's path, the body)
 OnOutcome = Callable[["Outcome"], Awaitable[None]]
 ShouldStop = Callable[[], bool]
-
-
-@dataclass(slots=True)
-class Outcome:
-    """The final word on one request: its endpoint's parsed answer, or an error."""
-
-    request: Request
-    attempts: int  # calls counted against max_attempts or output_attempts (429s for rate are not)
-    latency_ms: int
-    status_code: int | None = None
-    request_id: str | None = None
-    response: dict[str, Any] | None = None
-    error: ErrorInfo | None = None
-    rate_limited: int = 0  # 429s for rate this request received on the way
-    discarded_tokens: tuple[int, int] = (0, 0)  # input, output tokens of its unusable answers: paid, not kept
-
-
-class StopReason(StrEnum):
-    """Why a run ended before its input did."""
-
-    FATAL = "fatal"  # an error every request would share (bad key, no quota)
-    DEADLINE = "deadline"  # ``should_stop()`` said so: the invocation's time is nearly up
-
-
-@dataclass(slots=True)
-class DispatchReport:
-    dispatched: int = 0
-    retries: int = 0
-    rate_limited: int = 0  # 429 rate-limit answers received
-    stopped: StopReason | None = None
-    fatal: ErrorInfo | None = None
-    not_started: int = 0  # requests taken from the input but never sent (fatal stop)
-    last_line: int = 0  # the last input line handed to a worker
-    resume: Request | None = None  # on a deadline stop: the first request not dispatched or handed back
-    handed_back: int = 0  # requests given back unanswered at the deadline (the continuation sends them)
-    latency_total_ms: int = 0  # of successful calls (running totals: memory stays flat)
-    latency_max_ms: int = 0
 
 
 class Dispatcher:
@@ -102,6 +70,7 @@ class Dispatcher:
         backoff_base_s: float = 0.5,
         backoff_cap_s: float = 30.0,
         rate_limit_patience_s: float = 600.0,
+        flex: FlexPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
@@ -111,6 +80,7 @@ class Dispatcher:
         self._secrets = secrets  # the API key(s) sent: masked in whatever the API answers back
         self._limiters = limiter if isinstance(limiter, ModelLimiters) else ModelLimiters.single(limiter)
         self._patience_s = rate_limit_patience_s
+        self._flex = flex or FlexPolicy()
         self._concurrency = max_concurrency
         self._max_attempts = max_attempts
         self._output_attempts = output_attempts
@@ -198,10 +168,33 @@ class Dispatcher:
                 run.hand_back(request)
                 continue
             report.dispatched += 1
+            if outcome.request.flex:  # the outputs and dead letters carry the line as it was written
+                outcome.request = as_standard(outcome.request)
             await run.on_outcome(outcome)
 
     async def _call(self, run: _Run, request: Request) -> Outcome | None:
-        """The request's outcome, or None when it is handed back at the deadline (see the module doc)."""
+        """The request's outcome, or None when it is handed back at the deadline (see the module doc).
+
+        A flex request refused flex is tried again here, alone, or at the standard tier (``flex.py``)."""
+        refusals, calls = 0, 0  # flex refusals; the calls they took, counted in the outcome's attempts
+        while True:
+            try:
+                outcome = await self._call_at_tier(run, request)
+            except FlexRefused as refused:
+                refusals, calls = refusals + 1, calls + refused.calls
+                following = await self._after_flex_refusal(run, refused, request, refusals)
+                if following is None:
+                    error = flex.unavailable(refused.info, refusals)
+                    return Outcome(request, calls, refused.latency_ms, error.status_code, error.request_id, error=error)
+                request = following
+                continue
+            if outcome is not None:
+                outcome.attempts += calls
+                outcome.flex_refused = refusals
+            return outcome
+
+    async def _call_at_tier(self, run: _Run, request: Request) -> Outcome | None:
+        """One request at its tier: admitted, sent, retried, until its outcome (None: handed back)."""
         limiter = await run.membership.limiter_for(request)
         report, stop = run.report, run.should_stop
         attempt = 0  # tries that count against max_attempts
@@ -210,7 +203,6 @@ class Dispatcher:
         discarded = (0, 0)  # usage of the unusable answers: billed all the same
         while True:
             started = self._clock()
-            headers: Mapping[str, str] | None = None
             try:
                 if not await self._admit(limiter, request, stop):
                     return None
@@ -222,18 +214,19 @@ class Dispatcher:
                 data = parse_answer(request.endpoint, reply.content, reply.status_code)
             except (openai.APIError, MalformedResponse, RequestTooLarge) as exc:
                 info = classify(exc, secrets=self._secrets)
-                if isinstance(exc, openai.APIStatusError):
-                    headers = exc.response.headers
+                headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else None
             else:
                 problem, unused = _unusable(self._answers, request, reply, data, limiter)
                 discarded = (discarded[0] + unused[0], discarded[1] + unused[1])
                 if problem is None or (unusable := unusable + 1) >= self._output_attempts:
                     latency = int((self._clock() - started) * 1000)
                     figures = (attempt + unusable + (problem is None), latency, limited, discarded)
-                    return _answer_outcome(request, reply, data, problem, figures, report)
+                    return answer_outcome(request, reply, data, problem, figures, report)
                 report.retries += 1
                 continue  # asked again at once: the answer, not the transport, was at fault
             latency = int((self._clock() - started) * 1000)
+            if request.flex and flex.refused(info):
+                raise FlexRefused(info, limiter, attempt + unusable + limited + 1, latency)
             if info.rate_limited:
                 limited += 1
                 self._slow_down(report, limiter, request, info, headers, limited)
@@ -266,6 +259,24 @@ class Dispatcher:
                 return None
             report.retries += 1
             await self._sleep(self.backoff_s(attempt, info.retry_after))
+
+    async def _after_flex_refusal(
+        self, run: _Run, refused: FlexRefused, request: Request, refusals: int
+    ) -> Request | None:
+        """What to send after flex refused ``request``: itself again after a backoff of its own (the
+        rate is not at fault: nobody else waits), the request at the standard tier, or None: it fails."""
+        report, info = run.report, refused.info
+        report.flex_refused += 1
+        if info.status_code == 429:
+            refused.limiter.refund(request.cost)  # refused, not served: the reservation goes back
+        if refusals < self._flex.attempts and (run.should_stop is None or not run.should_stop()):
+            report.retries += 1
+            await self._sleep(self.backoff_s(refusals, info.retry_after))
+            return request
+        if self._flex.fallback is FlexFallback.FAIL:
+            return None
+        report.flex_fallbacks += 1
+        return as_standard(request)  # sent at once
 
     async def _admit(self, limiter: RateLimiter, request: Request, stop: ShouldStop | None) -> bool:
         self._admitting += 1  # counted while it waits: see rate_bound
@@ -319,30 +330,3 @@ def _unusable(
     except UnusableAnswer as exc:
         return replace(classify(exc), request_id=reply.headers.get("x-request-id")), usage
     return None, (0, 0)
-
-
-def _answer_outcome(
-    request: Request,
-    reply: Reply,
-    data: dict[str, Any],
-    problem: ErrorInfo | None,
-    figures: tuple[int, int, int, tuple[int, int]],
-    report: DispatchReport,
-) -> Outcome:
-    """The outcome of its last answer, usable or not (kept: paid for).
-    ``figures``: (calls, latency ms, 429s, the tokens of its unusable answers, this one included if it is)."""
-    calls, latency, limited, discarded = figures
-    outcome = Outcome(request, calls, latency, reply.status_code, rate_limited=limited, discarded_tokens=discarded)
-    if problem is not None:
-        outcome.request_id, outcome.error = problem.request_id, problem
-        return outcome
-    outcome.response = data
-    return _answered(outcome, reply, report)
-
-
-def _answered(outcome: Outcome, reply: Reply, report: DispatchReport) -> Outcome:
-    """A usable answer: the run's latency figures, and its request id."""
-    report.latency_total_ms += outcome.latency_ms
-    report.latency_max_ms = max(report.latency_max_ms, outcome.latency_ms)
-    outcome.request_id = reply.headers.get("x-request-id")
-    return outcome

@@ -62,6 +62,8 @@ class Request:
     # Of ``cost``, the output tokens: the most it may be billed for, or the default estimate when it
     # sets no limit (engine.endpoints: EndpointSpec.token_estimate). The cost guard's worst case.
     output_tokens: int = 0
+    # The body ends asking for the flex service tier (engine/flex.py added it; taken off to fall back).
+    flex: bool = False
 
     def model_name(self) -> str:
         """The model this request is sent to: its rate limits, its share of the account's limits."""

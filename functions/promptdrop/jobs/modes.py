@@ -5,18 +5,30 @@ to send, recording each outcome; the unit's runner (:mod:`.units`) holds the lea
 decides how the unit ends from the :class:`~promptdrop.engine.dispatch.DispatchReport` it returns.
 The real-time mode is the first: each request sent at once through the engine's dispatcher. A
 Batch API mode (submit the lines, collect the answers later) is meant to be the second.
+
+Which one a file gets is its :class:`Mode` (the upload's ``promptdrop-mode``, else
+``PROMPTDROP_MODE``): ``realtime`` sends every request at the standard tier, as promptdrop always
+has; ``flex`` sends, through the same real-time mode, the requests that can go flex — Chat
+Completions and Responses lines to a model that offers the flex tier (one genai-prices prices
+apart) — with ``service_tier: "flex"``: the same answers at about half the price, slower, a request
+flex keeps refusing falling back (engine/flex.py). A line that names a ``service_tier`` keeps it.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
 from ..adapters.request_log import LineSet
 from ..engine.dispatch import Dispatcher, DispatchReport, Outcome
-from ..formats import Parsed
+from ..engine.flex import as_flex
+from ..engine.request import Request
+from ..formats import FileRejected, Parsed
 from ..messages import UnitMessage
+from ..prices import has_flex
+from ..records import FailureCode
 from ..settings import Settings
 from .admission import AlreadyDone, BadLines, Guarded, Repeats, admitted
 from .cost_guard import CostGuard, budget_of
@@ -25,7 +37,36 @@ from .progress import Progress
 from .recorder import Recorders
 from .source import header_of, parse_unit
 
-__all__ = ["RealTimeMode", "UnitMode", "UnitRun"]
+__all__ = ["MODE_METADATA", "Mode", "RealTimeMode", "UnitMode", "UnitRun", "mode_of", "sent_as"]
+
+MODE_METADATA = "promptdrop-mode"
+
+
+class Mode(StrEnum):
+    REALTIME = "realtime"
+    FLEX = "flex"
+
+
+def mode_of(settings: Settings, metadata: Mapping[str, str]) -> Mode:
+    """The file's mode: the upload's ``promptdrop-mode``, else ``PROMPTDROP_MODE``."""
+    value = metadata.get(MODE_METADATA)
+    if value is None:
+        return Mode(settings.mode)
+    try:
+        return Mode(value.strip().lower())
+    except ValueError:
+        modes = ", ".join(mode.value for mode in Mode)
+        shown = value[:40]
+        raise FileRejected(
+            FailureCode.INVALID_MODE, f"{MODE_METADATA}={shown!r} is not a mode: use one of {modes}"
+        ) from None
+
+
+def sent_as(request: Request, mode: Mode) -> Request:
+    """The request as the file's mode sends it."""
+    if mode is Mode.FLEX and has_flex(request.model_name()):
+        return as_flex(request)
+    return request
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,6 +117,7 @@ class RealTimeMode:
             # With a budget in dollars, a model without a price stops the run at its first request
             # (the guard refuses it: unknown_price), before anything of that model is sent.
             guard.limits = budget_of(self._settings, header, progress.job)
+            mode = mode_of(self._settings, header)
             parsed = self._parse(unit, header)
             already = AlreadyDone(answered, done)
             stages = (already, Repeats(recorder, answered, track=whole), BadLines(recorder), Guarded(guard, progress))
@@ -94,7 +136,8 @@ class RealTimeMode:
 
             dispatcher = self._dispatcher_factory()
             recorder.hold_while(dispatcher.rate_bound)
-            requests = admitted(parsed, stages, on_send=progress.admitted, on_stop=count_left)
+            lines = admitted(parsed, stages, on_send=progress.admitted, on_stop=count_left)
+            requests = (sent_as(request, mode) async for request in lines)
             try:
                 return await dispatcher.run(requests, on_outcome, should_stop=stop)
             finally:

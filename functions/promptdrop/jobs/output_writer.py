@@ -15,6 +15,7 @@ from typing import Any
 from ..engine.answers import answer_text_of
 from ..engine.dispatch import DispatchReport
 from ..outputs import OrderedSpool, estimate_cost_usd, output_line
+from ..prices import PriceKey, price_key
 from ..records import JobRecord, JobStatus, RequestRecord
 from .ports import EventBus, Journal, ObjectStore
 from .run_result import FileRef, JobResult, RunStatus, now_iso, run_figures
@@ -29,19 +30,24 @@ class _Tally:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
+    # prompt, completion, cached tokens by model (and tier, where it is priced apart: flex)
+    tokens_by_model: dict[PriceKey, tuple[int, int, int]] = field(default_factory=dict)
     text_answer: str | None = None
+    service_tiers: dict[str, int] = field(default_factory=dict)  # answers by the tier that served them
 
     def add(self, record: RequestRecord, model: str) -> None:
         """Count the request; its tokens too, answered or not (a failed one may have paid for unusable answers)."""
         if record.succeeded:
             self.succeeded += 1
+            if record.service_tier is not None:
+                self.service_tiers[record.service_tier] = self.service_tiers.get(record.service_tier, 0) + 1
         else:
             self.failed += 1
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
-        p, c, k = self.tokens_by_model.get(model, (0, 0, 0))
-        self.tokens_by_model[model] = (p + record.prompt_tokens, c + record.completion_tokens, k + record.cached_tokens)
+        key = price_key(model, record.service_tier)
+        p, c, k = self.tokens_by_model.get(key, (0, 0, 0))
+        self.tokens_by_model[key] = (p + record.prompt_tokens, c + record.completion_tokens, k + record.cached_tokens)
 
     def status(self, job: JobRecord, report: DispatchReport | None) -> JobStatus:
         if not job.all_units_done:  # written early: a cancel, a spent budget, a fatal error or the hop bound
@@ -91,6 +97,7 @@ class OutputWriter:
         job.estimated_cost_usd = str(cost) if cost is not None else None
         locations = {name: f"s3://{out_bucket}/{key}" for name, key in keys.items()}
         summary = _summary(job, cost, report, locations)
+        summary["service_tiers"] = tally.service_tiers
         await self._store.put_json(out_bucket, keys["summary"], summary)
         await self._journal.close_job(job)
         await self._announce(job, summary)

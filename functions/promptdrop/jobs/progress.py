@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from ..background import every
 from ..engine.dispatch import DispatchReport
 from ..outputs import estimate_cost_usd
+from ..prices import PriceKey, price_key
 from ..records import JobRecord
 from .cost_guard import Spent
 from .ports import Journal
@@ -48,7 +49,7 @@ class Progress:
     cancelled: bool = False  # the job item says `promptdrop cancel` asked this job to stop
     job: JobRecord | None = None  # the job item as the last report found it (every run's progress)
     _reported: _Counts = field(default_factory=_Counts)
-    _tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
+    _tokens_by_model: dict[PriceKey, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
     _cost_reported: float = 0.0
     _seen: tuple[float, int] | None = None  # the last report's time, and the job's done after it
     clock: Callable[[], float] = time.time  # wall-clock seconds: the window's samples
@@ -71,9 +72,12 @@ class Progress:
         """A request the API answered (or failed): it was sent."""
         self.run.sent += 1
 
-    def succeeded(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> None:
+    def succeeded(
+        self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, tier: str | None = None
+    ) -> None:
+        """A request answered; its tokens are priced at the service ``tier`` the answer names."""
         self.run.succeeded += 1
-        self._paid(model, prompt_tokens, completion_tokens, cached_tokens)
+        self._paid(price_key(model, tier), prompt_tokens, completion_tokens, cached_tokens)
 
     def failed(self, model: str = "", prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """A request failed; its tokens: the unusable answers it paid for, if any."""
@@ -81,11 +85,11 @@ class Progress:
         if prompt_tokens or completion_tokens:
             self._paid(model, prompt_tokens, completion_tokens, 0)
 
-    def _paid(self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
+    def _paid(self, key: PriceKey, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
         self.run.prompt_tokens += prompt_tokens
         self.run.completion_tokens += completion_tokens
-        p, c, k = self._tokens_by_model.get(model, (0, 0, 0))
-        self._tokens_by_model[model] = (p + prompt_tokens, c + completion_tokens, k + cached_tokens)
+        p, c, k = self._tokens_by_model.get(key, (0, 0, 0))
+        self._tokens_by_model[key] = (p + prompt_tokens, c + completion_tokens, k + cached_tokens)
 
     async def report(self) -> None:
         """Add what was done since the last report to the job item; learn of a cancel request."""

@@ -18,6 +18,7 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..adapters.request_log import ITEM_RESPONSE_MAX_BYTES
 from ..background import every
@@ -46,6 +47,7 @@ _HOLD_MAX_S = 2.5  # the longest an answer waits for company while the rate limi
 # A .csv row's cells kept on its item up to this size (with an answer of up to 300,000 bytes, the
 # item stays under DynamoDB's 400 KB); larger ones go to S3, the item pointing to them.
 COLUMNS_MAX_BYTES = 65_536
+_TIER_MAX_CHARS = 32  # an answer's service_tier is a short word ("default", "flex"); anything else is not kept
 
 
 @dataclass(slots=True, frozen=True)
@@ -121,7 +123,11 @@ class Recorder:
         if outcome.error is None and outcome.response is not None:
             record = _success_record(request, outcome)
             self._progress.succeeded(
-                record.model or "", record.prompt_tokens, record.completion_tokens, record.cached_tokens
+                record.model or "",
+                record.prompt_tokens,
+                record.completion_tokens,
+                record.cached_tokens,
+                record.service_tier,
             )
         else:
             assert outcome.error is not None
@@ -255,7 +261,14 @@ def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
         cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
         finish_reason=finish_reason(body),
         response=dumps(body),
+        service_tier=_served_tier(body),
     )
+
+
+def _served_tier(body: dict[str, Any]) -> str | None:
+    """The ``service_tier`` the answer says it was served at (what it is priced at), if it names one."""
+    tier = body.get("service_tier")
+    return tier if isinstance(tier, str) and len(tier) <= _TIER_MAX_CHARS else None
 
 
 def _failure_record(request: Request, outcome: Outcome, error: ErrorInfo) -> RequestRecord:

@@ -1,0 +1,157 @@
+"""``make bench``'s cost scenario (9): the same file sent in each mode, and what each costs.
+
+A ``.jsonl`` of N chat prompts to ``gpt-5-mini`` (a model with a flex tier; ``max_tokens`` 64) goes
+through the real handler, in this process, against a local stack (moto) and the fake OpenAI API
+(``--latency-ms``; in flex a share of the flex requests, ``--flex-refusals``, is refused with a 429
+``resource_unavailable``), once per mode: ``realtime`` and ``flex``. Reported per mode: the cost per
+1,000 answers at genai-prices' rates (the summary's ``estimated_cost_usd``), the wall time, the API
+calls the fake received, the flex refusals, and the answers by the tier that served them — each
+against the ``realtime`` row measured in the same run. Nothing here asserts a figure.
+
+Run alone: ``python -m infra.cost_bench --lines 10000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+from infra.event_source import SqsEventSource
+from infra.fake_openai import FakeOpenAIConfig, serve_in_thread
+from infra.local_aws import deploy, start_moto, stop_moto
+
+__all__ = ["CostRow", "main", "run_costs"]
+
+KEY = "sk-local-cost-bench"
+MODEL = "gpt-5-mini"
+MODES = ("realtime", "flex")
+
+
+@dataclass
+class CostRow:
+    mode: str
+    answers: int
+    failed: int
+    cost_usd: float
+    wall_s: float
+    api_calls: int
+    flex_refused: int
+    tiers: dict[str, int]
+
+    @property
+    def per_1000(self) -> float:
+        return 1000 * self.cost_usd / max(1, self.answers)
+
+
+def _lines(count: int) -> bytes:
+    return b"".join(
+        json.dumps(
+            {"custom_id": f"q{i}", "model": MODEL, "prompt": f"question {i}: what is {i} + {i}?", "max_tokens": 64}
+        ).encode()
+        + b"\n"
+        for i in range(count)
+    )
+
+
+def run_costs(lines: int, *, latency_ms: float = 50.0, flex_refusals: float = 0.05) -> list[CostRow]:
+    """The file through the handler once per mode; one row each."""
+    server, endpoint = start_moto()
+    rows: list[CostRow] = []
+    try:
+        stack = deploy(endpoint)
+        config = FakeOpenAIConfig(
+            latency_ms=latency_ms, require_api_key=KEY, flex_unavailable_rate=flex_refusals, seed=9
+        )
+        with serve_in_thread(config) as fake:
+            os.environ.update(
+                stack.function_env(
+                    OPENAI_BASE_URL=fake.base_url,
+                    POWERTOOLS_LOG_LEVEL="WARNING",
+                    POWERTOOLS_METRICS_DISABLED="true",
+                    PROMPTDROP_MAX_CONCURRENCY="200",
+                )
+            )
+            os.environ.pop("OPENAI_API_KEY", None)
+            session = boto3.Session(region_name=stack.region)
+            s3 = session.client("s3", endpoint_url=endpoint)
+            secrets = session.client("secretsmanager", endpoint_url=endpoint)
+            with contextlib.closing(s3), contextlib.closing(secrets):
+                secrets.put_secret_value(SecretId=stack.secret_arn, SecretString=KEY)
+                from promptdrop import runtime  # after the environment is set
+                from promptdrop.handler import lambda_handler
+
+                body = _lines(lines)
+                try:
+                    for mode in MODES:
+                        fake.reset()
+                        key = f"{stack.input_prefix}cost-{mode}.jsonl"
+                        started = time.monotonic()
+                        s3.put_object(Bucket=stack.bucket, Key=key, Body=body, Metadata={"promptdrop-mode": mode})
+                        with SqsEventSource.for_stack(stack) as source:
+                            source.drain(lambda_handler, wait_s=0)
+                        wall = time.monotonic() - started
+                        summary = _summary(s3, stack.bucket, f"{stack.output_prefix}{key}")
+                        stats = fake.stats()
+                        rows.append(
+                            CostRow(
+                                mode,
+                                summary["counts"]["succeeded"],
+                                summary["counts"]["failed"],
+                                float(summary["estimated_cost_usd"] or 0.0),
+                                wall,
+                                int(stats["requests"]),
+                                int(stats["flex_unavailable"]),
+                                dict(summary.get("service_tiers") or {}),
+                            )
+                        )
+                finally:
+                    runtime.shutdown()
+    finally:
+        stop_moto(server)
+    return rows
+
+
+def _summary(s3: Any, bucket: str, base: str) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads(s3.get_object(Bucket=bucket, Key=f"{base}.summary.json")["Body"].read())
+    return summary
+
+
+def report(rows: list[CostRow]) -> None:
+    base = rows[0]
+    print(f"\n(9) cost: the same {base.answers + base.failed:,}-line file ({MODEL}) in each mode")
+    header = (
+        f"{'mode':<9} {'answers':>8} {'failed':>6} {'$ / 1,000':>10} {'x realtime':>10} {'wall s':>7} "
+        f"{'API calls':>9} {'flex 429s':>9}  tiers"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ratio = row.per_1000 / base.per_1000 if base.per_1000 else float("nan")
+        tiers = ", ".join(f"{tier} {count:,}" for tier, count in sorted(row.tiers.items()))
+        print(
+            f"{row.mode:<9} {row.answers:>8,} {row.failed:>6,} {row.per_1000:>10.5f} {ratio:>10.2f} "
+            f"{row.wall_s:>7.1f} {row.api_calls:>9,} {row.flex_refused:>9,}  {tiers}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m infra.cost_bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--lines", type=int, default=10_000)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--flex-refusals", type=float, default=0.05, help="share of flex requests refused (429)")
+    args = parser.parse_args(argv)
+    report(run_costs(args.lines, latency_ms=args.latency_ms, flex_refusals=args.flex_refusals))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
