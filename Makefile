@@ -28,8 +28,11 @@ checkov: $(CHECKOV_STAMP)
 demo: venv
 	$(BIN)/python -m infra.demo
 
-## Lint, types and the whole test suite (what CI runs).
-test: venv lint typecheck pytest
+## Lint, types and the whole test suite (what CI runs). The two virtualenvs are built at once (each
+## waits mostly on downloads), then lint, types and the tests in order.
+test:
+	$(MAKE) -j2 venv checkov
+	$(MAKE) lint typecheck pytest
 
 lint: venv
 	$(BIN)/ruff check .
@@ -38,13 +41,16 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-## Unit tests of the product only (fast; no servers).
-unit: venv checkov
+## Unit tests of the product only (fast; no servers, nothing but .venv).
+unit: venv
 	$(BIN)/pytest tests/unit
 
-## Every test: unit, integration (real handler, moto server, fake OpenAI API) and the local tooling's own.
+## Every test: unit, integration (real handler, moto server, fake OpenAI API), the template's and the
+## local tooling's own, spread over $(WORKERS) pytest-xdist workers: most tests wait on a server or a
+## subprocess, so more workers than cores keeps both cores busy. Each worker starts its own servers.
+WORKERS ?= 4
 pytest: venv checkov
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS)
 
 ## Throughput / memory / AWS-call benchmark against the fake OpenAI API.
 bench: venv

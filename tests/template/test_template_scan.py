@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.unit.sam import TEMPLATE, raw_template, transform
+from tests.template.sam import TEMPLATE, raw_template, transform
 
 CHECKOV = Path(os.environ.get("CHECKOV_BIN") or TEMPLATE.parent / ".venv-checkov" / "bin" / "checkov")
 SCANNED = "template.json"  # the transformed template, suppressions and all

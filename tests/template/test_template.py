@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from infra.local_aws import load_template
-from tests.unit.sam import TEMPLATE, lint_template, raw_template, transform
+from tests.template.sam import TEMPLATE, lint_template, raw_template, transform
 
 
 @pytest.fixture(scope="module")
