@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # checkov (the template's security scan) in a virtualenv of its own: its pins clash with ours
-# (see infra/checkov-requirements.txt). The scan test runs .venv-checkov/bin/checkov.
+# (see infra/checkov-requirements.txt). The scan test runs .venv-checkov/bin/checkov, once: its bytecode
+# is written as it imports, not for the thousands of modules it never loads (--no-compile).
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 
 $(CHECKOV_STAMP): infra/checkov-requirements.txt
 	$(PY) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install -q -r infra/checkov-requirements.txt
+	$(CHECKOV_VENV)/bin/python -m pip install -q --no-compile -r infra/checkov-requirements.txt
 	touch $(CHECKOV_STAMP)
 
 venv: $(STAMP)
@@ -46,11 +47,12 @@ unit: venv
 	$(BIN)/pytest tests/unit
 
 ## Every test: unit, integration (real handler, moto server, fake OpenAI API), the template's and the
-## local tooling's own, spread over $(WORKERS) pytest-xdist workers: most tests wait on a server or a
-## subprocess, so more workers than cores keeps both cores busy. Each worker starts its own servers.
+## local tooling's own, spread test by test over $(WORKERS) pytest-xdist workers: most tests wait on a server
+## or a subprocess, so more workers than cores keeps both cores busy. Each worker starts its own servers; a
+## module whose fixtures are costly (the bundle builds, the checkov scan) stays on one (xdist_group).
 WORKERS ?= 4
 pytest: venv checkov
-	$(BIN)/pytest -n $(WORKERS)
+	$(BIN)/pytest -n $(WORKERS) --dist loadgroup
 
 ## Throughput / memory / AWS-call benchmark against the fake OpenAI API.
 bench: venv

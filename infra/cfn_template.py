@@ -4,6 +4,8 @@ against their constraints, intrinsic functions resolved, resources ordered by th
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,11 +57,20 @@ _CfnLoader.add_multi_constructor("!", _construct_intrinsic)
 
 
 def load_template(path: Path = DEFAULT_TEMPLATE) -> dict[str, Any]:
-    """Load a CloudFormation/SAM YAML (or JSON) template, short-form tags as long-form dicts."""
-    loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - safe loader subclass
+    """Load a CloudFormation/SAM YAML (or JSON) template, short-form tags as long-form dicts.
+
+    Each call gets its own copy to change; the parse is kept per text (parsing template.yaml is
+    about 0.1 s of CPU, and the tests deploy a stack for each of a few hundred tests).
+    """
+    loaded = copy.deepcopy(_parsed(path.read_text(encoding="utf-8")))
     if not isinstance(loaded, dict) or not isinstance(loaded.get("Resources"), dict):
         raise TemplateError(f"{path} is not a CloudFormation template (no Resources)")
     return loaded
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(text: str) -> Any:
+    return yaml.load(text, Loader=_CfnLoader)  # noqa: S506 - safe loader subclass
 
 
 @dataclass

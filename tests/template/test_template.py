@@ -12,6 +12,8 @@ import pytest
 from infra.local_aws import load_template
 from tests.template.sam import TEMPLATE, lint_template, raw_template, transform
 
+pytestmark = pytest.mark.xdist_group("template")  # its module fixtures built once, on one worker (make test)
+
 
 @pytest.fixture(scope="module")
 def sam_template() -> dict[str, Any]:

@@ -24,6 +24,8 @@ import pytest
 
 from tests.template.sam import TEMPLATE, raw_template, transform
 
+pytestmark = pytest.mark.xdist_group("checkov")  # its module fixtures built once, on one worker (make test)
+
 CHECKOV = Path(os.environ.get("CHECKOV_BIN") or TEMPLATE.parent / ".venv-checkov" / "bin" / "checkov")
 SCANNED = "template.json"  # the transformed template, suppressions and all
 UNSUPPRESSED = "unsuppressed.json"  # the same without its checkov suppressions
