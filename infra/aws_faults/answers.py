@@ -12,8 +12,10 @@ from aiohttp import web
 from infra.aws_faults.calls import Call
 from infra.aws_faults.errors import AwsError, Protocol, Service
 
+__all__ = ["batch_items", "error_response", "read_whole", "split_batch"]
 
-def _error_response(call: Call, error: AwsError, method: str, request_body: bytes | None) -> web.Response:
+
+def error_response(call: Call, error: AwsError, method: str, request_body: bytes | None) -> web.Response:
     request_id = uuid.uuid4().hex.upper()
     headers: dict[str, str]
     if call.protocol is Protocol.JSON:
@@ -63,7 +65,7 @@ def _throttled_transaction(request_body: bytes | None) -> dict[str, Any]:
     }
 
 
-def _split_batch(body: bytes, withhold: frozenset[int]) -> tuple[bytes, dict[str, list[Any]]]:
+def split_batch(body: bytes, withhold: frozenset[int]) -> tuple[bytes, dict[str, list[Any]]]:
     """A BatchWriteItem request without the withheld items, and those items by table."""
     doc = json.loads(body)
     kept: dict[str, list[Any]] = {}
@@ -77,11 +79,11 @@ def _split_batch(body: bytes, withhold: frozenset[int]) -> tuple[bytes, dict[str
     return json.dumps(doc).encode(), held
 
 
-def _read_whole(request: web.Request) -> bool:
+def read_whole(request: web.Request) -> bool:
     return "X-Amz-Target" in request.headers or "x-www-form-urlencoded" in request.headers.get("Content-Type", "")
 
 
-def _batch_items(body: bytes) -> int:
+def batch_items(body: bytes) -> int:
     try:
         return sum(len(requests) for requests in json.loads(body)["RequestItems"].values())
     except (ValueError, KeyError, TypeError, AttributeError):

@@ -11,6 +11,8 @@ from urllib.parse import parse_qsl
 
 from infra.aws_faults.errors import Protocol
 
+__all__ = ["Call", "classify"]
+
 
 @dataclass(frozen=True, slots=True)
 class Call:

@@ -10,9 +10,11 @@ from typing import Final
 
 from infra.aws_faults.config import AwsFaultsConfig, FaultRule, Outage
 from infra.aws_faults.errors import FaultKind, Service, error_for
-from infra.aws_faults.proxy import _Proxy, _service_arg, serving
-from infra.aws_faults.state import _FaultState
+from infra.aws_faults.proxy import Proxy, service_arg, serving
+from infra.aws_faults.state import FaultState
 from infra.threaded_server import serve_until_signalled
+
+__all__ = ["arg_parser", "config_from_args", "main"]
 
 
 def _rate(value: str) -> float:
@@ -25,7 +27,7 @@ def _rate(value: str) -> float:
 def _outage_arg(value: str) -> Outage:
     try:
         service, after_calls, seconds = value.split(":")
-        return Outage(float(seconds), _service_arg(service), after_calls=int(after_calls))
+        return Outage(float(seconds), service_arg(service), after_calls=int(after_calls))
     except ValueError as exc:
         message = f"{value!r}: {exc}; use SERVICE:AFTER_CALLS:SECONDS, e.g. dynamodb:100:3"
         raise argparse.ArgumentTypeError(message) from None
@@ -91,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> AwsFaultsConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m infra.aws_faults --target URL [flags]``: serve until SIGINT/SIGTERM."""
     args = arg_parser().parse_args(argv)
-    proxy = _Proxy(args.target, _FaultState(config_from_args(args), time.monotonic), own_hosts=(args.host, "localhost"))
+    proxy = Proxy(args.target, FaultState(config_from_args(args), time.monotonic), own_hosts=(args.host, "localhost"))
     listening = f"AWS fault proxy listening on http://{args.host}:{{}}, forwarding to {args.target}"
     asyncio.run(serve_until_signalled(serving(proxy, args.host, args.port), listening.format))
     return 0

@@ -9,6 +9,8 @@ from typing import Any
 from infra.aws_faults.calls import Call
 from infra.aws_faults.errors import FaultKind, Service, error_for
 
+__all__ = ["AwsFaultsConfig", "FaultRule", "FaultStats", "Outage"]
+
 
 @dataclass(frozen=True)
 class FaultRule:

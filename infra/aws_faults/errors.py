@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+__all__ = ["FAULTABLE", "AwsError", "FaultKind", "Protocol", "Service", "error_for"]
+
 
 class Service(StrEnum):
     """The services faults are injected into (any other call is forwarded and counted only)."""
@@ -16,7 +18,7 @@ class Service(StrEnum):
     SQS = "sqs"
 
 
-_FAULTABLE: Final = frozenset(s.value for s in Service)
+FAULTABLE: Final = frozenset(s.value for s in Service)
 
 
 class FaultKind(StrEnum):

@@ -15,12 +15,14 @@ from aiohttp import StreamReader, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from infra.aws_faults.answers import _batch_items, _error_response, _read_whole, _split_batch
+from infra.aws_faults.answers import batch_items, error_response, read_whole, split_batch
 from infra.aws_faults.calls import classify
 from infra.aws_faults.config import AwsFaultsConfig, FaultRule, FaultStats, Outage
 from infra.aws_faults.errors import FaultKind, Service
-from infra.aws_faults.state import _FaultState
+from infra.aws_faults.state import FaultState
 from infra.threaded_server import ThreadedServer, serving_site
+
+__all__ = ["AwsFaultProxy", "Proxy", "service_arg", "serving"]
 
 _CHUNK: Final = 256 * 1024
 _MAX_BODY: Final = 5 * 1024**3  # S3's largest single PUT
@@ -33,10 +35,10 @@ _REQUEST_DROPPED: Final = _HOP_BY_HOP | {"transfer-encoding", "content-length", 
 _RESPONSE_DROPPED: Final = _HOP_BY_HOP | {"transfer-encoding"}
 
 
-class _Proxy:
+class Proxy:
     """The aiohttp side: one handler, one client session to the target, on the proxy's loop."""
 
-    def __init__(self, target: str, state: _FaultState, own_hosts: Collection[str]) -> None:
+    def __init__(self, target: str, state: FaultState, own_hosts: Collection[str]) -> None:
         self._target = target.rstrip("/")
         self._state = state
         self._own_hosts = own_hosts
@@ -66,19 +68,19 @@ class _Proxy:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         # JSON and query calls are read whole (small: a form names its Action, a batch may be cut);
         # anything else — S3 objects of any size — streams through.
-        body = await request.read() if _read_whole(request) else None
+        body = await request.read() if read_whole(request) else None
         call = classify(
             request.method, request.path, request.query, request.headers, body or b"", own_hosts=self._own_hosts
         )
-        batch = _batch_items(body) if body is not None and call.name == "dynamodb.BatchWriteItem" else 0
+        batch = batch_items(body) if body is not None and call.name == "dynamodb.BatchWriteItem" else 0
         decision = self._state.decide(call, batch)
         if decision is not None and decision.kind in (FaultKind.THROTTLE, FaultKind.SERVER_ERROR, FaultKind.OUTAGE):
             assert decision.error is not None
             self._state.count_fault(call, decision.kind)
-            return _error_response(call, decision.error, request.method, body)
+            return error_response(call, decision.error, request.method, body)
         held: dict[str, list[Any]] = {}
         if decision is not None and decision.kind is FaultKind.UNPROCESSED and body is not None:
-            body, held = _split_batch(body, decision.withhold)
+            body, held = split_batch(body, decision.withhold)
         try:
             upstream = await self._forward(request, body)
         except aiohttp.ClientError as exc:
@@ -90,7 +92,7 @@ class _Proxy:
                 await upstream.read()  # the call took effect; its answer is lost on the way back
                 assert decision.error is not None
                 self._state.count_fault(call, decision.kind)
-                return _error_response(call, decision.error, request.method, body)
+                return error_response(call, decision.error, request.method, body)
             if held and upstream.status == 200:
                 answer = json.loads(await upstream.read())
                 unprocessed = answer.setdefault("UnprocessedItems", {})
@@ -147,7 +149,7 @@ class _Proxy:
 
     async def _start_outage(self, request: web.Request) -> web.Response:
         try:
-            service = _service_arg(request.query.get("service", "all"))
+            service = service_arg(request.query.get("service", "all"))
             seconds = float(request.query["seconds"])
             self._state.start_outage(service, seconds, request.query.get("code"))
         except (KeyError, ValueError) as exc:
@@ -159,14 +161,14 @@ class _Proxy:
 
     async def _end_outage(self, request: web.Request) -> web.Response:
         try:
-            service = _service_arg(request.query.get("service", "all"))
+            service = service_arg(request.query.get("service", "all"))
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         self._state.end_outage(service)
         return web.json_response({"ended": service or "all"})
 
 
-def _service_arg(value: str) -> Service | None:
+def service_arg(value: str) -> Service | None:
     if value == "all":
         return None
     try:
@@ -198,8 +200,8 @@ class AwsFaultProxy(ThreadedServer):
         super().__init__(host, port)
         self.target = target
         self.config = config or AwsFaultsConfig()
-        self._state = _FaultState(self.config, clock)
-        self._proxy = _Proxy(target, self._state, own_hosts=(host, "localhost"))
+        self._state = FaultState(self.config, clock)
+        self._proxy = Proxy(target, self._state, own_hosts=(host, "localhost"))
 
     @property
     def endpoint(self) -> str:
@@ -249,7 +251,7 @@ class AwsFaultProxy(ThreadedServer):
 
 
 @contextlib.asynccontextmanager
-async def serving(proxy: _Proxy, host: str, port: int) -> AsyncIterator[int]:
+async def serving(proxy: Proxy, host: str, port: int) -> AsyncIterator[int]:
     """``proxy`` open (its client session to the target) and served on ``host:port``; yields the real port."""
     await proxy.open()
     try:

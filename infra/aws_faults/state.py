@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from infra.aws_faults.calls import Call
 from infra.aws_faults.config import AwsFaultsConfig, FaultRule, FaultStats, Outage
-from infra.aws_faults.errors import _FAULTABLE, AwsError, FaultKind, Service, error_for
+from infra.aws_faults.errors import FAULTABLE, AwsError, FaultKind, Service, error_for
+
+__all__ = ["FaultState"]
 
 
 @dataclass(slots=True)
@@ -39,7 +41,7 @@ class _Window:
         return (self.service is None or self.service == service) and self.start <= now < self.end
 
 
-class _FaultState:
+class FaultState:
     """Rules, outages and counters; shared by the proxy's loop and the caller's thread (one lock)."""
 
     def __init__(self, config: AwsFaultsConfig, clock: Callable[[], float]) -> None:
@@ -69,7 +71,7 @@ class _FaultState:
         with self._lock:
             self._calls[call.name] += 1
             self._by_service[call.service] += 1
-            if call.service not in _FAULTABLE:
+            if call.service not in FAULTABLE:
                 return None
             service = Service(call.service)
             now = self._clock()
