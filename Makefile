@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # checkov (the template's security scan) in a virtualenv of its own: its pins clash with ours
-# (see infra/checkov-requirements.txt). The scan test runs .venv-checkov/bin/checkov.
+# (see infra/checkov-requirements.txt). The scan test runs .venv-checkov/bin/checkov, once: its bytecode
+# is written as it imports, not for the thousands of modules it never loads (--no-compile).
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 
 $(CHECKOV_STAMP): infra/checkov-requirements.txt
 	$(PY) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python -m pip install -q -r infra/checkov-requirements.txt
+	$(CHECKOV_VENV)/bin/python -m pip install -q --no-compile -r infra/checkov-requirements.txt
 	touch $(CHECKOV_STAMP)
 
 venv: $(STAMP)
@@ -28,8 +29,11 @@ checkov: $(CHECKOV_STAMP)
 demo: venv
 	$(BIN)/python -m infra.demo
 
-## Lint, types and the whole test suite (what CI runs).
-test: venv lint typecheck pytest
+## Lint, types and the whole test suite (what CI runs). The two virtualenvs are built at once (each
+## waits mostly on downloads), then lint, types and the tests in order.
+test:
+	$(MAKE) -j2 venv checkov
+	$(MAKE) lint typecheck pytest
 
 lint: venv
 	$(BIN)/ruff check .
@@ -38,13 +42,17 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-## Unit tests of the product only (fast; no servers).
-unit: venv checkov
+## Unit tests of the product only (fast; no servers, nothing but .venv).
+unit: venv
 	$(BIN)/pytest tests/unit
 
-## Every test: unit, integration (real handler, moto server, fake OpenAI API) and the local tooling's own.
+## Every test: unit, integration (real handler, moto server, fake OpenAI API), the template's and the
+## local tooling's own, spread test by test over $(WORKERS) pytest-xdist workers: most tests wait on a server
+## or a subprocess, so more workers than cores keeps both cores busy. Each worker starts its own servers; a
+## module whose fixtures are costly (the bundle builds, the checkov scan) stays on one (xdist_group).
+WORKERS ?= 4
 pytest: venv checkov
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(WORKERS) --dist loadgroup
 
 ## Throughput / memory / AWS-call benchmark against the fake OpenAI API.
 bench: venv

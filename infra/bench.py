@@ -1,7 +1,8 @@
 """``make bench``: promptdrop against the recipe it replaces, same machine, same run, same server.
 
-Every contender runs in a fresh process (so CPU time and peak RSS are its own) against the local
-fake OpenAI API, which runs in a process of its own:
+Every contender runs in a fresh process (so CPU time and peak RSS are its own; the contenders are in
+:mod:`infra.bench_contenders`, their processes and the servers' in :mod:`infra.bench_processes`) against
+the local fake OpenAI API, which runs in a process of its own:
 
 * ``recipe`` — the seeds' script: ``AsyncOpenAI()`` as is, ``asyncio.gather`` over every prompt,
   an ``asyncio.Semaphore``, ``client.chat.completions.create``;
@@ -32,247 +33,20 @@ answer validated against a schema vs the same prompts without one.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported when run: the contenders' processes must not pay for boto3
+from infra.bench_processes import ROOT, Row, helper_process, moto_process, run_contender
+
+if TYPE_CHECKING:  # imported when its scenarios run
     from infra.fleet_bench import FleetRow
 
 __all__ = ["main"]
-
-ROOT = Path(__file__).parents[1]
-MODEL = "gpt-4o-mini"
-MAX_TOKENS = 16
-
-
-def prompt(i: int) -> str:
-    return f"Question {i}: in one word, is {i} odd or even?"
-
-
-# -- the contenders (each runs in its own process: `python -m infra.bench worker NAME ...`) -----
-
-
-async def _recipe(n: int, concurrency: int, aiohttp: bool) -> tuple[int, int]:
-    from openai import AsyncOpenAI, DefaultAioHttpClient
-
-    client = AsyncOpenAI(http_client=DefaultAioHttpClient()) if aiohttp else AsyncOpenAI()
-    semaphore = asyncio.Semaphore(concurrency)
-
-    async def get_chat_response(text: str) -> str | None:
-        async with semaphore:
-            response = await client.chat.completions.create(
-                model=MODEL, messages=[{"role": "user", "content": text}], max_tokens=MAX_TOKENS
-            )
-            return response.choices[0].message.content
-
-    results = await asyncio.gather(*(get_chat_response(prompt(i)) for i in range(n)), return_exceptions=True)
-    await client.close()
-    failed = sum(isinstance(r, BaseException) for r in results)
-    return n - failed, failed
-
-
-async def _promptdrop(
-    n: int, concurrency: int, rpm: int | None, tpm: int | None, *, schema: bool = False
-) -> tuple[int, int]:
-    from promptdrop.engine.client import make_client
-    from promptdrop.engine.dispatch import Dispatcher, Outcome
-    from promptdrop.engine.rate_limiter import RateLimiter
-    from promptdrop.engine.request import Request
-    from promptdrop.formats import request_from_object
-
-    _start_clock()
-
-    client = make_client(api_key=None, max_connections=concurrency, timeout_s=120)
-    dispatcher = Dispatcher(
-        client.post_ready, limiter=RateLimiter(rpm=rpm, tpm=tpm), max_concurrency=concurrency, max_attempts=6
-    )
-    counts = [0, 0]
-
-    async def requests() -> AsyncIterator[Request]:
-        for i in range(n):  # parsed as the handler parses a .jsonl line, one at a time
-            fields = {"prompt": prompt(i), "max_tokens": MAX_TOKENS}
-            if schema:  # every answer parsed and validated against the schema
-                from infra.validation_bench import RESPONSE_FORMAT
-
-                fields |= {"response_format": RESPONSE_FORMAT, "max_tokens": 200}
-            line = json.dumps(fields)
-            item = request_from_object(
-                json.loads(line), line=i + 1, default_id=f"line-{i + 1}", default_model=MODEL, text_len=len(line)
-            )
-            assert isinstance(item, Request)
-            yield item
-
-    async def count(outcome: Outcome) -> None:
-        counts[outcome.error is not None] += 1
-
-    await dispatcher.run(requests(), count)
-    await client.close()
-    return counts[0], counts[1]
-
-
-def _handler(n: int, concurrency: int, moto_endpoint: str) -> tuple[int, int, dict[str, int]]:
-    import boto3
-
-    from infra.event_source import LocalContext
-    from infra.local_aws import deploy
-
-    stack = deploy(moto_endpoint, stack_name=f"bench{os.getpid()}")
-    os.environ.update(
-        stack.function_env(
-            PROMPTDROP_MAX_CONCURRENCY=str(concurrency),
-            PROMPTDROP_OPENAI_SECRET_ARN="",
-            POWERTOOLS_LOG_LEVEL="WARNING",
-            POWERTOOLS_METRICS_DISABLED="true",
-        )
-    )
-    for name in list(os.environ):
-        if name.startswith("PROMPTDROP_") and not os.environ[name]:
-            del os.environ[name]
-    key = f"{stack.input_prefix}bench-{n}.jsonl"
-    body = "\n".join(json.dumps({"prompt": prompt(i), "max_tokens": MAX_TOKENS}) for i in range(n)).encode()
-    boto3.client("s3", endpoint_url=moto_endpoint).put_object(Bucket=stack.bucket, Key=key, Body=body)
-    from promptdrop import runtime
-    from promptdrop.handler import lambda_handler
-
-    event = {"Records": [{"eventSource": "aws:s3", "s3": {"bucket": {"name": stack.bucket}, "object": {"key": key}}}]}
-    _post(f"{moto_endpoint}/_local/calls")  # count only what the handler does
-    _start_clock()
-    (job,) = lambda_handler(event, LocalContext())["jobs"]
-    calls = json.loads(_post(f"{moto_endpoint}/_local/calls", method="GET"))
-    runtime.shutdown()
-    return job["succeeded"], job["failed"], calls
-
-
-_clock: list[float] = []
-
-
-def _start_clock() -> None:
-    """Measure from here: imports and set-up (stack, upload) are not the contender's work."""
-    _clock[:] = [time.perf_counter(), time.process_time()]
-
-
-def worker(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infra.bench worker")
-    parser.add_argument("name", choices=["recipe", "recipe+aiohttp", "promptdrop", "handler"])
-    parser.add_argument("--n", type=int, required=True)
-    parser.add_argument("--concurrency", type=int, default=500)
-    parser.add_argument("--rpm", type=int)
-    parser.add_argument("--tpm", type=int)
-    parser.add_argument("--moto")
-    parser.add_argument("--schema", action="store_true", help="promptdrop: ask for structured output, validated")
-    args = parser.parse_args(argv)
-    import openai  # noqa: F401  # imported before the clock starts, for every contender alike
-
-    _start_clock()
-    calls: dict[str, int] = {}
-    if args.name == "handler":
-        ok, failed, calls = _handler(args.n, args.concurrency, args.moto)
-    elif args.name == "promptdrop":
-        ok, failed = asyncio.run(_promptdrop(args.n, args.concurrency, args.rpm, args.tpm, schema=args.schema))
-    else:
-        ok, failed = asyncio.run(_recipe(args.n, args.concurrency, aiohttp=args.name == "recipe+aiohttp"))
-    wall, cpu = time.perf_counter() - _clock[0], time.process_time() - _clock[1]
-    from infra.rss import peak_rss_mb
-
-    peak_mb = peak_rss_mb()
-    print(json.dumps({"ok": ok, "failed": failed, "wall_s": wall, "cpu_s": cpu, "peak_mb": peak_mb, "calls": calls}))
-    return 0
-
-
-# -- the conductor -----------------------------------------------------------------------------
-
-
-def _post(url: str, method: str = "POST") -> str:
-    with urllib.request.urlopen(
-        urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    ) as r:  # loopback only
-        return str(r.read().decode())
-
-
-@contextmanager
-def _process(args: list[str], ready: str) -> Iterator[str]:
-    """Start a helper process and yield the URL it prints on its ready line."""
-    process = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert process.stdout is not None
-    try:
-        for line in process.stdout:
-            if ready in line:
-                yield line.strip().rsplit(" ", 1)[-1]
-                break
-        else:
-            raise RuntimeError(f"{args} exited before it was ready")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        process.stdout.close()
-
-
-@dataclass
-class Row:
-    scenario: str
-    contender: str
-    n: int
-    ok: int
-    failed: int
-    wall_s: float
-    cpu_s: float
-    peak_mb: float
-    rate_limited: int
-    calls: dict[str, int]
-
-    @property
-    def per_s(self) -> float:
-        return self.ok / self.wall_s
-
-    @property
-    def cpu_ms(self) -> float:
-        return 1000 * self.cpu_s / max(1, self.ok)
-
-
-def _run(scenario: str, contender: str, n: int, server: str, extra: list[str] | None = None) -> Row:
-    _post(server.removesuffix("/v1") + "/stats/reset")
-    env = {**os.environ, "OPENAI_BASE_URL": server, "OPENAI_API_KEY": "sk-bench"}
-    out = subprocess.run(
-        [sys.executable, "-m", "infra.bench", "worker", contender, "--n", str(n), *(extra or [])],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"{contender} failed:\n{out.stderr[-3000:]}")
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    stats = json.loads(_post(server.removesuffix("/v1") + "/stats", method="GET"))
-    row = Row(
-        scenario,
-        contender,
-        n,
-        result["ok"],
-        result["failed"],
-        result["wall_s"],
-        result["cpu_s"],
-        result["peak_mb"],
-        int(stats.get("status", {}).get("429", 0)),
-        result["calls"],
-    )
-    print(
-        f"  {scenario:<10} {contender:<15} {n:>7} prompts: {row.per_s:7.0f}/s, {row.cpu_ms:.2f} ms CPU each, "
-        f"{row.peak_mb:.0f} MB peak, {row.rate_limited} 429s, {row.failed} failed",
-        flush=True,
-    )
-    return row
 
 
 def _import_costs(statements: Sequence[str], repeat: int = 11) -> list[float]:
@@ -287,9 +61,6 @@ def _import_costs(statements: Sequence[str], repeat: int = 11) -> list[float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["worker"]:
-        return worker(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m infra.bench", description="promptdrop vs the recipe")
     parser.add_argument("--quick", action="store_true", help="a tenth of the prompts, for a smoke run")
     parser.add_argument(
@@ -317,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from infra.scale_bench import run_scale
 
         print("\nscenario 7: planning and writing the outputs of large files (peak RSS per process)")
-        with _process(["-m", "infra.bench", "moto"], "moto listening on") as moto:
+        with moto_process() as moto:
             run_scale(moto, (100_000 // scale, 1_000_000 // scale))
     if args.only in (None, "e2e"):
         from infra.e2e_bench import report as report_e2e
@@ -327,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nscenario 8: {lines:,} lines end to end through 8 shards (each invocation in its own process)")
         fake = ["-m", "infra.fake_openai", "--port", "0", "--latency-ms", "50"]
         with (
-            _process(fake, "listening on") as server,
-            _process(["-m", "infra.bench", "moto"], "moto listening on") as moto,
+            helper_process(fake, "listening on") as server,
+            moto_process() as moto,
         ):
             row = run_e2e(server=server, moto=moto, lines=lines, shards=8, concurrency=200, timeout_s=900.0)
         report_e2e(row)
@@ -341,10 +112,10 @@ def _validation_scenario(scale: int) -> None:
 
     costs = validator_costs()
     n = 10_000 // scale
-    with _process(["-m", "infra.fake_openai", "--port", "0", "--latency-ms", "200"], "listening on") as server:
+    with helper_process(["-m", "infra.fake_openai", "--port", "0", "--latency-ms", "200"], "listening on") as server:
         # In turns, twice each: drift on a shared machine hits both alike; the better of each is kept.
         runs = [
-            _run("6: validation", contender, n, server, ["--concurrency", "500", *flags])
+            run_contender("6: validation", contender, n, server, ["--concurrency", "500", *flags])
             for _ in range(2)
             for contender, flags in (("promptdrop", []), ("promptdrop", ["--schema"]))
         ]
@@ -374,8 +145,8 @@ def _fleet_scenarios(scale: int) -> None:
     rows: list[FleetRow] = []
     limited = ["--port", "0", "--latency-ms", "200", "--rpm", str(rpm), "--burst-s", "1"]
     with (
-        _process(["-m", "infra.fake_openai", *limited], "listening on") as server,
-        _process(["-m", "infra.bench", "moto"], "moto listening on") as moto,
+        helper_process(["-m", "infra.fake_openai", *limited], "listening on") as server,
+        moto_process() as moto,
     ):
         runs = [
             ("4: fleet", 4, "learned"),
@@ -424,22 +195,24 @@ def _print_fleet(row: FleetRow) -> None:
 def _engine_scenarios(scale: int) -> None:
     rows: list[Row] = []
 
-    with _process(["-m", "infra.fake_openai", "--port", "0", "--latency-ms", "200"], "listening on") as server:
+    with helper_process(["-m", "infra.fake_openai", "--port", "0", "--latency-ms", "200"], "listening on") as server:
         n = 10_000 // scale
         for contender in ("recipe", "recipe+aiohttp", "promptdrop"):
-            rows.append(_run("1: 200ms", contender, n, server, ["--concurrency", "500"]))
-        with _process(["-m", "infra.bench", "moto"], "moto listening on") as moto:
-            rows.append(_run("1: 200ms", "handler", n, server, ["--concurrency", "500", "--moto", moto]))
+            rows.append(run_contender("1: 200ms", contender, n, server, ["--concurrency", "500"]))
+        with moto_process() as moto:
+            rows.append(run_contender("1: 200ms", "handler", n, server, ["--concurrency", "500", "--moto", moto]))
         for n in (10_000 // scale, 100_000 // scale):
             for contender in ("recipe+aiohttp", "promptdrop"):
-                rows.append(_run(f"3: {n // 1000}k", contender, n, server, ["--concurrency", "500"]))
+                rows.append(run_contender(f"3: {n // 1000}k", contender, n, server, ["--concurrency", "500"]))
 
     limited = ["--port", "0", "--latency-ms", "200", "--rpm", "12000", "--tpm", "600000", "--burst-s", "1"]
-    with _process(["-m", "infra.fake_openai", *limited], "listening on") as server:
+    with helper_process(["-m", "infra.fake_openai", *limited], "listening on") as server:
         n = 10_000 // scale
-        rows.append(_run("2: limits", "recipe+aiohttp", n, server, ["--concurrency", "500"]))
+        rows.append(run_contender("2: limits", "recipe+aiohttp", n, server, ["--concurrency", "500"]))
         rows.append(
-            _run("2: limits", "promptdrop", n, server, ["--concurrency", "500", "--rpm", "12000", "--tpm", "600000"])
+            run_contender(
+                "2: limits", "promptdrop", n, server, ["--concurrency", "500", "--rpm", "12000", "--tpm", "600000"]
+            )
         )
 
     base, ours = _import_costs(["import openai, aioboto3", "import promptdrop.handler"])
@@ -491,16 +264,5 @@ def _report(rows: list[Row], base_import: float, handler_import: float) -> None:
     )
 
 
-def _serve_moto() -> int:
-    from infra.local_aws import start_moto
-
-    _, endpoint = start_moto()
-    print(f"moto listening on {endpoint}", flush=True)
-    while True:
-        time.sleep(3600)
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["moto"]:
-        sys.exit(_serve_moto())
     sys.exit(main())

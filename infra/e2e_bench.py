@@ -18,7 +18,7 @@ hour the fake API and moto take to answer a million prompts; what it keeps is ev
 million-line job has, the finalizer's included.
 
 The moto server sets the pace at that size, not the function. Its table queries read only their
-partition here (``infra/local_aws.py``), but building each page's answer still takes moto 2 to
+partition here (``infra/moto_patches.py``), but building each page's answer still takes moto 2 to
 3 s at a million items. In the journaled million-line run, the eighth shard's invocation (124,790
 answers, then the finalizer's 576 pages over every item) took about 29 of its 40 minutes. ``make
 bench`` runs 100,000 lines.
@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra.bench_processes import helper_process, moto_process
 from infra.event_source import SqsEventSource
 from infra.invoke import invocation_env, spawn
 from infra.local_aws import deploy
@@ -260,10 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=900.0, help="each invocation's time limit (Lambda's)")
     parser.add_argument("--journaled-shards", type=int, default=0, help="shards journaled without the API")
     args = parser.parse_args(argv)
-    from infra.bench import _process
-
     fake = ["-m", "infra.fake_openai", "--port", "0", "--latency-ms", str(args.latency_ms)]
-    with _process(fake, "listening on") as server, _process(["-m", "infra.bench", "moto"], "moto listening on") as moto:
+    with helper_process(fake, "listening on") as server, moto_process() as moto:
         row = run_e2e(
             server=server,
             moto=moto,

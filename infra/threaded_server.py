@@ -1,18 +1,75 @@
-"""A local aiohttp server on its own event loop in a daemon thread: started, ready, stopped.
+"""The one way infra serves an aiohttp application: on a site (:func:`start_site`), in a daemon thread
+beside the code under test (:class:`ThreadedServer`) or from a shell until a signal (:func:`serve_until_signalled`).
 
-The fake OpenAI API and the AWS fault proxy both run so, beside the code under test in one process.
-A subclass says only how to serve (:meth:`ThreadedServer._serving`); starting, waiting until it
-accepts connections, surfacing a failure to start and stopping it cleanly are here, once.
+The fake OpenAI API and the AWS fault proxy both run so. A subclass says only how to serve
+(:meth:`ThreadedServer._serving`); starting, waiting until it accepts connections, surfacing a failure
+to start and stopping it cleanly are here, once. (The moto server is moto's own werkzeug thread:
+:func:`infra.moto_server.start_moto`.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import threading
+from collections.abc import AsyncIterator, Callable
 from typing import Self
 
-__all__ = ["ThreadedServer"]
+from aiohttp import web
+
+__all__ = ["ThreadedServer", "serve_until_signalled", "serving_site", "start_site"]
+
+
+async def start_site(
+    app: web.Application, host: str, port: int, *, backlog: int = 1024, shutdown_timeout: float = 2.0
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on ``host:port`` (0: a free port, chosen by the OS); the runner and the real port."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, backlog=backlog, reuse_address=True)
+        await site.start()
+        real_port = int(runner.addresses[0][1])  # the real port when port=0
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, real_port
+
+
+@contextlib.asynccontextmanager
+async def serving_site(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    backlog: int = 1024,
+    shutdown_timeout: float = 2.0,
+    before_cleanup: Callable[[], None] = lambda: None,
+) -> AsyncIterator[int]:
+    """:func:`start_site` for the ``async with`` block (it yields the real port); ``before_cleanup``
+    runs first on the way out (the fake releases its hanging requests so)."""
+    runner, real_port = await start_site(app, host, port, backlog=backlog, shutdown_timeout=shutdown_timeout)
+    try:
+        yield real_port
+    finally:
+        before_cleanup()
+        await runner.cleanup()
+
+
+async def serve_until_signalled(
+    serving: contextlib.AbstractAsyncContextManager[int], ready: Callable[[int], str]
+) -> None:
+    """A command line's server: open ``serving``, print ``ready(port)`` once it accepts connections,
+    and serve until SIGINT or SIGTERM."""
+    async with serving as port:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows
+                loop.add_signal_handler(sig, stop.set)
+        print(ready(port), flush=True)
+        await stop.wait()
 
 
 class ThreadedServer:

@@ -6,7 +6,7 @@ Two measures:
   against a typical schema, with the library promptdrop uses (``fastjsonschema``, compiled once) and
   with ``jsonschema`` (a validator built once), plus each library's import time in a fresh
   interpreter (the cold-start cost);
-* the engine end to end (``python -m infra.bench worker promptdrop``, as scenario 1: 200 ms latency,
+* the engine end to end (``python -m infra.bench_contenders promptdrop``, as scenario 1: 200 ms latency,
   concurrency 500): the same prompts with and without a ``json_schema`` ``response_format``, so
   every answer of the second run is parsed and validated.
 """

@@ -32,6 +32,17 @@ import pytest
 from infra.local_aws import LocalAws, deploy, start_moto, stop_moto
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a module that takes minutes, mostly waiting; run before the others")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # pytest-xdist hands the tests out in this order (make test): the slow ones first, so that none starts
+    # last while the other workers sit idle. The sort is stable and the marker is set per module, so each
+    # module's tests stay together, in their order.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """Endpoint URL of a moto server shared by the whole test session."""

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from infra.fake_openai.config import FakeOpenAIConfig, ModelLimit
-from infra.fake_openai.server import app_closing, create_app, start
+from infra.fake_openai.server import app_closing, create_app
+from infra.threaded_server import serve_until_signalled, serving_site
 
 __all__ = ["config_from_args", "main"]
 
@@ -96,21 +96,14 @@ def config_from_args(args: argparse.Namespace) -> FakeOpenAIConfig:
     )
 
 
-async def _serve_forever(config: FakeOpenAIConfig, host: str, port: int) -> None:
+def _serving(config: FakeOpenAIConfig, host: str, port: int) -> contextlib.AbstractAsyncContextManager[int]:
     app = create_app(config)
-    runner, real_port = await start(app, host, port, shutdown_timeout=5.0)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):  # Windows
-            loop.add_signal_handler(sig, stop.set)
+    return serving_site(app, host, port, backlog=4096, shutdown_timeout=5.0, before_cleanup=app_closing(app).set)
+
+
+def _ready(host: str) -> Callable[[int], str]:
     shown_host = f"[{host}]" if ":" in host else host
-    print(f"fake OpenAI API listening on http://{shown_host}:{real_port}/v1", flush=True)
-    try:
-        await stop.wait()
-    finally:
-        app_closing(app).set()
-        await runner.cleanup()
+    return lambda port: f"fake OpenAI API listening on http://{shown_host}:{port}/v1"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -121,5 +114,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(_serve_forever(config, args.host, args.port))
+    asyncio.run(serve_until_signalled(_serving(config, args.host, args.port), _ready(args.host)))
     return 0

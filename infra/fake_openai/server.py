@@ -28,7 +28,7 @@ from infra.fake_openai.faults import FaultPicker
 from infra.fake_openai.limits import RateLimiter, format_duration
 from infra.fake_openai.misshapes import SHAPE_MARKERS, misshape
 from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
-from infra.threaded_server import ThreadedServer
+from infra.threaded_server import ThreadedServer, serving_site
 
 __all__ = ["FakeOpenAIState", "RunningFakeOpenAI", "app_state", "create_app", "prompt_hash", "serve_in_thread"]
 
@@ -399,20 +399,6 @@ def app_closing(app: web.Application) -> asyncio.Event:
     return app[_HANDLER_KEY].closing
 
 
-async def start(app: web.Application, host: str, port: int, *, shutdown_timeout: float) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on ``host:port`` (0: a free port); returns the runner and the real port."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
-        await site.start()
-        real_port = int(runner.addresses[0][1])  # the real port when port=0
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner, real_port
-
-
 class RunningFakeOpenAI(ThreadedServer):
     """A fake OpenAI API running on its own event loop in a daemon thread (see :func:`serve_in_thread`)."""
 
@@ -464,12 +450,9 @@ class RunningFakeOpenAI(ThreadedServer):
 
     @contextlib.asynccontextmanager
     async def _serving(self) -> AsyncIterator[None]:
-        runner, self.port = await start(self.app, self.host, self.port, shutdown_timeout=2.0)
-        try:
+        release = app_closing(self.app).set
+        async with serving_site(self.app, self.host, self.port, backlog=4096, before_cleanup=release) as self.port:
             yield
-        finally:
-            app_closing(self.app).set()
-            await runner.cleanup()
 
 
 @contextlib.contextmanager

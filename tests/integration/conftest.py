@@ -46,6 +46,13 @@ def slow_fake_openai() -> Iterator[RunningFakeOpenAI]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def boto_session() -> boto3.Session:
+    """One boto3 session for the tests' own clients: a new session loads every service's model again
+    (0.15 s of CPU for a test's four clients, against 0.02 s from a session that has them)."""
+    return boto3.Session()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_runtime() -> Iterator[None]:
     yield
@@ -210,20 +217,26 @@ class Pipeline:
 
 @pytest.fixture
 def pipeline(
-    local_aws: LocalAws, fake_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    local_aws: LocalAws, fake_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch, boto_session: boto3.Session
 ) -> Iterator[Pipeline]:
-    yield from _pipeline(local_aws, fake_openai, monkeypatch)
+    yield from _pipeline(local_aws, fake_openai, monkeypatch, boto_session)
 
 
 @pytest.fixture
 def slow_pipeline(
-    local_aws: LocalAws, slow_fake_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    local_aws: LocalAws,
+    slow_fake_openai: RunningFakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    boto_session: boto3.Session,
 ) -> Iterator[Pipeline]:
-    yield from _pipeline(local_aws, slow_fake_openai, monkeypatch)
+    yield from _pipeline(local_aws, slow_fake_openai, monkeypatch, boto_session)
 
 
 def _pipeline(
-    local_aws: LocalAws, fake_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch
+    local_aws: LocalAws,
+    fake_openai: RunningFakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    session: boto3.Session | None = None,
 ) -> Iterator[Pipeline]:
     env = local_aws.function_env(
         OPENAI_BASE_URL=fake_openai.base_url,
@@ -233,9 +246,9 @@ def _pipeline(
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    session = boto3.Session(region_name=local_aws.region)
+    session = session or boto3.Session(region_name=local_aws.region)
     clients = {
-        name: session.client(name, endpoint_url=local_aws.endpoint)  # type: ignore[call-overload]
+        name: session.client(name, endpoint_url=local_aws.endpoint, region_name=local_aws.region)  # type: ignore[call-overload]
         for name in ("s3", "dynamodb", "sqs", "secretsmanager")
     }
     clients["secretsmanager"].put_secret_value(SecretId=local_aws.secret_arn, SecretString=API_KEY)

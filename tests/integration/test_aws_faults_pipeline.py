@@ -1,4 +1,4 @@
-"""Files run through an AWS that struggles (infra/aws_faults.py between the code and moto): every
+"""Files run through an AWS that struggles (infra/aws_faults/ between the code and moto): every
 line is answered or failed exactly once, every job ends final, no invocation hangs.
 
 Only the function's own calls go through the proxy; the test reads S3, DynamoDB and SQS directly.

@@ -10,9 +10,12 @@ import json
 import signal
 import time
 
+import pytest
 from promptdrop.cli import redrive
 
 from tests.integration.conftest import Pipeline
+
+pytestmark = pytest.mark.slow  # minutes of waiting: handed to a worker first (tests/conftest.py)
 
 
 def jsonl(prompts: list[str]) -> str:

@@ -18,6 +18,8 @@ from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, serve_in_thre
 from infra.local_aws import LocalAws
 from tests.integration.conftest import API_KEY, Pipeline, _pipeline
 
+pytestmark = pytest.mark.slow  # minutes of waiting: handed to a worker first (tests/conftest.py)
+
 RPM = 2400  # 40 a second, enforced over one-second windows
 SHARDS = 4
 PROMPTS = 480  # 12 s of the limit: long enough for the members to find each other

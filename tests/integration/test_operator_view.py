@@ -15,6 +15,8 @@ from promptdrop.jobs import make_job_id
 from tests.integration.conftest import Pipeline
 from tests.integration.test_events import CountdownContext
 
+pytestmark = pytest.mark.slow  # minutes of waiting: handed to a worker first (tests/conftest.py)
+
 
 def jsonl(prompts: list[str]) -> str:
     return "\n".join(json.dumps({"prompt": p}) for p in prompts)

@@ -35,6 +35,9 @@ from infra.event_source import SqsEventSource
 from infra.fake_openai import FakeOpenAIConfig, serve_in_thread
 from infra.local_aws import LocalAws, deploy, load_template
 
+# Minutes of waiting (tests/conftest.py hands it out first), and its two builds made once: on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("package")]
+
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("invoke_from_bundle.py")
 BUILD_TIMEOUT_S = 900  # a cold pip download on a shared 2-core machine; a warm build takes about 30 s

@@ -12,7 +12,7 @@ import pytest
 from promptdrop.settings import Settings
 from pydantic import ValidationError
 
-from tests.unit.sam import raw_template
+from tests.template.sam import raw_template
 
 
 @functools.cache

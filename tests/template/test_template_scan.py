@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 
-from tests.unit.sam import TEMPLATE, raw_template, transform
+from tests.template.sam import TEMPLATE, raw_template, transform
+
+pytestmark = pytest.mark.xdist_group("checkov")  # its module fixtures built once, on one worker (make test)
 
 CHECKOV = Path(os.environ.get("CHECKOV_BIN") or TEMPLATE.parent / ".venv-checkov" / "bin" / "checkov")
 SCANNED = "template.json"  # the transformed template, suppressions and all

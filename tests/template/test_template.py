@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from infra.local_aws import load_template
-from tests.unit.sam import TEMPLATE, lint_template, raw_template, transform
+from tests.template.sam import TEMPLATE, lint_template, raw_template, transform
+
+pytestmark = pytest.mark.xdist_group("template")  # its module fixtures built once, on one worker (make test)
 
 
 @pytest.fixture(scope="module")

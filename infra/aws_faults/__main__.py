@@ -1,0 +1,7 @@
+"""``python -m infra.aws_faults``."""
+
+import sys
+
+from infra.aws_faults.cli import main
+
+sys.exit(main())
