@@ -10,7 +10,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FINAL_JOB_STATES", "FailureCode", "JobRecord", "JobStatus", "RequestRecord", "RequestStatus"]
+__all__ = [
+    "FINAL_JOB_STATES",
+    "CachedAnswer",
+    "FailureCode",
+    "JobRecord",
+    "JobStatus",
+    "RequestRecord",
+    "RequestStatus",
+]
 
 
 class JobStatus(StrEnum):
@@ -51,6 +59,7 @@ class FailureCode(StrEnum):
     BUDGET_EXCEEDED = "budget_exceeded"  # the file's budget (dollars, tokens or requests) is spent
     UNKNOWN_PRICE = "unknown_price"  # a budget in dollars, and a model without a known price
     INVALID_BUDGET = "invalid_budget"  # a budget in the upload's metadata that is not a number
+    INVALID_CACHE = "invalid_cache"  # a promptdrop-cache in the upload's metadata that is not a policy
     INTERNAL_ERROR = "internal_error"  # promptdrop itself failed on this file (a bug): redrive once fixed
 
 
@@ -104,6 +113,16 @@ class JobRecord:
         return f"{self.status}:{self.succeeded}:{self.failed}"
 
 
+@dataclass(slots=True, frozen=True)
+class CachedAnswer:
+    """An answer kept for reuse: the item ``CACHE#<key>`` / ``CACHE`` (the answer cache, jobs/answer_cache.py)."""
+
+    key: str  # sha256 of the route, the endpoint and the canonical request body
+    response: str  # the answer's body as JSON text, as the API gave it
+    model: str | None = None
+    finish_reason: str | None = None
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """What the journal keeps of a finished request: the item ``JOB#<job_id>`` / ``REQ#<custom_id>``."""
@@ -127,6 +146,7 @@ class RequestRecord:
     # A .csv row, for the .out.csv: JSON text {"cells": [[name, cell], ...], "fields": [schema property, ...]}
     columns: str | None = None
     columns_s3_key: str | None = None  # set instead of `columns` when they are too large for an item
+    cached: bool = False  # answered from the answer cache: an earlier job's (or line's) answer, not paid again
 
     @property
     def succeeded(self) -> bool:

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     )
     budget_tokens: int | None = Field(default=None, ge=1, description="A file's budget in tokens (unset: no limit).")
     max_requests: int | None = Field(default=None, ge=1, description="Requests one file may send (unset: no limit).")
+    cache: Literal["off", "deterministic", "all"] = Field(
+        default="deterministic",
+        description="Answers reused across jobs: off, deterministic (temperature 0, embeddings, moderations), all.",
+    )
+    cache_ttl_days: int = Field(default=30, ge=1, le=3650, description="Days an answer is kept for reuse.")
     lease_s: float = Field(
         default=120.0,
         gt=0,

@@ -106,6 +106,7 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "OutputPrefix": "results/",
         "Rpm": 0,
         "Tpm": 0,
+        "AnswerCache": "deterministic",  # temperature-0, embeddings and moderations answers reused
         "BudgetUsd": 0,  # no cost guard unless asked for
         "BudgetTokens": 0,
         "MaxRequests": 0,

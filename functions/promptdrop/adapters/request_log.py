@@ -28,7 +28,7 @@ ITEM_RESPONSE_MAX_BYTES = 300_000
 # timestamps…) is not read back, which saves about a third of the parsing per answer.
 _OUTPUT_ATTRIBUTES = (
     "custom_id", "line", "status", "model", "status_code", "request_id", "prompt_tokens", "completion_tokens",
-    "cached_tokens", "response", "response_s3_key", "error", "columns", "columns_s3_key",
+    "cached_tokens", "response", "response_s3_key", "error", "columns", "columns_s3_key", "cached",
 )  # fmt: skip
 _OUTPUT_NAMES = {f"#a{i}": name for i, name in enumerate(_OUTPUT_ATTRIBUTES)}
 

@@ -31,11 +31,13 @@ class _Tally:
     completion_tokens: int = 0
     tokens_by_model: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
     text_answer: str | None = None
+    cached: int = 0  # answers taken from the answer cache (paid for by an earlier request)
 
     def add(self, record: RequestRecord, model: str) -> None:
         """Count the request; its tokens too, answered or not (a failed one may have paid for unusable answers)."""
         if record.succeeded:
             self.succeeded += 1
+            self.cached += record.cached
         else:
             self.failed += 1
         self.prompt_tokens += record.prompt_tokens
@@ -91,6 +93,7 @@ class OutputWriter:
         job.estimated_cost_usd = str(cost) if cost is not None else None
         locations = {name: f"s3://{out_bucket}/{key}" for name, key in keys.items()}
         summary = _summary(job, cost, report, locations)
+        summary["cached"] = tally.cached
         await self._store.put_json(out_bucket, keys["summary"], summary)
         await self._journal.close_job(job)
         await self._announce(job, summary)
