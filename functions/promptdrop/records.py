@@ -17,6 +17,7 @@ __all__ = [
     "MAX_ERROR_TYPE_CHARS",
     "PROGRESS_IDLE_S",
     "PROGRESS_WINDOW_S",
+    "CachedAnswer",
     "ErrorRecord",
     "FailureCode",
     "JobRecord",
@@ -94,6 +95,7 @@ class FailureCode(StrEnum):
     # Flex processing (engine/flex.py, jobs/modes.py).
     INVALID_MODE = "invalid_mode"  # a promptdrop-mode in the upload's metadata that is not a mode
     FLEX_UNAVAILABLE = "flex_unavailable"  # flex refused a request PROMPTDROP_FLEX_ATTEMPTS times, fallback 'fail'
+    INVALID_CACHE = "invalid_cache"  # a promptdrop-cache in the upload's metadata that is not a policy
 
 
 # Every field of an error is bounded before it is stored or sent: an API's error body is the API's
@@ -235,6 +237,16 @@ class JobRecord:
         return f"{self.status}:{self.succeeded}:{self.failed}"
 
 
+@dataclass(slots=True, frozen=True)
+class CachedAnswer:
+    """An answer kept for reuse: the item ``CACHE#<key>`` / ``CACHE`` (the answer cache, jobs/answer_cache.py)."""
+
+    key: str  # sha256 of the route, the endpoint and the canonical request body
+    response: str  # the answer's body as JSON text, as the API gave it
+    model: str | None = None
+    finish_reason: str | None = None
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """What the journal keeps of a finished request: the item ``JOB#<job_id>`` / ``REQ#<custom_id>``."""
@@ -259,6 +271,7 @@ class RequestRecord:
     columns: str | None = None
     columns_s3_key: str | None = None  # set instead of `columns` when they are too large for an item
     service_tier: str | None = None  # the tier the answer says it was served at ("flex" is priced apart)
+    cached: bool = False  # answered from the answer cache: an earlier job's (or line's) answer, not paid again
 
     @property
     def succeeded(self) -> bool:

@@ -20,6 +20,7 @@ import aioboto3
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
+from .adapters.answer_cache import DynamoAnswerCache
 from .adapters.bus import EventPublisher
 from .adapters.journal import Journal
 from .adapters.queues import MessageSender
@@ -135,6 +136,8 @@ class Runtime:
             messages=MessageSender(sqs),
             dispatcher_factory=dispatcher,
             publisher=publisher,
+            cache=DynamoAnswerCache(ddb, settings.table, ttl_days=settings.cache_ttl_days),
+            route=str(client.base_url),
         )
         return cls(settings, stack, runner, client, session)
 

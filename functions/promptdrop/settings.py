@@ -129,6 +129,11 @@ class Settings(BaseSettings):
     flex_fallback: Literal["standard", "fail"] = Field(
         default="standard", description="A request flex keeps refusing: sent at the standard tier, or failed."
     )
+    cache: Literal["off", "deterministic", "all"] = Field(
+        default="deterministic",
+        description="Answers reused across jobs: off, deterministic (temperature 0, embeddings, moderations), all.",
+    )
+    cache_ttl_days: int = Field(default=30, ge=1, le=3650, description="Days an answer is kept for reuse.")
     lease_s: float = Field(
         default=120.0,
         gt=0,

@@ -109,6 +109,7 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "Rpm": 0,
         "Tpm": 0,
         "Mode": "realtime",  # the standard tier unless asked for flex
+        "AnswerCache": "deterministic",  # temperature-0, embeddings and moderations answers reused
         "BudgetUsd": 0,  # no cost guard unless asked for
         "BudgetTokens": 0,
         "MaxRequests": 0,

@@ -68,6 +68,13 @@ def test_the_modes_the_template_allows_are_the_modes_the_function_takes() -> Non
     assert set(allowed) == set(Settings.model_fields["mode"].annotation.__args__)  # type: ignore[union-attr]
 
 
+def test_the_cache_policies_the_template_allows_are_the_ones_the_function_takes() -> None:
+    allowed = _parameters()["AnswerCache"]["AllowedValues"]
+    assert allowed == ["off", "deterministic", "all"]  # "off" quoted: YAML would read a bare off as false
+    for policy in allowed:
+        _settings(cache=policy)
+
+
 def test_every_default_is_accepted() -> None:
     for name, spec in _parameters().items():
         assert _accepts(name, str(spec["Default"])), name

@@ -139,6 +139,8 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
             item[name] = {"N": str(value)}
     if record.cached_tokens:
         item["cached_tokens"] = {"N": str(record.cached_tokens)}
+    if record.cached:
+        item["cached"] = {"BOOL": True}
     if record.error is not None:
         item["error"] = serialize({k: v for k, v in record.error.items() if v is not None})
     if expires_at is not None:  # epoch seconds: the table's TTL attribute
@@ -182,4 +184,5 @@ def request_from_item(item: dict[str, Any]) -> RequestRecord:
         columns=text("columns"),
         columns_s3_key=text("columns_s3_key"),
         service_tier=text("service_tier"),
+        cached="cached" in item,
     )

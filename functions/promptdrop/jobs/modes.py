@@ -16,6 +16,7 @@ flex keeps refusing falling back (engine/flex.py). A line that names a ``service
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,9 +31,10 @@ from ..messages import UnitMessage
 from ..prices import has_flex
 from ..records import FailureCode
 from ..settings import Settings
-from .admission import AlreadyDone, BadLines, Guarded, Repeats, admitted
+from .admission import AlreadyDone, BadLines, Guarded, Repeats, Stage, admitted
+from .answer_cache import CachePolicy, RunCache, policy_of
 from .cost_guard import CostGuard, budget_of
-from .ports import Journal, ObjectStore, RequestLog
+from .ports import AnswerCacheStore, Journal, ObjectStore, RequestLog
 from .progress import Progress
 from .recorder import Recorders
 from .source import header_of, parse_unit
@@ -96,12 +98,16 @@ class RealTimeMode:
         journal: Journal,
         recorders: Recorders,
         dispatcher_factory: Callable[[], Dispatcher],
+        cache: AnswerCacheStore | None = None,
+        route: str = "",
     ) -> None:
         self._settings = settings
         self._store = store
         self._journal = journal
         self._recorders = recorders
         self._dispatcher_factory = dispatcher_factory
+        self._cache = cache
+        self._route = route  # the API's base URL: part of every answer's cache key
 
     async def run(self, run: UnitRun) -> DispatchReport:
         unit, progress, guard, header = run.unit, run.progress, run.guard, run.header
@@ -112,6 +118,7 @@ class RealTimeMode:
         if header is None:
             header = await header_of(self._store, unit)
         recorder = self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag, progress)
+        policy = policy_of(self._settings, header) if self._cache is not None else CachePolicy.OFF
         # Reporting starts first: its first report reads the job item (a cancel, the job's budget).
         async with progress.reporting(), recorder:
             # With a budget in dollars, a model without a price stops the run at its first request
@@ -120,11 +127,19 @@ class RealTimeMode:
             mode = mode_of(self._settings, header)
             parsed = self._parse(unit, header)
             already = AlreadyDone(answered, done)
-            stages = (already, Repeats(recorder, answered, track=whole), BadLines(recorder), Guarded(guard, progress))
+            cache = None
+            if self._cache is not None and policy is not CachePolicy.OFF:
+                cache = RunCache(self._cache, policy, self._route, recorder)
+            lines = cache.ahead(parsed) if cache is not None else parsed
+            stages: list[Stage] = [already, Repeats(recorder, answered, track=whole), BadLines(recorder)]
+            stages += [cache] if cache is not None else []
+            stages.append(Guarded(guard, progress))
 
             async def count_left() -> None:
                 # Stop sending (those in flight finish); count what is left for the dead letter.
-                guard.left = 1 + sum([1 async for item in parsed if already.left(item)])
+                if cache is not None:
+                    cache.stop_looking()
+                guard.left = 1 + sum([1 async for item in lines if already.left(item)])
 
             def stop() -> bool:
                 return progress.cancelled or should_stop()
@@ -133,14 +148,19 @@ class RealTimeMode:
                 guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
                 progress.sent()  # an outcome from the dispatcher: the request reached the API
                 await recorder.outcome(outcome)
+                if cache is not None:
+                    await cache.settled(outcome)
 
             dispatcher = self._dispatcher_factory()
             recorder.hold_while(dispatcher.rate_bound)
-            lines = admitted(parsed, stages, on_send=progress.admitted, on_stop=count_left)
-            requests = (sent_as(request, mode) async for request in lines)
+            passed = admitted(lines, stages, on_send=progress.admitted, on_stop=count_left)
+            requests = (sent_as(request, mode) async for request in passed)
             try:
-                return await dispatcher.run(requests, on_outcome, should_stop=stop)
+                async with cache if cache is not None else contextlib.nullcontext():
+                    return await dispatcher.run(requests, on_outcome, should_stop=stop)
             finally:
+                if lines is not parsed:
+                    await lines.aclose()
                 await parsed.aclose()
 
     def _parse(self, unit: UnitMessage, header: Mapping[str, str]) -> AsyncGenerator[Parsed]:

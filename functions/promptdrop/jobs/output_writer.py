@@ -34,6 +34,7 @@ class _Tally:
     tokens_by_model: dict[PriceKey, tuple[int, int, int]] = field(default_factory=dict)
     text_answer: str | None = None
     service_tiers: dict[str, int] = field(default_factory=dict)  # answers by the tier that served them
+    cached: int = 0  # answers taken from the answer cache (paid for by an earlier request)
 
     def add(self, record: RequestRecord, model: str) -> None:
         """Count the request; its tokens too, answered or not (a failed one may have paid for unusable answers)."""
@@ -41,6 +42,7 @@ class _Tally:
             self.succeeded += 1
             if record.service_tier is not None:
                 self.service_tiers[record.service_tier] = self.service_tiers.get(record.service_tier, 0) + 1
+            self.cached += record.cached
         else:
             self.failed += 1
         self.prompt_tokens += record.prompt_tokens
@@ -98,6 +100,7 @@ class OutputWriter:
         locations = {name: f"s3://{out_bucket}/{key}" for name, key in keys.items()}
         summary = _summary(job, cost, report, locations)
         summary["service_tiers"] = tally.service_tiers
+        summary["cached"] = tally.cached
         await self._store.put_json(out_bucket, keys["summary"], summary)
         await self._journal.close_job(job)
         await self._announce(job, summary)

@@ -17,9 +17,10 @@ from ..adapters.leases import LeaseOutcome
 from ..adapters.request_log import LineSet, Prior
 from ..adapters.s3 import ObjectInfo
 from ..messages import FileFailure, PromptFailure, UnitMessage
-from ..records import JobRecord, RequestRecord
+from ..records import CachedAnswer, JobRecord, RequestRecord
 
 __all__ = [
+    "AnswerCacheStore",
     "EventBus",
     "FinalizerHold",
     "Journal",
@@ -48,6 +49,14 @@ class ObjectStore(Protocol):
     async def put_stream(self, bucket: str, key: str, chunks: Iterable[bytes], content_type: str) -> None: ...
 
     async def get_json(self, bucket: str, key: str) -> Any: ...
+
+
+class AnswerCacheStore(Protocol):
+    """Answers kept for reuse, by key (jobs/answer_cache.py); either call may raise: the caller carries on."""
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, CachedAnswer]: ...
+
+    async def put_many(self, answers: Sequence[CachedAnswer], now: str) -> None: ...
 
 
 class MessageSender(Protocol):

@@ -29,7 +29,7 @@ from ..engine.request import Request
 from ..formats import LineError
 from ..jsonsafe import dumps
 from ..messages import PromptFailure
-from ..records import ErrorRecord, FailureCode, RequestRecord, RequestStatus
+from ..records import CachedAnswer, ErrorRecord, FailureCode, RequestRecord, RequestStatus
 from .answer_cells import schema_fields
 from .planning import output_base
 from .ports import Journal, MessageSender, ObjectStore
@@ -157,6 +157,24 @@ class Recorder:
             record.columns_s3_key = pointer
         else:
             record.columns = text
+
+    async def cached(self, request: Request, answer: CachedAnswer) -> None:
+        """A request answered from the answer cache: recorded as answered, nothing paid (no worker waits)."""
+        record = RequestRecord(
+            request.custom_id,
+            request.line,
+            RequestStatus.SUCCEEDED,
+            0,
+            model=answer.model,
+            finish_reason=answer.finish_reason,
+            response=answer.response,
+            cached=True,
+        )
+        if request.columns:
+            await self._keep_columns(record, request.columns, schema_fields(json.loads(request.body)))
+        self._records.append(record)
+        self._progress.succeeded(answer.model or "", 0, 0)
+        await self._maybe_flush()
 
     async def line_error(self, error: LineError, *, repeat_of: int | None = None) -> None:
         """A line that is not a request fails alone (no worker waits on it)."""

@@ -24,7 +24,7 @@ from .finalize import Finalizer
 from .modes import RealTimeMode
 from .output_writer import OutputWriter
 from .planning import count_lines, make_job_id, output_keys, plan_shards
-from .ports import EventBus, Journal, MessageSender, ObjectStore
+from .ports import AnswerCacheStore, EventBus, Journal, MessageSender, ObjectStore
 from .progress import Progress
 from .recorder import Recorders
 from .redrive import Redriver
@@ -57,6 +57,8 @@ class JobRunner:
         messages: MessageSender,
         dispatcher_factory: Callable[[], Dispatcher],
         publisher: EventBus | None = None,
+        cache: AnswerCacheStore | None = None,
+        route: str = "",
     ) -> None:
         self._settings = settings
         self._store = store
@@ -85,6 +87,8 @@ class JobRunner:
                 journal=journal,
                 recorders=recorders,
                 dispatcher_factory=dispatcher_factory,
+                cache=cache,
+                route=route,
             ),
             finalizer=finalizer,
             failures=self._failures,
