@@ -42,7 +42,8 @@ Use it from Python with :func:`serve_in_thread` (a daemon thread running its own
 :func:`create_app`, or from a shell: ``python -m infra.fake_openai --port 8089 --latency-ms 200``,
 which prints ``fake OpenAI API listening on http://HOST:PORT/v1`` once it accepts connections.
 
-Modules: :mod:`.config` (the settings), :mod:`.server` (HTTP, counters, the server in a thread),
+Modules: :mod:`.config` (the settings), :mod:`.server` (HTTP), :mod:`.state` (the counters), :mod:`.running`
+(the server in a thread),
 :mod:`.endpoints` (each endpoint's request and answer), :mod:`.validation` (the 400s), :mod:`.structured`
 (JSON answers to a schema), :mod:`.limits` (rate limits), :mod:`.faults` (markers and random faults),
 :mod:`.misshapes` (answers that are not answers),
@@ -53,14 +54,9 @@ Modules: :mod:`.config` (the settings), :mod:`.server` (HTTP, counters, the serv
 from infra.fake_openai.cli import config_from_args, main
 from infra.fake_openai.config import FakeOpenAIConfig, ModelLimit
 from infra.fake_openai.limits import format_duration
-from infra.fake_openai.server import (
-    FakeOpenAIState,
-    RunningFakeOpenAI,
-    app_state,
-    create_app,
-    prompt_hash,
-    serve_in_thread,
-)
+from infra.fake_openai.running import RunningFakeOpenAI, serve_in_thread
+from infra.fake_openai.server import app_state, create_app
+from infra.fake_openai.state import FakeOpenAIState, prompt_hash
 
 __all__ = [
     "FakeOpenAIConfig",

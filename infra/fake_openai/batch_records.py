@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from infra.fake_openai.endpoints import ENDPOINTS
+from infra.fake_openai.catalog import ENDPOINTS
 
 __all__ = ["BATCH_MAX_BYTES", "BY_PATH", "CANCELLED", "EXPIRED", "UNFINISHED", "Batch", "File"]
 

@@ -8,31 +8,28 @@ themselves are built in :mod:`infra.fake_openai.endpoints`.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import hashlib
 import json
 import math
 import random
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Final, TypeVar
+from collections.abc import Callable
+from typing import Any, Final
 
 from aiohttp import web
 
 from infra.fake_openai.batches import BatchService
+from infra.fake_openai.catalog import ENDPOINTS
 from infra.fake_openai.config import FakeOpenAIConfig
-from infra.fake_openai.endpoints import ENDPOINTS, Endpoint
+from infra.fake_openai.endpoints import Endpoint
 from infra.fake_openai.faults import FaultPicker
 from infra.fake_openai.limits import RateLimiter, format_duration
 from infra.fake_openai.misshapes import SHAPE_MARKERS, misshape
+from infra.fake_openai.state import FakeOpenAIState, prompt_hash
 from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
-from infra.threaded_server import ThreadedServer, serving_site
 
-__all__ = ["FakeOpenAIState", "RunningFakeOpenAI", "app_state", "create_app", "prompt_hash", "serve_in_thread"]
+__all__ = ["FakeOpenAIState", "app_batch_stats", "app_closing", "app_state", "create_app", "prompt_hash"]
 
-_T = TypeVar("_T")
 
 _JSON_CT: Final = "application/json"
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
@@ -91,69 +88,6 @@ _QUOTA_ERROR: Final = (
     "You exceeded your current quota, please check your plan and billing details. For more information on "
     "this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors.",
 )
-
-
-def prompt_hash(text: str) -> str:
-    """The key of ``/stats`` ``prompts``: sha256 hex of the prompt text (chat: the last user message), 16 chars."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-
-
-class FakeOpenAIState:
-    """Counters and per-prompt bookkeeping. Mutated only on the server's event loop."""
-
-    def __init__(self) -> None:
-        self.started = time.monotonic()
-        self.requests = 0
-        self.ok = 0
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.rate_limited = 0
-        self.prompt_tokens = 0
-        self.completion_tokens = 0
-        self.status: dict[int, int] = {}
-        self.injected: dict[str, int] = {}
-        self.prompts: dict[str, int] = {}
-        self.prompts_ok: dict[str, int] = {}
-        self.models: dict[str, int] = {}
-        #: answers by the ``service_tier`` they were served at (``default``, ``flex``)
-        self.service_tiers: dict[str, int] = {}
-        #: flex requests refused for want of flex capacity (429 ``resource_unavailable``)
-        self.flex_unavailable = 0
-        #: what else a reset clears (the marker counts, the rate-limit buckets)
-        self.reset_hooks: list[Callable[[], None]] = []
-
-    def snapshot(self) -> dict[str, Any]:
-        return {
-            "requests": self.requests,
-            "ok": self.ok,
-            "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight,
-            "rate_limited": self.rate_limited,
-            "status": {str(k): v for k, v in sorted(self.status.items())},
-            "injected": dict(self.injected),
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "prompts": dict(self.prompts),
-            "prompts_ok": dict(self.prompts_ok),
-            "models": dict(self.models),
-            "service_tiers": dict(self.service_tiers),
-            "flex_unavailable": self.flex_unavailable,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-        }
-
-    def reset(self) -> None:
-        self.requests = self.ok = self.rate_limited = 0
-        self.max_in_flight = self.in_flight
-        self.prompt_tokens = self.completion_tokens = 0
-        self.status.clear()
-        self.injected.clear()
-        self.prompts.clear()
-        self.prompts_ok.clear()
-        self.models.clear()
-        self.service_tiers.clear()
-        self.flex_unavailable = 0
-        for hook in self.reset_hooks:
-            hook()
 
 
 class _Handler:
@@ -394,78 +328,11 @@ def app_state(app: web.Application) -> FakeOpenAIState:
     return app[_STATE_KEY]
 
 
+def app_batch_stats(app: web.Application) -> dict[str, Any]:
+    """The Batch API's counters (files, batches by status) of an application made by :func:`create_app`."""
+    return app[_HANDLER_KEY].batches.stats()
+
+
 def app_closing(app: web.Application) -> asyncio.Event:
     """Set it to release hanging requests before the application's runner is cleaned up."""
     return app[_HANDLER_KEY].closing
-
-
-class RunningFakeOpenAI(ThreadedServer):
-    """A fake OpenAI API running on its own event loop in a daemon thread (see :func:`serve_in_thread`)."""
-
-    what = "the fake OpenAI API"
-    thread_name = "fake-openai"
-
-    def __init__(self, config: FakeOpenAIConfig | None = None, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        super().__init__(host, port)
-        self.config = config or FakeOpenAIConfig()
-        self.app = create_app(self.config)
-        self.state = app_state(self.app)
-
-    @property
-    def root_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        """What to give ``openai.AsyncOpenAI(base_url=...)``: ``http://HOST:PORT/v1``."""
-        return f"{self.root_url}/v1"
-
-    def _call(self, fn: Callable[[], _T]) -> _T:
-        """Run ``fn`` on the server's loop (so it sees consistent state) and return its result."""
-        loop = self._loop
-        if loop is None or not loop.is_running() or threading.current_thread() is self._thread:
-            return fn()
-        future: concurrent.futures.Future[_T] = concurrent.futures.Future()
-
-        def call() -> None:
-            try:
-                future.set_result(fn())
-            except BaseException as exc:  # pragma: no cover - fn does not raise
-                future.set_exception(exc)
-
-        try:
-            loop.call_soon_threadsafe(call)
-        except RuntimeError:  # the loop closed in between
-            return fn()
-        return future.result(timeout=10)
-
-    def stats(self) -> dict[str, Any]:
-        """The ``GET /stats`` counters, read directly."""
-        batches = self.app[_HANDLER_KEY].batches
-        return self._call(lambda: {**self.state.snapshot(), "batch_api": batches.stats()})
-
-    def reset(self) -> None:
-        """Same as ``POST /stats/reset``."""
-        self._call(self.state.reset)
-
-    @contextlib.asynccontextmanager
-    async def _serving(self) -> AsyncIterator[None]:
-        release = app_closing(self.app).set
-        async with serving_site(self.app, self.host, self.port, backlog=4096, before_cleanup=release) as self.port:
-            yield
-
-
-@contextlib.contextmanager
-def serve_in_thread(
-    config: FakeOpenAIConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
-) -> Iterator[RunningFakeOpenAI]:
-    """Run a fake OpenAI API in a daemon thread for the duration of the ``with`` block.
-
-    >>> with serve_in_thread(FakeOpenAIConfig(rpm=60)) as server:  # doctest: +SKIP
-    ...     client = openai.AsyncOpenAI(base_url=server.base_url, api_key="sk-local")
-    """
-    server = RunningFakeOpenAI(config, host=host, port=port).start()
-    try:
-        yield server
-    finally:
-        server.stop()

@@ -129,16 +129,22 @@ class RunCache:
     async def ahead(self, parsed: AsyncIterator[Parsed]) -> AsyncGenerator[Parsed]:
         """``parsed``, with the keys of its eligible requests looked up a window ahead."""
         window: list[Parsed] = []
-        async for item in parsed:
-            window.append(item)
-            if len(window) >= _WINDOW:
-                await self._look_up(window)
-                for each in window:
-                    yield each
-                window = []
+        failure: Exception | None = None
+        try:
+            async for item in parsed:
+                window.append(item)
+                if len(window) >= _WINDOW:
+                    await self._look_up(window)
+                    for each in window:
+                        yield each
+                    window = []
+        except Exception as exc:  # the input failed mid-window: what was read before it still goes on first
+            failure = exc
         await self._look_up(window)
         for each in window:
             yield each
+        if failure is not None:
+            raise failure
 
     async def _look_up(self, window: list[Parsed]) -> None:
         if not self._looking:
