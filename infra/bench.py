@@ -25,6 +25,9 @@ End to end (``infra/e2e_bench.py``, ``--only e2e``): (8) one large file through 
 as Lambda runs it — planned, 8 shards, continuations, the finalizer — each invocation's peak RSS
 and the DynamoDB calls per 1,000 answers (``--e2e-lines``, 100,000 by default).
 
+Cost (``infra/cost_bench.py``, ``--only cost``): (9) the same 10,000-line file sent in each mode (cost
+per 1,000 answers, wall time, API calls), then re-uploaded with one line changed (the answer cache).
+
 Validation (``infra/validation_bench.py``, ``--only validation``): (6) the structured-output
 validator's CPU per answer (against ``jsonschema``'s), and the engine's throughput with every
 answer validated against a schema vs the same prompts without one.
@@ -65,9 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of the prompts, for a smoke run")
     parser.add_argument(
         "--only",
-        choices=["engine", "fleet", "validation", "scale", "e2e"],
+        choices=["engine", "fleet", "validation", "scale", "e2e", "cost"],
         help="engine: scenarios 1-3 and the cold start; fleet: 4-5 (one account's limit shared); validation: 6; "
-        "scale: 7 (memory and disk at a million lines); e2e: 8 (a large file end to end through shards)",
+        "scale: 7 (memory and disk at a million lines); e2e: 8 (a large file end to end through shards); "
+        "cost: 9 (the same file in each mode, and re-uploaded with one line changed)",
     )
     parser.add_argument(
         "--e2e-lines",
@@ -103,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             row = run_e2e(server=server, moto=moto, lines=lines, shards=8, concurrency=200, timeout_s=900.0)
         report_e2e(row)
+    if args.only in (None, "cost"):
+        from infra.cost_bench import report as report_costs
+        from infra.cost_bench import run_costs
+
+        report_costs(run_costs(10_000 // scale))
     return 0
 
 

@@ -1,12 +1,16 @@
 """``make bench``'s cost scenario (9): the same file sent in each mode, and what each costs.
 
-A ``.jsonl`` of N chat prompts to ``gpt-5-mini`` (a model with a flex tier; ``max_tokens`` 64) goes
+A ``.jsonl`` of N chat prompts to ``gpt-5-mini`` (a model with a flex tier; ``max_tokens`` 64,
+``temperature`` 0) goes
 through the real handler, in this process, against a local stack (moto) and the fake OpenAI API
 (``--latency-ms``; in flex a share of the flex requests, ``--flex-refusals``, is refused with a 429
 ``resource_unavailable``), once per mode: ``realtime`` and ``flex``. Reported per mode: the cost per
 1,000 answers at genai-prices' rates (the summary's ``estimated_cost_usd``), the wall time, the API
 calls the fake received, the flex refusals, and the answers by the tier that served them — each
-against the ``realtime`` row measured in the same run. Nothing here asserts a figure.
+against the ``realtime`` row measured in the same run (the answer cache off for these rows). Then the
+re-upload: the file runs once with the answer cache on, and again with one line changed — the row
+is that second upload (its API calls, its cost, the answers it took from the cache). Nothing here
+asserts a figure.
 
 Run alone: ``python -m infra.cost_bench --lines 10000``.
 """
@@ -52,14 +56,15 @@ class CostRow:
         return 1000 * self.cost_usd / max(1, self.answers)
 
 
-def _lines(count: int) -> bytes:
-    return b"".join(
-        json.dumps(
-            {"custom_id": f"q{i}", "model": MODEL, "prompt": f"question {i}: what is {i} + {i}?", "max_tokens": 64}
-        ).encode()
-        + b"\n"
-        for i in range(count)
-    )
+def _lines(count: int, *, changed: int | None = None) -> bytes:
+    """``count`` deterministic prompts (temperature 0: the answer cache keeps them); ``changed``: that line reworded."""
+
+    def line(i: int) -> bytes:
+        prompt = f"question {i}: what is {i} + {i}?" + (" Answer in words." if i == changed else "")
+        body = {"custom_id": f"q{i}", "model": MODEL, "prompt": prompt, "max_tokens": 64, "temperature": 0}
+        return json.dumps(body).encode() + b"\n"
+
+    return b"".join(line(i) for i in range(count))
 
 
 def run_costs(lines: int, *, latency_ms: float = 50.0, flex_refusals: float = 0.05) -> list[CostRow]:
@@ -95,7 +100,8 @@ def run_costs(lines: int, *, latency_ms: float = 50.0, flex_refusals: float = 0.
                         fake.reset()
                         key = f"{stack.input_prefix}cost-{mode}.jsonl"
                         started = time.monotonic()
-                        s3.put_object(Bucket=stack.bucket, Key=key, Body=body, Metadata={"promptdrop-mode": mode})
+                        metadata = {"promptdrop-mode": mode, "promptdrop-cache": "off"}  # each mode pays its own way
+                        s3.put_object(Bucket=stack.bucket, Key=key, Body=body, Metadata=metadata)
                         with SqsEventSource.for_stack(stack) as source:
                             source.drain(lambda_handler, wait_s=0)
                         wall = time.monotonic() - started
@@ -113,11 +119,36 @@ def run_costs(lines: int, *, latency_ms: float = 50.0, flex_refusals: float = 0.
                                 dict(summary.get("service_tiers") or {}),
                             )
                         )
+                    rows.append(_reupload(stack, s3, fake, lines, lambda_handler))
                 finally:
                     runtime.shutdown()
     finally:
         stop_moto(server)
     return rows
+
+
+def _reupload(stack: Any, s3: Any, fake: Any, lines: int, handler: Any) -> CostRow:
+    """The file run once (its answers kept by the answer cache), then uploaded again with one line changed."""
+    key = f"{stack.input_prefix}cost-reupload.jsonl"
+    for body in (_lines(lines), _lines(lines, changed=lines // 2)):
+        fake.reset()
+        started = time.monotonic()
+        s3.put_object(Bucket=stack.bucket, Key=key, Body=body)
+        with SqsEventSource.for_stack(stack) as source:
+            source.drain(handler, wait_s=0)
+        wall = time.monotonic() - started
+    summary = _summary(s3, stack.bucket, f"{stack.output_prefix}{key}")
+    stats = fake.stats()
+    return CostRow(
+        "re-upload",
+        summary["counts"]["succeeded"],
+        summary["counts"]["failed"],
+        float(summary["estimated_cost_usd"] or 0.0),
+        wall,
+        int(stats["requests"]),
+        int(stats["flex_unavailable"]),
+        {"cached": int(summary.get("cached") or 0)},
+    )
 
 
 def _summary(s3: Any, bucket: str, base: str) -> dict[str, Any]:
@@ -127,7 +158,8 @@ def _summary(s3: Any, bucket: str, base: str) -> dict[str, Any]:
 
 def report(rows: list[CostRow]) -> None:
     base = rows[0]
-    print(f"\n(9) cost: the same {base.answers + base.failed:,}-line file ({MODEL}) in each mode")
+    print(f"\n(9) cost: the same {base.answers + base.failed:,}-line file ({MODEL}) in each mode, and re-uploaded")
+    print("    with one line changed (answer cache on: 're-upload' is the second upload alone)")
     header = (
         f"{'mode':<9} {'answers':>8} {'failed':>6} {'$ / 1,000':>10} {'x realtime':>10} {'wall s':>7} "
         f"{'API calls':>9} {'flex 429s':>9}  tiers"
