@@ -270,6 +270,56 @@ def test_submit_a_csv_with_its_template(cli: Cli, pipeline: Pipeline, tmp_path: 
     assert answers == ["Echo: Name one museum in Lyon.", "Echo: Name one museum in Porto."]
 
 
+def test_submit_puts_every_knob_in_the_job_header_and_the_function_obeys_it(
+    cli: Cli, pipeline: Pipeline, tmp_path: Path
+) -> None:
+    # Given a file of prompts to a model with a flex tier, submitted with every knob on the command line
+    path = write_file(
+        tmp_path, "knobs.jsonl", [json.dumps({"prompt": f"knob {i}", "model": "gpt-5-mini"}) for i in range(4)]
+    )
+    code, _, err = cli(
+        "submit", str(path), "--endpoint", "/v1/responses", "--mode", "flex", "--cache", "off", "--max-requests", "3",
+        "--budget-tokens", "100000", "--budget-usd", "2.5",
+    )  # fmt: skip
+    assert code == 0, err
+    head = pipeline.s3.head_object(Bucket=pipeline.bucket, Key="inputs/knobs.jsonl")["Metadata"]
+    assert head == {
+        "promptdrop-endpoint": "/v1/responses",
+        "promptdrop-mode": "flex",
+        "promptdrop-cache": "off",
+        "promptdrop-max-requests": "3",
+        "promptdrop-budget-tokens": "100000",
+        "promptdrop-budget-usd": "2.5",
+    }
+
+    # When the function runs it
+    pipeline.drain()
+
+    # Then it sent Responses requests at the flex tier, and stopped at the request cap
+    summary = pipeline.summary("inputs/knobs.jsonl")
+    assert summary["status"] == "BUDGET_EXCEEDED"
+    assert summary["service_tiers"] == {"flex": 3}
+    assert {line["response"]["body"]["object"] for line in pipeline.jsonl("inputs/knobs.jsonl", ".out.jsonl")} == {
+        "response"
+    }
+
+
+def test_submit_refuses_a_knob_the_function_would_refuse(
+    cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_file(tmp_path, "k.jsonl", ["{}"])
+    for flags in (
+        ["--endpoint", "/v1/images"],
+        ["--mode", "overnight"],
+        ["--budget-usd", "0"],
+        ["--max-requests", "x"],
+    ):
+        with pytest.raises(SystemExit) as usage:  # argparse's usage error: exit 2, nothing uploaded
+            cli("submit", str(path), *flags)
+        assert usage.value.code == 2, flags
+        assert flags[0] in capsys.readouterr().err
+
+
 def test_submit_refuses_what_the_function_would_not_run(cli: Cli, tmp_path: Path) -> None:
     path = write_file(tmp_path, "notes.md", ["hello"])
     code, _, err = cli("submit", str(path))

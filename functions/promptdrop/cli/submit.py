@@ -1,9 +1,11 @@
 """``promptdrop submit FILE [--wait]``: upload a file under the input prefix — the S3 notification
 starts its job — and, with ``--wait``, follow the job to its end and print its summary.
 
-A ``.csv`` prompt template goes up as the object's metadata ``promptdrop-template`` (its job
-header). The exit status says how the job ended: 0 when every request succeeded, 1 when some
-failed or the job failed or was cancelled, 3 when ``--timeout`` ran out first (the job goes on).
+The upload's knobs go up as the object's metadata (its job header, read by the function when the
+job starts): ``--template`` (a ``.csv``'s prompt template), ``--endpoint``, ``--mode``, ``--cache``,
+``--budget-usd``, ``--budget-tokens``, ``--max-requests``. The exit status says how the job ended:
+0 when every request succeeded, 1 when some failed or the job failed or was cancelled, 3 when
+``--timeout`` ran out first (the job goes on).
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..formats import CSV_TEMPLATE_METADATA, SUFFIXES
+from ..engine.request import Endpoint
+from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, SUFFIXES
+from ..jobs.answer_cache import CACHE_METADATA, CachePolicy
+from ..jobs.cost_guard import BUDGET_METADATA
+from ..jobs.modes import MODE_METADATA, Mode
 from .errors import CliError, ExitCode
 from .figures import duration, money, now_iso, rate
 from .jobstore import Job, JobStore, S3Ref
@@ -62,12 +68,44 @@ def follow(
             sleep(interval_s if deadline is None else max(0.0, min(interval_s, deadline - now)))
 
 
-def _upload(aws: Clients, path: Path, bucket: str, key: str, template: str | None) -> None:
-    extra: dict[str, Any] = {}
-    if template is not None:
-        if not template.isascii():
-            raise CliError("--template must be ASCII: S3 metadata (the job header it travels in) is ASCII only")
-        extra["Metadata"] = {CSV_TEMPLATE_METADATA: template}
+def header(args: argparse.Namespace) -> dict[str, str]:
+    """The upload's job header (its S3 metadata) from the command's flags: only what was given."""
+    if args.template is not None and not args.template.isascii():
+        raise CliError("--template must be ASCII: S3 metadata (the job header it travels in) is ASCII only")
+    given = {
+        CSV_TEMPLATE_METADATA: args.template,
+        ENDPOINT_METADATA: args.endpoint,
+        MODE_METADATA: args.mode,
+        CACHE_METADATA: args.cache,
+        BUDGET_METADATA["usd"]: None if args.budget_usd is None else f"{args.budget_usd:g}",
+        BUDGET_METADATA["tokens"]: None if args.budget_tokens is None else str(args.budget_tokens),
+        BUDGET_METADATA["requests"]: None if args.max_requests is None else str(args.max_requests),
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _endpoint(value: str) -> str:
+    endpoint = Endpoint.of(value)
+    if endpoint is None:
+        raise argparse.ArgumentTypeError(f"not an endpoint promptdrop sends: use one of {', '.join(Endpoint)}")
+    return endpoint.value
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not 0 < value <= 10**15:  # the function's own bound (settings.MAX_COUNT)
+            raise argparse.ArgumentTypeError(f"{text!r} must be above 0 and at most 10^15")
+        return value
+
+    return parse
+
+
+def _upload(aws: Clients, path: Path, bucket: str, key: str, metadata: dict[str, str]) -> None:
+    extra: dict[str, Any] = {"Metadata": metadata} if metadata else {}
     aws.s3.upload_file(str(path), bucket, key, ExtraArgs=extra or None)
 
 
@@ -81,6 +119,12 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     cmd.add_argument("file", type=Path, help=f"a prompt file ({', '.join(SUFFIXES)})")
     cmd.add_argument("--key", help="object key (default: the input prefix + the file's name)")
     cmd.add_argument("--template", help="a .csv's prompt template, e.g. 'Name one museum in {city}.'")
+    cmd.add_argument("--endpoint", type=_endpoint, help="the endpoint of short-form lines that name none")
+    cmd.add_argument("--mode", choices=[m.value for m in Mode], help="realtime, or flex (half price where offered)")
+    cmd.add_argument("--cache", choices=[c.value for c in CachePolicy], help="the answer cache's policy for this file")
+    cmd.add_argument("--budget-usd", type=_positive(float), metavar="N", help="the file's budget in US dollars")
+    cmd.add_argument("--budget-tokens", type=_positive(int), metavar="N", help="the file's budget in tokens")
+    cmd.add_argument("--max-requests", type=_positive(int), metavar="N", help="requests the file may send")
     cmd.add_argument("--wait", action="store_true", help="follow the job to its end and print its summary")
     cmd.add_argument("--timeout", type=float, metavar="S", help="with --wait: stop waiting after S seconds (exit 3)")
     cmd.add_argument("--interval", type=float, default=2.0, metavar="S", help="with --wait: poll every S seconds")
@@ -104,7 +148,7 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
         resources.need("table")  # before uploading: the wait would fail after it
     store = JobStore(aws, resources)
     uploaded_at = now_iso()
-    _upload(aws, path, bucket, key, args.template)
+    _upload(aws, path, bucket, key, header(args))
     job_id = store.job_id_of(S3Ref(bucket, key))
     uploaded = {"job_id": job_id, "bucket": bucket, "key": key}
     if not args.wait:
