@@ -16,7 +16,7 @@ Measured, for each run:
 * **answered once** — the prompts the server answered exactly once (and none twice), and the
   job's ``succeeded``/``failed`` counts from its summary;
 * **DynamoDB calls per 1,000 answers** — counted by the moto server (all the handler's DynamoDB
-  calls), and among them the shared budget's own, from the ``left the shared budget`` log lines.
+  calls), and among them the shared limits' own, from the ``left the shared limits`` log lines.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class FleetRow:
     rate_limited: int
     active_s: float
     ddb_calls: int
-    budget_calls: int
+    shared_calls: int
     calls: dict[str, int]
 
     @property
@@ -158,13 +158,13 @@ def run_fleet(
         time.sleep(0.1)
     stats = _get(f"{root}/stats")
     calls: dict[str, int] = _get(f"{moto}/_local/calls")
-    budget_calls = 0
+    shared_calls = 0
     for run in runs:
         response, logs = _finish(run)
         if response != {"batchItemFailures": []}:
             raise RuntimeError(f"an invocation handed its message back: {response}")
-        budget_calls += sum(
-            int(line.get("budget_calls", 0)) for line in logs if line.get("message") == "left the shared budget"
+        shared_calls += sum(
+            int(line.get("shared_limits_calls", 0)) for line in logs if line.get("message") == "left the shared limits"
         )
     summary = json.loads(
         s3.get_object(Bucket=stack.bucket, Key=f"{stack.output_prefix}{key}.summary.json")["Body"].read()
@@ -186,7 +186,7 @@ def run_fleet(
         rate_limited=int(stats["status"].get("429", 0)),
         active_s=((last or time.monotonic()) - (first or 0.0)),
         ddb_calls=sum(v for k, v in calls.items() if k.startswith("DynamoDB")),
-        budget_calls=budget_calls,
+        shared_calls=shared_calls,
         calls=calls,
     )
 
@@ -194,7 +194,7 @@ def run_fleet(
 def report(rows: list[FleetRow]) -> None:
     print(
         "\n| scenario | invocations | limits | prompts | answered once | failed | % of the server's req/min used "
-        "| 429s (% of requests) | DynamoDB calls / 1,000 answers (of which budget) |"
+        "| 429s (% of requests) | DynamoDB calls / 1,000 answers (of which shared limits) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -203,7 +203,7 @@ def report(rows: list[FleetRow]) -> None:
         print(
             f"| {r.scenario} | {r.invocations} | {r.limits} | {r.prompts} | {r.answered_once}{twice} | {r.failed} | "
             f"{r.used:.1%} | {r.rate_limited} ({r.rate_limited_share:.2%}) | "
-            f"{r.ddb_calls * per_k:.1f} ({r.budget_calls * per_k:.1f}) |"
+            f"{r.ddb_calls * per_k:.1f} ({r.shared_calls * per_k:.1f}) |"
         )
     for r in rows:
         detail = ", ".join(f"{k.removeprefix('DynamoDB.')} {v}" for k, v in sorted(r.calls.items()) if "DynamoDB" in k)
