@@ -96,30 +96,10 @@ def run_costs(lines: int, *, latency_ms: float = 50.0, flex_refusals: float = 0.
 
                 body = _lines(lines)
                 try:
-                    for mode in MODES:
-                        fake.reset()
-                        key = f"{stack.input_prefix}cost-{mode}.jsonl"
-                        started = time.monotonic()
-                        metadata = {"promptdrop-mode": mode, "promptdrop-cache": "off"}  # each mode pays its own way
-                        s3.put_object(Bucket=stack.bucket, Key=key, Body=body, Metadata=metadata)
-                        with SqsEventSource.for_stack(stack) as source:
-                            source.drain(lambda_handler, wait_s=0)
-                        wall = time.monotonic() - started
-                        summary = _summary(s3, stack.bucket, f"{stack.output_prefix}{key}")
-                        stats = fake.stats()
-                        rows.append(
-                            CostRow(
-                                mode,
-                                summary["counts"]["succeeded"],
-                                summary["counts"]["failed"],
-                                float(summary["estimated_cost_usd"] or 0.0),
-                                wall,
-                                int(stats["requests"]),
-                                int(stats["flex_unavailable"]),
-                                dict(summary.get("service_tiers") or {}),
-                            )
-                        )
-                    rows.append(_reupload(stack, s3, fake, lines, lambda_handler))
+                    for mode in MODES:  # each mode pays its own way: the answer cache off
+                        metadata = {"promptdrop-mode": mode, "promptdrop-cache": "off"}
+                        rows.append(_run(mode, Upload(stack, s3, fake, lambda_handler), body, metadata))
+                    rows.append(_reupload(Upload(stack, s3, fake, lambda_handler), lines))
                 finally:
                     runtime.shutdown()
     finally:
@@ -127,28 +107,43 @@ def run_costs(lines: int, *, latency_ms: float = 50.0, flex_refusals: float = 0.
     return rows
 
 
-def _reupload(stack: Any, s3: Any, fake: Any, lines: int, handler: Any) -> CostRow:
-    """The file run once (its answers kept by the answer cache), then uploaded again with one line changed."""
-    key = f"{stack.input_prefix}cost-reupload.jsonl"
-    for body in (_lines(lines), _lines(lines, changed=lines // 2)):
-        fake.reset()
-        started = time.monotonic()
-        s3.put_object(Bucket=stack.bucket, Key=key, Body=body)
-        with SqsEventSource.for_stack(stack) as source:
-            source.drain(handler, wait_s=0)
-        wall = time.monotonic() - started
-    summary = _summary(s3, stack.bucket, f"{stack.output_prefix}{key}")
-    stats = fake.stats()
+@dataclass
+class Upload:
+    """Where a file goes and what runs it: the stack, its S3 client, the fake API, the handler."""
+
+    stack: Any
+    s3: Any
+    fake: Any
+    handler: Any
+
+
+def _run(name: str, upload: Upload, body: bytes, metadata: dict[str, str], key: str | None = None) -> CostRow:
+    """``body`` uploaded and run to its end: its row (the fake's counters are its alone)."""
+    stack = upload.stack
+    key = key or f"{stack.input_prefix}cost-{name}.jsonl"
+    upload.fake.reset()
+    started = time.monotonic()
+    upload.s3.put_object(Bucket=stack.bucket, Key=key, Body=body, Metadata=metadata)
+    with SqsEventSource.for_stack(stack) as source:
+        source.drain(upload.handler, wait_s=0)
+    wall = time.monotonic() - started
+    summary = _summary(upload.s3, stack.bucket, f"{stack.output_prefix}{key}")
+    stats = upload.fake.stats()
+    tiers = dict(summary.get("service_tiers") or {})
+    if summary.get("cached"):
+        tiers["cached"] = int(summary["cached"])
+    counts = summary["counts"]
+    cost = float(summary["estimated_cost_usd"] or 0.0)
     return CostRow(
-        "re-upload",
-        summary["counts"]["succeeded"],
-        summary["counts"]["failed"],
-        float(summary["estimated_cost_usd"] or 0.0),
-        wall,
-        int(stats["requests"]),
-        int(stats["flex_unavailable"]),
-        {"cached": int(summary.get("cached") or 0)},
+        name, counts["succeeded"], counts["failed"], cost, wall, stats["requests"], stats["flex_unavailable"], tiers
     )
+
+
+def _reupload(upload: Upload, lines: int) -> CostRow:
+    """The file run once (its answers kept by the answer cache), then uploaded again with one line changed."""
+    key = f"{upload.stack.input_prefix}cost-reupload.jsonl"
+    _run("first upload", upload, _lines(lines), {}, key)
+    return _run("re-upload", upload, _lines(lines, changed=lines // 2), {}, key)
 
 
 def _summary(s3: Any, bucket: str, base: str) -> dict[str, Any]:

@@ -35,7 +35,7 @@ from ..adapters.answer_cache import CACHE_ITEM_MAX_BYTES
 from ..engine.answers import finish_reason
 from ..engine.dispatch import Outcome
 from ..engine.request import Endpoint, Request
-from ..formats import FileRejected, Parsed
+from ..formats import Parsed
 from ..jsonsafe import dumps
 from ..records import CachedAnswer, FailureCode
 from ..settings import Settings
@@ -43,6 +43,7 @@ from .admission import Verdict
 from .ports import AnswerCacheStore
 from .recorder import Recorder
 from .run_result import now_iso
+from .source import header_choice
 
 __all__ = ["CACHE_METADATA", "CachePolicy", "RunCache", "cache_key", "policy_of"]
 
@@ -63,15 +64,7 @@ class CachePolicy(StrEnum):
 
 def policy_of(settings: Settings, metadata: Mapping[str, str]) -> CachePolicy:
     """The file's cache policy: the upload's ``promptdrop-cache``, else ``PROMPTDROP_CACHE``."""
-    value = metadata.get(CACHE_METADATA)
-    if value is None:
-        return CachePolicy(settings.cache)
-    try:
-        return CachePolicy(value.strip().lower())
-    except ValueError:
-        policies = ", ".join(policy.value for policy in CachePolicy)
-        message = f"{CACHE_METADATA}={value[:40]!r} is not a cache policy: use one of {policies}"
-        raise FileRejected(FailureCode.INVALID_CACHE, message) from None
+    return header_choice(metadata, CACHE_METADATA, CachePolicy, settings.cache, FailureCode.INVALID_CACHE)
 
 
 def cache_key(route: str, request: Request, policy: CachePolicy) -> str | None:

@@ -26,7 +26,7 @@ from ..adapters.request_log import LineSet
 from ..engine.dispatch import Dispatcher, DispatchReport, Outcome
 from ..engine.flex import as_flex
 from ..engine.request import Request
-from ..formats import FileRejected, Parsed
+from ..formats import Parsed
 from ..messages import UnitMessage
 from ..prices import has_flex
 from ..records import FailureCode
@@ -37,7 +37,7 @@ from .cost_guard import CostGuard, budget_of
 from .ports import AnswerCacheStore, Journal, ObjectStore, RequestLog
 from .progress import Progress
 from .recorder import Recorders
-from .source import header_of, parse_unit
+from .source import header_choice, header_of, parse_unit
 
 __all__ = ["MODE_METADATA", "Mode", "RealTimeMode", "UnitMode", "UnitRun", "mode_of", "sent_as"]
 
@@ -51,17 +51,7 @@ class Mode(StrEnum):
 
 def mode_of(settings: Settings, metadata: Mapping[str, str]) -> Mode:
     """The file's mode: the upload's ``promptdrop-mode``, else ``PROMPTDROP_MODE``."""
-    value = metadata.get(MODE_METADATA)
-    if value is None:
-        return Mode(settings.mode)
-    try:
-        return Mode(value.strip().lower())
-    except ValueError:
-        modes = ", ".join(mode.value for mode in Mode)
-        shown = value[:40]
-        raise FileRejected(
-            FailureCode.INVALID_MODE, f"{MODE_METADATA}={shown!r} is not a mode: use one of {modes}"
-        ) from None
+    return header_choice(metadata, MODE_METADATA, Mode, settings.mode, FailureCode.INVALID_MODE)
 
 
 def sent_as(request: Request, mode: Mode) -> Request:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from enum import StrEnum
+from typing import TypeVar
 
 from ..adapters.s3 import ObjectChanged, ObjectInfo
 from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected, Parsed, parse_stream
@@ -13,6 +15,7 @@ from .ports import ObjectStore
 
 __all__ = [
     "endpoint_of",
+    "header_choice",
     "header_of",
     "parse_unit",
     "read",
@@ -82,3 +85,21 @@ def parse_unit(
         template=header.get(CSV_TEMPLATE_METADATA) if kind == ".csv" else None,
         endpoint=header.get(ENDPOINT_METADATA) or default_endpoint,
     )
+
+
+Choice = TypeVar("Choice", bound=StrEnum)
+
+
+def header_choice(
+    metadata: Mapping[str, str], name: str, kind: type[Choice], default: str, code: FailureCode
+) -> Choice:
+    """One of ``kind``'s values from the upload's job header ``name`` (any case), else ``default``
+    (the environment's); a value that is none of them fails the file with ``code``, naming them."""
+    value = metadata.get(name)
+    if value is None:
+        return kind(default)
+    try:
+        return kind(value.strip().lower())
+    except ValueError:
+        choices = ", ".join(choice.value for choice in kind)
+        raise FileRejected(code, f"{name}={value[:40]!r} is not one of {choices}") from None
