@@ -20,11 +20,10 @@ from ..records import CachedAnswer
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
-__all__ = ["CACHE_ITEM_MAX_BYTES", "DynamoAnswerCache", "cache_pk"]
+__all__ = ["DynamoAnswerCache", "cache_pk"]
 
 _GET_KEYS = 100  # BatchGetItem's limit
 _PUT_ITEMS = 25  # BatchWriteItem's limit
-CACHE_ITEM_MAX_BYTES = 300_000  # an answer larger than this is not kept (an item is at most 400 KB)
 
 
 def cache_pk(key: str) -> str:

@@ -51,7 +51,7 @@ from .request import Request
 __all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
 
 Sender = Callable[[str, bytes], Awaitable[Reply]]  # (the endpoint's path, the body)
-OnOutcome = Callable[["Outcome"], Awaitable[None]]
+OnOutcome = Callable[["Outcome"], Awaitable[object]]  # what it returns is not used
 ShouldStop = Callable[[], bool]
 
 

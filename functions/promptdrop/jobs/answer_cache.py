@@ -31,13 +31,12 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from ..adapters.answer_cache import CACHE_ITEM_MAX_BYTES
 from ..engine.answers import finish_reason
 from ..engine.dispatch import Outcome
 from ..engine.request import Endpoint, Request
 from ..formats import Parsed
 from ..jsonsafe import dumps
-from ..records import CachedAnswer, FailureCode
+from ..records import CachedAnswer, FailureCode, RequestRecord
 from ..settings import Settings
 from .admission import Verdict
 from .ports import AnswerCacheStore
@@ -176,14 +175,14 @@ class RunCache:
         self._leader_keys[item.line] = key
         return Verdict.NEXT
 
-    async def settled(self, outcome: Outcome) -> None:
-        """A sent request's outcome is on record: keep its answer, and record the lines that waited for it."""
+    async def settled(self, outcome: Outcome, record: RequestRecord) -> None:
+        """A sent request's outcome is on ``record``: keep its answer, and record the lines that waited for it."""
         key = self._leader_keys.pop(outcome.request.line, None)
         if key is None:
             return
         del self._leaders[key]
         followers = self._followers.pop(key, [])
-        answer = _keepable(key, outcome)
+        answer = _keepable(key, outcome, record)
         if answer is not None:
             self._hits[key] = answer  # later lines of this run find it too
             self._keep.append(answer)
@@ -211,19 +210,16 @@ def _as_kept(key: str, response: dict[str, Any]) -> CachedAnswer:
     return CachedAnswer(key, dumps(response), model if isinstance(model, str) else None, finish_reason(response))
 
 
-def _keepable(key: str, outcome: Outcome) -> CachedAnswer | None:
-    """The answer to keep, or None: a failure, or an answer cut off, refused or too large."""
+def _keepable(key: str, outcome: Outcome, record: RequestRecord) -> CachedAnswer | None:
+    """The answer to keep, or None: a failure, or an answer cut off, refused or too large. Its text
+    is the record's (serialized once, by the recorder), which holds none when the answer went to S3
+    for want of room in an item — too large for a cache item too."""
     response = outcome.response
-    if outcome.error is not None or response is None:
+    if not record.succeeded or response is None or record.response is None:
         return None
-    answer = _as_kept(key, response)
-    if answer.finish_reason not in _COMPLETE or _refused(response) or _too_large(answer.response):
+    if record.finish_reason not in _COMPLETE or _refused(response):
         return None
-    return answer
-
-
-def _too_large(text: str) -> bool:
-    return len(text) * 4 > CACHE_ITEM_MAX_BYTES and len(text.encode()) > CACHE_ITEM_MAX_BYTES
+    return CachedAnswer(key, record.response, record.model, record.finish_reason)
 
 
 def _refused(body: dict[str, Any]) -> bool:

@@ -137,9 +137,9 @@ class RealTimeMode:
             async def on_outcome(outcome: Outcome) -> None:
                 guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
                 progress.sent()  # an outcome from the dispatcher: the request reached the API
-                await recorder.outcome(outcome)
+                record = await recorder.outcome(outcome)
                 if cache is not None:
-                    await cache.settled(outcome)
+                    await cache.settled(outcome, record)
 
             dispatcher = self._dispatcher_factory()
             recorder.hold_while(dispatcher.rate_bound)

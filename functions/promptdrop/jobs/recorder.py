@@ -117,8 +117,8 @@ class Recorder:
                 with contextlib.suppress(Exception):
                     await self.flush()
 
-    async def outcome(self, outcome: Outcome) -> None:
-        """Record a request's final outcome; returns once it is on record."""
+    async def outcome(self, outcome: Outcome) -> RequestRecord:
+        """Record a request's final outcome; returns its record once it is on record."""
         request = outcome.request
         if outcome.error is None and outcome.response is not None:
             record = _success_record(request, outcome)
@@ -147,6 +147,7 @@ class Recorder:
         # Hold this worker (so its slot) until the answer is on record; shielded: one waiter
         # cancelled must not cancel the write for the others.
         await asyncio.shield(written)
+        return record
 
     async def _keep_columns(self, record: RequestRecord, cells: Columns, fields: list[str]) -> None:
         """A .csv row's cells (and its schema's fields) on its item, for the .out.csv — in S3 when large."""
