@@ -70,13 +70,16 @@ def cache_key(route: str, request: Request, policy: CachePolicy) -> str | None:
     """The request's key in the cache, or None when the policy does not cache it."""
     if policy is CachePolicy.OFF:
         return None
+    deterministic_by_endpoint = request.endpoint in _DETERMINISTIC_ENDPOINTS
+    if policy is CachePolicy.DETERMINISTIC and not deterministic_by_endpoint and b'"temperature"' not in request.body:
+        return None  # sampled: most requests of most files, told without parsing the body
     try:
         body = json.loads(request.body, parse_float=_number)
     except ValueError:
         return None
     if not isinstance(body, dict):
         return None
-    if policy is CachePolicy.DETERMINISTIC and request.endpoint not in _DETERMINISTIC_ENDPOINTS:
+    if policy is CachePolicy.DETERMINISTIC and not deterministic_by_endpoint:
         temperature = body.get("temperature")
         if isinstance(temperature, bool) or temperature != 0:
             return None

@@ -143,8 +143,9 @@ class RealTimeMode:
 
             dispatcher = self._dispatcher_factory()
             recorder.hold_while(dispatcher.rate_bound)
-            passed = admitted(lines, stages, on_send=progress.admitted, on_stop=count_left)
-            requests = (sent_as(request, mode) async for request in passed)
+            requests = admitted(lines, stages, on_send=progress.admitted, on_stop=count_left)
+            if mode is Mode.FLEX:  # realtime sends them as they are: no extra step per request
+                requests = (sent_as(request, mode) async for request in requests)
             try:
                 async with cache if cache is not None else contextlib.nullcontext():
                     return await dispatcher.run(requests, on_outcome, should_stop=stop)
