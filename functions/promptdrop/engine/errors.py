@@ -75,6 +75,15 @@ class ErrorInfo:
     def status_code(self) -> int | None:
         return self.error.status_code
 
+    def restated(self, code: str, message: str, disposition: Disposition) -> ErrorInfo:
+        """The same API answer (type, status, body, request id) given up on for another reason."""
+        return ErrorInfo(
+            ErrorRecord(self.type, code, message, self.status_code),
+            disposition,
+            body=self.body,
+            request_id=self.request_id,
+        )
+
 
 # An API key (OpenAI's ``sk-…`` forms, or any bearer token) that an error message echoes back: it
 # must not reach the errors file, the journal, a dead letter or a log (README, "Limits"…"Secrets").
@@ -272,9 +281,4 @@ def rate_limited_too_long(info: ErrorInfo, times: int, patience_s: float) -> Err
         f"answered 429 (rate limit) {times} times over {patience_s:.0f} s, in a run with no deadline to hand "
         f"it back to (a redrive); the last answer: {info.message}"
     )
-    return ErrorInfo(
-        ErrorRecord(info.type, RATE_LIMITED_UNTIL_DEADLINE, why, info.status_code),
-        Disposition.TRANSIENT,
-        body=info.body,
-        request_id=info.request_id,
-    )
+    return info.restated(RATE_LIMITED_UNTIL_DEADLINE, why, Disposition.TRANSIENT)

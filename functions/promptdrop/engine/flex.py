@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from ..records import ErrorRecord, FailureCode
+from ..records import FailureCode
 from .errors import Disposition, ErrorInfo
 from .rate_limiter import RateLimiter
 from .request import Endpoint, Request
@@ -85,12 +85,7 @@ def unavailable(info: ErrorInfo, times: int) -> ErrorInfo:
         f"to fail (PROMPTDROP_FLEX_FALLBACK=fail); redrive it later, or with the fallback 'standard'. "
         f"The last answer: {info.message}"
     )
-    return ErrorInfo(
-        ErrorRecord(info.type, FLEX_UNAVAILABLE, why, info.status_code),
-        Disposition.PERMANENT,
-        body=info.body,
-        request_id=info.request_id,
-    )
+    return info.restated(FLEX_UNAVAILABLE, why, Disposition.PERMANENT)
 
 
 class FlexRefused(Exception):
