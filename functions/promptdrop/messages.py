@@ -45,6 +45,9 @@ class UnitMessage(_Message):
     # Continuations this unit has taken: function → work queue → function is the loop Lambda's
     # recursion detection watches (the template allows it); this is promptdrop's own bound.
     hops: int = 0
+    # A unit run through the provider's Batch API (jobs/batch_mode.py) waits between checks as a delayed
+    # message; each check is numbered, and only the newest is acted on (a duplicate's chain ends there).
+    check: int = 0
 
 
 class PromptFailure(_Message):

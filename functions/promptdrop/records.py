@@ -96,6 +96,10 @@ class FailureCode(StrEnum):
     INVALID_MODE = "invalid_mode"  # a promptdrop-mode in the upload's metadata that is not a mode
     FLEX_UNAVAILABLE = "flex_unavailable"  # flex refused a request PROMPTDROP_FLEX_ATTEMPTS times, fallback 'fail'
     INVALID_CACHE = "invalid_cache"  # a promptdrop-cache in the upload's metadata that is not a policy
+    INVALID_FALLBACK = "invalid_fallback"  # a promptdrop-fallback in the upload's metadata that is not one
+    INVALID_DEADLINE = "invalid_deadline"  # a promptdrop-deadline that is neither a duration nor an ISO time
+    BATCH_EXPIRED = "batch_expired"  # the provider's batch window closed before the line ran (fallback 'fail')
+    BATCH_FAILED = "batch_failed"  # the provider's batch failed or was cancelled by it (fallback 'fail')
 
 
 # Every field of an error is bounded before it is stored or sent: an API's error body is the API's

@@ -28,6 +28,7 @@ from .adapters.s3 import ObjectStore
 from .adapters.shared_limits import DynamoSharedLimits
 from .adapters.wire import WireParserFactory, serialize_plain_items_as_they_are
 from .engine.answers import AnswerCheck, TextPolicy
+from .engine.batch_api import OpenAIBatches
 from .engine.client import LeanAsyncOpenAI, make_client
 from .engine.dispatch import Dispatcher
 from .engine.flex import FlexFallback, FlexPolicy
@@ -138,6 +139,8 @@ class Runtime:
             publisher=publisher,
             cache=DynamoAnswerCache(ddb, settings.table, ttl_days=settings.cache_ttl_days),
             route=str(client.base_url),
+            batches=OpenAIBatches(client),
+            secrets=lambda: (client.api_key,),
         )
         return cls(settings, stack, runner, client, session)
 

@@ -118,10 +118,36 @@ class Settings(BaseSettings):
     max_requests: int | None = Field(
         default=None, ge=1, le=MAX_COUNT, description="Requests one file may send (unset: no limit)."
     )
-    # How a file's requests are sent (an upload's promptdrop-mode overrides it): realtime, or flex —
-    # the models that offer the flex tier at its price, refused flex falling back (engine/flex.py).
-    mode: Literal["realtime", "flex"] = Field(
-        default="realtime", description="realtime (standard tier) or flex (half price where offered, slower)."
+    # How a file's requests are sent (an upload's promptdrop-mode overrides it): realtime; flex — the
+    # models that offer the flex tier at its price, refused flex falling back (engine/flex.py); batch —
+    # the provider's Batch API (jobs/batch_mode.py); auto — batch, then flex and standard by a deadline.
+    mode: Literal["realtime", "flex", "batch", "auto"] = Field(
+        default="realtime",
+        description="realtime (standard tier), flex (half price where offered, slower), batch (the Batch API, "
+        "half price, up to 24 h) or auto (batch while the deadline allows, then flex, then standard).",
+    )
+    fallback: Literal["realtime", "fail"] = Field(
+        default="realtime",
+        description="Lines a provider batch did not finish (expired, cancelled, failed): sent now, or failed.",
+    )
+    deadline: str = Field(
+        default="24h", description="auto mode: when the answers are due (a duration such as 6h, or an ISO time)."
+    )
+    batch_max_requests: int = Field(
+        default=50_000, ge=1, le=50_000, description="Requests per provider batch (the Batch API's limit: 50,000)."
+    )
+    batch_max_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1024,
+        le=200 * 1024 * 1024,
+        description="Bytes per Batch API input file (the API's limit: 200 MB).",
+    )
+    batch_poll_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=900.0,
+        allow_inf_nan=False,
+        description="Seconds before a provider batch's first check; later checks back off to 15 minutes.",
     )
     flex_attempts: int = Field(
         default=3, ge=1, le=20, description="Flex refusals (capacity short, a timeout) before the fallback."

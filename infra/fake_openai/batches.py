@@ -36,6 +36,7 @@ from infra.fake_openai.batch_validation import validate
 from infra.fake_openai.config import FakeOpenAIConfig
 from infra.fake_openai.endpoints import Ask, Endpoint
 from infra.fake_openai.faults import FaultPicker
+from infra.fake_openai.state import prompt_hash
 from infra.fake_openai.validation import ApiError, BodySpec, check_body, invalid, loads, params_of
 
 __all__ = ["BatchService"]
@@ -52,8 +53,9 @@ _PURPOSES: Final = frozenset(file_purpose.FilePurpose.__args__)  # type: ignore[
 class BatchService:
     """The files and batches of one fake server, kept in memory; used from the server's event loop only."""
 
-    def __init__(self, config: FakeOpenAIConfig, refuse: Refuse, check_key: CheckKey) -> None:
+    def __init__(self, config: FakeOpenAIConfig, refuse: Refuse, check_key: CheckKey, seen: dict[str, int]) -> None:
         self.config = config
+        self._seen = seen  # prompt hash -> lines of batches that ran it (the server's /stats batch_prompts)
         self._error = refuse  # the server's error answers: the same bodies and headers as the endpoints'
         self._check_key = check_key
         self.files: dict[str, File] = {}
@@ -241,6 +243,8 @@ class BatchService:
 
     def _answer(self, custom_id: str, endpoint: Endpoint, ask: Ask, batch: Batch) -> tuple[dict[str, Any], bool]:
         fault, _ = self._faults.pick(ask.text)
+        key = prompt_hash(ask.text)
+        self._seen[key] = self._seen.get(key, 0) + 1
         request_id = f"req_{self._rng.getrandbits(128):032x}"
         if fault is not None and fault.kind in ("status", "quota"):
             status = fault.status if fault.kind == "status" else 429

@@ -101,7 +101,7 @@ class _Handler:
         self.limiter = RateLimiter(config.rpm, config.tpm, config.burst_s, config.model_limits)
         self.faults = FaultPicker(config)
         self.flex_rng = random.Random(None if config.seed is None else config.seed + 2)
-        self.batches = BatchService(config, self._api_error, self._key_refused)
+        self.batches = BatchService(config, self._api_error, self._key_refused, state.batch_prompts)
         state.reset_hooks += [self.limiter.reset, self.faults.reset]
         self.jitter_rng = random.Random(None if config.seed is None else config.seed + 1)
         self.id_rng = random.Random()

@@ -31,6 +31,8 @@ class FakeOpenAIState:
         self.injected: dict[str, int] = {}
         self.prompts: dict[str, int] = {}
         self.prompts_ok: dict[str, int] = {}
+        #: prompts a batch of the Batch API ran (``prompts`` counts the real-time calls)
+        self.batch_prompts: dict[str, int] = {}
         self.models: dict[str, int] = {}
         #: answers by the ``service_tier`` they were served at (``default``, ``flex``)
         self.service_tiers: dict[str, int] = {}
@@ -52,6 +54,7 @@ class FakeOpenAIState:
             "completion_tokens": self.completion_tokens,
             "prompts": dict(self.prompts),
             "prompts_ok": dict(self.prompts_ok),
+            "batch_prompts": dict(self.batch_prompts),
             "models": dict(self.models),
             "service_tiers": dict(self.service_tiers),
             "flex_unavailable": self.flex_unavailable,
@@ -66,6 +69,7 @@ class FakeOpenAIState:
         self.injected.clear()
         self.prompts.clear()
         self.prompts_ok.clear()
+        self.batch_prompts.clear()
         self.models.clear()
         self.service_tiers.clear()
         self.flex_unavailable = 0

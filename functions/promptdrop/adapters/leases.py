@@ -210,6 +210,25 @@ class UnitHold:
         """Give the unit up unfinished: a continuation, a redelivery or a redrive resumes it."""
         await self._lease.release(self._hold)
 
+    @property
+    def batches(self) -> str | None:
+        """The unit's provider batches as the take found them (JSON: jobs/batch_state.py), if it has any."""
+        value = self._hold.attrs.get("batches")
+        return None if value is None else str(value["S"])
+
+    async def save_batches(self, state: str) -> None:
+        """Write the unit's provider batches — only while this run holds the unit (else raises
+        ConditionalCheckFailed: another run took it, and its own state is the one that counts)."""
+        await self._ddb.update_item(
+            TableName=self._table,
+            Key=unit_key(self._job_id, self._unit),
+            UpdateExpression="SET batches = :b",
+            ConditionExpression="#o = :me",
+            ExpressionAttributeNames={"#o": "owner"},
+            ExpressionAttributeValues={":b": {"S": state}, ":me": {"S": self._hold.owner}},
+        )
+        self._hold.attrs["batches"] = {"S": state}
+
     async def complete(self, now: str) -> None:
         """Mark the unit done and count it on the job item — both or neither, and only once."""
         try:

@@ -11,12 +11,13 @@ from ..messages import MAX_BODY_BYTES, FileFailure, PromptFailure, UnitMessage
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
 
-__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_MESSAGES", "MessageSender", "QueueSendError", "batches"]
+__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_MESSAGES", "MAX_DELAY_S", "MessageSender", "QueueSendError", "batches"]
 
 # SendMessageBatch takes at most 10 messages, and at most 256 KiB in all (the sum of their bodies):
 # ten dead letters of 240 KB each are ten batches, not one SQS refuses whole.
 BATCH_MAX_MESSAGES = 10
 BATCH_MAX_BYTES = 262_144
+MAX_DELAY_S = 900  # SQS's longest DelaySeconds: 15 minutes
 
 
 class QueueSendError(Exception):
@@ -48,8 +49,15 @@ class MessageSender:
         self._sqs = client
 
     async def send(
-        self, queue_url: str, messages: Sequence[UnitMessage | PromptFailure | FileFailure], *, attempts: int = 3
+        self,
+        queue_url: str,
+        messages: Sequence[UnitMessage | PromptFailure | FileFailure],
+        *,
+        delay_s: int = 0,
+        attempts: int = 3,
     ) -> None:
+        """``delay_s``: each message is hidden that long first (SQS's DelaySeconds: at most 900)."""
+        delay = min(max(delay_s, 0), MAX_DELAY_S)
         for batch in batches([m.dump() for m in messages]):
             pending = {str(i): body for i, body in enumerate(batch)}
             for attempt in range(attempts):
@@ -57,7 +65,7 @@ class MessageSender:
                     await asyncio.sleep(0.1 * 2**attempt)  # entries SQS failed for its own reasons: back off
                 response = await self._sqs.send_message_batch(
                     QueueUrl=queue_url,
-                    Entries=[{"Id": i, "MessageBody": body} for i, body in pending.items()],
+                    Entries=[{"Id": i, "MessageBody": body, "DelaySeconds": delay} for i, body in pending.items()],
                 )
                 pending = {f["Id"]: pending[f["Id"]] for f in response.get("Failed", []) if not f.get("SenderFault")}
                 if not pending:

@@ -31,6 +31,7 @@ __all__ = [
     "rate_limited_too_long",
     "redact",
     "retry_after_s",
+    "status_error",
 ]
 
 _TRANSIENT_STATUS = frozenset({408, 409, 429})
@@ -200,29 +201,9 @@ def classify(exc: BaseException, *, secrets: Iterable[str] = ()) -> ErrorInfo:
     every text the API sent back masked of ``secrets`` and of anything shaped like a key."""
     own = _own_values(secrets)
     if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        # The SDK keeps only the inner "error" object; the Batch API output carries the whole body.
-        raw_body = (
-            ({"error": exc.body} if "error" not in exc.body else exc.body) if isinstance(exc.body, dict) else None
-        )
-        code, kind, message = _api_error_fields(exc.body)
-        disposition = _status_disposition(status, code)
-        rate_limited = status == 429 and disposition is Disposition.TRANSIENT
         headers = exc.response.headers
-        error = ErrorRecord(
-            _redact(kind or type(exc).__name__, own),
-            _redact(code or f"http_{status}", own),
-            _redact((message or str(exc))[:MAX_ERROR_MESSAGE_CHARS], own),
-            status,
-        )
-        return ErrorInfo(
-            error,
-            disposition,
-            retry_after=rate_limit_wait_s(headers) if rate_limited else retry_after_s(headers),
-            rate_limited=rate_limited,
-            body=_redact(raw_body, own),
-            request_id=exc.response.headers.get("x-request-id"),
-        )
+        said = (type(exc).__name__, str(exc))
+        return _status_error(exc.status_code, exc.body, headers, headers.get("x-request-id"), own, said)
     if isinstance(exc, openai.APITimeoutError):
         timeout = FailureCode.TIMEOUT
         return ErrorInfo(ErrorRecord(timeout, timeout, "the API call timed out"), Disposition.TRANSIENT)
@@ -244,6 +225,41 @@ def classify(exc: BaseException, *, secrets: Iterable[str] = ()) -> ErrorInfo:
         too_large = FailureCode.REQUEST_TOO_LARGE
         return ErrorInfo(ErrorRecord(too_large, too_large, str(exc)), Disposition.PERMANENT)
     raise exc  # a bug of ours: let it surface rather than dress it up as an API failure
+
+
+def status_error(status: int, body: object, request_id: str | None = None, *, secrets: Iterable[str] = ()) -> ErrorInfo:
+    """An error answer the API gave elsewhere than to a call of ours — a Batch API error file's line
+    (``status_code`` and ``body``) — classified as :func:`classify` classifies a call's."""
+    return _status_error(status, body, None, request_id, _own_values(secrets), ("APIStatusError", f"HTTP {status}"))
+
+
+def _status_error(
+    status: int,
+    body: object,
+    headers: Mapping[str, str] | None,
+    request_id: str | None,
+    own: re.Pattern[str] | None,
+    said: tuple[str, str],  # the error's type and message when the body names none
+) -> ErrorInfo:
+    # The SDK keeps only the inner "error" object; the Batch API output carries the whole body.
+    raw_body = ({"error": body} if "error" not in body else body) if isinstance(body, dict) else None
+    code, kind, message = _api_error_fields(body)
+    disposition = _status_disposition(status, code)
+    rate_limited = status == 429 and disposition is Disposition.TRANSIENT
+    error = ErrorRecord(
+        _redact(kind or said[0], own),
+        _redact(code or f"http_{status}", own),
+        _redact((message or said[1])[:MAX_ERROR_MESSAGE_CHARS], own),
+        status,
+    )
+    return ErrorInfo(
+        error,
+        disposition,
+        retry_after=rate_limit_wait_s(headers) if rate_limited else retry_after_s(headers),
+        rate_limited=rate_limited,
+        body=_redact(raw_body, own),
+        request_id=request_id,
+    )
 
 
 class MalformedResponse(Exception):

@@ -28,6 +28,7 @@ class Outcome:
     rate_limited: int = 0  # 429s for rate this request received on the way
     discarded_tokens: tuple[int, int] = (0, 0)  # input, output tokens of its unusable answers: paid, not kept
     flex_refused: int = 0  # times the flex tier refused it (capacity short, or a timeout)
+    tier: str | None = None  # the tier it is billed at when its answer does not say so (the Batch API's)
 
 
 class StopReason(StrEnum):
@@ -35,6 +36,7 @@ class StopReason(StrEnum):
 
     FATAL = "fatal"  # an error every request would share (bad key, no quota)
     DEADLINE = "deadline"  # ``should_stop()`` said so: the invocation's time is nearly up
+    WAITING = "waiting"  # the unit's requests are at the provider's Batch API: a delayed check comes back
 
 
 @dataclass(slots=True)

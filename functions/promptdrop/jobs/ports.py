@@ -11,16 +11,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any, Protocol
 
 from ..adapters.leases import LeaseOutcome
 from ..adapters.request_log import LineSet, Prior
 from ..adapters.s3 import ObjectInfo
+from ..engine.batch_api import BatchView
 from ..messages import FileFailure, PromptFailure, UnitMessage
 from ..records import CachedAnswer, JobRecord, RequestRecord
 
 __all__ = [
     "AnswerCacheStore",
+    "BatchApi",
     "EventBus",
     "FinalizerHold",
     "Journal",
@@ -62,7 +65,27 @@ class AnswerCacheStore(Protocol):
 class MessageSender(Protocol):
     """Messages to a queue (dead letters, work): every one sent, or an error raised."""
 
-    async def send(self, queue_url: str, messages: Sequence[UnitMessage | PromptFailure | FileFailure]) -> None: ...
+    async def send(
+        self, queue_url: str, messages: Sequence[UnitMessage | PromptFailure | FileFailure], *, delay_s: int = 0
+    ) -> None: ...
+
+
+class BatchApi(Protocol):
+    """The provider's Batch API (engine/batch_api.py): files up and down, batches created, read, cancelled."""
+
+    async def upload(self, path: Path) -> str: ...
+
+    async def create(self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]) -> BatchView: ...
+
+    async def find(self, metadata: Mapping[str, str]) -> BatchView | None: ...
+
+    async def get(self, batch_id: str) -> BatchView: ...
+
+    async def cancel(self, batch_id: str) -> BatchView: ...
+
+    async def download(self, file_id: str, path: Path) -> None: ...
+
+    async def delete(self, file_id: str) -> None: ...
 
 
 class EventBus(Protocol):
@@ -99,6 +122,11 @@ class UnitHold(Protocol):
     async def complete(self, now: str) -> None: ...
 
     async def release(self) -> None: ...
+
+    @property
+    def batches(self) -> str | None: ...
+
+    async def save_batches(self, state: str) -> None: ...
 
 
 class FinalizerHold(Protocol):

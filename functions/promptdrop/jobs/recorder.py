@@ -18,19 +18,17 @@ import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..adapters.request_log import ITEM_RESPONSE_MAX_BYTES
 from ..background import every
-from ..engine.answers import finish_reason, usage_of
 from ..engine.dispatch import Outcome
-from ..engine.errors import ErrorInfo
 from ..engine.request import Request
 from ..formats import LineError
 from ..jsonsafe import dumps
 from ..messages import PromptFailure
 from ..records import CachedAnswer, ErrorRecord, FailureCode, RequestRecord, RequestStatus
 from .answer_cells import schema_fields
+from .outcome_records import failure_record, success_record
 from .planning import output_base
 from .ports import Journal, MessageSender, ObjectStore
 from .progress import Progress
@@ -47,7 +45,6 @@ _HOLD_MAX_S = 2.5  # the longest an answer waits for company while the rate limi
 # A .csv row's cells kept on its item up to this size (with an answer of up to 300,000 bytes, the
 # item stays under DynamoDB's 400 KB); larger ones go to S3, the item pointing to them.
 COLUMNS_MAX_BYTES = 65_536
-_TIER_MAX_CHARS = 32  # an answer's service_tier is a short word ("default", "flex"); anything else is not kept
 
 
 @dataclass(slots=True, frozen=True)
@@ -119,9 +116,25 @@ class Recorder:
 
     async def outcome(self, outcome: Outcome) -> RequestRecord:
         """Record a request's final outcome; returns its record once it is on record."""
+        record = await self._book(outcome)
+        written = self._written
+        await self._maybe_flush()
+        # Hold this worker (so its slot) until the answer is on record; shielded: one waiter
+        # cancelled must not cancel the write for the others.
+        await asyncio.shield(written)
+        return record
+
+    async def merged(self, outcome: Outcome) -> None:
+        """Record an outcome that came in a provider batch's files: written with the next group (no
+        worker waits on it); the merge flushes before it notes its progress."""
+        await self._book(outcome)
+        await self._maybe_flush()
+
+    async def _book(self, outcome: Outcome) -> RequestRecord:
+        """The outcome's record (and dead letter), buffered for the next group write."""
         request = outcome.request
         if outcome.error is None and outcome.response is not None:
-            record = _success_record(request, outcome)
+            record = success_record(request, outcome)
             self._progress.succeeded(
                 record.model or "",
                 record.prompt_tokens,
@@ -131,7 +144,7 @@ class Recorder:
             )
         else:
             assert outcome.error is not None
-            record = _failure_record(request, outcome, outcome.error)
+            record = failure_record(request, outcome, outcome.error)
             self._letters.append(self._dead_letter(record, request.batch_line()))
             self._progress.failed(record.model or "", record.prompt_tokens, record.completion_tokens)
         if record.response is not None and _too_large(record.response):
@@ -142,11 +155,6 @@ class Recorder:
         if request.columns:
             await self._keep_columns(record, request.columns, schema_fields(json.loads(request.body)))
         self._records.append(record)
-        written = self._written
-        await self._maybe_flush()
-        # Hold this worker (so its slot) until the answer is on record; shielded: one waiter
-        # cancelled must not cancel the write for the others.
-        await asyncio.shield(written)
         return record
 
     async def _keep_columns(self, record: RequestRecord, cells: Columns, fields: list[str]) -> None:
@@ -256,57 +264,6 @@ class Recorder:
 def _too_large(text: str) -> bool:
     # Bytes, not characters: 300,000 characters of CJK text are 900 KB. Encoding only when it may matter.
     return len(text) * 4 > ITEM_RESPONSE_MAX_BYTES and len(text.encode()) > ITEM_RESPONSE_MAX_BYTES
-
-
-def _success_record(request: Request, outcome: Outcome) -> RequestRecord:
-    body = outcome.response or {}
-    input_tokens, output_tokens = usage_of(body)  # each endpoint's usage shape
-    input_tokens += outcome.discarded_tokens[0]  # and the unusable answers asked again: paid for too
-    output_tokens += outcome.discarded_tokens[1]
-    usage = body.get("usage") or {}
-    # Cached input tokens, billed at a discount: chat's prompt_tokens_details, Responses' input_tokens_details.
-    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
-    return RequestRecord(
-        custom_id=request.custom_id,
-        line=request.line,
-        status=RequestStatus.SUCCEEDED,
-        attempts=outcome.attempts,
-        model=body.get("model"),
-        latency_ms=outcome.latency_ms,
-        status_code=outcome.status_code,
-        request_id=outcome.request_id,
-        prompt_tokens=input_tokens,
-        completion_tokens=output_tokens,
-        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
-        finish_reason=finish_reason(body),
-        response=dumps(body),
-        service_tier=_served_tier(body),
-    )
-
-
-def _served_tier(body: dict[str, Any]) -> str | None:
-    """The ``service_tier`` the answer says it was served at (what it is priced at), if it names one."""
-    tier = body.get("service_tier")
-    return tier if isinstance(tier, str) and len(tier) <= _TIER_MAX_CHARS else None
-
-
-def _failure_record(request: Request, outcome: Outcome, error: ErrorInfo) -> RequestRecord:
-    paid_in, paid_out = outcome.discarded_tokens  # unusable answers (structured output…): paid for
-    answered = error.body.get("model") if isinstance(error.body, dict) else None
-    return RequestRecord(
-        custom_id=request.custom_id,
-        line=request.line,
-        status=RequestStatus.FAILED,
-        attempts=outcome.attempts,
-        model=(answered if isinstance(answered, str) else request.model_name()) if paid_in or paid_out else None,
-        prompt_tokens=paid_in,
-        completion_tokens=paid_out,
-        latency_ms=outcome.latency_ms,
-        status_code=error.status_code,
-        request_id=error.request_id,
-        response=dumps(error.body) if error.body is not None else None,
-        error=error.error.as_dict(),
-    )
 
 
 class Recorders:

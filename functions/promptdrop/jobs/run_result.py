@@ -37,6 +37,7 @@ class RunStatus(StrEnum):
     UNFINISHED = "UNFINISHED"  # the deadline came with no work queue: deliver the message again
     CANCELLED = "CANCELLED"  # stopped on request: outputs hold what was done; a redrive resumes
     BUDGET_EXCEEDED = "BUDGET_EXCEEDED"  # the file's budget is spent: outputs hold what was done; a redrive resumes
+    WAITING = "WAITING"  # its requests are at the provider's Batch API: a delayed check message comes back
 
     @property
     def hand_back(self) -> bool:

@@ -8,7 +8,7 @@ run in :mod:`.units`, outcomes are recorded by :mod:`.recorder`, outputs written
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -18,13 +18,15 @@ from ..formats import FileRejected
 from ..messages import PromptFailure, UnitMessage
 from ..records import FINAL_JOB_STATES, ErrorRecord, FailureCode, JobRecord
 from ..settings import Settings
+from .batch_mode import BatchMode
 from .endings import ends_the_job, internal_ending
 from .failures import FileFailures
 from .finalize import Finalizer
-from .modes import RealTimeMode
+from .intake import Intake
+from .modes import FileMode, RealTimeMode
 from .output_writer import OutputWriter
 from .planning import count_lines, make_job_id, output_keys, plan_shards
-from .ports import AnswerCacheStore, EventBus, Journal, MessageSender, ObjectStore
+from .ports import AnswerCacheStore, BatchApi, EventBus, Journal, MessageSender, ObjectStore
 from .progress import Progress
 from .recorder import Recorders
 from .redrive import Redriver
@@ -57,8 +59,10 @@ class JobRunner:
         messages: MessageSender,
         dispatcher_factory: Callable[[], Dispatcher],
         publisher: EventBus | None = None,
+        batches: BatchApi,
         cache: AnswerCacheStore | None = None,
         route: str = "",
+        secrets: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -77,19 +81,26 @@ class JobRunner:
             max_concurrency=settings.max_concurrency,
         )
         self._recorders = recorders
+        intake = Intake(settings=settings, store=store, journal=journal, cache=cache, route=route)
+        realtime = RealTimeMode(
+            settings=settings, store=store, intake=intake, recorders=recorders, dispatcher_factory=dispatcher_factory
+        )
+        batch = BatchMode(
+            settings=settings,
+            store=store,
+            journal=journal,
+            messages=messages,
+            recorders=recorders,
+            intake=intake,
+            api=batches,
+            realtime=realtime,
+            secrets=secrets,
+        )
         self._units = UnitRunner(
             settings=settings,
             journal=journal,
             messages=messages,
-            mode=RealTimeMode(
-                settings=settings,
-                store=store,
-                journal=journal,
-                recorders=recorders,
-                dispatcher_factory=dispatcher_factory,
-                cache=cache,
-                route=route,
-            ),
+            mode=FileMode(settings=settings, store=store, realtime=realtime, batch=batch),
             finalizer=finalizer,
             failures=self._failures,
         )

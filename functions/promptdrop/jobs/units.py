@@ -84,8 +84,12 @@ class UnitRunner:
                     # A shard's first run has nothing to skip either: no need to ask the journal.
                     fresh = fresh or hold.first
                     report = await self._mode.run(
-                        UnitRun(unit, progress, guard, header, fresh=fresh, should_stop=should_stop)
+                        UnitRun(unit, progress, guard, header, fresh=fresh, should_stop=should_stop, hold=hold)
                     )
+                    if report.stopped is StopReason.WAITING:  # its check message is on the queue
+                        await hold.release()
+                        why = "waiting for the provider's batches"
+                        return progress.tag(JobResult(unit.job_id, ref.bucket, ref.key, RunStatus.WAITING, reason=why))
                     ending = self._ending(unit, report, progress, guard)
                     if ending is None and report.stopped is StopReason.DEADLINE:
                         return progress.tag(await self._continue_later(unit, hold, report))

@@ -24,7 +24,7 @@ from promptdrop.records import JobRecord
 from promptdrop.settings import Settings
 
 from tests.fakes import FakeClock
-from tests.unit.jobs.fakes import MemoryBus, MemoryJournal, MemoryQueues, MemoryStore
+from tests.unit.jobs.fakes import MemoryBatches, MemoryBus, MemoryJournal, MemoryQueues, MemoryStore
 
 BUCKET = "in"
 DLQ = "dlq"
@@ -71,6 +71,7 @@ class World:
     queues: MemoryQueues = field(default_factory=MemoryQueues)
     bus: MemoryBus = field(default_factory=MemoryBus)
     api: FakeApi = field(default_factory=FakeApi)
+    batches: MemoryBatches = field(default_factory=MemoryBatches)
     journal: MemoryJournal = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,6 +101,7 @@ class World:
             messages=self.queues,
             dispatcher_factory=dispatcher,
             publisher=self.bus,
+            batches=self.batches,
         )
 
     async def upload(self, key: str, body: str, runner: JobRunner | None = None, **metadata: str) -> JobResult:

@@ -21,12 +21,14 @@ import json
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from promptdrop.adapters.items import request_from_item, request_to_item
 from promptdrop.adapters.leases import LeaseOutcome
 from promptdrop.adapters.request_log import OUTPUT_ATTRIBUTES, LineSet, Prior
 from promptdrop.adapters.s3 import ObjectChanged, ObjectInfo
+from promptdrop.engine.batch_api import BatchView
 from promptdrop.messages import FileFailure, PromptFailure, UnitMessage
 from promptdrop.records import JobRecord, JobStatus, RequestRecord, RequestStatus
 
@@ -37,10 +39,13 @@ class Faults:
 
     def __init__(self) -> None:
         self._planned: dict[str, tuple[BaseException, int | None]] = {}
+        self._spared: Counter[str] = Counter()  # calls at ``name`` still to let through first
         self.calls: Counter[str] = Counter()
 
-    def fail(self, name: str, exc: BaseException, *, times: int | None = 1) -> None:
+    def fail(self, name: str, exc: BaseException, *, times: int | None = 1, after: int = 0) -> None:
+        """``after``: let that many calls through first."""
         self._planned[name] = (exc, times)
+        self._spared[name] = after
 
     def heal(self, name: str) -> None:
         """No more faults at ``name``."""
@@ -49,6 +54,9 @@ class Faults:
     def check(self, name: str) -> None:
         self.calls[name] += 1
         if name not in self._planned:
+            return
+        if self._spared[name]:
+            self._spared[name] -= 1
             return
         exc, times = self._planned[name]
         if times is not None:
@@ -134,12 +142,16 @@ class MemoryQueues(Faults):
     def __init__(self) -> None:
         super().__init__()
         self.sent: dict[str, list[UnitMessage | PromptFailure | FileFailure]] = {}
+        self.delays: list[int] = []  # each message's DelaySeconds, in the order sent
 
-    async def send(self, queue_url: str, messages: Sequence[UnitMessage | PromptFailure | FileFailure]) -> None:
+    async def send(
+        self, queue_url: str, messages: Sequence[UnitMessage | PromptFailure | FileFailure], *, delay_s: int = 0
+    ) -> None:
         self.check("send")
         for message in messages:
             message.dump()  # what SQS would be sent: it must serialize
         self.sent.setdefault(queue_url, []).extend(messages)
+        self.delays.extend([delay_s] * len(messages))
 
     def on(self, queue_url: str) -> list[UnitMessage | PromptFailure | FileFailure]:
         return self.sent.get(queue_url, [])
@@ -164,10 +176,12 @@ class MemoryRequestLog(Faults):
     def __init__(self) -> None:
         super().__init__()
         self.items: dict[str, dict[str, dict[str, Any]]] = {}  # job_id -> sort key -> DynamoDB item
+        self.written: Counter[str] = Counter()  # times each custom_id's record was written
 
     async def write(self, job_id: str, records: Sequence[RequestRecord], now: str) -> None:
         self.check("write")
         items = self.items.setdefault(job_id, {})
+        self.written.update(record.custom_id for record in records)
         for record in records:
             item = request_to_item(job_id, record, now)
             kept = items.get(item["sk"]["S"])
@@ -219,6 +233,11 @@ class _LeaseItem:
     until: float | None = None
     done_at: str | None = None
     ever_taken: bool = False
+    batches: str | None = None  # the unit's provider batches (JSON), as the run holding it saved them
+
+
+class LeaseLost(Exception):
+    """The unit's lease is another run's now (DynamoDB's ConditionalCheckFailed on the owner)."""
 
 
 class _MemoryHold:
@@ -251,6 +270,16 @@ class MemoryUnitHold(_MemoryHold):
     ):
         super().__init__(journal, item, owner, outcome, first)
         self._job_id = job_id
+
+    @property
+    def batches(self) -> str | None:
+        return self._item.batches
+
+    async def save_batches(self, state: str) -> None:
+        self._journal.check("save_batches")
+        if self._item.owner != self._owner:
+            raise LeaseLost(self._job_id)
+        self._item.batches = state
 
     async def complete(self, now: str) -> None:
         self._journal.check("complete")
@@ -420,3 +449,112 @@ class MemoryJournal(Faults):
 
 def failed(record: RequestRecord) -> bool:
     return record.status is RequestStatus.FAILED
+
+
+# -- the provider's Batch API --------------------------------------------------------------------
+
+
+class MemoryBatches(Faults):
+    """The provider's Batch API in memory; a test moves each batch along (:meth:`finish`, :meth:`fail`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []
+        self.created = 0
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}{len(self.files) + len(self.batches) + len(self.deleted)}"
+
+    def _view(self, batch: dict[str, Any]) -> BatchView:
+        return BatchView(
+            batch["id"],
+            batch["status"],
+            batch.get("output"),
+            batch.get("error"),
+            batch["total"],
+            batch.get("completed", 0),
+            batch.get("failed", 0),
+            tuple(batch.get("errors", ())),
+            batch["metadata"],
+        )
+
+    async def upload(self, path: Path) -> str:
+        self.check("upload")
+        file_id = self._id("file-")
+        self.files[file_id] = path.read_bytes()  # noqa: ASYNC240 (a small test file)
+        return file_id
+
+    async def create(self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]) -> BatchView:
+        self.check("create")
+        batch_id = self._id("batch_")
+        total = self.files[input_file_id].count(b"\n")
+        self.batches[batch_id] = {
+            "id": batch_id, "status": "in_progress", "input": input_file_id, "endpoint": endpoint,
+            "metadata": dict(metadata), "total": total,
+        }  # fmt: skip
+        self.created += 1
+        return self._view(self.batches[batch_id])
+
+    async def find(self, metadata: Mapping[str, str]) -> BatchView | None:
+        self.check("find")
+        for batch in reversed(self.batches.values()):
+            if all(batch["metadata"].get(k) == v for k, v in metadata.items()):
+                return self._view(batch)
+        return None
+
+    async def get(self, batch_id: str) -> BatchView:
+        self.check("get")
+        return self._view(self.batches[batch_id])
+
+    async def cancel(self, batch_id: str) -> BatchView:
+        self.check("cancel")
+        batch = self.batches[batch_id]
+        if batch["status"] in ("validating", "in_progress"):
+            batch["status"] = "cancelling"
+        return self._view(batch)
+
+    async def download(self, file_id: str, path: Path) -> None:
+        self.check("download")
+        path.write_bytes(self.files[file_id])  # noqa: ASYNC240 (a small test file)
+
+    async def delete(self, file_id: str) -> None:
+        self.check("delete")
+        if self.files.pop(file_id, None) is not None:
+            self.deleted.append(file_id)
+
+    # -- what the test does at the provider's side --------------------------------------------------
+
+    def inputs(self, batch_id: str) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.files[self.batches[batch_id]["input"]].splitlines()]
+
+    def running(self) -> list[str]:
+        return [b["id"] for b in self.batches.values() if b["status"] in ("validating", "in_progress", "cancelling")]
+
+    def finish(
+        self, batch_id: str, answer: Callable[[dict[str, Any]], dict[str, Any] | None], *, status: str = "completed"
+    ) -> None:
+        """End the batch: ``answer(line)`` gives each input line's output line (None: not run — the
+        error file says ``batch_expired`` or ``batch_cancelled`` as ``status`` says)."""
+        batch = self.batches[batch_id]
+        out, err = [], []
+        why = "batch_expired" if status == "expired" else "batch_cancelled"
+        for line in self.inputs(batch_id):
+            result = answer(line)
+            if result is None:
+                err.append({"custom_id": line["custom_id"], "response": None, "error": {"code": why, "message": why}})
+            elif 200 <= result["response"]["status_code"] < 300:
+                out.append(result)
+            else:
+                err.append(result)
+        for lines_, name in ((out, "output"), (err, "error")):
+            if lines_:
+                file_id = self._id("file-")
+                self.files[file_id] = b"".join(json.dumps(x).encode() + b"\n" for x in lines_)
+                batch[name] = file_id
+        batch |= {"status": status, "completed": len(out), "failed": len(err)}
+
+    def refuse(self, batch_id: str, code: str, message: str) -> None:
+        """The batch fails validation (``token_limit_exceeded``: over the model's enqueued tokens)."""
+        self.batches[batch_id] |= {"status": "failed", "errors": [(code, message)]}

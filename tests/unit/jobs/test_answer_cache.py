@@ -62,6 +62,7 @@ def runner(world: World, cache: MemoryAnswerCache, **env: object) -> JobRunner:
         publisher=world.bus,
         cache=cache,
         route=ROUTE,
+        batches=world.batches,
     )
 
 

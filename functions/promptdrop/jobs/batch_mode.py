@@ -1,0 +1,302 @@
+"""The batch mode: a unit's requests through the provider's Batch API, at half the price (README, "Modes").
+
+One run submits (:mod:`.batch_submit`): the unit's lines past the admission stages — the journal,
+repeats, bad lines, the answer cache, the cost guard — go into Batch API input files, uploaded and
+started as batches. Then the unit waits with no Lambda running: its lease given up, a check message
+on the work queue with ``DelaySeconds`` (``PROMPTDROP_BATCH_POLL_S`` first, doubling to 15 minutes).
+Each check reads its batches' status; an ended batch is merged (:mod:`.batch_merge`) and its files
+deleted at the provider. Once every batch is merged the unit is done — or its unfinished lines go
+the fallback's way: ``realtime`` sends them now (the real-time mode, which skips every final line),
+``fail`` failed them in the merge, each with its reason (``batch_expired``, ``batch_failed``).
+
+Checks are numbered (``UnitMessage.check``); the unit item keeps the number of the newest one acted
+on, so a duplicated check message (a redelivery, a run that died after sending the next one) is
+dropped instead of starting a second chain. A batch refused for the model's enqueued-token limit is
+created again, from its uploaded file, once the unit's other batches of that model are done. A job
+cancelled while it waits cancels its batches at the next check; what they finished is merged, once.
+
+``auto`` is the same with a deadline (``promptdrop-deadline``, default 24 h): at the latest point from
+which the lines not yet answered can still be sent in real time at the account's rate, the batches
+are cancelled and the rest goes flex (falling back to the standard tier as flex does).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
+
+from aws_lambda_powertools import Logger
+
+from ..engine.answers import AnswerCheck
+from ..engine.dispatch import DispatchReport, StopReason
+from ..messages import UnitMessage
+from ..records import FailureCode
+from ..settings import Settings
+from .batch_deadline import switch_at
+from .batch_merge import merge_batch
+from .batch_state import SUBMITTING, WAITING_TOKENS, ProviderBatch, UnitBatches
+from .batch_submit import Spools, input_line, note_failure, submit_batch, submit_spools
+from .intake import Intake
+from .modes import Mode, RealTimeMode, UnitRun, mode_of
+from .ports import BatchApi, Journal, MessageSender, ObjectStore, UnitHold
+from .recorder import Recorder, Recorders
+from .source import header_choice, header_of
+
+__all__ = ["FALLBACK_METADATA", "BatchMode", "Fallback"]
+
+logger = Logger(service="promptdrop", child=True)
+
+FALLBACK_METADATA = "promptdrop-fallback"
+MAX_WAIT_S = 900  # SQS's longest DelaySeconds
+_TOKEN_TRIES = 20  # batches created for one input file refused for enqueued tokens before it fails
+_RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
+class Fallback(StrEnum):
+    REALTIME = "realtime"
+    FAIL = "fail"
+
+
+def fallback_of(settings: Settings, metadata: Mapping[str, str]) -> Fallback:
+    """The file's fallback: the upload's ``promptdrop-fallback``, else ``PROMPTDROP_FALLBACK``."""
+    return header_choice(metadata, FALLBACK_METADATA, Fallback, settings.fallback, FailureCode.INVALID_FALLBACK)
+
+
+class BatchMode:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: ObjectStore,
+        journal: Journal,
+        messages: MessageSender,
+        recorders: Recorders,
+        intake: Intake,
+        api: BatchApi,
+        realtime: RealTimeMode,
+        secrets: Callable[[], Iterable[str]] = tuple,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._journal = journal
+        self._messages = messages
+        self._recorders = recorders
+        self._intake = intake
+        self._api = api
+        self._realtime = realtime
+        self._answers = AnswerCheck(settings.text_policy)  # type: ignore[arg-type]
+        self._secrets = secrets
+        self._clock = clock
+
+    async def run(self, run: UnitRun) -> DispatchReport:
+        assert run.hold is not None, "the unit runner hands its lease in"
+        hold, unit = run.hold, run.unit
+        state = UnitBatches.from_json(hold.batches)
+        if unit.check < state.check:
+            logger.info("an older check of this unit: dropped", extra={"unit": unit.unit, "check": unit.check})
+            return DispatchReport(stopped=StopReason.WAITING)
+        header = run.header if run.header is not None else await header_of(self._store, unit)
+        if state.fallback:  # every batch merged: what they left is sent in real time
+            return await self._realtime.run(run, flex=state.switched or None)
+        step = _Step(self, run, state, hold, header)
+        report = await step.run()
+        if report is None:
+            return await self._realtime.run(run, flex=state.switched or None)
+        return report
+
+
+class _Step:
+    """One run of a unit in batch mode: check, merge, submit, then wait again or end."""
+
+    def __init__(
+        self, mode: BatchMode, run: UnitRun, state: UnitBatches, hold: UnitHold, header: Mapping[str, str]
+    ) -> None:
+        self.m = mode
+        self.run_ = run
+        self.state = state
+        self.hold = hold
+        self.header = header
+        self.unit: UnitMessage = run.unit
+        self.auto = mode_of(mode._settings, header) is Mode.AUTO
+        self.fail = not self.auto and fallback_of(mode._settings, header) is Fallback.FAIL
+
+    async def save(self) -> None:
+        await self.hold.save_batches(self.state.to_json())
+
+    async def run(self) -> DispatchReport | None:
+        """The report the unit ends this run with; None: on to the real-time fallback."""
+        m, run, state = self.m, self.run_, self.state
+        progress = run.progress
+        recorder = m._recorders.for_job(self.unit.job_id, self.unit.bucket, self.unit.key, self.unit.etag, progress)
+        async with progress.reporting(), recorder:
+            due = switch_at(m._settings, self.header, progress.job, state) if self.auto else None
+            if progress.cancelled or (due is not None and m._clock() >= due):
+                await self._cancel(switching=not progress.cancelled)
+            await self._refresh()
+            for batch in state.live:
+                if batch.ended and not await self._merge(batch, recorder):
+                    return await self._wait(0)  # the deadline came mid-merge: the next check goes on
+            if state.live:
+                return await self._wait(self._backoff(due))
+            if progress.cancelled:
+                return DispatchReport(stopped=StopReason.DEADLINE)  # the runner ends it CANCELLED
+            if not state.submitted and not state.switched:
+                if due is not None and m._clock() >= due:
+                    state.switched = state.fallback = True  # too late to batch what is left
+                    await self.save()
+                    return None
+                stopped = await self._submit(recorder)
+                if progress.cancelled:  # while submitting: what went is stopped and merged first
+                    await self._cancel(switching=False)
+                    return await self._wait(0) if state.live else DispatchReport(stopped=StopReason.DEADLINE)
+                if stopped is not None:
+                    return stopped
+                if state.live:
+                    state.checks_waited = 0
+                    return await self._wait(self._backoff(due))
+        return None if state.fallback else DispatchReport()
+
+    # -- submitting --------------------------------------------------------------------------------
+
+    async def _submit(self, recorder: Recorder) -> DispatchReport | None:
+        """Put the unit's lines after the cursor into batches; a report when the run stops here."""
+        m, run, state = self.m, self.run_, self.state
+        progress, guard = run.progress, run.guard
+        spools = Spools(m._settings.batch_max_requests, m._settings.batch_max_bytes)
+        fresh = run.fresh and not state.batches
+        last_added = state.cursor
+        stopped = False
+
+        async def checkpoint(through: int) -> None:
+            await recorder.flush()  # the lines settled before ``through`` are on record first
+            await submit_spools(spools, self.unit, state, m._api, self.save)
+            state.cursor = through
+            await self.save()
+
+        try:
+            async with m._intake.taken(
+                self.unit, progress, guard, self.header, recorder, fresh=fresh, after_line=state.cursor
+            ) as taken:
+                async for request in taken.requests:
+                    line = input_line(request)
+                    if not spools.fits(request, line):
+                        await checkpoint(last_added)
+                    spools.add(request, line)
+                    last_added = request.line
+                    if progress.cancelled or run.should_stop():
+                        stopped = True
+                        break
+            if progress.cancelled:
+                return None  # the caller cancels what went
+            finished = not stopped and guard.refused is None
+            await checkpoint(last_added)
+            if finished:
+                state.submitted = True
+                await self.save()
+        finally:
+            spools.discard()
+        if guard.refused is not None and not state.live:
+            return DispatchReport()  # nothing at the provider: the runner ends it BUDGET_EXCEEDED
+        guard.refused = None  # the budget is waited on: a later check submits more as batches settle
+        if stopped:
+            return await self._wait(0)
+        return None
+
+    # -- checking ----------------------------------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        """Each live batch's status as the provider reports it (a batch not created yet: created)."""
+        m, state = self.m, self.state
+        for batch in state.live:
+            if batch.status == SUBMITTING:
+                await submit_batch(batch, self.unit, m._api)
+            elif batch.status == WAITING_TOKENS:
+                if batch.tries >= _TOKEN_TRIES:
+                    batch.status = "failed"
+                elif not any(o.status in _RUNNING and o.model == batch.model for o in state.live):
+                    await submit_batch(batch, self.unit, m._api)
+            elif not batch.ended and batch.batch_id is not None:
+                view = await m._api.get(batch.batch_id)
+                batch.status, batch.completed, batch.failed = view.status, view.completed, view.failed
+                batch.output_file_id, batch.error_file_id = view.output_file_id, view.error_file_id
+                if view.status == "failed":
+                    note_failure(batch, view.errors)
+        await self.save()
+
+    async def _cancel(self, *, switching: bool) -> None:
+        """Stop the unit's batches (a cancel, or ``auto``'s deadline): what they finished is merged."""
+        m, state = self.m, self.state
+        if state.cancelling:
+            return
+        for batch in state.live:
+            if batch.status in _RUNNING and batch.batch_id is not None:
+                batch.status = (await m._api.cancel(batch.batch_id)).status
+            elif batch.status in (SUBMITTING, WAITING_TOKENS):
+                if batch.batch_id is not None and batch.status == SUBMITTING:
+                    batch.status = (await m._api.cancel(batch.batch_id)).status
+                else:
+                    batch.status = "cancelled"  # never ran at the provider
+        state.cancelling = True
+        state.switched = state.switched or switching
+        await self.save()
+        logger.info("provider batches cancelled", extra={"unit": self.unit.unit, "auto_deadline": switching})
+
+    async def _merge(self, batch: ProviderBatch, recorder: Recorder) -> bool:
+        """Merge an ended batch, then delete its files at the provider; False: the deadline came first."""
+        m, run, state = self.m, self.run_, self.state
+        # Lines a cancel stopped wait for a redrive; auto's switch sends them in real time.
+        fail = self.fail and not state.switched and not run.progress.cancelled
+        merge = await merge_batch(
+            batch,
+            self.unit,
+            self.header,
+            settings=m._settings,
+            store=m._store,
+            journal=m._journal,
+            api=m._api,
+            recorder=recorder,
+            progress=run.progress,
+            answers=m._answers,
+            secrets=m._secrets(),
+            fail_unfinished=fail,
+            should_stop=run.should_stop,
+        )
+        if merge.stopped:
+            return False
+        for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
+            if file_id:
+                await m._api.delete(file_id)
+        batch.merged = True
+        state.fallback = state.fallback or merge.left > 0
+        await self.save()
+        logger.info(
+            "provider batch merged",
+            extra={"batch": batch.batch_id, "status": batch.status, "recorded": merge.recorded, "left": merge.left},
+        )
+        return True
+
+    # -- waiting -----------------------------------------------------------------------------------
+
+    def _backoff(self, due: float | None) -> int:
+        """The wait before the next check: the poll interval, doubling while batches run, to 15 minutes —
+        and never past ``auto``'s switch point."""
+        state, poll = self.state, self.m._settings.batch_poll_s
+        wait = min(poll * 2**state.checks_waited, MAX_WAIT_S)
+        state.checks_waited += 1
+        if due is not None:
+            wait = min(wait, max(0.0, due - self.m._clock()))
+        return int(wait + 0.5)
+
+    async def _wait(self, delay_s: int) -> DispatchReport:
+        """Queue the next check (numbered after this one), then note it: a crash between the two sends
+        a check twice, and the later of the two is dropped as older than the one noted."""
+        queue = self.m._settings.work_queue_url
+        if queue is None:
+            raise RuntimeError("PROMPTDROP_WORK_QUEUE_URL must be set for the batch mode's checks")
+        following = self.unit.check + 1
+        await self.m._messages.send(queue, [self.unit.model_copy(update={"check": following})], delay_s=delay_s)
+        self.state.check = following
+        await self.save()
+        return DispatchReport(stopped=StopReason.WAITING)

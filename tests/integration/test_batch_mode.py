@@ -1,0 +1,203 @@
+"""The batch mode through the real handler, the openai SDK over HTTP to the fake's Batch API, and moto:
+submitted per endpoint and model, waited on with delayed check messages, merged in input order at
+half the price; an expired batch's rest sent in real time; the enqueued-token limit waited out; a
+cancel that stops the provider's batches."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from promptdrop.cli import main as cli
+
+from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, prompt_hash, serve_in_thread
+from infra.local_aws import LocalAws
+from tests.integration.conftest import API_KEY, Pipeline, _pipeline
+
+BATCH = {"promptdrop-mode": "batch"}
+
+
+def put(p: Pipeline, key: str, lines: list[dict[str, Any]], **metadata: str) -> None:
+    body = "".join(json.dumps(line) + "\n" for line in lines)
+    p.s3.put_object(Bucket=p.bucket, Key=key, Body=body.encode(), Metadata=metadata)
+
+
+def until_done(p: Pipeline, key: str, *, timeout_s: float = 60) -> dict[str, Any]:
+    """Play the event-source mapping — the delayed checks included — until the job's summary is written."""
+    deadline = time.monotonic() + timeout_s
+    while p.summary_missing(key):
+        assert time.monotonic() < deadline, f"{key} not finished in {timeout_s} s"
+        p.drain(idle_polls=1)
+        time.sleep(0.3)
+    return p.summary(key)
+
+
+def prompts(n: int, model: str = "gpt-4o-mini", **extra: Any) -> list[dict[str, Any]]:
+    return [{"custom_id": f"q{i}", "model": model, "prompt": f"question {i}", **extra} for i in range(n)]
+
+
+def batch_runs(p: Pipeline, text: str) -> int:
+    return int(p.server.stats()["batch_prompts"].get(prompt_hash(text), 0))
+
+
+def test_a_batch_file_is_answered_through_the_batch_api_at_half_the_price(pipeline: Pipeline) -> None:
+    p = pipeline
+    p.configure(PROMPTDROP_BATCH_POLL_S="1")
+    # Given a file mixing two endpoints and two models, a repeated custom_id and a bad line
+    lines = prompts(4) + [
+        {"custom_id": "e1", "url": "/v1/embeddings", "body": {"model": "text-embedding-3-small", "input": "hi"}},
+        {"custom_id": "big", "model": "gpt-4o", "prompt": "a bigger model"},
+        {"custom_id": "q1", "prompt": "a repeat"},
+        {"custom_id": "bad"},
+    ]
+    put(p, "inputs/b.jsonl", lines, **BATCH)
+    put(p, "inputs/now.jsonl", lines)
+
+    # When both run to the end
+    summary, now = until_done(p, "inputs/b.jsonl"), until_done(p, "inputs/now.jsonl")
+
+    # Then the batch file sent nothing in real time: three batches ran its lines, once each
+    stats = p.server.stats()
+    assert stats["batch_api"]["batches"] == {"completed": 3}
+    assert all(batch_runs(p, f"question {i}") == 1 for i in range(4))
+    assert p.times_seen("question 0") == 1  # the realtime file's call, not the batch file's
+    # and its outputs are whole, in input order, the repeat and the bad line failed alone
+    assert [r["custom_id"] for r in p.jsonl("inputs/b.jsonl", ".out.jsonl")] == ["q0", "q1", "q2", "q3", "e1", "big"]
+    assert sorted(e["custom_id"] for e in p.jsonl("inputs/b.jsonl", ".errors.jsonl")) == ["bad", "q1"]
+    # and the files it uploaded, and the provider's output files, are deleted
+    assert stats["batch_api"]["files"] == 0
+    # billed at the batch tier: half the real-time file's cost for the same tokens
+    assert summary["service_tiers"] == {"batch": 6}
+    assert summary["tokens"] == now["tokens"]
+    assert summary["estimated_cost_usd"] == pytest.approx(now["estimated_cost_usd"] / 2, abs=2e-6)
+
+
+@pytest.fixture(scope="module")
+def expiring_openai() -> Iterator[RunningFakeOpenAI]:
+    """Each batch's window closes after its first two lines."""
+    with serve_in_thread(FakeOpenAIConfig(require_api_key=API_KEY, batch_expire_after=2)) as server:
+        yield server
+
+
+@pytest.fixture
+def expiring(
+    local_aws: LocalAws,
+    expiring_openai: RunningFakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    boto_session: boto3.Session,
+) -> Iterator[Pipeline]:
+    yield from _pipeline(local_aws, expiring_openai, monkeypatch, boto_session)
+
+
+def test_an_expired_batch_keeps_what_it_finished_and_sends_the_rest_in_real_time(expiring: Pipeline) -> None:
+    p = expiring
+    p.configure(PROMPTDROP_BATCH_POLL_S="1")
+    put(p, "inputs/exp.jsonl", prompts(5), **BATCH)
+
+    summary = until_done(p, "inputs/exp.jsonl")
+
+    # Then every line is answered exactly once: two by the batch, three in real time
+    assert summary["status"] == "SUCCEEDED"
+    ran = [(batch_runs(p, f"question {i}"), p.times_seen(f"question {i}")) for i in range(5)]
+    assert ran == [(1, 0), (1, 0), (0, 1), (0, 1), (0, 1)]
+    assert summary["service_tiers"] == {"batch": 2, "default": 3}
+    assert [r["custom_id"] for r in p.jsonl("inputs/exp.jsonl", ".out.jsonl")] == [f"q{i}" for i in range(5)]
+
+
+def test_under_fallback_fail_the_lines_an_expired_batch_left_fail_with_batch_expired(expiring: Pipeline) -> None:
+    p = expiring
+    p.configure(PROMPTDROP_BATCH_POLL_S="1", PROMPTDROP_FALLBACK="fail")
+    put(p, "inputs/fail.jsonl", prompts(4), **BATCH)
+
+    summary = until_done(p, "inputs/fail.jsonl")
+
+    assert summary["status"] == "PARTIAL"
+    assert all(p.times_seen(f"question {i}") == 0 for i in range(4))
+    errors = p.jsonl("inputs/fail.jsonl", ".errors.jsonl")
+    assert [(e["custom_id"], e["error"]["code"]) for e in errors] == [("q2", "batch_expired"), ("q3", "batch_expired")]
+    letters = [m for m in p.dlq() if m["kind"] == "prompt_failure"]
+    assert sorted(m["custom_id"] for m in letters) == ["q2", "q3"]
+    assert all(m["request"]["body"]["model"] == "gpt-4o-mini" for m in letters)  # redrivable as they are
+
+
+@pytest.fixture(scope="module")
+def scarce_openai() -> Iterator[RunningFakeOpenAI]:
+    """Room for one small batch's tokens at a time; each line takes 50 ms."""
+    config = FakeOpenAIConfig(require_api_key=API_KEY, batch_enqueued_tokens=400, batch_line_s=0.05)
+    with serve_in_thread(config) as server:
+        yield server
+
+
+@pytest.fixture
+def scarce(
+    local_aws: LocalAws, scarce_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch, boto_session: boto3.Session
+) -> Iterator[Pipeline]:
+    yield from _pipeline(local_aws, scarce_openai, monkeypatch, boto_session)
+
+
+def test_the_enqueued_token_limit_is_waited_out_not_failed(scarce: Pipeline) -> None:
+    p = scarce
+    p.configure(PROMPTDROP_BATCH_POLL_S="1", PROMPTDROP_BATCH_MAX_REQUESTS="2")
+    put(p, "inputs/tok.jsonl", prompts(6, max_tokens=100), **BATCH)
+
+    summary = until_done(p, "inputs/tok.jsonl", timeout_s=90)
+
+    # Then some batches were refused for enqueued tokens, created again later, and every line answered once
+    statuses = p.server.stats()["batch_api"]["batches"]
+    assert statuses.get("failed", 0) >= 1
+    assert statuses["completed"] == 3
+    assert summary["status"] == "SUCCEEDED"
+    assert all(batch_runs(p, f"question {i}") == 1 for i in range(6))
+
+
+@pytest.fixture(scope="module")
+def slow_batches_openai() -> Iterator[RunningFakeOpenAI]:
+    with serve_in_thread(FakeOpenAIConfig(require_api_key=API_KEY, batch_line_s=0.4)) as server:
+        yield server
+
+
+@pytest.fixture
+def slow_batches(
+    local_aws: LocalAws,
+    slow_batches_openai: RunningFakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    boto_session: boto3.Session,
+) -> Iterator[Pipeline]:
+    yield from _pipeline(local_aws, slow_batches_openai, monkeypatch, boto_session)
+
+
+def test_cancel_stops_the_providers_batches_and_keeps_what_they_finished(
+    slow_batches: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = slow_batches
+    monkeypatch.setenv("PROMPTDROP_BUCKET", p.bucket)
+    p.configure(PROMPTDROP_BATCH_POLL_S="1")
+    put(p, "inputs/stop.jsonl", prompts(10), **BATCH)
+    p.drain(idle_polls=1)  # submitted: the check waits on the queue
+    job = _job_id(p)
+
+    # When the operator cancels it while the batch runs
+    time.sleep(1.0)
+    assert cli(["cancel", job]) == 0
+    summary = until_done(p, "inputs/stop.jsonl")
+
+    # Then the provider's batch was cancelled, what it finished is kept (paid once), nothing sent in real time
+    assert p.server.stats()["batch_api"]["batches"] == {"cancelled": 1}
+    assert summary["status"] == "CANCELLED"
+    kept = [r["custom_id"] for r in p.jsonl("inputs/stop.jsonl", ".out.jsonl")]
+    assert 1 <= len(kept) < 10
+    assert all(p.times_seen(f"question {i}") == 0 for i in range(10))
+    assert all(batch_runs(p, f"question {i}") <= 1 for i in range(10))
+
+
+def _job_id(p: Pipeline) -> str:
+    """The newest job's id, from the table's jobs index as the CLI reads it."""
+    found = p.ddb.scan(
+        TableName=p.stack.table, FilterExpression="sk = :job", ExpressionAttributeValues={":job": {"S": "JOB"}}
+    )
+    (item,) = found["Items"]
+    return str(item["pk"]["S"]).removeprefix("JOB#")
