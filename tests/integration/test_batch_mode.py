@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 import pytest
 from promptdrop.cli import main as cli
+from promptdrop.jobs.batch_deadline import MARGIN_S
 
 from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, prompt_hash, serve_in_thread
 from infra.local_aws import LocalAws
@@ -48,7 +50,8 @@ def test_a_batch_file_is_answered_through_the_batch_api_at_half_the_price(pipeli
     p = pipeline
     p.configure(PROMPTDROP_BATCH_POLL_S="1")
     # Given a file mixing two endpoints and two models, a repeated custom_id and a bad line
-    lines = prompts(4) + [
+    lines = [
+        *prompts(4),
         {"custom_id": "e1", "url": "/v1/embeddings", "body": {"model": "text-embedding-3-small", "input": "hi"}},
         {"custom_id": "big", "model": "gpt-4o", "prompt": "a bigger model"},
         {"custom_id": "q1", "prompt": "a repeat"},
@@ -201,3 +204,25 @@ def _job_id(p: Pipeline) -> str:
     )
     (item,) = found["Items"]
     return str(item["pk"]["S"]).removeprefix("JOB#")
+
+
+def test_auto_batches_until_its_deadline_leaves_just_enough_time_then_sends_the_rest_flex(
+    slow_batches: Pipeline,
+) -> None:
+    p = slow_batches
+    p.configure(PROMPTDROP_BATCH_POLL_S="1", PROMPTDROP_RPM="6000")
+    # Given an auto file due in 10 minutes and 3 seconds: 600 s of it are the margin kept for the
+    # switch (jobs/batch_deadline.py), so its batch may run about 3 s (0.4 s a line at this provider)
+    due = datetime.now(UTC) + timedelta(seconds=MARGIN_S + 3)
+    metadata = {"promptdrop-mode": "auto", "promptdrop-deadline": due.isoformat()}
+    put(p, "inputs/auto.jsonl", prompts(12, model="gpt-5-mini"), **metadata)
+
+    summary = until_done(p, "inputs/auto.jsonl")
+
+    # Then the batch was cancelled at the switch point, and the lines it had not run went flex: each once
+    assert p.server.stats()["batch_api"]["batches"] == {"cancelled": 1}
+    tiers = summary["service_tiers"]
+    assert set(tiers) == {"batch", "flex"}
+    assert tiers["batch"] + tiers["flex"] == 12
+    assert all(batch_runs(p, f"question {i}") + p.times_seen(f"question {i}") == 1 for i in range(12))
+    assert summary["status"] == "SUCCEEDED"

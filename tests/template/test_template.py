@@ -108,7 +108,8 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "OutputPrefix": "results/",
         "Rpm": 0,
         "Tpm": 0,
-        "Mode": "realtime",  # the standard tier unless asked for flex
+        "Mode": "realtime",  # the standard tier unless asked for flex or the Batch API
+        "Fallback": "realtime",  # what a provider batch left is sent in real time
         "AnswerCache": "deterministic",  # temperature-0, embeddings and moderations answers reused
         "BudgetUsd": 0,  # no cost guard unless asked for
         "BudgetTokens": 0,

@@ -10,8 +10,8 @@ the fallback's way: ``realtime`` sends them now (the real-time mode, which skips
 ``fail`` failed them in the merge, each with its reason (``batch_expired``, ``batch_failed``).
 
 Checks are numbered (``UnitMessage.check``); the unit item keeps the number of the newest one acted
-on, so a duplicated check message (a redelivery, a run that died after sending the next one) is
-dropped instead of starting a second chain. A batch refused for the model's enqueued-token limit is
+on, so while batches are live a duplicated check message (a redelivery, a run that died after
+sending the next one) is dropped instead of starting a second chain. A batch refused for the model's enqueued-token limit is
 created again, from its uploaded file, once the unit's other batches of that model are done. A job
 cancelled while it waits cancels its batches at the next check; what they finished is merged, once.
 
@@ -94,7 +94,9 @@ class BatchMode:
         assert run.hold is not None, "the unit runner hands its lease in"
         hold, unit = run.hold, run.unit
         state = UnitBatches.from_json(hold.batches)
-        if unit.check < state.check:
+        if unit.check < state.check and state.live:
+            # The newest check message drives the unit's batches; this one is a duplicate. (With no batch
+            # live — a redrive after a cancel or a spent budget — nothing else drives it: it acts.)
             logger.info("an older check of this unit: dropped", extra={"unit": unit.unit, "check": unit.check})
             return DispatchReport(stopped=StopReason.WAITING)
         header = run.header if run.header is not None else await header_of(self._store, unit)
