@@ -11,9 +11,10 @@ the fallback's way: ``realtime`` sends them now (the real-time mode, which skips
 
 Checks are numbered (``UnitMessage.check``); the unit item keeps the number of the newest one acted
 on, so while batches are live a duplicated check message (a redelivery, a run that died after
-sending the next one) is dropped instead of starting a second chain. A batch refused for the model's enqueued-token limit is
-created again, from its uploaded file, once the unit's other batches of that model are done. A job
-cancelled while it waits cancels its batches at the next check; what they finished is merged, once.
+sending the next one) is dropped instead of starting a second chain. A batch refused for the
+model's enqueued-token limit is created again, from its uploaded file, once the unit's other
+batches of that model are done. A job cancelled while it waits cancels its batches at the next
+check; what they finished is merged, once.
 
 ``auto`` is the same with a deadline (``promptdrop-deadline``, default 24 h): at the latest point from
 which the lines not yet answered can still be sent in real time at the account's rate, the batches
