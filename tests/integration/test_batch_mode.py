@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,6 +20,7 @@ from promptdrop.jobs.batch_deadline import MARGIN_S
 from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, prompt_hash, serve_in_thread
 from infra.local_aws import LocalAws
 from tests.integration.conftest import API_KEY, Pipeline, _pipeline
+from tests.integration.test_cli import Cli
 
 BATCH = {"promptdrop-mode": "batch"}
 
@@ -226,3 +228,36 @@ def test_auto_batches_until_its_deadline_leaves_just_enough_time_then_sends_the_
     assert tiers["batch"] + tiers["flex"] == 12
     assert all(batch_runs(p, f"question {i}") + p.times_seen(f"question {i}") == 1 for i in range(12))
     assert summary["status"] == "SUCCEEDED"
+
+
+def test_status_shows_each_provider_batch_while_the_job_waits_and_submit_takes_the_mode(
+    slow_batches: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    p = slow_batches
+    monkeypatch.setenv("PROMPTDROP_BUCKET", p.bucket)
+    p.configure(PROMPTDROP_BATCH_POLL_S="1")
+    # Given a file submitted with --mode batch, and its first run (it submits and waits)
+    file = tmp_path / "later.jsonl"
+    file.write_text("".join(json.dumps(line) + "\n" for line in prompts(5)))
+    assert cli(["submit", str(file), "--key", "inputs/later.jsonl", "--mode", "batch", "--fallback", "fail"]) == 0
+    p.drain(idle_polls=1)
+    job = _job_id(p)
+
+    # When the operator asks for its status while the batch runs
+    code, waiting = Cli(capsys).json("status", job)
+    assert code == 0
+
+    # Then it shows the provider's batch, its id, status and counts
+    (batch,) = waiting["derived"]["provider_batches"]
+    assert batch["batch_id"].startswith("batch_")
+    assert batch["status"] in ("validating", "in_progress")
+    assert (batch["requests"], batch["merged"]) == (5, False)
+
+    # And once it is done, the batch is merged and the upload's mode and fallback were the ones submitted
+    until_done(p, "inputs/later.jsonl")
+    code, done = Cli(capsys).json("status", job)
+    assert code == 0
+    (batch,) = done["derived"]["provider_batches"]
+    assert (batch["status"], batch["completed"], batch["merged"]) == ("completed", 5, True)
+    metadata = p.s3.head_object(Bucket=p.bucket, Key="inputs/later.jsonl")["Metadata"]
+    assert metadata == {"promptdrop-mode": "batch", "promptdrop-fallback": "fail"}

@@ -155,6 +155,29 @@ class JobStore:
             )
         return job
 
+    def provider_batches(self, job: Job) -> list[dict[str, Any]]:
+        """The job's batches at the provider's Batch API (batch mode), as its units last noted them."""
+        from ..jobs.batch_state import UnitBatches  # imported here: the jobs package is slow to import
+
+        found: list[dict[str, Any]] = []
+        query = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :unit)",
+            "ExpressionAttributeValues": {":pk": {"S": f"JOB#{job.job_id}"}, ":unit": {"S": "UNIT#"}},
+            "ProjectionExpression": "sk, batches",
+        }
+        for page in self._aws.ddb.get_paginator("query").paginate(**query):
+            for item in page["Items"]:
+                state = UnitBatches.from_json(item.get("batches", {}).get("S"))
+                unit = item["sk"]["S"].removeprefix("UNIT#")
+                found += [
+                    {"unit": unit, "batch_id": b.batch_id, "status": b.status, "model": b.model}
+                    | {"endpoint": b.endpoint, "requests": b.requests, "completed": b.completed, "failed": b.failed}
+                    | {"merged": b.merged}
+                    for b in state.batches
+                ]
+        return found
+
     def job_id_of(self, ref: S3Ref) -> str:
         """The job id of the object's current upload (the function computes it the same way)."""
         from ..adapters.s3 import ObjectInfo  # imported here: the jobs package is slow to import

@@ -21,7 +21,7 @@ from .jobstore import REF_HELP, Job, JobStore
 from .resources import Clients, add_resource_flags, resolve
 from .view import Column, View
 
-__all__ = ["add_parser", "describe", "detail_rows", "job_json", "progress_cells", "run"]
+__all__ = ["add_parser", "batch_rows", "describe", "detail_rows", "job_json", "progress_cells", "run"]
 
 
 def _avg_rate(job: Job) -> float | None:
@@ -47,6 +47,7 @@ def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) 
         "recent_rate_per_s": job.recent_rate,
         "eta_s": job.eta_s,
         "failures_by_code": dict(store.failures_by_code(job)) if store is not None and failures else None,
+        "provider_batches": store.provider_batches(job) if store is not None and failures else None,
     }
     return value
 
@@ -107,6 +108,21 @@ def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]
         rows.append(("error", f"{job.error.get('code')}: {job.error.get('message')}"))
     for name in sorted(job.outputs) if job.final else ():  # written when the job ends
         rows.append((name, job.output_uri(name) or "-"))
+    return rows
+
+
+def batch_rows(batches: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """A batch-mode job's batches at the provider: each one's id, status and counts, and in all how
+    many of their requests the provider reports finished (live progress while the job waits)."""
+    if not batches:
+        return []
+    total = sum(b["requests"] for b in batches)
+    finished = sum(b["completed"] + b["failed"] for b in batches)
+    rows = [("at provider", f"{finished:,}/{total:,} finished in {len(batches)} batch(es)")]
+    for b in batches:
+        state = "merged" if b["merged"] else b["status"]
+        counts = f"{b['completed']:,} completed, {b['failed']:,} failed of {b['requests']:,}"
+        rows.append(("batch", f"{b['batch_id'] or '(being created)'} {state}: {counts} ({b['model']})"))
     return rows
 
 
@@ -187,7 +203,7 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
     if view.json_mode:
         view.json(job_json(job, store))
         return ExitCode.OK
-    view.fields(detail_rows(job, store.failures_by_code(job)))
+    view.fields(detail_rows(job, store.failures_by_code(job)) + batch_rows(store.provider_batches(job)))
     if not job.final and parse_time(job.updated_at) is None:
         view.note("(no live progress on this job item: counts appear as the function reports them)")
     return ExitCode.OK

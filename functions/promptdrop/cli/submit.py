@@ -2,8 +2,9 @@
 starts its job — and, with ``--wait``, follow the job to its end and print its summary.
 
 The upload's knobs go up as the object's metadata (its job header, read by the function when the
-job starts): ``--template`` (a ``.csv``'s prompt template), ``--endpoint``, ``--mode``, ``--cache``,
-``--budget-usd``, ``--budget-tokens``, ``--max-requests``. The exit status says how the job ended:
+job starts): ``--template`` (a ``.csv``'s prompt template), ``--endpoint``, ``--mode`` (with
+``--deadline`` and ``--fallback`` for the Batch API), ``--cache``, ``--budget-usd``, ``--budget-tokens``,
+``--max-requests``. The exit status says how the job ended:
 0 when every request succeeded, 1 when some failed or the job failed or was cancelled, 3 when
 ``--timeout`` ran out first (the job goes on).
 """
@@ -19,6 +20,8 @@ from typing import Any
 from ..engine.request import Endpoint
 from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, SUFFIXES
 from ..jobs.answer_cache import CACHE_METADATA, CachePolicy
+from ..jobs.batch_deadline import DEADLINE_METADATA
+from ..jobs.batch_mode import FALLBACK_METADATA, Fallback
 from ..jobs.cost_guard import BUDGET_METADATA
 from ..jobs.modes import MODE_METADATA, Mode
 from .errors import CliError, ExitCode
@@ -77,6 +80,8 @@ def header(args: argparse.Namespace) -> dict[str, str]:
         ENDPOINT_METADATA: args.endpoint,
         MODE_METADATA: args.mode,
         CACHE_METADATA: args.cache,
+        FALLBACK_METADATA: args.fallback,
+        DEADLINE_METADATA: args.deadline,
         BUDGET_METADATA["usd"]: None if args.budget_usd is None else f"{args.budget_usd:g}",
         BUDGET_METADATA["tokens"]: None if args.budget_tokens is None else str(args.budget_tokens),
         BUDGET_METADATA["requests"]: None if args.max_requests is None else str(args.max_requests),
@@ -120,7 +125,18 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     cmd.add_argument("--key", help="object key (default: the input prefix + the file's name)")
     cmd.add_argument("--template", help="a .csv's prompt template, e.g. 'Name one museum in {city}.'")
     cmd.add_argument("--endpoint", type=_endpoint, help="the endpoint of short-form lines that name none")
-    cmd.add_argument("--mode", choices=[m.value for m in Mode], help="realtime, or flex (half price where offered)")
+    cmd.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        help="realtime; flex (half price where offered); batch (the Batch API: half price, within 24 h); "
+        "auto (batch while --deadline allows, then flex, then standard)",
+    )
+    cmd.add_argument("--deadline", help="with --mode auto: when the answers are due (6h, 90m, or an ISO time)")
+    cmd.add_argument(
+        "--fallback",
+        choices=[f.value for f in Fallback],
+        help="lines a provider batch did not finish: sent in real time, or failed",
+    )
     cmd.add_argument("--cache", choices=[c.value for c in CachePolicy], help="the answer cache's policy for this file")
     cmd.add_argument("--budget-usd", type=_positive(float), metavar="N", help="the file's budget in US dollars")
     cmd.add_argument("--budget-tokens", type=_positive(int), metavar="N", help="the file's budget in tokens")
