@@ -4,9 +4,11 @@ A ``.jsonl`` of N chat prompts to ``gpt-5-mini`` (a model with a flex tier; ``ma
 ``temperature`` 0) goes
 through the real handler, in this process, against a local stack (moto) and the fake OpenAI API
 (``--latency-ms``; in flex a share of the flex requests, ``--flex-refusals``, is refused with a 429
-``resource_unavailable``), once per mode: ``realtime`` and ``flex``. Reported per mode: the cost per
-1,000 answers at genai-prices' rates (the summary's ``estimated_cost_usd``), the wall time, the API
-calls the fake received, the flex refusals, and the answers by the tier that served them — each
+``resource_unavailable``), once per mode: ``realtime``, ``flex``, ``batch`` and ``auto`` (its
+deadline the default 24 hours: it batches; the fake's Batch API answers at once, checked after 1 s).
+Reported per mode: the cost per 1,000 answers at genai-prices' rates (the summary's
+``estimated_cost_usd``), the wall time, the real-time API calls the fake received, the lines its
+batches ran, the flex refusals, and the answers by the tier that served them — each
 against the ``realtime`` row measured in the same run (the answer cache off for these rows). Then the
 re-upload: the file runs once with the answer cache on, and again with one line changed — the row
 is that second upload (its API calls, its cost, the answers it took from the cache). Nothing here
@@ -37,7 +39,7 @@ __all__ = ["CostRow", "main", "run_costs"]
 
 KEY = "sk-local-cost-bench"
 MODEL = "gpt-5-mini"
-MODES = ("realtime", "flex")
+MODES = ("realtime", "flex", "batch", "auto")
 
 
 @dataclass
@@ -49,6 +51,7 @@ class CostRow:
     wall_s: float
     api_calls: int
     flex_refused: int
+    batch_lines: int
     tiers: dict[str, int]
 
     @property
@@ -83,6 +86,7 @@ def run_costs(lines: int, *, latency_ms: float = 50.0, flex_refusals: float = 0.
                     POWERTOOLS_LOG_LEVEL="WARNING",
                     POWERTOOLS_METRICS_DISABLED="true",
                     PROMPTDROP_MAX_CONCURRENCY="200",
+                    PROMPTDROP_BATCH_POLL_S="1",
                 )
             )
             os.environ.pop("OPENAI_API_KEY", None)
@@ -124,18 +128,31 @@ def _run(name: str, upload: Upload, body: bytes, metadata: dict[str, str], key: 
     upload.fake.reset()
     started = time.monotonic()
     upload.s3.put_object(Bucket=stack.bucket, Key=key, Body=body, Metadata=metadata)
+    base = f"{stack.output_prefix}{key}"
     with SqsEventSource.for_stack(stack) as source:
         source.drain(upload.handler, wait_s=0)
+        while not _written(upload.s3, stack.bucket, f"{base}.summary.json"):  # a batch's delayed checks
+            time.sleep(0.2)
+            source.drain(upload.handler, wait_s=1, idle_polls=1)
     wall = time.monotonic() - started
-    summary = _summary(upload.s3, stack.bucket, f"{stack.output_prefix}{key}")
+    summary = _summary(upload.s3, stack.bucket, base)
     stats = upload.fake.stats()
     tiers = dict(summary.get("service_tiers") or {})
     if summary.get("cached"):
         tiers["cached"] = int(summary["cached"])
     counts = summary["counts"]
     cost = float(summary["estimated_cost_usd"] or 0.0)
+    batch_lines = sum(stats["batch_prompts"].values())
     return CostRow(
-        name, counts["succeeded"], counts["failed"], cost, wall, stats["requests"], stats["flex_unavailable"], tiers
+        name,
+        counts["succeeded"],
+        counts["failed"],
+        cost,
+        wall,
+        stats["requests"],
+        stats["flex_unavailable"],
+        batch_lines,
+        tiers,
     )
 
 
@@ -144,6 +161,10 @@ def _reupload(upload: Upload, lines: int) -> CostRow:
     key = f"{upload.stack.input_prefix}cost-reupload.jsonl"
     _run("first upload", upload, _lines(lines), {}, key)
     return _run("re-upload", upload, _lines(lines, changed=lines // 2), {}, key)
+
+
+def _written(s3: Any, bucket: str, key: str) -> bool:
+    return int(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0)) > 0
 
 
 def _summary(s3: Any, bucket: str, base: str) -> dict[str, Any]:
@@ -157,7 +178,7 @@ def report(rows: list[CostRow]) -> None:
     print("    with one line changed (answer cache on: 're-upload' is the second upload alone)")
     header = (
         f"{'mode':<9} {'answers':>8} {'failed':>6} {'$ / 1,000':>10} {'x realtime':>10} {'wall s':>7} "
-        f"{'API calls':>9} {'flex 429s':>9}  tiers"
+        f"{'API calls':>9} {'batch lines':>11} {'flex 429s':>9}  tiers"
     )
     print(header)
     print("-" * len(header))
@@ -166,7 +187,7 @@ def report(rows: list[CostRow]) -> None:
         tiers = ", ".join(f"{tier} {count:,}" for tier, count in sorted(row.tiers.items()))
         print(
             f"{row.mode:<9} {row.answers:>8,} {row.failed:>6,} {row.per_1000:>10.5f} {ratio:>10.2f} "
-            f"{row.wall_s:>7.1f} {row.api_calls:>9,} {row.flex_refused:>9,}  {tiers}"
+            f"{row.wall_s:>7.1f} {row.api_calls:>9,} {row.batch_lines:>11,} {row.flex_refused:>9,}  {tiers}"
         )
 
 
