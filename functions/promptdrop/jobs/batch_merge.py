@@ -96,7 +96,8 @@ async def merge_batch(
     """Record the batch's outcomes (``fail_unfinished``: its unfinished lines too, as failures)."""
     merge = Merge()
     done = await journal.requests.done_lines(unit.job_id)
-    window = unit.model_copy(update={"start": batch.start, "first_line": batch.first_line})
+    # Its lines, read from the first one's offset (a .jsonl's); a format read whole is read from its start.
+    window = unit.model_copy(update={"start": batch.start, "first_line": batch.first_line if batch.start else 1})
     index = _Index()
     with tempfile.TemporaryDirectory(prefix="promptdrop-merge-") as directory:
         try:

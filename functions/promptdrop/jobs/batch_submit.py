@@ -16,6 +16,7 @@ unit: a repeated one was failed as a repeat before it got here) and its body as 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -83,9 +84,9 @@ class Spools:
         return taken
 
     def discard(self) -> None:
-        for _, _, spool in self.take():
-            spool.path.unlink(missing_ok=True)
-        self.directory.rmdir()
+        """Close and delete every spool (those not submitted: the run stopped, or an upload failed)."""
+        self.take()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def input_line(request: Request) -> bytes:

@@ -243,3 +243,28 @@ async def test_a_run_that_died_after_creating_its_batch_finds_it_instead_of_crea
 
     # Then the batch the dead run created is the one waited on: no second one
     assert world.batches.created == 1
+
+
+async def test_a_csv_in_batch_mode_keeps_its_line_numbers_and_columns(world: World) -> None:
+    runner = world.runner()
+    csv = "city,country\nParis,France\nLima,Peru\nOslo,Norway\n"
+    header = BATCH | {"promptdrop-template": "Name a museum in {city}."}
+    await world.upload("in/museums.csv", csv, runner=runner, **header)
+    (batch_id,) = world.batches.batches
+    world.batches.finish(batch_id, answered)
+
+    assert await check(world, runner) == [RunStatus.SUCCEEDED]
+    rows = world.store.text("in", "results/in/museums.csv.out.csv").splitlines()
+    assert rows[0].lstrip("\ufeff").startswith("city,country,answer")
+    assert [row.split(",")[0] for row in rows[1:]] == ["Paris", "Lima", "Oslo"]
+    assert "ni muesum a emaN" in rows[1]  # its own answer (the prompt reversed), on its own row
+
+
+async def test_a_batch_file_with_nothing_to_send_ends_at_once(world: World) -> None:
+    runner = world.runner()
+    result = await world.upload("in/bad.jsonl", '{"custom_id": "x"}\nnot json\n', runner=runner, **BATCH)
+
+    assert result.status is RunStatus.PARTIAL or result.status is RunStatus.FAILED
+    assert world.batches.batches == {}
+    assert world.queues.sent.get(WORK, []) == []
+    assert len(world.outputs("in/bad.jsonl", ".errors.jsonl")) == 2
