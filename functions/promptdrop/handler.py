@@ -18,7 +18,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import runtime
 from .events import FileWork, Skip, SqsMessage, UnrecognizedEvent, WorkItem, parse_event, parse_message
-from .jobs import FileRef, JobResult, JobRunner
+from .jobs import FileRef, JobResult, JobRunner, ShouldStop
 from .messages import PromptFailure, UnitMessage
 from .settings import Settings, get_settings
 
@@ -70,8 +70,8 @@ async def _run_items(
     await rt.refresh_key()
     margin_ms = settings.deadline_margin_s * 1000
 
-    def should_stop() -> bool:
-        return context.get_remaining_time_in_millis() < margin_ms
+    def should_stop(within_s: float = 0.0) -> bool:
+        return context.get_remaining_time_in_millis() < margin_ms + within_s * 1000
 
     results = await run_work(rt.runner, work, should_stop=should_stop, last_delivery=last_delivery)
     for result in results:
@@ -83,7 +83,7 @@ async def _run_items(
 
 
 async def run_work(
-    runner: JobRunner, work: list[WorkItem], *, should_stop: Callable[[], bool], last_delivery: bool = False
+    runner: JobRunner, work: list[WorkItem], *, should_stop: ShouldStop, last_delivery: bool = False
 ) -> list[JobResult]:
     """Each work item run by the runner's entry point for it, in order."""
     results: list[JobResult] = []

@@ -125,7 +125,12 @@ class Runtime:
                 max_attempts=settings.max_attempts,
                 output_attempts=settings.output_attempts,
                 answers=answers,
-                flex=FlexPolicy(settings.flex_attempts, FlexFallback(settings.flex_fallback)),
+                flex=FlexPolicy(
+                    settings.flex_attempts,
+                    FlexFallback(settings.flex_fallback),
+                    timeout_s=settings.flex_timeout_s,
+                    extra_s=max(0.0, settings.flex_timeout_s - settings.request_timeout_s),
+                ),
                 rng=random.Random(),
                 secrets=(client.api_key,),  # read per run: a key re-read from the secret is masked too
             )

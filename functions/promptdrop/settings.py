@@ -152,6 +152,14 @@ class Settings(BaseSettings):
     flex_attempts: int = Field(
         default=3, ge=1, le=20, description="Flex refusals (capacity short, a timeout) before the fallback."
     )
+    flex_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        le=900.0,
+        allow_inf_nan=False,
+        description="Timeout of one flex call (OpenAI advises up to 15 minutes); one that could outlive the "
+        "invocation is left to the continuation.",
+    )
     flex_fallback: Literal["standard", "fail"] = Field(
         default="standard", description="A request flex keeps refusing: sent at the standard tier, or failed."
     )

@@ -111,7 +111,7 @@ async def test_a_transient_failure_after_the_stop_is_handed_back_not_retried_pas
         yield Request(7, "r7", b"{}", 1)
 
     # When the run ends, then the request was not retried: it is handed to the continuation
-    report = await dispatcher(failing, 1).run(one(), on_outcome, should_stop=lambda: stopping)
+    report = await dispatcher(failing, 1).run(one(), on_outcome, should_stop=lambda *_: stopping)
     assert (calls, recorded, report.handed_back) == (1, [], 1)
     assert report.resume is not None
     assert report.resume.line == 7

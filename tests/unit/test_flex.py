@@ -10,7 +10,7 @@ import httpx2
 import openai
 import pytest
 from promptdrop.engine.client import Reply
-from promptdrop.engine.dispatch import Dispatcher, Outcome
+from promptdrop.engine.dispatch import Dispatcher, Outcome, StopReason
 from promptdrop.engine.flex import FLEX_UNAVAILABLE, FlexFallback, FlexPolicy, as_flex, as_standard
 from promptdrop.engine.rate_limiter import RateLimiter
 from promptdrop.engine.request import Endpoint, Request
@@ -43,10 +43,12 @@ class Sender:
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
         self.bodies: list[dict[str, Any]] = []
+        self.timeouts: list[float | None] = []  # each call's own timeout (None: the client's)
 
-    async def __call__(self, path: str, body: bytes) -> Reply:
+    async def __call__(self, path: str, body: bytes, timeout_s: float | None = None) -> Reply:
         sent = json.loads(body)
         self.bodies.append(sent)
+        self.timeouts.append(timeout_s)
         if sent.get("service_tier") == "flex" and self.refusals:
             self.refusals -= 1
             raise flex_refusal()
@@ -82,7 +84,7 @@ async def run_flex(
     async def collect(outcome: Outcome) -> None:
         outcomes.append(outcome)
 
-    def deadline_near() -> bool:
+    def deadline_near(within_s: float = 0.0) -> bool:
         return bool(sender.bodies)
 
     report = await dispatcher.run(requests(), collect, should_stop=deadline_near if stop_after_first_call else None)
@@ -167,3 +169,40 @@ def test_flex_answers_are_priced_at_flex_rates() -> None:
     mixed = estimate_cost_usd({price_key("gpt-5-mini", "flex"): (1_000_000, 0), price_key("gpt-5-mini", None): (0, 0)})
     assert mixed == pytest.approx(cost_usd("gpt-5-mini", 1_000_000, 0) / 2)  # type: ignore[operator]
     assert price_key("gpt-5-mini", "default") == "gpt-5-mini"
+
+
+async def test_a_flex_call_that_could_outlive_the_invocation_is_left_to_the_continuation() -> None:
+    # Given 5 minutes left before the stop margin, a flex timeout of 10 minutes (9 more than a standard
+    # call's), and a file of a standard request then a flex one
+    clock = FakeClock()
+    sender = Sender(refusals=0)
+    policy = FlexPolicy(timeout_s=600.0, extra_s=540.0)
+    dispatcher = Dispatcher(sender, limiter=RateLimiter(clock=clock, sleep=clock.sleep), max_concurrency=1,
+                            max_attempts=2, flex=policy, clock=clock, sleep=clock.sleep)  # fmt: skip
+    standard = Request(1, "s", CHAT, 10, model="gpt-4o-mini")
+    flexed = as_flex(Request(2, "f", CHAT, 10, model="gpt-5-mini"))
+
+    async def requests() -> Any:
+        yield standard
+        yield flexed
+
+    def stop(within_s: float = 0.0) -> bool:
+        return within_s > 300.0  # the time left covers a standard call, not a flex one
+
+    outcomes: list[Outcome] = []
+
+    async def collect(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+
+    report = await dispatcher.run(requests(), collect, should_stop=stop)
+
+    # Then the standard request went, the flex one was not started: the continuation resumes at it
+    assert [o.request.custom_id for o in outcomes] == ["s"]
+    assert (report.stopped, report.resume) == (StopReason.DEADLINE, flexed)
+
+
+async def test_a_flex_call_has_its_own_timeout() -> None:
+    clock = FakeClock()
+    sender = Sender(refusals=0)
+    await run_flex(sender, clock, FlexPolicy(timeout_s=600.0, extra_s=480.0))
+    assert sender.timeouts == [600.0]

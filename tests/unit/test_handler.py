@@ -187,17 +187,17 @@ async def test_each_work_item_runs_through_the_runners_entry_point_for_it() -> N
     world = World()
     runner = world.runner()
     world.store.put(BUCKET, "in/a.jsonl", lines("one"))
-    (first,) = await run_work(runner, [FileWork(BUCKET, "in/a.jsonl")], should_stop=lambda: False)
+    (first,) = await run_work(runner, [FileWork(BUCKET, "in/a.jsonl")], should_stop=lambda *_: False)
     assert first.status is RunStatus.SUCCEEDED
 
     # a redriven file failure of a finished job runs it again (nothing left to send)
-    (again,) = await run_work(runner, [FileWork(BUCKET, "in/a.jsonl", redrive=True)], should_stop=lambda: False)
+    (again,) = await run_work(runner, [FileWork(BUCKET, "in/a.jsonl", redrive=True)], should_stop=lambda *_: False)
     assert again.status is RunStatus.SUCCEEDED
     assert world.api.prompts == ["one"]
 
     # a unit message of a finished unit, and a prompt failure of an answered prompt, send nothing
     unit = UnitMessage(job_id=first.job_id or "", bucket=BUCKET, key="in/a.jsonl", etag="e", unit="all")
     failure = PromptFailure(job_id=first.job_id or "", bucket=BUCKET, key="in/a.jsonl", custom_id="p1", line=1)
-    results = await run_work(runner, [unit, failure], should_stop=lambda: False)
+    results = await run_work(runner, [unit, failure], should_stop=lambda *_: False)
     assert [r.status for r in results] == [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED]
     assert world.api.prompts == ["one"]

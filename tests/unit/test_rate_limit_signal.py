@@ -121,7 +121,7 @@ async def test_a_request_stuck_in_429s_is_handed_back_at_the_deadline_not_failed
     clock = FakeClock()
     deadline = clock.now + 30.0
     outcomes, report = await run(
-        make_dispatcher(LimitedFor(2), clock, concurrency=2), 1, 2, 3, 4, should_stop=lambda: clock.now >= deadline
+        make_dispatcher(LimitedFor(2), clock, concurrency=2), 1, 2, 3, 4, should_stop=lambda *_: clock.now >= deadline
     )
     # Then the others are answered, line 2 gets no outcome (no failure recorded), and the run
     # stops as for a deadline, resuming at line 2: the continuation sends it again

@@ -28,6 +28,7 @@ import aiohttp
 import httpx2
 from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAioHttpClient, NotGiven
 from openai._models import FinalRequestOptions
+from openai._types import RequestOptions
 
 __all__ = ["LeanAsyncOpenAI", "Reply", "make_client"]
 
@@ -81,17 +82,23 @@ class LeanAsyncOpenAI(AsyncOpenAI):
         super().__init__(**options)
         self.max_connections = max_connections
 
-    async def post_ready(self, path: str, body: bytes) -> Reply:
+    async def post_ready(self, path: str, body: bytes, timeout_s: float | None = None) -> Reply:
         """POST ``body`` to ``path`` (``/responses``…); a non-2xx answer raises the SDK's typed error, as
-        ``post`` does. The engine's ``Sender``."""
+        ``post`` does. ``timeout_s``: this call's own timeout (a flex call's). The engine's ``Sender``."""
         parts = self._parts(path)
         if parts is None:
-            response: httpx2.Response = await self.post(
-                path, cast_to=httpx2.Response, content=body, options={"max_retries": 0}
-            )
+            options: RequestOptions = {"max_retries": 0}
+            if timeout_s is not None:
+                options["timeout"] = timeout_s
+            response: httpx2.Response = await self.post(path, cast_to=httpx2.Response, content=body, options=options)
             return Reply(response.status_code, response.headers, response.content)
+        timeout = parts.timeout
+        if timeout_s is not None:
+            timeout = aiohttp.ClientTimeout(
+                total=timeout_s, connect=timeout.connect, sock_connect=timeout.sock_connect, sock_read=timeout_s
+            )
         try:
-            async with self._pool().post(parts.url, data=body, headers=parts.headers, timeout=parts.timeout) as answer:
+            async with self._pool().post(parts.url, data=body, headers=parts.headers, timeout=timeout) as answer:
                 content = await answer.read()
         except TimeoutError as err:  # aiohttp's ServerTimeoutError is one too
             raise APITimeoutError(request=_sent(parts, body)) from err

@@ -23,7 +23,10 @@ with the code ``rate_limited_until_deadline``.
 
 A flex request (``flex.py``) refused for want of flex capacity backs off alone — no pause, no
 slower rate, nothing told to the fleet — and goes at the standard tier after ``FlexPolicy.attempts``
-refusals, or at the first refusal once ``should_stop()`` says the deadline nears.
+refusals, or at the first refusal once another flex call could outlive the invocation. A flex call
+has its own timeout (``FlexPolicy.timeout_s``: OpenAI advises up to 15 minutes); one that could
+outlive the time left is not started: the run stops there, as at its deadline, and the continuation
+sends it (``should_stop(within_s)``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 
@@ -44,15 +47,20 @@ from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, 
 from .flex import FlexFallback, FlexPolicy, FlexRefused, as_standard
 from .membership import Membership
 from .model_limiters import ModelLimiters
-from .outcome import DispatchReport, Outcome, StopReason, answer_outcome
+from .outcome import DispatchReport, Outcome, ShouldStop, StopReason, answer_outcome
 from .rate_limiter import RateLimiter
 from .request import Request
 
-__all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "StopReason"]
+__all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "ShouldStop", "StopReason"]
 
-Sender = Callable[[str, bytes], Awaitable[Reply]]  # (the endpoint's path, the body)
 OnOutcome = Callable[["Outcome"], Awaitable[object]]  # what it returns is not used
-ShouldStop = Callable[[], bool]
+
+
+class Sender(Protocol):
+    """POSTs a ready body to an endpoint's path (``client.LeanAsyncOpenAI.post_ready``); ``timeout_s``:
+    this call's own timeout (a flex call's), else the client's."""
+
+    def __call__(self, path: str, body: bytes, timeout_s: float | None = None) -> Awaitable[Reply]: ...
 
 
 class Dispatcher:
@@ -151,7 +159,8 @@ class Dispatcher:
             if report.fatal is not None:
                 report.stopped = StopReason.FATAL
                 return
-            if run.should_stop is not None and run.should_stop():
+            # A flex call may take longer than a standard one: it is not started unless it can end in time.
+            if run.should_stop is not None and run.should_stop(self._flex.extra_s if request.flex else 0.0):
                 report.stopped, report.resume = StopReason.DEADLINE, request
                 return
             await queue.put(request)
@@ -208,7 +217,7 @@ class Dispatcher:
                     return None
                 try:
                     started = self._clock()
-                    reply = await self._send(request.endpoint.path, request.body)
+                    reply = await self._post(request)
                 finally:
                     limiter.release()
                 data = parse_answer(request.endpoint, reply.content, reply.status_code)
@@ -269,7 +278,7 @@ class Dispatcher:
         report.flex_refused += 1
         if info.status_code == 429:
             refused.limiter.refund(request.cost)  # refused, not served: the reservation goes back
-        if refusals < self._flex.attempts and (run.should_stop is None or not run.should_stop()):
+        if refusals < self._flex.attempts and (run.should_stop is None or not run.should_stop(self._flex.extra_s)):
             report.retries += 1
             await self._sleep(self.backoff_s(refusals, info.retry_after))
             return request
@@ -277,6 +286,12 @@ class Dispatcher:
             return None
         report.flex_fallbacks += 1
         return as_standard(request)  # sent at once
+
+    def _post(self, request: Request) -> Awaitable[Reply]:
+        """The call itself: a flex one with its own timeout, when it has one."""
+        if request.flex and self._flex.timeout_s is not None:
+            return self._send(request.endpoint.path, request.body, self._flex.timeout_s)
+        return self._send(request.endpoint.path, request.body)
 
     async def _admit(self, limiter: RateLimiter, request: Request, stop: ShouldStop | None) -> bool:
         self._admitting += 1  # counted while it waits: see rate_bound

@@ -53,6 +53,8 @@ class FlexFallback(StrEnum):
 class FlexPolicy:
     attempts: int = 3  # flex refusals (429 resource_unavailable, or a timeout) before the fallback
     fallback: FlexFallback = FlexFallback.STANDARD
+    timeout_s: float | None = None  # a flex call's timeout (None: the client's, as a standard call's)
+    extra_s: float = 0.0  # how much longer than a standard call a flex call may take (its timeout's excess)
 
 
 def as_flex(request: Request) -> Request:

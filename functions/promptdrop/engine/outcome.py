@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from .client import Reply
 from .errors import ErrorInfo
 from .request import Request
 
-__all__ = ["DispatchReport", "Outcome", "StopReason", "answer_outcome"]
+__all__ = ["DispatchReport", "Outcome", "ShouldStop", "StopReason", "answer_outcome"]
 
 
 @dataclass(slots=True)
@@ -29,6 +29,14 @@ class Outcome:
     discarded_tokens: tuple[int, int] = (0, 0)  # input, output tokens of its unusable answers: paid, not kept
     flex_refused: int = 0  # times the flex tier refused it (capacity short, or a timeout)
     tier: str | None = None  # the tier it is billed at when its answer does not say so (the Batch API's)
+
+
+class ShouldStop(Protocol):
+    """Whether a run must stop now (its invocation's deadline nears, or it was cancelled) — or, given
+    ``within_s``, whether it would have to before that many more seconds pass: a call that long would
+    outlive the invocation."""
+
+    def __call__(self, within_s: float = 0.0) -> bool: ...
 
 
 class StopReason(StrEnum):

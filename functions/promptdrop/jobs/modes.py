@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Protocol
 
-from ..engine.dispatch import Dispatcher, DispatchReport, Outcome
+from ..engine.dispatch import Dispatcher, DispatchReport, Outcome, ShouldStop
 from ..engine.flex import as_flex
 from ..engine.request import Request
 from ..messages import UnitMessage
@@ -69,7 +69,7 @@ class UnitRun:
     guard: CostGuard  # its limits are set by the mode, from the job header and the job item
     header: Mapping[str, str] | None  # the upload's metadata, if the caller has read it already
     fresh: bool  # nothing of this unit can have been done yet: no need to ask the journal
-    should_stop: Callable[[], bool]
+    should_stop: ShouldStop
     hold: UnitHold | None = None  # the unit's lease (the batch mode keeps its provider batches on it)
 
 
@@ -106,8 +106,8 @@ class RealTimeMode:
             if flex is None:
                 flex = mode_of(self._settings, header) is Mode.FLEX
 
-            def stop() -> bool:
-                return progress.cancelled or run.should_stop()
+            def stop(within_s: float = 0.0) -> bool:
+                return progress.cancelled or run.should_stop(within_s)
 
             async def on_outcome(outcome: Outcome) -> None:
                 guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once

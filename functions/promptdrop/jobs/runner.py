@@ -13,7 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
-from ..engine.dispatch import Dispatcher
+from ..engine.dispatch import Dispatcher, ShouldStop
 from ..formats import FileRejected
 from ..messages import PromptFailure, UnitMessage
 from ..records import FINAL_JOB_STATES, ErrorRecord, FailureCode, JobRecord
@@ -34,12 +34,12 @@ from .run_result import FileRef, JobResult, RunStatus, now_iso
 from .source import suffix
 from .units import UnitRunner
 
-__all__ = ["JobRunner"]
+__all__ = ["JobRunner", "ShouldStop"]
 
 logger = Logger(service="promptdrop", child=True)
 
 
-def _never() -> bool:
+def _never(within_s: float = 0.0) -> bool:
     return False
 
 
@@ -118,7 +118,7 @@ class JobRunner:
         ref: FileRef,
         *,
         redrive: bool = False,
-        should_stop: Callable[[], bool] = _never,
+        should_stop: ShouldStop = _never,
         last_delivery: bool = False,
     ) -> JobResult:
         """A new upload (or a redriven file failure): plan the job, run it or queue its shards.
@@ -212,7 +212,7 @@ class JobRunner:
         return JobResult(whole.job_id, ref.bucket, ref.key, RunStatus.SHARDED, reason=f"{len(shards)} shards queued")
 
     async def run_unit(
-        self, unit: UnitMessage, *, should_stop: Callable[[], bool] = _never, last_delivery: bool = False
+        self, unit: UnitMessage, *, should_stop: ShouldStop = _never, last_delivery: bool = False
     ) -> JobResult:
         """A shard or a continuation from the work queue.
 

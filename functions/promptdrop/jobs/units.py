@@ -11,12 +11,12 @@ what was answered — unless the fault is a passing AWS one and the message will
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from aws_lambda_powertools import Logger
 
 from ..adapters.leases import LeaseOutcome
-from ..engine.dispatch import DispatchReport, StopReason
+from ..engine.dispatch import DispatchReport, ShouldStop, StopReason
 from ..formats import FileRejected
 from ..messages import UnitMessage
 from ..records import FailureCode
@@ -57,7 +57,7 @@ class UnitRunner:
         self,
         unit: UnitMessage,
         *,
-        should_stop: Callable[[], bool],
+        should_stop: ShouldStop,
         fresh: bool = False,
         header: Mapping[str, str] | None = None,
         last_delivery: bool = False,

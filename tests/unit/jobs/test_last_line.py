@@ -241,7 +241,7 @@ async def test_a_continuation_that_cannot_be_queued_for_good_ends_the_job(world:
     world.store.put(BUCKET, KEY, FIVE)
     runner = world.runner(max_concurrency=1)
 
-    result = await runner.run_file(FileRef(BUCKET, KEY), should_stop=lambda: len(world.api.prompts) >= 1)
+    result = await runner.run_file(FileRef(BUCKET, KEY), should_stop=lambda *_: len(world.api.prompts) >= 1)
 
     assert result.status is RunStatus.FAILED
     assert_ended_by(world, result.job_id, "TypeError: Object of type bytes is not JSON serializable")

@@ -71,7 +71,7 @@ async def test_a_resumed_shard_sends_only_the_lines_not_done(world: World) -> No
     runner = world.runner(max_concurrency=1)
     unit = UnitMessage(job_id="j", bucket=BUCKET, key="in/shard.jsonl", etag=info.etag, unit="shard-0")
     await _start(world, "j", "in/shard.jsonl", info.etag, units_total=1)
-    stopped = await runner.run_unit(unit, should_stop=lambda: len(world.api.prompts) >= 1)
+    stopped = await runner.run_unit(unit, should_stop=lambda *_: len(world.api.prompts) >= 1)
     assert stopped.status is RunStatus.CONTINUED
     sent_first = len(world.api.prompts)
     assert 1 <= sent_first < 4
@@ -95,7 +95,7 @@ async def test_the_deadline_queues_a_continuation_at_the_first_line_not_sent(wor
     runner = world.runner(max_concurrency=1)
 
     # When it runs
-    result = await runner.run_unit(unit, should_stop=lambda: len(world.api.prompts) >= 1)
+    result = await runner.run_unit(unit, should_stop=lambda *_: len(world.api.prompts) >= 1)
 
     # Then it continues on the work queue from the next line's offset, its unit lease given up
     assert result.status is RunStatus.CONTINUED
@@ -112,7 +112,7 @@ async def test_without_a_work_queue_the_deadline_hands_the_message_back(world: W
     info = world.store.put(BUCKET, "in/back.jsonl", lines("one", "two"))
     await _start(world, "j", "in/back.jsonl", info.etag)
     unit = UnitMessage(job_id="j", bucket=BUCKET, key="in/back.jsonl", etag=info.etag, unit="all")
-    result = await world.runner(work_queue_url=None).run_unit(unit, should_stop=lambda: True)
+    result = await world.runner(work_queue_url=None).run_unit(unit, should_stop=lambda *_: True)
     assert result.status is RunStatus.UNFINISHED
     assert result.status.hand_back
 
