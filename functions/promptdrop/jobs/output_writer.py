@@ -73,6 +73,16 @@ DETAIL_TYPES = {
 }
 
 
+def _cost_by_tier(tokens: dict[PriceKey, tuple[int, int, int]]) -> dict[str, float | None]:
+    """The estimated cost of the answers of each tier priced apart (``standard`` for the rest): which way
+    the answers came, and what each way cost."""
+    by_tier: dict[str, dict[PriceKey, tuple[int, int, int]]] = {}
+    for key, counts in tokens.items():
+        tier = key[1] if isinstance(key, tuple) and key[1] else "standard"
+        by_tier.setdefault(tier, {})[key] = counts
+    return {tier: estimate_cost_usd(part) for tier, part in sorted(by_tier.items())}
+
+
 class OutputWriter:
     def __init__(
         self, *, journal: Journal, store: ObjectStore, default_model: str, publisher: EventBus | None = None
@@ -100,6 +110,7 @@ class OutputWriter:
         locations = {name: f"s3://{out_bucket}/{key}" for name, key in keys.items()}
         summary = _summary(job, cost, report, locations)
         summary["service_tiers"] = tally.service_tiers
+        summary["cost_by_tier"] = _cost_by_tier(tally.tokens_by_model)
         summary["cached"] = tally.cached
         await self._store.put_json(out_bucket, keys["summary"], summary)
         await self._journal.close_job(job)
