@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 
 from aws_lambda_powertools import Logger
 
-from ..engine.answers import AnswerCheck
+from ..engine.answers import AnswerCheck, TextPolicy
 from ..engine.dispatch import DispatchReport, StopReason
 from ..messages import UnitMessage
 from ..records import FailureCode
@@ -44,7 +45,7 @@ from .ports import BatchApi, Journal, MessageSender, ObjectStore, UnitHold
 from .recorder import Recorder, Recorders
 from .source import header_choice, header_of
 
-__all__ = ["FALLBACK_METADATA", "BatchMode", "Fallback"]
+__all__ = ["FALLBACK_METADATA", "BatchMode", "BatchParts", "Fallback", "fallback_of"]
 
 logger = Logger(service="promptdrop", child=True)
 
@@ -64,49 +65,46 @@ def fallback_of(settings: Settings, metadata: Mapping[str, str]) -> Fallback:
     return header_choice(metadata, FALLBACK_METADATA, Fallback, settings.fallback, FailureCode.INVALID_FALLBACK)
 
 
+@dataclass(slots=True, frozen=True)
+class BatchParts:
+    """What the batch mode works with: the adapters, the provider's Batch API, the real-time mode it
+    falls back to, and the answer checks it judges a batch's answers by."""
+
+    settings: Settings
+    store: ObjectStore
+    journal: Journal
+    messages: MessageSender
+    recorders: Recorders
+    intake: Intake
+    api: BatchApi
+    realtime: RealTimeMode
+    secrets: Callable[[], Iterable[str]] = tuple  # the API key(s) now: masked in what the API answers
+    clock: Callable[[], float] = time.time
+
+    @property
+    def answers(self) -> AnswerCheck:
+        return AnswerCheck(TextPolicy(self.settings.text_policy))
+
+
 class BatchMode:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        store: ObjectStore,
-        journal: Journal,
-        messages: MessageSender,
-        recorders: Recorders,
-        intake: Intake,
-        api: BatchApi,
-        realtime: RealTimeMode,
-        secrets: Callable[[], Iterable[str]] = tuple,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._settings = settings
-        self._store = store
-        self._journal = journal
-        self._messages = messages
-        self._recorders = recorders
-        self._intake = intake
-        self._api = api
-        self._realtime = realtime
-        self._answers = AnswerCheck(settings.text_policy)  # type: ignore[arg-type]
-        self._secrets = secrets
-        self._clock = clock
+    def __init__(self, parts: BatchParts) -> None:
+        self._parts = parts
 
     async def run(self, run: UnitRun) -> DispatchReport:
         assert run.hold is not None, "the unit runner hands its lease in"
-        hold, unit = run.hold, run.unit
+        parts, hold, unit = self._parts, run.hold, run.unit
         state = UnitBatches.from_json(hold.batches)
         if unit.check < state.check and state.live:
             # The newest check message drives the unit's batches; this one is a duplicate. (With no batch
             # live — a redrive after a cancel or a spent budget — nothing else drives it: it acts.)
             logger.info("an older check of this unit: dropped", extra={"unit": unit.unit, "check": unit.check})
             return DispatchReport(stopped=StopReason.WAITING)
-        header = run.header if run.header is not None else await header_of(self._store, unit)
+        header = run.header if run.header is not None else await header_of(parts.store, unit)
         if state.fallback:  # every batch merged: what they left is sent in real time
-            return await self._realtime.run(run, flex=state.switched or None)
-        step = _Step(self, run, state, hold, header)
-        report = await step.run()
+            return await parts.realtime.run(run, flex=state.switched or None)
+        report = await _Step(parts, run, state, hold, header).run()
         if report is None:
-            return await self._realtime.run(run, flex=state.switched or None)
+            return await parts.realtime.run(run, flex=state.switched or None)
         return report
 
 
@@ -114,28 +112,28 @@ class _Step:
     """One run of a unit in batch mode: check, merge, submit, then wait again or end."""
 
     def __init__(
-        self, mode: BatchMode, run: UnitRun, state: UnitBatches, hold: UnitHold, header: Mapping[str, str]
+        self, parts: BatchParts, run: UnitRun, state: UnitBatches, hold: UnitHold, header: Mapping[str, str]
     ) -> None:
-        self.m = mode
+        self.parts = parts
         self.run_ = run
         self.state = state
         self.hold = hold
         self.header = header
         self.unit: UnitMessage = run.unit
-        self.auto = mode_of(mode._settings, header) is Mode.AUTO
-        self.fail = not self.auto and fallback_of(mode._settings, header) is Fallback.FAIL
+        self.auto = mode_of(parts.settings, header) is Mode.AUTO
+        self.fail = not self.auto and fallback_of(parts.settings, header) is Fallback.FAIL
 
     async def save(self) -> None:
         await self.hold.save_batches(self.state.to_json())
 
     async def run(self) -> DispatchReport | None:
         """The report the unit ends this run with; None: on to the real-time fallback."""
-        m, run, state = self.m, self.run_, self.state
+        parts, run, state = self.parts, self.run_, self.state
         progress = run.progress
-        recorder = m._recorders.for_job(self.unit.job_id, self.unit.bucket, self.unit.key, self.unit.etag, progress)
+        recorder = parts.recorders.for_job(self.unit.job_id, self.unit.bucket, self.unit.key, self.unit.etag, progress)
         async with progress.reporting(), recorder:
-            due = switch_at(m._settings, self.header, progress.job, state) if self.auto else None
-            if progress.cancelled or (due is not None and m._clock() >= due):
+            due = switch_at(parts.settings, self.header, progress.job, state) if self.auto else None
+            if progress.cancelled or (due is not None and parts.clock() >= due):
                 await self._cancel(switching=not progress.cancelled)
             await self._refresh()
             for batch in state.live:
@@ -146,7 +144,7 @@ class _Step:
             if progress.cancelled:
                 return DispatchReport(stopped=StopReason.DEADLINE)  # the runner ends it CANCELLED
             if not state.submitted and not state.switched:
-                if due is not None and m._clock() >= due:
+                if due is not None and parts.clock() >= due:
                     state.switched = state.fallback = True  # too late to batch what is left
                     await self.save()
                     return None
@@ -165,21 +163,21 @@ class _Step:
 
     async def _submit(self, recorder: Recorder) -> DispatchReport | None:
         """Put the unit's lines after the cursor into batches; a report when the run stops here."""
-        m, run, state = self.m, self.run_, self.state
+        parts, run, state = self.parts, self.run_, self.state
         progress, guard = run.progress, run.guard
-        spools = Spools(m._settings.batch_max_requests, m._settings.batch_max_bytes)
+        spools = Spools(parts.settings.batch_max_requests, parts.settings.batch_max_bytes)
         fresh = run.fresh and not state.batches
         last_added = state.cursor
         stopped = False
 
         async def checkpoint(through: int) -> None:
             await recorder.flush()  # the lines settled before ``through`` are on record first
-            await submit_spools(spools, self.unit, state, m._api, self.save)
+            await submit_spools(spools, self.unit, state, parts.api, self.save)
             state.cursor = through
             await self.save()
 
         try:
-            async with m._intake.taken(
+            async with parts.intake.taken(
                 self.unit, progress, guard, self.header, recorder, fresh=fresh, after_line=state.cursor
             ) as taken:
                 async for request in taken.requests:
@@ -211,17 +209,17 @@ class _Step:
 
     async def _refresh(self) -> None:
         """Each live batch's status as the provider reports it (a batch not created yet: created)."""
-        m, state = self.m, self.state
+        parts, state = self.parts, self.state
         for batch in state.live:
             if batch.status == SUBMITTING:
-                await submit_batch(batch, self.unit, m._api)
+                await submit_batch(batch, self.unit, parts.api)
             elif batch.status == WAITING_TOKENS:
                 if batch.tries >= _TOKEN_TRIES:
                     batch.status = "failed"
                 elif not any(o.status in _RUNNING and o.model == batch.model for o in state.live):
-                    await submit_batch(batch, self.unit, m._api)
+                    await submit_batch(batch, self.unit, parts.api)
             elif not batch.ended and batch.batch_id is not None:
-                view = await m._api.get(batch.batch_id)
+                view = await parts.api.get(batch.batch_id)
                 batch.status, batch.completed, batch.failed = view.status, view.completed, view.failed
                 batch.output_file_id, batch.error_file_id = view.output_file_id, view.error_file_id
                 if view.status == "failed":
@@ -230,15 +228,15 @@ class _Step:
 
     async def _cancel(self, *, switching: bool) -> None:
         """Stop the unit's batches (a cancel, or ``auto``'s deadline): what they finished is merged."""
-        m, state = self.m, self.state
+        parts, state = self.parts, self.state
         if state.cancelling:
             return
         for batch in state.live:
             if batch.status in _RUNNING and batch.batch_id is not None:
-                batch.status = (await m._api.cancel(batch.batch_id)).status
+                batch.status = (await parts.api.cancel(batch.batch_id)).status
             elif batch.status in (SUBMITTING, WAITING_TOKENS):
                 if batch.batch_id is not None and batch.status == SUBMITTING:
-                    batch.status = (await m._api.cancel(batch.batch_id)).status
+                    batch.status = (await parts.api.cancel(batch.batch_id)).status
                 else:
                     batch.status = "cancelled"  # never ran at the provider
         state.cancelling = True
@@ -248,21 +246,21 @@ class _Step:
 
     async def _merge(self, batch: ProviderBatch, recorder: Recorder) -> bool:
         """Merge an ended batch, then delete its files at the provider; False: the deadline came first."""
-        m, run, state = self.m, self.run_, self.state
+        parts, run, state = self.parts, self.run_, self.state
         # Lines a cancel stopped wait for a redrive; auto's switch sends them in real time.
         fail = self.fail and not state.switched and not run.progress.cancelled
         merge = await merge_batch(
             batch,
             self.unit,
             self.header,
-            settings=m._settings,
-            store=m._store,
-            journal=m._journal,
-            api=m._api,
+            settings=parts.settings,
+            store=parts.store,
+            journal=parts.journal,
+            api=parts.api,
             recorder=recorder,
             progress=run.progress,
-            answers=m._answers,
-            secrets=m._secrets(),
+            answers=parts.answers,
+            secrets=parts.secrets(),
             fail_unfinished=fail,
             should_stop=run.should_stop,
         )
@@ -270,7 +268,7 @@ class _Step:
             return False
         for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
             if file_id:
-                await m._api.delete(file_id)
+                await parts.api.delete(file_id)
         batch.merged = True
         state.fallback = state.fallback or merge.left > 0
         await self.save()
@@ -285,21 +283,21 @@ class _Step:
     def _backoff(self, due: float | None) -> int:
         """The wait before the next check: the poll interval, doubling while batches run, to 15 minutes —
         and never past ``auto``'s switch point."""
-        state, poll = self.state, self.m._settings.batch_poll_s
+        state, poll = self.state, self.parts.settings.batch_poll_s
         wait = min(poll * 2**state.checks_waited, MAX_WAIT_S)
         state.checks_waited += 1
         if due is not None:
-            wait = min(wait, max(0.0, due - self.m._clock()))
+            wait = min(wait, max(0.0, due - self.parts.clock()))
         return int(wait + 0.5)
 
     async def _wait(self, delay_s: int) -> DispatchReport:
         """Queue the next check (numbered after this one), then note it: a crash between the two sends
         a check twice, and the later of the two is dropped as older than the one noted."""
-        queue = self.m._settings.work_queue_url
+        queue = self.parts.settings.work_queue_url
         if queue is None:
             raise RuntimeError("PROMPTDROP_WORK_QUEUE_URL must be set for the batch mode's checks")
         following = self.unit.check + 1
-        await self.m._messages.send(queue, [self.unit.model_copy(update={"check": following})], delay_s=delay_s)
+        await self.parts.messages.send(queue, [self.unit.model_copy(update={"check": following})], delay_s=delay_s)
         self.state.check = following
         await self.save()
         return DispatchReport(stopped=StopReason.WAITING)

@@ -18,7 +18,7 @@ from ..formats import FileRejected
 from ..messages import PromptFailure, UnitMessage
 from ..records import FINAL_JOB_STATES, ErrorRecord, FailureCode, JobRecord
 from ..settings import Settings
-from .batch_mode import BatchMode
+from .batch_mode import BatchMode, BatchParts
 from .endings import ends_the_job, internal_ending
 from .failures import FileFailures
 from .finalize import Finalizer
@@ -86,15 +86,17 @@ class JobRunner:
             settings=settings, store=store, intake=intake, recorders=recorders, dispatcher_factory=dispatcher_factory
         )
         batch = BatchMode(
-            settings=settings,
-            store=store,
-            journal=journal,
-            messages=messages,
-            recorders=recorders,
-            intake=intake,
-            api=batches,
-            realtime=realtime,
-            secrets=secrets,
+            BatchParts(
+                settings=settings,
+                store=store,
+                journal=journal,
+                messages=messages,
+                recorders=recorders,
+                intake=intake,
+                api=batches,
+                realtime=realtime,
+                secrets=secrets,
+            )
         )
         self._units = UnitRunner(
             settings=settings,
