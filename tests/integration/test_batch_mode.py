@@ -131,8 +131,9 @@ def test_under_fallback_fail_the_lines_an_expired_batch_left_fail_with_batch_exp
 
 @pytest.fixture(scope="module")
 def scarce_openai() -> Iterator[RunningFakeOpenAI]:
-    """Room for one small batch's tokens at a time; each line takes 50 ms."""
-    config = FakeOpenAIConfig(require_api_key=API_KEY, batch_enqueued_tokens=400, batch_line_s=0.05)
+    """Room for one small batch's tokens at a time; each line takes half a second (the first batch still
+    runs while the others are created, however slow the machine)."""
+    config = FakeOpenAIConfig(require_api_key=API_KEY, batch_enqueued_tokens=400, batch_line_s=0.5)
     with serve_in_thread(config) as server:
         yield server
 
