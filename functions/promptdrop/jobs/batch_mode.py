@@ -218,6 +218,7 @@ class _Step:
                     batch.status = "failed"
                 elif not any(o.status in _RUNNING and o.model == batch.model for o in state.live):
                     await submit_batch(batch, self.unit, parts.api)
+                    state.checks_waited = 0  # a batch just started: checked as soon as a new one is
             elif not batch.ended and batch.batch_id is not None:
                 view = await parts.api.get(batch.batch_id)
                 batch.status, batch.completed, batch.failed = view.status, view.completed, view.failed
