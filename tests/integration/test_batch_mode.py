@@ -5,6 +5,7 @@ cancel that stops the provider's batches."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -48,6 +49,35 @@ def batch_runs(p: Pipeline, text: str) -> int:
     return int(p.server.stats()["batch_prompts"].get(prompt_hash(text), 0))
 
 
+# The fake API's Batch API, as each test needs it: a window that closes after two lines of each batch;
+# room for one small batch's tokens at a time, each line taking half a second (the first batch still
+# runs while the others are created, however slow the machine); lines that take 0.4 s each.
+PROVIDERS: dict[str, dict[str, Any]] = {
+    "expiring": {"batch_expire_after": 2},
+    "scarce": {"batch_enqueued_tokens": 400, "batch_line_s": 0.5},
+    "slow": {"batch_line_s": 0.4},
+}
+
+
+@pytest.fixture(scope="module")
+def providers() -> Iterator[dict[str, RunningFakeOpenAI]]:
+    with contextlib.ExitStack() as stack:
+        config = {name: FakeOpenAIConfig(require_api_key=API_KEY, **given) for name, given in PROVIDERS.items()}
+        yield {name: stack.enter_context(serve_in_thread(value)) for name, value in config.items()}
+
+
+@pytest.fixture
+def provider(
+    request: pytest.FixtureRequest,
+    local_aws: LocalAws,
+    providers: dict[str, RunningFakeOpenAI],
+    monkeypatch: pytest.MonkeyPatch,
+    boto_session: boto3.Session,
+) -> Iterator[Pipeline]:
+    """The pipeline on one of :data:`PROVIDERS` (the test names it: ``indirect`` parametrization)."""
+    yield from _pipeline(local_aws, providers[request.param], monkeypatch, boto_session)
+
+
 def test_a_batch_file_is_answered_through_the_batch_api_at_half_the_price(pipeline: Pipeline) -> None:
     p = pipeline
     p.configure(PROMPTDROP_BATCH_POLL_S="1")
@@ -81,25 +111,9 @@ def test_a_batch_file_is_answered_through_the_batch_api_at_half_the_price(pipeli
     assert summary["estimated_cost_usd"] == pytest.approx(now["estimated_cost_usd"] / 2, abs=2e-6)
 
 
-@pytest.fixture(scope="module")
-def expiring_openai() -> Iterator[RunningFakeOpenAI]:
-    """Each batch's window closes after its first two lines."""
-    with serve_in_thread(FakeOpenAIConfig(require_api_key=API_KEY, batch_expire_after=2)) as server:
-        yield server
-
-
-@pytest.fixture
-def expiring(
-    local_aws: LocalAws,
-    expiring_openai: RunningFakeOpenAI,
-    monkeypatch: pytest.MonkeyPatch,
-    boto_session: boto3.Session,
-) -> Iterator[Pipeline]:
-    yield from _pipeline(local_aws, expiring_openai, monkeypatch, boto_session)
-
-
-def test_an_expired_batch_keeps_what_it_finished_and_sends_the_rest_in_real_time(expiring: Pipeline) -> None:
-    p = expiring
+@pytest.mark.parametrize("provider", ["expiring"], indirect=True)
+def test_an_expired_batch_keeps_what_it_finished_and_sends_the_rest_in_real_time(provider: Pipeline) -> None:
+    p = provider
     p.configure(PROMPTDROP_BATCH_POLL_S="1")
     put(p, "inputs/exp.jsonl", prompts(5), **BATCH)
 
@@ -113,8 +127,9 @@ def test_an_expired_batch_keeps_what_it_finished_and_sends_the_rest_in_real_time
     assert [r["custom_id"] for r in p.jsonl("inputs/exp.jsonl", ".out.jsonl")] == [f"q{i}" for i in range(5)]
 
 
-def test_under_fallback_fail_the_lines_an_expired_batch_left_fail_with_batch_expired(expiring: Pipeline) -> None:
-    p = expiring
+@pytest.mark.parametrize("provider", ["expiring"], indirect=True)
+def test_under_fallback_fail_the_lines_an_expired_batch_left_fail_with_batch_expired(provider: Pipeline) -> None:
+    p = provider
     p.configure(PROMPTDROP_BATCH_POLL_S="1", PROMPTDROP_FALLBACK="fail")
     put(p, "inputs/fail.jsonl", prompts(4), **BATCH)
 
@@ -129,24 +144,9 @@ def test_under_fallback_fail_the_lines_an_expired_batch_left_fail_with_batch_exp
     assert all(m["request"]["body"]["model"] == "gpt-4o-mini" for m in letters)  # redrivable as they are
 
 
-@pytest.fixture(scope="module")
-def scarce_openai() -> Iterator[RunningFakeOpenAI]:
-    """Room for one small batch's tokens at a time; each line takes half a second (the first batch still
-    runs while the others are created, however slow the machine)."""
-    config = FakeOpenAIConfig(require_api_key=API_KEY, batch_enqueued_tokens=400, batch_line_s=0.5)
-    with serve_in_thread(config) as server:
-        yield server
-
-
-@pytest.fixture
-def scarce(
-    local_aws: LocalAws, scarce_openai: RunningFakeOpenAI, monkeypatch: pytest.MonkeyPatch, boto_session: boto3.Session
-) -> Iterator[Pipeline]:
-    yield from _pipeline(local_aws, scarce_openai, monkeypatch, boto_session)
-
-
-def test_the_enqueued_token_limit_is_waited_out_not_failed(scarce: Pipeline) -> None:
-    p = scarce
+@pytest.mark.parametrize("provider", ["scarce"], indirect=True)
+def test_the_enqueued_token_limit_is_waited_out_not_failed(provider: Pipeline) -> None:
+    p = provider
     p.configure(PROMPTDROP_BATCH_POLL_S="1", PROMPTDROP_BATCH_MAX_REQUESTS="2")
     put(p, "inputs/tok.jsonl", prompts(6, max_tokens=100), **BATCH)
 
@@ -160,26 +160,11 @@ def test_the_enqueued_token_limit_is_waited_out_not_failed(scarce: Pipeline) -> 
     assert all(batch_runs(p, f"question {i}") == 1 for i in range(6))
 
 
-@pytest.fixture(scope="module")
-def slow_batches_openai() -> Iterator[RunningFakeOpenAI]:
-    with serve_in_thread(FakeOpenAIConfig(require_api_key=API_KEY, batch_line_s=0.4)) as server:
-        yield server
-
-
-@pytest.fixture
-def slow_batches(
-    local_aws: LocalAws,
-    slow_batches_openai: RunningFakeOpenAI,
-    monkeypatch: pytest.MonkeyPatch,
-    boto_session: boto3.Session,
-) -> Iterator[Pipeline]:
-    yield from _pipeline(local_aws, slow_batches_openai, monkeypatch, boto_session)
-
-
+@pytest.mark.parametrize("provider", ["slow"], indirect=True)
 def test_cancel_stops_the_providers_batches_and_keeps_what_they_finished(
-    slow_batches: Pipeline, monkeypatch: pytest.MonkeyPatch
+    provider: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    p = slow_batches
+    p = provider
     monkeypatch.setenv("PROMPTDROP_BUCKET", p.bucket)
     p.configure(PROMPTDROP_BATCH_POLL_S="1")
     put(p, "inputs/stop.jsonl", prompts(10), **BATCH)
@@ -209,10 +194,11 @@ def _job_id(p: Pipeline) -> str:
     return str(item["pk"]["S"]).removeprefix("JOB#")
 
 
+@pytest.mark.parametrize("provider", ["slow"], indirect=True)
 def test_auto_batches_until_its_deadline_leaves_just_enough_time_then_sends_the_rest_flex(
-    slow_batches: Pipeline,
+    provider: Pipeline,
 ) -> None:
-    p = slow_batches
+    p = provider
     p.configure(PROMPTDROP_BATCH_POLL_S="1", PROMPTDROP_RPM="6000")
     # Given an auto file due in 10 minutes and 3 seconds: 600 s of it are the margin kept for the
     # switch (jobs/batch_deadline.py), so its batch may run about 3 s (0.4 s a line at this provider)
@@ -231,10 +217,11 @@ def test_auto_batches_until_its_deadline_leaves_just_enough_time_then_sends_the_
     assert summary["status"] == "SUCCEEDED"
 
 
+@pytest.mark.parametrize("provider", ["slow"], indirect=True)
 def test_status_shows_each_provider_batch_while_the_job_waits_and_submit_takes_the_mode(
-    slow_batches: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+    provider: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    p = slow_batches
+    p = provider
     monkeypatch.setenv("PROMPTDROP_BUCKET", p.bucket)
     p.configure(PROMPTDROP_BATCH_POLL_S="1")
     # Given a file submitted with --mode batch, and its first run (it submits and waits)
