@@ -33,7 +33,7 @@ from ..records import FailureCode
 from ..settings import Settings
 from .admission import AlreadyDone, BadLines, Guarded, Repeats, Stage, admitted
 from .answer_cache import CachePolicy, RunCache, policy_of
-from .cost_guard import CostGuard, budget_of
+from .cost_guard import CostGuard, TierOf, budget_of, flex_tier
 from .ports import AnswerCacheStore, Journal, ObjectStore, RequestLog
 from .progress import Progress
 from .recorder import Recorders
@@ -52,6 +52,13 @@ class Mode(StrEnum):
 def mode_of(settings: Settings, metadata: Mapping[str, str]) -> Mode:
     """The file's mode: the upload's ``promptdrop-mode``, else ``PROMPTDROP_MODE``."""
     return header_choice(metadata, MODE_METADATA, Mode, settings.mode, FailureCode.INVALID_MODE)
+
+
+def _guard_tier(settings: Settings, mode: Mode) -> TierOf | None:
+    """The tier the cost guard reserves each request at (jobs/cost_guard.py ``flex_tier``); None: standard."""
+    if mode is not Mode.FLEX:
+        return None
+    return flex_tier(lambda request: sent_as(request, mode).flex, falls_back=settings.flex_fallback == "standard")
 
 
 def sent_as(request: Request, mode: Mode) -> Request:
@@ -123,7 +130,11 @@ class RealTimeMode:
             lines = cache.ahead(parsed) if cache is not None else parsed
             stages: list[Stage] = [already, Repeats(recorder, answered, track=whole), BadLines(recorder)]
             stages += [cache] if cache is not None else []
-            stages.append(Guarded(guard, progress))
+
+            def stop() -> bool:
+                return progress.cancelled or should_stop()
+
+            stages.append(Guarded(guard, progress, tier_of=_guard_tier(self._settings, mode), stopping=stop))
 
             async def count_left() -> None:
                 # Stop sending (those in flight finish); count what is left for the dead letter.
@@ -131,13 +142,10 @@ class RealTimeMode:
                     cache.stop_looking()
                 guard.left = 1 + sum([1 async for item in lines if already.left(item)])
 
-            def stop() -> bool:
-                return progress.cancelled or should_stop()
-
             async def on_outcome(outcome: Outcome) -> None:
-                guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
                 progress.sent()  # an outcome from the dispatcher: the request reached the API
                 record = await recorder.outcome(outcome)
+                guard.settle(outcome)  # counted now (the recorder priced it): its worst case no longer is
                 if cache is not None:
                     await cache.settled(outcome, record)
 
