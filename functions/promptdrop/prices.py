@@ -22,9 +22,8 @@ the standard rates. A model the library knows no flex price for is priced at its
 ``processing: batch`` variant) where it has one; else the model's flex rates, where it has them
 (flex is priced like the Batch API: OpenAI's flex processing guide says so, and the library's input
 and output rates agree for every model priced both ways); else half the standard rates — OpenAI's
-Batch API guide
-(https://platform.openai.com/docs/guides/batch) sells every batch at "a 50% discount" on the
-standard price, so a model the library has no batch figure for is still priced as billed.
+Batch API guide (https://platform.openai.com/docs/guides/batch) sells every batch at "a 50%
+discount" on the standard price, so a model the library has no batch figure for is still priced as billed.
 """
 
 from __future__ import annotations
