@@ -144,8 +144,8 @@ class RealTimeMode:
 
             async def on_outcome(outcome: Outcome) -> None:
                 progress.sent()  # an outcome from the dispatcher: the request reached the API
-                record = await recorder.outcome(outcome)
-                guard.settle(outcome)  # counted now (the recorder priced it): its worst case no longer is
+                # Its worst case no longer counts once its cost does: the guard lets it go then.
+                record = await recorder.outcome(outcome, counted=lambda: guard.settle(outcome))
                 if cache is not None:
                     await cache.settled(outcome, record)
 

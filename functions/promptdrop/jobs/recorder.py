@@ -117,8 +117,10 @@ class Recorder:
                 with contextlib.suppress(Exception):
                     await self.flush()
 
-    async def outcome(self, outcome: Outcome) -> RequestRecord:
-        """Record a request's final outcome; returns its record once it is on record."""
+    async def outcome(self, outcome: Outcome, *, counted: Callable[[], None] | None = None) -> RequestRecord:
+        """Record a request's final outcome; returns its record once it is on record. ``counted`` is
+        called as soon as its tokens and cost count in the run's progress, before the write is awaited
+        (the cost guard then lets its reservation go: nothing waits on the journal for it)."""
         request = outcome.request
         if outcome.error is None and outcome.response is not None:
             record = _success_record(request, outcome)
@@ -135,6 +137,8 @@ class Recorder:
             record = _failure_record(request, outcome, outcome.error)
             self._letters.append(self._dead_letter(record, request.batch_line()))
             self._progress.failed(record.model or "", record.prompt_tokens, record.completion_tokens)
+        if counted is not None:
+            counted()
         if record.response is not None and _too_large(record.response):
             # Too large for a DynamoDB item (400 KB): kept in S3, the item points to it.
             pointer = f"{output_base(self._job.output_prefix, self._job.key)}.responses/{request.line}.json"

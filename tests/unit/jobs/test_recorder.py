@@ -89,6 +89,21 @@ async def test_prompt_cache_writes_are_recorded_and_priced_above_input(world: Wo
     assert expected > (cost_usd("gpt-5.6-cyber", 4000, 10, 1000) or 0) + 2048 * 3e-6  # the writes cost more
 
 
+async def test_counted_is_told_once_the_cost_counts_before_the_write_is_awaited(world: World) -> None:
+    # Given a recorder that writes once four answers wait
+    recorder, progress = await recorder_for(world, concurrency=4)
+    seen: list[tuple[int, int]] = []
+
+    def counted() -> None:  # what the cost guard sees when it lets the reservation go
+        seen.append((progress.run.succeeded, len(world.journal.requests.of("j"))))
+
+    async with recorder:
+        await recorder.outcome(answered(request(1)), counted=counted)
+    # Then it was told with the answer counted in the progress and nothing written yet
+    assert seen == [(1, 0)]
+    assert len(world.journal.requests.of("j")) == 1
+
+
 async def test_answers_are_written_together_in_one_batch(world: World) -> None:
     recorder, _ = await recorder_for(world, concurrency=4)
     async with recorder:
