@@ -148,6 +148,23 @@ async def test_a_request_is_refused_only_when_it_cannot_fit_with_nothing_in_flig
     assert guard.refused == f"${one:.6f} was spent, $0.000000 more at most in flight, and it may cost ${one:.6f}"
 
 
+async def test_a_token_budget_waits_too_and_a_caller_that_cannot_wait_is_refused_at_once() -> None:
+    guard = CostGuard(Budget(tokens=1500))
+    assert guard.admit(request(1, cost=1000), Spent())
+    # A Batch API file settles nothing until it is submitted whole: it cannot wait for room
+    assert await guard.wait_to_admit(request(2, cost=1000), Spent, wait=False) is False
+    assert guard.refused == "0 tokens were used, 1,000 more at most in flight, and it may use 1,000"
+    # Otherwise it waits, and fits once the first settles having used 300 tokens
+    guard.refused = None
+    used = Spent()
+    waiting = asyncio.create_task(guard.wait_to_admit(request(2, cost=1000), lambda: used))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    used = Spent(tokens=300)
+    guard.settle(answered(request(1, cost=1000)))
+    assert await waiting is True
+
+
 async def test_a_request_over_the_cap_or_of_a_model_without_a_price_is_refused_at_once() -> None:
     guard = CostGuard(Budget(requests=2, usd=1.0))
     assert guard.admit(request(1, cost=10), Spent(requests=0))

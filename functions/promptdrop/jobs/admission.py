@@ -114,7 +114,9 @@ class Guarded:
     budget nears. A unit's run stops at the first request that cannot fit; a redrive (``refuse``) fails
     that one request, with a dead letter that can send it once the budget is raised. ``stopping``: the
     run is ending (its deadline, a cancel): a request waiting for room is let through unreserved, for
-    the dispatcher — which sends nothing once it stops — to hand to the continuation."""
+    the dispatcher — which sends nothing once it stops — to hand to the continuation. ``wait=False``:
+    what does not fit is refused at once (a mode whose requests settle only once all are admitted —
+    a Batch API file, submitted whole — would wait for ever)."""
 
     def __init__(
         self,
@@ -124,8 +126,10 @@ class Guarded:
         refuse: Recorder | None = None,
         tier_of: TierOf | None = None,
         stopping: Callable[[], bool] = lambda: False,
+        wait: bool = True,
     ) -> None:
         self._guard = guard
+        self._wait = wait
         self._progress = progress
         self._refuse = refuse
         self._tier_of = tier_of
@@ -136,7 +140,9 @@ class Guarded:
         if not isinstance(item, Request) or not guard.limits.active:
             return Verdict.NEXT
         tier = None if self._tier_of is None else self._tier_of(item)
-        admitted = await guard.wait_to_admit(item, self._progress.spent, tier=tier, stopping=self._stopping)
+        admitted = await guard.wait_to_admit(
+            item, self._progress.spent, tier=tier, stopping=self._stopping, wait=self._wait
+        )
         if admitted is not False:  # admitted, or the run stops and will not send it
             return Verdict.NEXT
         if self._refuse is None:

@@ -199,13 +199,16 @@ class CostGuard:
         tier: str | None = None,
         stopping: Callable[[], bool] = lambda: False,
         poll_s: float = _POLL_S,
+        wait: bool = True,
     ) -> bool | None:
         """Admit ``request`` once it fits: True. False (``refused`` says why) when it cannot fit: over the
         request cap, a model without a price, or over a budget with nothing in flight to settle. While
         requests in flight hold its room, it waits for them to settle; None when the run stops meanwhile
         (``stopping()``, or a fatal outcome): it is neither sent nor refused — the dispatcher, stopping,
         sends nothing more (at a deadline it hands the request to the continuation). ``stopping`` is
-        asked every ``poll_s`` too: a request handed back at a deadline never settles."""
+        asked every ``poll_s`` too: a request handed back at a deadline never settles. ``wait=False``
+        refuses at once what does not fit now: for a caller whose requests settle only after it stops
+        admitting (a Batch API file is submitted whole), waiting would never end."""
         if not self.limits.active:
             return True
         worst = worst_case(request, tier)
@@ -215,7 +218,7 @@ class CostGuard:
                 self._in_flight[request.line] = worst
                 return True
             reason, final = why
-            if final or not self._in_flight:
+            if final or not wait or not self._in_flight:
                 self.refused = reason
                 return False
             if self.halted or stopping():
