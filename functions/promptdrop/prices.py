@@ -8,19 +8,28 @@ not at cold start.
 
 One ``calc_price`` call takes about 0.2 ms — too slow for every answer. A model's prices are linear
 in its tokens unless it has tiers (a higher rate past some prompt size), so each model's per-token
-rates (input, cached input, output) are read from the library once per container and applied with
-plain arithmetic; a model whose rates change with the request's size is priced by the library call
-by call instead. Cached input tokens are part of the prompt tokens, billed at their own rate.
+rates (input, cached input, cache write, output) are read from the library once per container and
+applied with plain arithmetic; a model whose rates change with the request's size is priced by the
+library call by call instead. Cached input tokens (read from the prompt cache) and cache-write
+tokens (written to it: newer models bill them above the input rate) are both part of the prompt
+tokens, each billed at its own rate; a model the library gives no cache-write rate bills them as input.
 
 Each answer is priced at the ``service_tier`` it says it was served at: ``flex`` answers at the
 library's flex rates (half the standard ones for the models that offer flex), everything else at
 the standard rates. A model the library knows no flex price for is priced at its standard rates.
+
+``batch`` (the Batch API) is priced, in this order: the library's own batch price (its
+``processing: batch`` variant) where it has one; else the model's flex rates, where it has them
+(flex is priced like the Batch API: OpenAI's flex processing guide says so, and the library's input
+and output rates agree for every model priced both ways); else half the standard rates — OpenAI's
+Batch API guide (https://platform.openai.com/docs/guides/batch) sells every batch at "a 50%
+discount" on the standard price, so a model the library has no batch figure for is still priced as billed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -28,10 +37,12 @@ if TYPE_CHECKING:
     from genai_prices.types import PriceCalculation
 
 __all__ = [
+    "BATCH",
     "FLEX",
     "PROVIDER",
     "PriceKey",
     "Rates",
+    "batch_of",
     "cost_usd",
     "estimate_cost_usd",
     "has_flex",
@@ -42,8 +53,13 @@ __all__ = [
 
 PROVIDER = "openai"
 FLEX = "flex"  # the service tier priced apart (genai-prices' ``service_tier`` price variant)
-# What tokens are priced by: a model's name, or (model, service tier) for an answer served at a tier
-# priced apart. A plain name is the standard tier.
+BATCH = "batch"  # the Batch API (genai-prices' ``processing`` price variant, else as the module says)
+_PRICED_APART = (FLEX, BATCH)
+# What the library is asked for each tier priced apart (its price variants' ``when``).
+_CONTEXT: dict[str, dict[str, str]] = {FLEX: {"service_tier": FLEX}, BATCH: {"processing": BATCH}}
+_BATCH_DISCOUNT = 0.5  # OpenAI's Batch API: "a 50% discount" on the standard price (see the module's docstring)
+# What tokens are priced by: a model's name, or (model, tier) for an answer served at a tier priced
+# apart. A plain name is the standard tier.
 PriceKey = str | tuple[str, str | None]
 # Probes for the per-token rates: a small request, and a large one to tell tiered prices apart.
 _SMALL = 1_000
@@ -52,54 +68,112 @@ _LARGE = 1_000_000
 
 @dataclass(slots=True, frozen=True)
 class Rates:
-    """USD per token; ``tiered``: the rates change with the request's size (priced call by call)."""
+    """USD per token; ``tiered``: the rates change with the request's size (priced call by call by the
+    library, asked for ``source``'s prices and scaled by ``factor``)."""
 
     model: str
     input: float
     cached_input: float
     output: float
+    cache_write: float | None = None  # None: cache writes billed as input
     tiered: bool = False
-    tier: str | None = None  # the service tier these rates are for (None: standard)
+    tier: str | None = None  # the tier these rates are for (None: standard)
+    source: str | None = None  # the library's prices they come from (None: standard; FLEX; BATCH)
+    factor: float = 1.0  # applied to those prices: half the standard for a batch with no price of its own
 
-    def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
-        """The price of one call's usage (``cached_tokens`` are part of ``prompt_tokens``)."""
+    def cost(
+        self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
+    ) -> float:
+        """One call's price (``cached_tokens`` and ``cache_write_tokens`` are part of ``prompt_tokens``)."""
         cached = min(max(cached_tokens, 0), prompt_tokens)
+        written = min(max(cache_write_tokens, 0), prompt_tokens - cached)
         if self.tiered:
-            return _calc(self.model, prompt_tokens, completion_tokens, cached, self.tier)
-        return (prompt_tokens - cached) * self.input + cached * self.cached_input + completion_tokens * self.output
+            return _calc(self.model, prompt_tokens, completion_tokens, cached, written, self.source) * self.factor
+        fresh = prompt_tokens - cached - written
+        write = self.input if self.cache_write is None else self.cache_write
+        return fresh * self.input + cached * self.cached_input + written * write + completion_tokens * self.output
 
 
-def _calculation(model: str, prompt: int, completion: int, cached: int, tier: str | None = None) -> PriceCalculation:
+def _calculation(
+    model: str, prompt: int, completion: int, cached: int, written: int = 0, tier: str | None = None
+) -> PriceCalculation:
     from genai_prices import Usage, calc_price  # on first use: see the module's docstring
 
-    usage = Usage(input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached or None)
-    context = {"service_tier": tier} if tier == FLEX else None
+    usage = Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cache_read_tokens=cached or None,
+        cache_write_tokens=written or None,
+    )
+    context = _CONTEXT.get(tier or "")
     return calc_price(usage, model_ref=model, provider_id=PROVIDER, price_context=context)
 
 
-def _calc(model: str, prompt: int, completion: int, cached: int, tier: str | None = None) -> float:
-    return float(_calculation(model, prompt, completion, cached, tier).total_price)
+def _calc(model: str, prompt: int, completion: int, cached: int, written: int = 0, tier: str | None = None) -> float:
+    return float(_calculation(model, prompt, completion, cached, written, tier).total_price)
+
+
+def _tier(tier: str | None) -> str | None:
+    """A tier priced apart, or None: the standard tier (``default``, and any tier not priced apart here)."""
+    return tier if tier in _PRICED_APART else None
+
+
+def _read(model: str, source: str | None) -> Rates | None:
+    """The library's per-token rates of ``model`` at ``source``'s prices; None when it knows no price."""
+    # (prompt, completion, cached, written) probes: uncached input, cached input, output, cache writes
+    probes = ((1, 0, 0, 0), (1, 0, 1, 0), (0, 1, 0, 0), (1, 0, 0, 1))
+    try:
+        small = [_calc(model, p * _SMALL, c * _SMALL, k * _SMALL, w * _SMALL, source) / _SMALL for p, c, k, w in probes]
+        large = [_calc(model, p * _LARGE, c * _LARGE, k * _LARGE, w * _LARGE, source) / _LARGE for p, c, k, w in probes]
+    except LookupError:
+        return None
+    tiered = any(abs(a - b) > 1e-15 for a, b in zip(small, large, strict=True))
+    write = None if abs(small[3] - small[0]) <= 1e-18 else small[3]
+    return Rates(model, small[0], small[1], small[2], write, tiered=tiered, tier=source, source=source)
 
 
 @lru_cache(maxsize=256)
 def rates(model: str, tier: str | None = None) -> Rates | None:
-    """The model's rates at ``tier`` (None or ``default``: standard), or None when the library knows no
-    price for the model."""
-    tier = tier if tier == FLEX else None
-    try:
-        small = tuple(_calc(model, *usage, tier) for usage in ((_SMALL, 0, 0), (_SMALL, 0, _SMALL), (0, _SMALL, 0)))
-        large = tuple(_calc(model, *usage, tier) for usage in ((_LARGE, 0, 0), (_LARGE, 0, _LARGE), (0, _LARGE, 0)))
-    except LookupError:
+    """The model's rates at ``tier`` (None or ``default``: standard; FLEX; BATCH, priced as the module's
+    docstring says), or None when the library knows no price for the model."""
+    tier = _tier(tier)
+    if tier != BATCH:
+        return _read(model, tier)
+    standard = _read(model, None)
+    if standard is None:
         return None
-    per_small = [price / _SMALL for price in small]
-    per_large = [price / _LARGE for price in large]
-    tiered = any(abs(a - b) > 1e-15 for a, b in zip(per_small, per_large, strict=True))
-    return Rates(model, per_small[0], per_small[1], per_small[2], tiered=tiered, tier=tier)
+    return batch_of(standard, _read(model, BATCH), rates(model, FLEX) if has_flex(model) else None)
+
+
+def batch_of(standard: Rates, own: Rates | None, flex: Rates | None) -> Rates:
+    """The batch rates of a model, from its ``standard`` rates, the library's ``own`` batch variant and its
+    ``flex`` rates (None: it offers no flex): the variant where it prices batch apart, else flex, else half
+    the standard (see the module's docstring for why)."""
+    if own is not None and _figures(own) != _figures(standard):
+        return replace(own, tier=BATCH)
+    if flex is not None:
+        return replace(flex, tier=BATCH)
+    half = _BATCH_DISCOUNT
+    write = None if standard.cache_write is None else standard.cache_write * half
+    return replace(
+        standard,
+        input=standard.input * half,
+        cached_input=standard.cached_input * half,
+        output=standard.output * half,
+        cache_write=write,
+        tier=BATCH,
+        factor=half,
+    )
+
+
+def _figures(found: Rates) -> tuple[float, float, float, float | None]:
+    return found.input, found.cached_input, found.output, found.cache_write
 
 
 def price_key(model: str, tier: str | None) -> PriceKey:
     """What an answer's tokens are priced by: its model, with its tier when that tier is priced apart."""
-    return (model, tier) if tier == FLEX else model
+    tier = _tier(tier)
+    return model if tier is None else (model, tier)
 
 
 def has_price(model: str) -> bool:
@@ -115,22 +189,28 @@ def has_flex(model: str) -> bool:
 
 
 def cost_usd(
-    model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, tier: str | None = None
+    model: str,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    tier: str | None = None,
+    cache_write_tokens: int = 0,
 ) -> float | None:
     """One call's price in USD at the tier it was served at, or None for a model without a known price."""
-    found = rates(model, tier if tier == FLEX else None)
-    return None if found is None else found.cost(prompt_tokens, completion_tokens, cached_tokens)
+    found = rates(model, _tier(tier))
+    return None if found is None else found.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens)
 
 
 def estimate_cost_usd(tokens_by_model: Mapping[PriceKey, tuple[int, ...]]) -> float | None:
-    """Tokens per model (or per (model, tier)) — ``(prompt, completion)`` or ``(prompt, completion,
-    cached)`` — priced; None when any model has no known price (an estimate that leaves a model out
-    would mislead)."""
+    """Tokens per model (or per (model, tier)) — ``(prompt, completion)``, ``(prompt, completion, cached)``
+    or ``(prompt, completion, cached, cache_write)`` — priced; None when any model has no known price (an
+    estimate that leaves a model out would mislead)."""
     total = 0.0
     for key, tokens in tokens_by_model.items():
         model, tier = (key, None) if isinstance(key, str) else key
         prompt, completion, *rest = tokens
-        cost = cost_usd(model, prompt, completion, rest[0] if rest else 0, tier)
+        cached, written = [*rest, 0, 0][:2]
+        cost = cost_usd(model, prompt, completion, cached, tier, written)
         if cost is None:
             return None
         total += cost

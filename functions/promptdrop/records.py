@@ -276,6 +276,7 @@ class RequestRecord:
     columns_s3_key: str | None = None  # set instead of `columns` when they are too large for an item
     service_tier: str | None = None  # the tier the answer says it was served at ("flex" is priced apart)
     cached: bool = False  # answered from the answer cache: an earlier job's (or line's) answer, not paid again
+    cache_write_tokens: int = 0  # of the prompt tokens, those written to the prompt cache (some models bill more)
 
     @property
     def succeeded(self) -> bool:

@@ -42,6 +42,10 @@ class FakeOpenAIConfig:
     #: The models that serve ``service_tier: "flex"`` (by name prefix, as OpenAI lists them: o3, o4-mini and
     #: the gpt-5 family); a flex request to another model is refused with a 400, as the API does.
     flex_models: tuple[str, ...] = ("o3", "o4-mini", "gpt-5")
+    #: The models whose answers report the prompt cache (:mod:`.prompt_cache`: ``cached_tokens`` read from it,
+    #: ``cache_write_tokens`` written to it), by name prefix: the families genai-prices bills cache writes for.
+    #: Others report 0 of both, as before.
+    prompt_cache_models: tuple[str, ...] = ("gpt-5.6", "gpt-6")
     #: The share of flex requests refused with a 429 ``resource_unavailable`` (flex capacity is short).
     flex_unavailable_rate: float = 0.0
     #: The Batch API (:mod:`.batches`): seconds a batch validates, seconds each of its lines takes (a batch of N

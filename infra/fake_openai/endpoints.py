@@ -78,6 +78,9 @@ class Ask:
     inputs: list[Any] = field(default_factory=list)
     #: The JSON the request asked for (chat ``response_format``, Responses ``text.format``), if any.
     format: OutputFormat | None = None
+    #: Of ``input_tokens``, those read from the prompt cache and those written to it (:mod:`.prompt_cache`).
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +196,7 @@ _CHOICE_TEMPLATE: Final = (
 _COMPLETION_TEMPLATE: Final = (
     '{"id":"chatcmpl-%029x","object":"chat.completion","created":%d,"model":%s,"choices":[%s],'
     '"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d,'
-    '"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},'
+    '"prompt_tokens_details":{"cached_tokens":%d,"cache_write_tokens":%d,"audio_tokens":0},'
     '"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,'
     '"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},'
     f'"service_tier":"%s","system_fingerprint":"{_SYSTEM_FINGERPRINT}"}}'
@@ -255,6 +258,8 @@ class ChatCompletions:
             ask.input_tokens,
             completion_tokens,
             ask.input_tokens + completion_tokens,
+            ask.cached_tokens,
+            ask.cache_write_tokens,
             served_tier(ask.body),
         )
         return Answer(body.encode(), ask.input_tokens, completion_tokens)
@@ -413,7 +418,10 @@ class Responses:
             "truncation": body.get("truncation", "disabled"),
             "usage": {
                 "input_tokens": ask.input_tokens,
-                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "input_tokens_details": {
+                    "cached_tokens": ask.cached_tokens,
+                    "cache_write_tokens": ask.cache_write_tokens,
+                },
                 "output_tokens": output_tokens,
                 "output_tokens_details": {"reasoning_tokens": 0},
                 "total_tokens": ask.input_tokens + output_tokens,

@@ -25,6 +25,7 @@ from infra.fake_openai.endpoints import Endpoint
 from infra.fake_openai.faults import FaultPicker
 from infra.fake_openai.limits import RateLimiter, format_duration
 from infra.fake_openai.misshapes import SHAPE_MARKERS, misshape
+from infra.fake_openai.prompt_cache import PromptCache
 from infra.fake_openai.state import FakeOpenAIState, prompt_hash
 from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
 
@@ -34,6 +35,7 @@ __all__ = ["FakeOpenAIState", "app_batch_stats", "app_closing", "app_state", "cr
 _JSON_CT: Final = "application/json"
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 _MODELS_CREATED: Final = 1_686_935_002  # a fixed creation time for every listed model
+_PROMPT_CACHED: Final = frozenset({"/chat/completions", "/responses"})  # the endpoints whose prompts are cached
 
 
 def _wrong_key(authorization: str) -> tuple[str, str | None, str]:
@@ -102,7 +104,8 @@ class _Handler:
         self.faults = FaultPicker(config)
         self.flex_rng = random.Random(None if config.seed is None else config.seed + 2)
         self.batches = BatchService(config, self._api_error, self._key_refused, state.batch_prompts)
-        state.reset_hooks += [self.limiter.reset, self.faults.reset]
+        self.prompt_cache = PromptCache(config.prompt_cache_models)
+        state.reset_hooks += [self.limiter.reset, self.faults.reset, self.prompt_cache.clear]
         self.jitter_rng = random.Random(None if config.seed is None else config.seed + 1)
         self.id_rng = random.Random()
         self.retry_after = {
@@ -251,6 +254,8 @@ class _Handler:
             return self._error(429, _FLEX_UNAVAILABLE, started, rate_headers)
         if fault is not None and fault.kind == "hang":
             await self._hang()
+        if endpoint.path in _PROMPT_CACHED:
+            ask.cached_tokens, ask.cache_write_tokens = self.prompt_cache.use(ask.model, ask.body, ask.input_tokens)
         answer = endpoint.render(ask, self.id_rng, fault.output if fault is not None else "")
         raw = answer.body
         if fault is not None and fault.output in SHAPE_MARKERS:

@@ -101,6 +101,48 @@ async def test_completion_parses_with_deterministic_content_and_usage(server: Ru
     assert "x-ratelimit-limit-requests" not in raw.headers
 
 
+async def test_the_prompt_cache_reads_and_writes_long_prefixes_for_the_models_that_report_it(
+    server: RunningFakeOpenAI,
+) -> None:
+    # Given a long shared system prompt (about 1,500 tokens) and two different questions
+    system = "You answer questions about invoices, carefully and briefly. " * 100
+
+    async def chat(model: str, question: str) -> tuple[int, int, int]:
+        async with client_for(server) as client:
+            done = await client.chat.completions.create(
+                model=model, messages=[{"role": "system", "content": system}, {"role": "user", "content": question}]
+            )
+        assert done.usage is not None
+        details = done.usage.prompt_tokens_details
+        assert details is not None
+        return done.usage.prompt_tokens, details.cached_tokens or 0, details.cache_write_tokens or 0
+
+    # When a model that bills cache writes is asked twice
+    prompt, read, written = await chat("gpt-5.6-cyber", "What is line 3?")
+    # Then the first answer wrote its cacheable prefix (1,024 tokens and 128-token steps), read nothing
+    assert (read, written) == (0, 1024 + (prompt - 1024) // 128 * 128)
+    # and the second read the shared prefix, writing only what follows it
+    prompt, read, written = await chat("gpt-5.6-cyber", "What is the total?")
+    assert read >= 1024
+    assert read % 128 == 0
+    assert read + written == 1024 + (prompt - 1024) // 128 * 128
+    # A short prompt is not cached; another model reports no cache at all
+    async with client_for(server) as client:
+        short = await client.chat.completions.create(
+            model="gpt-5.6-cyber", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert short.usage is not None
+    details = short.usage.prompt_tokens_details
+    assert details is not None
+    assert (details.cached_tokens, details.cache_write_tokens) == (0, 0)
+    assert (await chat("gpt-4o-mini", "What is line 3?"))[1:] == (0, 0)
+    async with client_for(server) as client:
+        response = await client.responses.create(model="gpt-6.1-sol", instructions=system, input="What is line 3?")
+    assert response.usage is not None
+    assert response.usage.input_tokens_details.cache_write_tokens >= 1024
+    assert response.usage.input_tokens_details.cached_tokens == 0
+
+
 async def test_long_prompt_is_echoed_up_to_200_chars_and_max_tokens_truncates(
     server: RunningFakeOpenAI,
 ) -> None:

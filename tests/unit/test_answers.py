@@ -16,6 +16,7 @@ from promptdrop.engine.answers import (
     answer_text_of,
     finish_reason,
     parse_answer,
+    prompt_cache_of,
     schema_of,
     usage_of,
 )
@@ -93,6 +94,17 @@ def test_usage_finish_and_text_follow_each_endpoints_shape() -> None:
     assert answer_text(response("hello", more="!")) == "hello!"  # every output_text part of the messages, joined
     assert answer_text(COMPLETION) == "once"
     assert answer_text(EMBEDDINGS) is None
+
+
+def test_prompt_cache_reads_and_writes_follow_each_endpoints_usage_shape() -> None:
+    chat_usage = {"prompt_tokens": 3000, "prompt_tokens_details": {"cached_tokens": 1024, "cache_write_tokens": 1920}}
+    assert prompt_cache_of({"usage": chat_usage}) == (1024, 1920)
+    responses_usage = {"input_tokens": 3000, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 2048}}
+    assert prompt_cache_of({"usage": responses_usage}) == (0, 2048)
+    assert prompt_cache_of(chat("x")) == (0, 0)  # an older answer reports no cache at all
+    not_counts = {"cached_tokens": "9", "cache_write_tokens": True}
+    assert prompt_cache_of({"usage": {"prompt_tokens_details": not_counts}}) == (0, 0)
+    assert prompt_cache_of({"usage": None}) == (0, 0)
 
 
 def test_the_schema_a_request_asks_for_is_read_from_its_endpoints_field() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from genai_prices import Usage, calc_price
 from promptdrop.cli import main
 from promptdrop.cli.figures import duration, money
 from promptdrop.cli.resources import Clients, Resources, resolve
@@ -96,7 +97,12 @@ def test_estimate_prices_known_models_and_lists_the_first_failures(
         "input tokens   ~20 (estimate: ~4 characters a token)",
         "output tokens  120 at most",
         # (20 x $0.15 + 120 x $0.60) per million tokens
-        "cost           $0.000075 at most (input ~$0.000003 + output at most $0.000072)",
+        "cost realtime  $0.000075 at most (input ~$0.000003 + output at most $0.000072)",
+        "cost flex      $0.000075 at most (no request goes flex: none is a chat or Responses line to a model that "
+        "offers it)",
+        # genai-prices' batch price for gpt-4o-mini: (20 x $0.075 + 120 x $0.30) per million tokens
+        "cost batch     $0.000038 at most (every request at the Batch API's rates)",
+        "cost auto      $0.000038 to $0.000075 at most (batch while the deadline allows, then flex, then standard)",
         "lines that would fail (2 shown, 3 more)",
         "line  custom_id  reason",
         "   4  line-4     not valid JSON: Expecting property name enclosed in double quotes at column 2: {oops",
@@ -197,6 +203,50 @@ def test_estimate_counts_each_lines_output_as_the_cost_guard_does(
     outputs = [r.output_tokens for r in guarded if isinstance(r, Request) and worst_case(r).tokens == r.cost]
     assert json.loads(out)["output_tokens_worst_case"] == sum(outputs) == 21 + 256 + 9 + 96
     assert len(outputs) == len(lines)
+
+
+def test_estimate_prices_the_worst_case_in_each_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Given chat lines to a model that offers flex, one to a model that does not, and an embeddings line
+    lines = [
+        *({"prompt": f"question {i}", "model": "gpt-5-mini", "max_tokens": 100} for i in range(3)),
+        {"prompt": "no flex for this model", "model": "gpt-4o-mini", "max_tokens": 50},
+        {"method": "POST", "url": "/v1/embeddings", "body": {"model": "text-embedding-3-small", "input": "x" * 400}},
+    ]
+    path = tmp_path / "modes.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    # When it is estimated
+    code, out, _ = run(capsys, "estimate", str(path), "--json")
+    found = json.loads(out)
+
+    # Then each mode prices the same worst-case tokens at the tier it sends each request at, as
+    # genai-prices prices them: flex only the gpt-5-mini chat lines, batch every line
+    def price(model: str, context: dict[str, str] | None = None) -> float:
+        figures = found["by_model"][model]
+        usage = Usage(input_tokens=figures["input_tokens"], output_tokens=figures["output_tokens"])
+        return float(calc_price(usage, model_ref=model, provider_id="openai", price_context=context).total_price)
+
+    models = ("gpt-5-mini", "gpt-4o-mini", "text-embedding-3-small")
+    batch = {"processing": "batch"}
+    realtime = sum(price(m) for m in models)
+    flex = price("gpt-5-mini", {"service_tier": "flex"}) + price("gpt-4o-mini") + price("text-embedding-3-small")
+    batched = price("gpt-5-mini", batch) + price("gpt-4o-mini", batch) + price("text-embedding-3-small", batch) / 2
+    assert code == 0
+    assert found["requests_flex"] == 3
+    by_mode = found["cost_usd_worst_case_by_mode"]
+    assert by_mode["realtime"] == found["cost_usd_worst_case"]
+    assert by_mode["realtime"] == pytest.approx(realtime, abs=1e-6)
+    assert by_mode["flex"] == pytest.approx(flex, abs=1e-6)
+    # (text-embedding-3-small: genai-prices has no batch price for it, so half the standard one, as OpenAI bills)
+    assert by_mode["batch"] == pytest.approx(batched, abs=1e-6)
+    assert by_mode["auto"] == {"low": by_mode["batch"], "high": by_mode["realtime"]}
+    assert by_mode["batch"] < by_mode["flex"] < by_mode["realtime"]
+
+    # and the table says so, one line a mode
+    code, out, _ = run(capsys, "estimate", str(path))
+    rows = {line.split("  ")[0]: line for line in out.splitlines() if line.startswith("cost")}
+    assert "3 of 5 request(s) go flex" in rows["cost flex"]
+    assert rows["cost auto"].split()[2:5] == [money(by_mode["batch"]), "to", money(by_mode["realtime"])]
 
 
 def test_estimate_runs_as_a_module_without_aws_or_rich(bad_file: Path) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
+from promptdrop.engine.errors import Disposition, ErrorInfo
+from promptdrop.engine.outcome import Outcome
 from promptdrop.engine.request import Request
 from promptdrop.formats import FileRejected, request_from_object
-from promptdrop.jobs.cost_guard import Budget, CostGuard, Spent, budget_of, worst_case
-from promptdrop.prices import cost_usd
-from promptdrop.records import JobRecord
+from promptdrop.jobs.cost_guard import Budget, CostGuard, Spent, budget_of, flex_tier, worst_case
+from promptdrop.prices import BATCH, FLEX, cost_usd
+from promptdrop.records import ErrorRecord, JobRecord
 from promptdrop.settings import Settings
 
 MINI_IN, MINI_OUT = 0.15e-6, 0.60e-6  # gpt-4o-mini, USD per token
@@ -19,6 +22,10 @@ def request(line: int = 1, *, cost: int, output: int = 0, model: str = "gpt-4o-m
     """A request the guard is handed: ``cost`` tokens at most, ``output`` of them output."""
     payload = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
     return Request(line, f"r{line}", json.dumps(payload).encode(), cost, model=model, output_tokens=output)
+
+
+def answered(req: Request) -> Outcome:
+    return Outcome(req, attempts=1, latency_ms=1, status_code=200, response={})
 
 
 def settings(**env: object) -> Settings:
@@ -97,8 +104,146 @@ def test_requests_are_admitted_while_spent_plus_in_flight_plus_the_next_fit() ->
     assert "$0.000000 was spent" in guard.refused
 
     # When the first finishes having cost a tenth of its worst case, its worst case no longer counts
-    guard.settle(first)
+    guard.settle(answered(first))
     assert guard.admit(fourth, Spent(usd=one / 10))
+
+
+# -- waiting for room: the budget is spent, not the part left once worst cases were reserved (issue 18) ----------
+
+
+async def test_a_request_that_does_not_fit_waits_for_those_in_flight_to_settle_below_their_worst_case() -> None:
+    # Given a budget of 3.5 requests' worst case and three in flight
+    one = worst_case(request(cost=1100, output=1000)).usd
+    assert one is not None
+    guard = CostGuard(Budget(usd=3.5 * one))
+    spent = Spent()
+    for line in (1, 2, 3):
+        assert guard.admit(request(line, cost=1100, output=1000), spent)
+
+    # When a fourth asks: it waits (nothing refused yet)
+    waiting = asyncio.create_task(guard.wait_to_admit(request(4, cost=1100, output=1000), lambda: spent))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+
+    # Then once one settles at a tenth of its worst case (counted as spent first), it is admitted
+    spent = Spent(usd=one / 10)
+    guard.settle(answered(request(1, cost=1100, output=1000)))
+    assert await waiting is True
+    assert guard.in_flight == 3
+    assert guard.refused is None
+
+
+async def test_a_request_is_refused_only_when_it_cannot_fit_with_nothing_in_flight() -> None:
+    one = worst_case(request(cost=1100, output=1000)).usd
+    assert one is not None
+    guard = CostGuard(Budget(usd=1.5 * one))
+    spent = Spent()
+    assert guard.admit(request(1, cost=1100, output=1000), spent)
+    waiting = asyncio.create_task(guard.wait_to_admit(request(2, cost=1100, output=1000), lambda: spent))
+    await asyncio.sleep(0.01)
+    # The one in flight settles at its worst case: nothing is in flight and the next cannot fit
+    spent = Spent(usd=one)
+    guard.settle(answered(request(1, cost=1100, output=1000)))
+    assert await waiting is False
+    assert guard.refused == f"${one:.6f} was spent, $0.000000 more at most in flight, and it may cost ${one:.6f}"
+
+
+async def test_a_token_budget_waits_too_and_a_caller_that_cannot_wait_is_refused_at_once() -> None:
+    guard = CostGuard(Budget(tokens=1500))
+    assert guard.admit(request(1, cost=1000), Spent())
+    # A Batch API file settles nothing until it is submitted whole: it cannot wait for room
+    assert await guard.wait_to_admit(request(2, cost=1000), Spent, wait=False) is False
+    assert guard.refused == "0 tokens were used, 1,000 more at most in flight, and it may use 1,000"
+    # Otherwise it waits, and fits once the first settles having used 300 tokens
+    guard.refused = None
+    used = Spent()
+    waiting = asyncio.create_task(guard.wait_to_admit(request(2, cost=1000), lambda: used))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    used = Spent(tokens=300)
+    guard.settle(answered(request(1, cost=1000)))
+    assert await waiting is True
+
+
+async def test_a_request_over_the_cap_or_of_a_model_without_a_price_is_refused_at_once() -> None:
+    guard = CostGuard(Budget(requests=2, usd=1.0))
+    assert guard.admit(request(1, cost=10), Spent(requests=0))
+    # settling gives no request back: refused at once, one in flight or not
+    assert await guard.wait_to_admit(request(2, cost=10), lambda: Spent(requests=2)) is False
+    assert guard.refused == "2 of 2 requests were sent (the file's max requests)"
+    assert await guard.wait_to_admit(request(3, cost=10, model="my-model"), Spent) is False
+    assert guard.unknown_price
+
+
+async def test_a_request_waiting_for_room_is_neither_sent_nor_refused_when_the_run_stops() -> None:
+    # Given a request waiting behind one in flight that will never settle (handed back at the deadline)
+    one = worst_case(request(cost=1100, output=1000)).usd
+    assert one is not None
+    guard = CostGuard(Budget(usd=1.5 * one))
+    assert guard.admit(request(1, cost=1100, output=1000), Spent())
+    stopping = False
+    waiting = asyncio.create_task(
+        guard.wait_to_admit(request(2, cost=1100, output=1000), Spent, stopping=lambda: stopping, poll_s=0.01)
+    )
+    await asyncio.sleep(0.03)
+    assert not waiting.done()
+    # When the run stops, it is let go: not admitted, not refused (the continuation sends it)
+    stopping = True
+    assert await waiting is None
+    assert guard.refused is None
+    assert guard.in_flight == 1
+
+
+async def test_a_fatal_outcome_halts_a_request_waiting_for_room() -> None:
+    one = worst_case(request(cost=1100, output=1000)).usd
+    assert one is not None
+    guard = CostGuard(Budget(usd=2.5 * one))
+    for line in (1, 2):
+        assert guard.admit(request(line, cost=1100, output=1000), Spent())
+    waiting = asyncio.create_task(guard.wait_to_admit(request(3, cost=1100, output=1000), lambda: Spent(usd=2 * one)))
+    await asyncio.sleep(0.01)
+    fatal = ErrorInfo(ErrorRecord("authentication_error", "invalid_api_key", "bad key", 401), Disposition.FATAL)
+    guard.settle(Outcome(request(1, cost=1100, output=1000), attempts=1, latency_ms=1, error=fatal))
+    assert await waiting is None  # the dispatcher sends nothing more after a fatal error
+    assert guard.halted
+
+
+# -- the tier a request is reserved at follows the file's mode -------------------------------------------------
+
+
+def test_a_worst_case_is_priced_at_the_tier_it_is_reserved_at() -> None:
+    req = request(cost=1100, output=1000, model="gpt-5-mini")
+    standard, flex, batch = (worst_case(req, tier).usd for tier in (None, FLEX, BATCH))
+    assert standard is not None
+    assert flex == pytest.approx(standard / 2)
+    assert batch == pytest.approx(standard / 2)
+    assert worst_case(req).tokens == worst_case(req, BATCH).tokens == 1100
+
+
+def test_flex_mode_reserves_at_flex_only_what_cannot_fall_back_to_the_standard_tier() -> None:
+    flex_models = {"gpt-5-mini"}
+
+    def goes_flex(r: Request) -> bool:
+        return r.model_name() in flex_models
+
+    falls_back, fails = flex_tier(goes_flex, falls_back=True), flex_tier(goes_flex, falls_back=False)
+    assert falls_back(request(model="gpt-5-mini", cost=10)) is None  # a fallback is priced standard: reserved so
+    assert fails(request(model="gpt-5-mini", cost=10)) == FLEX
+    assert fails(request(model="gpt-4o-mini", cost=10)) is None  # not sent flex: standard
+
+
+def test_a_budget_admits_twice_the_requests_in_flight_at_the_flex_tier() -> None:
+    req = request(cost=1100, output=1000, model="gpt-5-mini")
+    standard = worst_case(req).usd
+    assert standard is not None
+    at_flex, at_standard = CostGuard(Budget(usd=4.5 * standard)), CostGuard(Budget(usd=4.5 * standard))
+    admitted_flex = sum(
+        at_flex.admit(request(n, cost=1100, output=1000, model="gpt-5-mini"), Spent(), FLEX) for n in range(20)
+    )
+    admitted_standard = sum(
+        at_standard.admit(request(n, cost=1100, output=1000, model="gpt-5-mini"), Spent()) for n in range(20)
+    )
+    assert (admitted_standard, admitted_flex) == (4, 9)
 
 
 def test_actual_spending_counts_cached_tokens_at_their_rate() -> None:

@@ -139,6 +139,8 @@ def request_to_item(job_id: str, record: RequestRecord, now: str, expires_at: in
             item[name] = {"N": str(value)}
     if record.cached_tokens:
         item["cached_tokens"] = {"N": str(record.cached_tokens)}
+    if record.cache_write_tokens:
+        item["cache_write_tokens"] = {"N": str(record.cache_write_tokens)}
     if record.cached:
         item["cached"] = {"BOOL": True}
     if record.error is not None:
@@ -181,6 +183,7 @@ def request_from_item(item: dict[str, Any]) -> RequestRecord:
         error=None if error is None else plain(_deserializer.deserialize(error)),
         repeat_of=number("repeat_of"),
         cached_tokens=count("cached_tokens"),
+        cache_write_tokens=count("cache_write_tokens"),
         columns=text("columns"),
         columns_s3_key=text("columns_s3_key"),
         service_tier=text("service_tier"),

@@ -29,7 +29,7 @@ ITEM_RESPONSE_MAX_BYTES = 300_000
 OUTPUT_ATTRIBUTES = (
     "custom_id", "line", "status", "model", "status_code", "request_id", "prompt_tokens", "completion_tokens",
     "cached_tokens", "response", "response_s3_key", "error", "columns", "columns_s3_key", "service_tier",
-    "cached",
+    "cached", "cache_write_tokens",
 )  # fmt: skip
 _OUTPUT_NAMES = {f"#a{i}": name for i, name in enumerate(OUTPUT_ATTRIBUTES)}
 

@@ -8,6 +8,13 @@ prompt, input or message text plus 4 a message (no tokenizer download; each endp
 by endpoint, as the cost guard counts it (each endpoint's output bound: README, "Endpoints"); a
 request that sets no limit is counted at ``--assume-output-tokens`` and said so. Prices:
 :mod:`promptdrop.prices` (genai-prices, offline).
+
+The worst case is priced in each mode a file can be sent in: ``realtime`` (every request at the
+standard tier), ``flex`` (the requests that go flex — as the function decides it — at the flex
+rates, the others at the standard ones; a request flex keeps refusing falls back to the standard
+tier, priced as realtime), ``batch`` (every request at the Batch API's rates) and ``auto`` (batch
+while its deadline allows, then flex, then standard: between the batch and the realtime figures,
+shown as that range).
 """
 
 from __future__ import annotations
@@ -24,7 +31,9 @@ from typing import Any
 from ..engine.endpoints import DEFAULT_OUTPUT_ESTIMATE, spec_of
 from ..engine.request import Endpoint
 from ..formats import SUFFIXES, FileRejected, LineError, parse_stream
+from ..jobs.modes import Mode, sent_as
 from ..outputs import estimate_cost_usd
+from ..prices import BATCH, FLEX, PriceKey, price_key
 from ..records import FailureCode
 from .errors import CliError, ExitCode
 from .figures import money, number
@@ -35,6 +44,8 @@ __all__ = ["Estimate", "add_parser", "estimate_file", "run"]
 DEFAULT_MODEL = "gpt-4o-mini"  # the function's default (PROMPTDROP_MODEL)
 DEFAULT_ASSUMED_OUTPUT = DEFAULT_OUTPUT_ESTIMATE  # what the function assumes of a request with no output limit
 _CHUNK = 256 * 1024
+# The modes whose worst case is a single figure, and the tier each prices a request at (see the docstring).
+_REALTIME, _FLEX, _BATCH, _AUTO = Mode.REALTIME.value, Mode.FLEX.value, BATCH, "auto"
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,28 @@ class Estimate:
     without_output_limit: int = 0
     by_model: dict[str, ModelFigures] = field(default_factory=dict)
     rejected: tuple[str, str] | None = None  # (code, message) when the whole file would fail
+    flex_requests: int = 0  # the requests flex mode would send at the flex tier
+    # (input, worst-case output) tokens by what they are priced by, in each mode: realtime, flex, batch
+    by_mode: dict[str, dict[PriceKey, list[int]]] = field(default_factory=dict)
+
+    def add(self, model: str, goes_flex: bool, tokens: tuple[int, int]) -> None:
+        """One request's tokens, priced in each mode at the tier that mode sends it at."""
+        self.flex_requests += goes_flex
+        keys = {_REALTIME: model, _FLEX: price_key(model, FLEX if goes_flex else None), _BATCH: (model, BATCH)}
+        for mode, key in keys.items():
+            sums = self.by_mode.setdefault(mode, {}).setdefault(key, [0, 0])
+            sums[0] += tokens[0]
+            sums[1] += tokens[1]
+
+    def cost_by_mode(self) -> dict[str, Any]:
+        """The worst case in each mode (None: a model has no price); ``auto`` as ``{"low", "high"}``."""
+        costs: dict[str, Any] = {
+            mode: estimate_cost_usd({key: (p, c) for key, (p, c) in self.by_mode.get(mode, {}).items()})
+            for mode in (_REALTIME, _FLEX, _BATCH)
+        }
+        low, high = costs[_BATCH], costs[_REALTIME]
+        costs[_AUTO] = None if low is None or high is None else {"low": low, "high": high}
+        return costs
 
     @property
     def input_tokens(self) -> int:
@@ -100,6 +133,8 @@ class Estimate:
             "by_model": {m: vars(f) for m, f in sorted(self.by_model.items())},
             "unknown_models": self.unknown_models,
             "cost_usd_worst_case": self.cost_usd,
+            "requests_flex": self.flex_requests,
+            "cost_usd_worst_case_by_mode": self.cost_by_mode(),
         }
 
 
@@ -132,10 +167,12 @@ async def _estimate(
                 limit = spec.output_bound(body)
                 if limit is None:
                     result.without_output_limit += 1
+                tokens = (spec.input_estimate(body), assume_output if limit is None else limit)
                 figures.requests += 1
-                figures.input_tokens += spec.input_estimate(body)
-                figures.output_tokens += assume_output if limit is None else limit
+                figures.input_tokens += tokens[0]
+                figures.output_tokens += tokens[1]
                 result.requests += 1
+                result.add(str(body.get("model") or model), sent_as(item, Mode.FLEX).flex, tokens)
     except FileRejected as exc:
         result.rejected = (exc.code, exc.message)
     finally:
@@ -208,6 +245,7 @@ def run(args: argparse.Namespace, view: View) -> int:
         price = f"unknown: no price for {', '.join(found.unknown_models)}"
     else:
         price = f"{money(cost)} at most (input ~{money(parts[0])} + output at most {money(parts[1])})"
+    by_mode = found.cost_by_mode() if cost is not None else {}
     assumed = (
         f" ({found.without_output_limit:,} request(s) set no max_tokens: counted at {found.assumed_output_tokens:,} "
         "each, --assume-output-tokens)"
@@ -221,7 +259,8 @@ def run(args: argparse.Namespace, view: View) -> int:
             ("would fail", number(len(found.failing))),
             ("input tokens", f"~{found.input_tokens:,} (estimate: ~4 characters a token)"),
             ("output tokens", f"{found.output_tokens:,} at most{assumed}"),
-            ("cost", price),
+            ("cost realtime", price),
+            *_mode_rows(found, by_mode),
         ],
         title=f"{found.file} (default model {found.default_model})",
     )
@@ -238,3 +277,23 @@ def run(args: argparse.Namespace, view: View) -> int:
         title = f"lines that would fail ({len(shown)} shown{f', {more} more' if more else ''})"
         view.table([Column("line", True), Column("custom_id"), Column("reason")], rows, title=title)
     return code
+
+
+def _mode_rows(found: Estimate, costs: dict[str, Any]) -> list[tuple[str, str]]:
+    """The worst case in the other modes (none when a model has no price: the realtime row says so)."""
+    if not costs:
+        return []
+    if found.flex_requests:
+        flex = f"{found.flex_requests:,} of {found.requests:,} request(s) go flex; a fallback is priced as realtime"
+    else:
+        flex = "no request goes flex: none is a chat or Responses line to a model that offers it"
+    auto = costs[_AUTO]
+    return [
+        ("cost flex", f"{money(costs[_FLEX])} at most ({flex})"),
+        ("cost batch", f"{money(costs[_BATCH])} at most (every request at the Batch API's rates)"),
+        (
+            "cost auto",
+            f"{money(auto['low'])} to {money(auto['high'])} at most (batch while the deadline allows, "
+            "then flex, then standard)",
+        ),
+    ]

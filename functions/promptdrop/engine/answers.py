@@ -29,6 +29,7 @@ __all__ = [
     "answer_text_of",
     "finish_reason",
     "parse_answer",
+    "prompt_cache_of",
     "schema_of",
     "usage_of",
 ]
@@ -99,6 +100,20 @@ def usage_of(body: dict[str, Any]) -> tuple[int, int]:
     spec = spec_of_answer(body) or SPECS[Endpoint.CHAT]
     given, answered = spec.usage_fields
     return _int(usage.get(given)), _int(usage.get(answered))
+
+
+def prompt_cache_of(body: dict[str, Any]) -> tuple[int, int]:
+    """(tokens read from the prompt cache, tokens written to it) of an answer: part of its input tokens,
+    each billed at its own rate. Chat and completions report them in ``usage.prompt_tokens_details``,
+    Responses in ``usage.input_tokens_details`` (``cached_tokens``, ``cache_write_tokens``); (0, 0) when
+    the answer reports neither."""
+    usage = body.get("usage")
+    if not isinstance(usage, dict):
+        return 0, 0
+    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+    if not isinstance(details, dict):
+        return 0, 0
+    return _int(details.get("cached_tokens")), _int(details.get("cache_write_tokens"))
 
 
 def finish_reason(body: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ from typing import Protocol
 from ..engine.request import Request
 from ..formats import LineError, Parsed
 from ..records import FailureCode
-from .cost_guard import CostGuard, how_to_raise
+from .cost_guard import CostGuard, TierOf, how_to_raise
 from .progress import Progress
 from .recorder import Recorder
 
@@ -108,18 +108,42 @@ class BadLines:
 
 
 class Guarded:
-    """The file's cost guard: a request is sent only if its worst case fits. A unit's run stops
-    at the first refusal; a redrive (``refuse``) fails that one request, with a dead letter that
-    can send it once the budget is raised."""
+    """The file's cost guard: a request is sent only if its worst case (priced at ``tier_of(request)``,
+    the tier the file's mode reserves it at; None: standard) fits. One that does not fit while others
+    are in flight waits for them to settle (:meth:`CostGuard.wait_to_admit`): dispatch narrows as the
+    budget nears. A unit's run stops at the first request that cannot fit; a redrive (``refuse``) fails
+    that one request, with a dead letter that can send it once the budget is raised. ``stopping``: the
+    run is ending (its deadline, a cancel): a request waiting for room is let through unreserved, for
+    the dispatcher — which sends nothing once it stops — to hand to the continuation. ``wait=False``:
+    what does not fit is refused at once (a mode whose requests settle only once all are admitted —
+    a Batch API file, submitted whole — would wait for ever)."""
 
-    def __init__(self, guard: CostGuard, progress: Progress, *, refuse: Recorder | None = None) -> None:
+    def __init__(
+        self,
+        guard: CostGuard,
+        progress: Progress,
+        *,
+        refuse: Recorder | None = None,
+        tier_of: TierOf | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+        wait: bool = True,
+    ) -> None:
         self._guard = guard
+        self._wait = wait
         self._progress = progress
         self._refuse = refuse
+        self._tier_of = tier_of
+        self._stopping = stopping
 
     async def __call__(self, item: Parsed) -> Verdict:
         guard = self._guard
-        if not isinstance(item, Request) or not guard.limits.active or guard.admit(item, self._progress.spent()):
+        if not isinstance(item, Request) or not guard.limits.active:
+            return Verdict.NEXT
+        tier = None if self._tier_of is None else self._tier_of(item)
+        admitted = await guard.wait_to_admit(
+            item, self._progress.spent, tier=tier, stopping=self._stopping, wait=self._wait
+        )
+        if admitted is not False:  # admitted, or the run stops and will not send it
             return Verdict.NEXT
         if self._refuse is None:
             return Verdict.STOP

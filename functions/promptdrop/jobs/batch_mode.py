@@ -33,6 +33,7 @@ from aws_lambda_powertools import Logger
 from ..engine.answers import AnswerCheck, TextPolicy
 from ..engine.dispatch import DispatchReport, StopReason
 from ..messages import UnitMessage
+from ..prices import BATCH
 from ..records import FailureCode
 from ..settings import Settings
 from .batch_deadline import switch_at
@@ -53,6 +54,10 @@ FALLBACK_METADATA = "promptdrop-fallback"
 MAX_WAIT_S = 900  # SQS's longest DelaySeconds
 _TOKEN_TRIES = 20  # batches created for one input file refused for enqueued tokens before it fails
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+
+
+def _at_batch_rates(request: object) -> str:
+    return BATCH
 
 
 class Fallback(StrEnum):
@@ -178,7 +183,17 @@ class _Step:
 
         try:
             async with parts.intake.taken(
-                self.unit, progress, guard, self.header, recorder, fresh=fresh, after_line=state.cursor
+                self.unit,
+                progress,
+                guard,
+                self.header,
+                recorder,
+                fresh=fresh,
+                # Every request at the Batch API's rates; refused at once when it does not fit: nothing
+                # settles while the file is submitted (wait=False), its batches are waited on instead.
+                tier_of=_at_batch_rates,
+                wait=False,
+                after_line=state.cursor,
             ) as taken:
                 async for request in taken.requests:
                     line = input_line(request)

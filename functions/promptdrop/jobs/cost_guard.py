@@ -10,19 +10,31 @@ progress, plus this run's own answers at once) plus the worst case of every requ
 the worst case of this one must fit each limit. A request's worst case is its token estimate as the
 parser made it (``Request.cost``: its input estimate plus ``Request.output_tokens``, its endpoint's
 output bound — :meth:`~promptdrop.engine.endpoints.EndpointSpec.output_bound` — else the default
-estimate), its input priced at the model's rate for uncached input. What was spent is
-priced as billed (cached input tokens at their rate). Other shards' spending is learned every
-couple of seconds, so a sharded file may overshoot by what the other shards have in flight.
+estimate), its input priced at the model's rate for uncached input, at the tier the file's mode
+reserves it at (``tier_of``: the tier it is sent at, or the standard one when it may fall back to it).
+What was spent is priced as billed (cached input and cache writes at their rates, each answer at the
+tier that served it). Other shards' spending is learned every couple of seconds, so a sharded file
+may overshoot by what the other shards have in flight.
+
+A request that does not fit while others are in flight waits (:meth:`CostGuard.wait_to_admit`): their
+reservations are worst cases, and most calls settle far below theirs, so each one that settles may
+make room. Dispatch narrows as the budget nears — only what fits is in flight — and the file stops
+only when the next request does not fit with nothing in flight: it spends its budget, not the part of
+it left over once a hundred worst cases were reserved (issue 18).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from ..engine.errors import Disposition
+from ..engine.outcome import Outcome
 from ..engine.request import Request
 from ..formats import FileRejected
-from ..prices import rates
+from ..prices import FLEX, rates
 from ..records import FailureCode, JobRecord
 from ..settings import MAX_COUNT, Settings
 
@@ -31,8 +43,10 @@ __all__ = [
     "Budget",
     "CostGuard",
     "Spent",
+    "TierOf",
     "WorstCase",
     "budget_of",
+    "flex_tier",
     "how_to_raise",
     "worst_case",
 ]
@@ -44,6 +58,9 @@ BUDGET_METADATA = {
 }
 NO_LIMIT = "none"  # a metadata value lifting the environment's limit for one upload
 _UNLIMITED = float("inf")
+_POLL_S = 0.25  # how often a request waiting for room looks whether the run is stopping (see wait_to_admit)
+# The tier a request's worst case is priced at (None: standard); the file's mode says.
+TierOf = Callable[[Request], str | None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -113,13 +130,26 @@ class WorstCase:
     usd: float | None
 
 
-def worst_case(request: Request) -> WorstCase:
-    """The request's token estimate, priced: what the parser estimated, asked of its endpoint's spec once."""
+def worst_case(request: Request, tier: str | None = None) -> WorstCase:
+    """The request's token estimate, priced at ``tier``: what the parser estimated, asked of its endpoint once."""
     model = request.model_name()
     output = request.output_tokens
     prompt = max(0, request.cost - output)
-    found = rates(model)
+    found = rates(model, tier)
     return WorstCase(model, prompt + output, None if found is None else found.cost(prompt, output))
+
+
+def flex_tier(goes_flex: Callable[[Request], bool], *, falls_back: bool) -> TierOf:
+    """The tier flex mode reserves a request at: flex when it goes flex and cannot fall back to the
+    standard tier (``PROMPTDROP_FLEX_FALLBACK=fail``); else standard. A request that may fall back is
+    reserved at the standard rates — flex capacity runs short for every request at once, so a margin
+    for one fallback would not do — and settled at what it cost: a fallback never overshoots the budget,
+    and answers served flex still spend it at half the price."""
+
+    def tier_of(request: Request) -> str | None:
+        return FLEX if not falls_back and goes_flex(request) else None
+
+    return tier_of
 
 
 @dataclass(slots=True, frozen=True)
@@ -140,39 +170,94 @@ class CostGuard:
         self.unknown_price = False  # refused for a model without a price (a line the up-front check missed)
         self.left = 0  # requests not sent when it refused one (that one included)
         self.done_before = 0  # lines the journal had done when the run began
+        self.halted = False  # a fatal outcome: the run sends nothing more
         self._in_flight: dict[int, WorstCase] = {}  # by line; at most twice the concurrency
+        self._settled = asyncio.Event()  # set when a request in flight settles
 
-    def admit(self, request: Request, spent: Spent) -> bool:
-        """Whether ``request`` fits, given what was ``spent`` (requests sent, in flight ones included)."""
-        limits = self.limits
-        if not limits.active:
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def admit(self, request: Request, spent: Spent, tier: str | None = None) -> bool:
+        """Whether ``request`` fits now, given what was ``spent`` (requests sent, in flight ones included);
+        if not, ``refused`` says why."""
+        if not self.limits.active:
             return True
-        worst = worst_case(request)
-        flying_tokens = sum(w.tokens for w in self._in_flight.values())
-        if limits.requests is not None and spent.requests + 1 > limits.requests:
-            self.refused = f"{spent.requests:,} of {limits.requests:,} requests were sent (the file's max requests)"
+        worst = worst_case(request, tier)
+        why = self._why_not(worst, spent)
+        if why is not None:
+            self.refused = why[0]
             return False
-        if limits.tokens is not None and spent.tokens + flying_tokens + worst.tokens > limits.tokens:
-            self.refused = (
-                f"{spent.tokens:,} tokens were used, {flying_tokens:,} more at most in flight, and it may use "
-                f"{worst.tokens:,}"
-            )
-            return False
-        if limits.usd is not None:
-            if worst.usd is None:
-                self.refused = f"the model {worst.model!r} has no known price, and the budget is in dollars"
-                self.unknown_price = True
-                return False
-            flying_usd = sum(w.usd or 0.0 for w in self._in_flight.values())
-            if spent.usd + flying_usd + worst.usd > limits.usd:
-                self.refused = (
-                    f"${spent.usd:.6f} was spent, ${flying_usd:.6f} more at most in flight, and it may cost "
-                    f"${worst.usd:.6f}"
-                )
-                return False
         self._in_flight[request.line] = worst
         return True
 
-    def settle(self, request: Request) -> None:
-        """The request's outcome is in: its actual cost now counts instead of its worst case."""
-        self._in_flight.pop(request.line, None)
+    async def wait_to_admit(
+        self,
+        request: Request,
+        spent: Callable[[], Spent],
+        *,
+        tier: str | None = None,
+        stopping: Callable[[], bool] = lambda: False,
+        poll_s: float = _POLL_S,
+        wait: bool = True,
+    ) -> bool | None:
+        """Admit ``request`` once it fits: True. False (``refused`` says why) when it cannot fit: over the
+        request cap, a model without a price, or over a budget with nothing in flight to settle. While
+        requests in flight hold its room, it waits for them to settle; None when the run stops meanwhile
+        (``stopping()``, or a fatal outcome): it is neither sent nor refused — the dispatcher, stopping,
+        sends nothing more (at a deadline it hands the request to the continuation). ``stopping`` is
+        asked every ``poll_s`` too: a request handed back at a deadline never settles. ``wait=False``
+        refuses at once what does not fit now: for a caller whose requests settle only after it stops
+        admitting (a Batch API file is submitted whole), waiting would never end."""
+        if not self.limits.active:
+            return True
+        worst = worst_case(request, tier)
+        while True:
+            why = self._why_not(worst, spent())
+            if why is None:
+                self._in_flight[request.line] = worst
+                return True
+            reason, final = why
+            if final or not wait or not self._in_flight:
+                self.refused = reason
+                return False
+            if self.halted or stopping():
+                return None
+            self._settled.clear()
+            with contextlib.suppress(TimeoutError):  # a settle, or time to look at stopping() again
+                await asyncio.wait_for(self._settled.wait(), poll_s)
+
+    def _why_not(self, worst: WorstCase, spent: Spent) -> tuple[str, bool] | None:
+        """Why ``worst`` does not fit now, and whether that is final (no settling can make room); None: it fits."""
+        limits = self.limits
+        if limits.requests is not None and spent.requests + 1 > limits.requests:
+            # In-flight requests count as sent: none settling gives one back.
+            return f"{spent.requests:,} of {limits.requests:,} requests were sent (the file's max requests)", True
+        if limits.tokens is not None:
+            flying_tokens = sum(w.tokens for w in self._in_flight.values())
+            if spent.tokens + flying_tokens + worst.tokens > limits.tokens:
+                why = (
+                    f"{spent.tokens:,} tokens were used, {flying_tokens:,} more at most in flight, and it may use "
+                    f"{worst.tokens:,}"
+                )
+                return why, False
+        if limits.usd is not None:
+            if worst.usd is None:
+                self.unknown_price = True
+                return f"the model {worst.model!r} has no known price, and the budget is in dollars", True
+            flying_usd = sum(w.usd or 0.0 for w in self._in_flight.values())
+            if spent.usd + flying_usd + worst.usd > limits.usd:
+                why = (
+                    f"${spent.usd:.6f} was spent, ${flying_usd:.6f} more at most in flight, and it may cost "
+                    f"${worst.usd:.6f}"
+                )
+                return why, False
+        return None
+
+    def settle(self, outcome: Outcome) -> None:
+        """The request's outcome is in — and counted in what was spent: its worst case no longer counts,
+        and a request waiting for room looks again. A fatal outcome halts the run."""
+        self._in_flight.pop(outcome.request.line, None)
+        if outcome.error is not None and outcome.error.disposition is Disposition.FATAL:
+            self.halted = True
+        self._settled.set()

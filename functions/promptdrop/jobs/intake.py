@@ -9,7 +9,7 @@ provider's batch input files. Either way each line is admitted once, by the same
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from ..adapters.request_log import LineSet
@@ -19,7 +19,7 @@ from ..messages import UnitMessage
 from ..settings import Settings
 from .admission import AlreadyDone, BadLines, Guarded, Repeats, Stage, admitted
 from .answer_cache import CachePolicy, RunCache, policy_of
-from .cost_guard import CostGuard, budget_of
+from .cost_guard import CostGuard, TierOf, budget_of
 from .ports import AnswerCacheStore, Journal, ObjectStore, RequestLog
 from .progress import Progress
 from .recorder import Recorder
@@ -35,6 +35,10 @@ class Taken:
     requests: AsyncIterator[Request]
     cache: RunCache | None
     last: Parsed | None = None
+
+
+def _going_on() -> bool:
+    return False
 
 
 class Intake:
@@ -63,11 +67,15 @@ class Intake:
         recorder: Recorder,
         *,
         fresh: bool,
+        tier_of: TierOf | None = None,
+        stopping: Callable[[], bool] = _going_on,
+        wait: bool = True,
         after_line: int | None = None,
     ) -> AsyncIterator[Taken]:
         """The unit's requests that pass every stage, with the answer cache open around them; the
-        file's budget is set on ``guard`` from the header. ``after_line`` (the batch mode's): only the
-        lines after it, and :attr:`Taken.last` kept (a real-time run needs neither: no step added)."""
+        file's budget is set on ``guard`` from the header, each request's worst case priced at
+        ``tier_of`` (:class:`~.admission.Guarded`: ``stopping``, ``wait``). ``after_line`` (the batch
+        mode's): only the lines after it, and :attr:`Taken.last` kept (a real-time run needs neither)."""
         whole = unit.unit == "all"
         answered, done = await _done_before(self._journal.requests, unit, whole=whole, fresh=fresh)
         guard.done_before = len(answered) + len(done)
@@ -85,7 +93,7 @@ class Intake:
         ahead = cache.ahead(lines) if cache is not None else lines
         stages: list[Stage] = [already, Repeats(recorder, answered, track=whole), BadLines(recorder)]
         stages += [cache] if cache is not None else []
-        stages.append(Guarded(guard, progress))
+        stages.append(Guarded(guard, progress, tier_of=tier_of, stopping=stopping, wait=wait))
 
         async def count_left() -> None:
             # Stop sending (those in flight finish); count what is left for the dead letter.

@@ -29,7 +29,7 @@ from ..messages import UnitMessage
 from ..prices import has_flex
 from ..records import FailureCode
 from ..settings import Settings
-from .cost_guard import CostGuard
+from .cost_guard import CostGuard, TierOf, flex_tier
 from .intake import Intake
 from .ports import ObjectStore, UnitHold
 from .progress import Progress
@@ -51,6 +51,13 @@ class Mode(StrEnum):
 def mode_of(settings: Settings, metadata: Mapping[str, str]) -> Mode:
     """The file's mode: the upload's ``promptdrop-mode``, else ``PROMPTDROP_MODE``."""
     return header_choice(metadata, MODE_METADATA, Mode, settings.mode, FailureCode.INVALID_MODE)
+
+
+def _guard_tier(settings: Settings, flex: bool) -> TierOf | None:
+    """The tier the cost guard reserves each request at (jobs/cost_guard.py ``flex_tier``); None: standard."""
+    if not flex:
+        return None
+    return flex_tier(lambda request: sent_as(request, Mode.FLEX).flex, falls_back=settings.flex_fallback == "standard")
 
 
 def sent_as(request: Request, mode: Mode) -> Request:
@@ -103,22 +110,26 @@ class RealTimeMode:
         recorder = self._recorders.for_job(unit.job_id, unit.bucket, unit.key, unit.etag, progress)
         # Reporting starts first: its first report reads the job item (a cancel, the job's budget).
         async with progress.reporting(), recorder:
+            mode = mode_of(self._settings, header)
             if flex is None:
-                flex = mode_of(self._settings, header) is Mode.FLEX
+                flex = mode is Mode.FLEX
 
             def stop(within_s: float = 0.0) -> bool:
                 return progress.cancelled or run.should_stop(within_s)
 
             async def on_outcome(outcome: Outcome) -> None:
-                guard.settle(outcome.request)  # its actual cost is counted by the recorder, at once
                 progress.sent()  # an outcome from the dispatcher: the request reached the API
-                record = await recorder.outcome(outcome)
+                # Its worst case no longer counts once its cost does: the guard lets it go then.
+                record = await recorder.outcome(outcome, counted=lambda: guard.settle(outcome))
                 if taken.cache is not None:
                     await taken.cache.settled(outcome, record)
 
             dispatcher = self._dispatcher_factory()
             recorder.hold_while(dispatcher.rate_bound)
-            async with self._intake.taken(unit, progress, guard, header, recorder, fresh=run.fresh) as taken:
+            tier_of = _guard_tier(self._settings, flex)
+            async with self._intake.taken(
+                unit, progress, guard, header, recorder, fresh=run.fresh, tier_of=tier_of, stopping=stop
+            ) as taken:
                 requests = taken.requests
                 if flex:  # realtime sends them as they are: no extra step per request
                     requests = (sent_as(request, Mode.FLEX) async for request in requests)

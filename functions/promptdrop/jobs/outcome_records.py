@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine.answers import finish_reason, usage_of
+from ..engine.answers import finish_reason, prompt_cache_of, usage_of
 from ..engine.dispatch import Outcome
 from ..engine.errors import ErrorInfo
 from ..engine.request import Request
@@ -21,9 +21,7 @@ def success_record(request: Request, outcome: Outcome) -> RequestRecord:
     input_tokens, output_tokens = usage_of(body)  # each endpoint's usage shape
     input_tokens += outcome.discarded_tokens[0]  # and the unusable answers asked again: paid for too
     output_tokens += outcome.discarded_tokens[1]
-    usage = body.get("usage") or {}
-    # Cached input tokens, billed at a discount: chat's prompt_tokens_details, Responses' input_tokens_details.
-    details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details") or {}
+    cached, written = prompt_cache_of(body)  # prompt-cache reads (billed lower) and writes (billed higher)
     return RequestRecord(
         custom_id=request.custom_id,
         line=request.line,
@@ -35,7 +33,8 @@ def success_record(request: Request, outcome: Outcome) -> RequestRecord:
         request_id=outcome.request_id,
         prompt_tokens=input_tokens,
         completion_tokens=output_tokens,
-        cached_tokens=int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+        cached_tokens=cached,
+        cache_write_tokens=written,
         finish_reason=finish_reason(body),
         response=dumps(body),
         service_tier=outcome.tier or _served_tier(body),

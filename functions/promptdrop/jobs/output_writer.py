@@ -9,6 +9,7 @@ same files; memory does not grow with the file (:class:`~promptdrop.outputs.Orde
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +31,10 @@ class _Tally:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    # prompt, completion, cached tokens by model (and tier, where it is priced apart: flex)
-    tokens_by_model: dict[PriceKey, tuple[int, int, int]] = field(default_factory=dict)
+    cache_read_tokens: int = 0  # of the prompt tokens, read from the prompt cache
+    cache_write_tokens: int = 0  # of the prompt tokens, written to the prompt cache
+    # prompt, completion, cache read, cache write tokens by model (and tier, where it is priced apart: flex)
+    tokens_by_model: dict[PriceKey, tuple[int, int, int, int]] = field(default_factory=dict)
     text_answer: str | None = None
     service_tiers: dict[str, int] = field(default_factory=dict)  # answers by the tier that served them
     cached: int = 0  # answers taken from the answer cache (paid for by an earlier request)
@@ -47,9 +50,16 @@ class _Tally:
             self.failed += 1
         self.prompt_tokens += record.prompt_tokens
         self.completion_tokens += record.completion_tokens
+        self.cache_read_tokens += record.cached_tokens
+        self.cache_write_tokens += record.cache_write_tokens
         key = price_key(model, record.service_tier)
-        p, c, k = self.tokens_by_model.get(key, (0, 0, 0))
-        self.tokens_by_model[key] = (p + record.prompt_tokens, c + record.completion_tokens, k + record.cached_tokens)
+        p, c, k, w = self.tokens_by_model.get(key, (0, 0, 0, 0))
+        self.tokens_by_model[key] = (
+            p + record.prompt_tokens,
+            c + record.completion_tokens,
+            k + record.cached_tokens,
+            w + record.cache_write_tokens,
+        )
 
     def status(self, job: JobRecord, report: DispatchReport | None) -> JobStatus:
         if not job.all_units_done:  # written early: a cancel, a spent budget, a fatal error or the hop bound
@@ -73,10 +83,10 @@ DETAIL_TYPES = {
 }
 
 
-def _cost_by_tier(tokens: dict[PriceKey, tuple[int, int, int]]) -> dict[str, float | None]:
+def _cost_by_tier(tokens: Mapping[PriceKey, tuple[int, ...]]) -> dict[str, float | None]:
     """The estimated cost of the answers of each tier priced apart (``standard`` for the rest): which way
     the answers came, and what each way cost."""
-    by_tier: dict[str, dict[PriceKey, tuple[int, int, int]]] = {}
+    by_tier: dict[str, dict[PriceKey, tuple[int, ...]]] = {}
     for key, counts in tokens.items():
         tier = key[1] if isinstance(key, tuple) and key[1] else "standard"
         by_tier.setdefault(tier, {})[key] = counts
@@ -112,6 +122,8 @@ class OutputWriter:
         summary["service_tiers"] = tally.service_tiers
         summary["cost_by_tier"] = _cost_by_tier(tally.tokens_by_model)
         summary["cached"] = tally.cached
+        # Of the prompt tokens, those the prompt cache served and those written to it (each priced at its rate).
+        summary["tokens"].update(cache_read=tally.cache_read_tokens, cache_write=tally.cache_write_tokens)
         await self._store.put_json(out_bucket, keys["summary"], summary)
         await self._journal.close_job(job)
         await self._announce(job, summary)

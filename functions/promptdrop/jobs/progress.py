@@ -49,7 +49,8 @@ class Progress:
     cancelled: bool = False  # the job item says `promptdrop cancel` asked this job to stop
     job: JobRecord | None = None  # the job item as the last report found it (every run's progress)
     _reported: _Counts = field(default_factory=_Counts)
-    _tokens_by_model: dict[PriceKey, tuple[int, int, int]] = field(default_factory=dict)  # prompt, completion, cached
+    # prompt, completion, cached (read from the prompt cache), cache_write (written to it)
+    _tokens_by_model: dict[PriceKey, tuple[int, int, int, int]] = field(default_factory=dict)
     _cost_reported: float = 0.0
     _seen: tuple[float, int] | None = None  # the last report's time, and the job's done after it
     clock: Callable[[], float] = time.time  # wall-clock seconds: the window's samples
@@ -73,23 +74,30 @@ class Progress:
         self.run.sent += 1
 
     def succeeded(
-        self, model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, tier: str | None = None
+        self,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        tier: str | None = None,
+        *,
+        cache_write_tokens: int = 0,
     ) -> None:
         """A request answered; its tokens are priced at the service ``tier`` the answer names."""
         self.run.succeeded += 1
-        self._paid(price_key(model, tier), prompt_tokens, completion_tokens, cached_tokens)
+        self._paid(price_key(model, tier), prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens)
 
     def failed(self, model: str = "", prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
         """A request failed; its tokens: the unusable answers it paid for, if any."""
         self.run.failed += 1
         if prompt_tokens or completion_tokens:
-            self._paid(model, prompt_tokens, completion_tokens, 0)
+            self._paid(model, prompt_tokens, completion_tokens, 0, 0)
 
-    def _paid(self, key: PriceKey, prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> None:
+    def _paid(self, key: PriceKey, prompt_tokens: int, completion_tokens: int, cached: int, written: int) -> None:
         self.run.prompt_tokens += prompt_tokens
         self.run.completion_tokens += completion_tokens
-        p, c, k = self._tokens_by_model.get(key, (0, 0, 0))
-        self._tokens_by_model[key] = (p + prompt_tokens, c + completion_tokens, k + cached_tokens)
+        p, c, k, w = self._tokens_by_model.get(key, (0, 0, 0, 0))
+        self._tokens_by_model[key] = (p + prompt_tokens, c + completion_tokens, k + cached, w + written)
 
     async def report(self) -> None:
         """Add what was done since the last report to the job item; learn of a cancel request."""

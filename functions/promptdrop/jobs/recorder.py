@@ -114,9 +114,11 @@ class Recorder:
                 with contextlib.suppress(Exception):
                     await self.flush()
 
-    async def outcome(self, outcome: Outcome) -> RequestRecord:
-        """Record a request's final outcome; returns its record once it is on record."""
-        record = await self._book(outcome)
+    async def outcome(self, outcome: Outcome, *, counted: Callable[[], None] | None = None) -> RequestRecord:
+        """Record a request's final outcome; returns its record once it is on record. ``counted`` is
+        called as soon as its tokens and cost count in the run's progress, before the write is awaited
+        (the cost guard then lets its reservation go: nothing waits on the journal for it)."""
+        record = await self._book(outcome, counted)
         written = self._written
         await self._maybe_flush()
         # Hold this worker (so its slot) until the answer is on record; shielded: one waiter
@@ -130,7 +132,7 @@ class Recorder:
         await self._book(outcome)
         await self._maybe_flush()
 
-    async def _book(self, outcome: Outcome) -> RequestRecord:
+    async def _book(self, outcome: Outcome, counted: Callable[[], None] | None = None) -> RequestRecord:
         """The outcome's record (and dead letter), buffered for the next group write."""
         request = outcome.request
         if outcome.error is None and outcome.response is not None:
@@ -141,12 +143,15 @@ class Recorder:
                 record.completion_tokens,
                 record.cached_tokens,
                 record.service_tier,
+                cache_write_tokens=record.cache_write_tokens,
             )
         else:
             assert outcome.error is not None
             record = failure_record(request, outcome, outcome.error)
             self._letters.append(self._dead_letter(record, request.batch_line()))
             self._progress.failed(record.model or "", record.prompt_tokens, record.completion_tokens)
+        if counted is not None:
+            counted()
         if record.response is not None and _too_large(record.response):
             # Too large for a DynamoDB item (400 KB): kept in S3, the item points to it.
             pointer = f"{output_base(self._job.output_prefix, self._job.key)}.responses/{request.line}.json"

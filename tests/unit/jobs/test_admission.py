@@ -10,8 +10,9 @@ from promptdrop.adapters.request_log import LineSet
 from promptdrop.engine.request import Request
 from promptdrop.formats import LineError, Parsed
 from promptdrop.jobs.admission import AlreadyDone, Guarded, Stage, Verdict, admitted
-from promptdrop.jobs.cost_guard import Budget, CostGuard
+from promptdrop.jobs.cost_guard import Budget, CostGuard, worst_case
 from promptdrop.jobs.progress import Progress
+from promptdrop.prices import FLEX
 from promptdrop.records import JobRecord
 
 from tests.unit.jobs.conftest import World
@@ -73,3 +74,32 @@ async def test_the_guard_stops_a_run_and_refuses_one_request_of_a_redrive(world:
 
     unlimited = Guarded(CostGuard(Budget()), progress)
     assert await unlimited(request(4)) is Verdict.NEXT
+
+
+async def test_the_guard_prices_each_request_at_the_tier_the_mode_reserves_it_at(world: World) -> None:
+    # Given a budget that holds one request's worst case at the flex tier but not at the standard one
+    await world.journal.start_job(JobRecord(job_id="j", bucket="b", key="k", etag="e"))
+    progress = Progress(world.journal, "j")
+    req = Request(1, "p1", b'{"model": "gpt-5-mini", "messages": []}', 1000, model="gpt-5-mini", output_tokens=900)
+    flex, standard = worst_case(req, FLEX).usd, worst_case(req).usd
+    assert flex is not None
+    assert standard is not None
+    budget = Budget(usd=(flex + standard) / 2)
+    # Then reserved at flex it is sent; at the standard tier it stops the run
+    assert await Guarded(CostGuard(budget), progress, tier_of=lambda r: FLEX)(req) is Verdict.NEXT
+    assert await Guarded(CostGuard(budget), progress)(req) is Verdict.STOP
+
+
+async def test_a_request_waiting_for_room_when_the_run_stops_goes_on_unreserved_to_be_handed_back(
+    world: World,
+) -> None:
+    # Given a request that does not fit while another is in flight, in a run whose deadline has come
+    await world.journal.start_job(JobRecord(job_id="j", bucket="b", key="k", etag="e"))
+    progress = Progress(world.journal, "j")
+    guard = CostGuard(Budget(usd=1.5 * (worst_case(request(1)).usd or 0)))
+    assert guard.admit(request(1), progress.spent())
+    stage = Guarded(guard, progress, stopping=lambda: True)
+    # Then it is passed on (the dispatcher, stopping, hands it to the continuation), not refused
+    assert await stage(request(2)) is Verdict.NEXT
+    assert guard.refused is None
+    assert guard.in_flight == 1

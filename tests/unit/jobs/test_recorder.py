@@ -13,6 +13,7 @@ from promptdrop.formats import LineError
 from promptdrop.jobs.progress import Progress
 from promptdrop.jobs.recorder import COLUMNS_MAX_BYTES, Recorder, Recorders
 from promptdrop.messages import PromptFailure
+from promptdrop.prices import cost_usd
 from promptdrop.records import ErrorRecord, JobRecord, RequestStatus
 
 from tests.unit.jobs.conftest import BUCKET, DLQ, World
@@ -66,6 +67,41 @@ async def test_an_answer_is_on_record_when_its_worker_is_let_go(world: World) ->
     )
     assert json.loads(record.response or "")["choices"][0]["message"]["content"] == "ok"
     assert (progress.run.succeeded, progress.run.prompt_tokens) == (1, 7)
+
+
+async def test_prompt_cache_writes_are_recorded_and_priced_above_input(world: World) -> None:
+    # Given a Responses answer from a model that bills cache writes ($15.625 a million against $12.50 input)
+    recorder, progress = await recorder_for(world, concurrency=1)
+    usage = {
+        "input_tokens": 4000,
+        "input_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 2048},
+        "output_tokens": 10,
+    }
+    body = {"object": "response", "model": "gpt-5.6-cyber", "status": "completed", "output": [{}], "usage": usage}
+    async with recorder:
+        await recorder.outcome(Outcome(request(1), attempts=1, latency_ms=9, status_code=200, response=body))
+    # Then its item keeps both counts, and the run's spending prices each at its rate
+    (record,) = world.journal.requests.of("j").values()
+    assert (record.prompt_tokens, record.cached_tokens, record.cache_write_tokens) == (4000, 1000, 2048)
+    expected = cost_usd("gpt-5.6-cyber", 4000, 10, 1000, cache_write_tokens=2048)
+    assert expected is not None
+    assert progress.spent().usd == pytest.approx(expected, abs=1e-6)
+    assert expected > (cost_usd("gpt-5.6-cyber", 4000, 10, 1000) or 0) + 2048 * 3e-6  # the writes cost more
+
+
+async def test_counted_is_told_once_the_cost_counts_before_the_write_is_awaited(world: World) -> None:
+    # Given a recorder that writes once four answers wait
+    recorder, progress = await recorder_for(world, concurrency=4)
+    seen: list[tuple[int, int]] = []
+
+    def counted() -> None:  # what the cost guard sees when it lets the reservation go
+        seen.append((progress.run.succeeded, len(world.journal.requests.of("j"))))
+
+    async with recorder:
+        await recorder.outcome(answered(request(1)), counted=counted)
+    # Then it was told with the answer counted in the progress and nothing written yet
+    assert seen == [(1, 0)]
+    assert len(world.journal.requests.of("j")) == 1
 
 
 async def test_answers_are_written_together_in_one_batch(world: World) -> None:
