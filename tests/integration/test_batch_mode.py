@@ -124,6 +124,7 @@ def test_an_expired_batch_keeps_what_it_finished_and_sends_the_rest_in_real_time
     ran = [(batch_runs(p, f"question {i}"), p.times_seen(f"question {i}")) for i in range(5)]
     assert ran == [(1, 0), (1, 0), (0, 1), (0, 1), (0, 1)]
     assert summary["service_tiers"] == {"batch": 2, "default": 3}
+    assert set(summary["cost_by_tier"]) == {"batch", "standard"}
     assert [r["custom_id"] for r in p.jsonl("inputs/exp.jsonl", ".out.jsonl")] == [f"q{i}" for i in range(5)]
 
 
@@ -200,11 +201,11 @@ def test_auto_batches_until_its_deadline_leaves_just_enough_time_then_sends_the_
 ) -> None:
     p = provider
     p.configure(PROMPTDROP_BATCH_POLL_S="1", PROMPTDROP_RPM="6000")
-    # Given an auto file due in 10 minutes and 3 seconds: 600 s of it are the margin kept for the
-    # switch (jobs/batch_deadline.py), so its batch may run about 3 s (0.4 s a line at this provider)
-    due = datetime.now(UTC) + timedelta(seconds=MARGIN_S + 3)
+    # Given a 30-line auto file due in 10 minutes and 5 seconds: 600 s of it are the margin kept for the
+    # switch (jobs/batch_deadline.py), so its batch may run about 5 s of the 12 s it needs (0.4 s a line)
+    due = datetime.now(UTC) + timedelta(seconds=MARGIN_S + 5)
     metadata = {"promptdrop-mode": "auto", "promptdrop-deadline": due.isoformat()}
-    put(p, "inputs/auto.jsonl", prompts(12, model="gpt-5-mini"), **metadata)
+    put(p, "inputs/auto.jsonl", prompts(30, model="gpt-5-mini"), **metadata)
 
     summary = until_done(p, "inputs/auto.jsonl")
 
@@ -212,8 +213,10 @@ def test_auto_batches_until_its_deadline_leaves_just_enough_time_then_sends_the_
     assert p.server.stats()["batch_api"]["batches"] == {"cancelled": 1}
     tiers = summary["service_tiers"]
     assert set(tiers) == {"batch", "flex"}
-    assert tiers["batch"] + tiers["flex"] == 12
-    assert all(batch_runs(p, f"question {i}") + p.times_seen(f"question {i}") == 1 for i in range(12))
+    assert tiers["batch"] + tiers["flex"] == 30
+    assert all(batch_runs(p, f"question {i}") + p.times_seen(f"question {i}") == 1 for i in range(30))
+    # each way priced at its own rates
+    assert set(summary["cost_by_tier"]) == {"batch", "flex"}
     assert summary["status"] == "SUCCEEDED"
 
 
