@@ -162,20 +162,22 @@ def test_the_enqueued_token_limit_is_waited_out_not_failed(provider: Pipeline) -
 
 
 @pytest.mark.parametrize("provider", ["slow"], indirect=True)
-def test_cancel_stops_the_providers_batches_and_keeps_what_they_finished(
-    provider: Pipeline, monkeypatch: pytest.MonkeyPatch
+def test_cancel_stops_the_providers_batches_at_once_and_keeps_what_they_finished(
+    provider: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     p = provider
     monkeypatch.setenv("PROMPTDROP_BUCKET", p.bucket)
-    p.configure(PROMPTDROP_BATCH_POLL_S="1")
+    # Given a batch job whose next check is a minute away
+    p.configure(PROMPTDROP_BATCH_POLL_S="60")
     put(p, "inputs/stop.jsonl", prompts(10), **BATCH)
     p.drain(idle_polls=1)  # submitted: the check waits on the queue
     job = _job_id(p)
 
     # When the operator cancels it while the batch runs
     time.sleep(1.0)
-    assert cli(["cancel", job]) == 0
-    summary = until_done(p, "inputs/stop.jsonl")
+    code, said = Cli(capsys).json("cancel", job)
+    assert (code, said["batch_units_checked"]) == (0, 1)
+    summary = until_done(p, "inputs/stop.jsonl", timeout_s=30)  # well before the minute is up
 
     # Then the provider's batch was cancelled, what it finished is kept (paid once), nothing sent in real time
     assert p.server.stats()["batch_api"]["batches"] == {"cancelled": 1}

@@ -95,7 +95,7 @@ def test_a_killed_container_is_finished_by_the_redelivery_with_few_extra_calls(s
     run = p.spawn(p.s3_event(key))
 
     # When the container is killed (SIGKILL) mid-run
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a new process on a loaded machine may take long to start
     while p.server.stats()["ok"] < 40 and time.monotonic() < deadline:
         time.sleep(0.02)
     run.send_signal(signal.SIGKILL)

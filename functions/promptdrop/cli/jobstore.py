@@ -155,27 +155,42 @@ class JobStore:
             )
         return job
 
-    def provider_batches(self, job: Job) -> list[dict[str, Any]]:
-        """The job's batches at the provider's Batch API (batch mode), as its units last noted them."""
+    def check_now(self, job: Job, queue_url: str) -> int:
+        """Send each waiting batch-mode unit's live check message again, undelayed: the function acts on
+        the job's state (a cancel) now, not at a check up to 15 minutes away. The units checked."""
         from ..jobs.batch_state import UnitBatches  # imported here: the jobs package is slow to import
 
-        found: list[dict[str, Any]] = []
+        sent = 0
+        for item in self._unit_items(job):
+            state = UnitBatches.from_json(item.get("batches", {}).get("S"))
+            if state.live and state.check_message:
+                self._aws.sqs.send_message(QueueUrl=queue_url, MessageBody=state.check_message)
+                sent += 1
+        return sent
+
+    def _unit_items(self, job: Job) -> list[dict[str, Any]]:
         query = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :unit)",
             "ExpressionAttributeValues": {":pk": {"S": f"JOB#{job.job_id}"}, ":unit": {"S": "UNIT#"}},
             "ProjectionExpression": "sk, batches",
         }
-        for page in self._aws.ddb.get_paginator("query").paginate(**query):
-            for item in page["Items"]:
-                state = UnitBatches.from_json(item.get("batches", {}).get("S"))
-                unit = item["sk"]["S"].removeprefix("UNIT#")
-                found += [
-                    {"unit": unit, "batch_id": b.batch_id, "status": b.status, "model": b.model}
-                    | {"endpoint": b.endpoint, "requests": b.requests, "completed": b.completed, "failed": b.failed}
-                    | {"merged": b.merged}
-                    for b in state.batches
-                ]
+        return [item for page in self._aws.ddb.get_paginator("query").paginate(**query) for item in page["Items"]]
+
+    def provider_batches(self, job: Job) -> list[dict[str, Any]]:
+        """The job's batches at the provider's Batch API (batch mode), as its units last noted them."""
+        from ..jobs.batch_state import UnitBatches  # imported here: the jobs package is slow to import
+
+        found: list[dict[str, Any]] = []
+        for item in self._unit_items(job):
+            state = UnitBatches.from_json(item.get("batches", {}).get("S"))
+            unit = item["sk"]["S"].removeprefix("UNIT#")
+            found += [
+                {"unit": unit, "batch_id": b.batch_id, "status": b.status, "model": b.model}
+                | {"endpoint": b.endpoint, "requests": b.requests, "completed": b.completed, "failed": b.failed}
+                | {"merged": b.merged}
+                for b in state.batches
+            ]
         return found
 
     def job_id_of(self, ref: S3Ref) -> str:

@@ -52,6 +52,7 @@ logger = Logger(service="promptdrop", child=True)
 
 FALLBACK_METADATA = "promptdrop-fallback"
 MAX_WAIT_S = 900  # SQS's longest DelaySeconds
+CANCELLING_POLL_S = 5.0  # the checks while batches are being cancelled: the job ends soon after they are
 _TOKEN_TRIES = 20  # batches created for one input file refused for enqueued tokens before it fails
 _RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 
@@ -255,7 +256,7 @@ class _Step:
                     batch.status = (await parts.api.cancel(batch.batch_id)).status
                 else:
                     batch.status = "cancelled"  # never ran at the provider
-        state.cancelling = True
+        state.cancelling, state.checks_waited = True, 0
         state.switched = state.switched or switching
         await self.save()
         logger.info("provider batches cancelled", extra={"unit": self.unit.unit, "auto_deadline": switching})
@@ -300,6 +301,8 @@ class _Step:
         """The wait before the next check: the poll interval, doubling while batches run, to 15 minutes —
         and never past ``auto``'s switch point."""
         state, poll = self.state, self.parts.settings.batch_poll_s
+        if state.cancelling:
+            poll = min(poll, CANCELLING_POLL_S)
         wait = min(poll * 2**state.checks_waited, MAX_WAIT_S)
         state.checks_waited += 1
         if due is not None:
@@ -312,8 +315,8 @@ class _Step:
         queue = self.parts.settings.work_queue_url
         if queue is None:
             raise RuntimeError("PROMPTDROP_WORK_QUEUE_URL must be set for the batch mode's checks")
-        following = self.unit.check + 1
-        await self.parts.messages.send(queue, [self.unit.model_copy(update={"check": following})], delay_s=delay_s)
-        self.state.check = following
+        following = self.unit.model_copy(update={"check": self.unit.check + 1})
+        await self.parts.messages.send(queue, [following], delay_s=delay_s)
+        self.state.check, self.state.check_message = following.check, following.dump()
         await self.save()
         return DispatchReport(stopped=StopReason.WAITING)

@@ -61,6 +61,9 @@ class UnitBatches:
     cancelling: bool = False  # its batches were asked to stop (a cancel, or auto's deadline)
     switched: bool = False  # auto's deadline came: what is left goes flex, then standard
     fallback: bool = False  # every batch merged; lines they left go in real time
+    # The check message queued last (its body): `promptdrop cancel` sends it again so that the cancel
+    # is acted on now, not at a check up to 15 minutes away (the number is the live one's).
+    check_message: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
