@@ -108,6 +108,7 @@ _NOT_DEPLOYED_LOCALLY: Final = frozenset(
         "AWS::IAM::Role",
         "AWS::IAM::Policy",
         "AWS::Logs::LogGroup",
+        "AWS::CloudWatch::Dashboard",  # for people in the console; it names the function, which is not deployed
     }
 )
 

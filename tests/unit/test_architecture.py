@@ -37,7 +37,9 @@ ALLOWED: dict[str, set[str]] = {
     "events": {"messages"},
     "jobs": BASE | {"engine", "adapters", "formats", "outputs", "prices"},
     "runtime": BASE | {"engine", "adapters", "jobs"},
-    "handler": BASE | {"runtime", "jobs", "events"},
+    # The handler's CloudWatch metrics: what a run reports (jobs' JobResult), as EMF.
+    "run_metrics": {"jobs"},
+    "handler": BASE | {"runtime", "jobs", "events", "run_metrics"},
     # The operator's commands: an entry point like the handler (``local`` runs the handler itself);
     # engine.request for the endpoints a line may name, engine.endpoints for what each bounds and
     # answers (``estimate``'s worst case, ``results``' answers: asked of their one home, not copied),
