@@ -16,7 +16,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from . import runtime
+from . import runtime, tracing
 from .events import FileWork, Skip, SqsMessage, UnrecognizedEvent, WorkItem, parse_event, parse_message
 from .jobs import FileRef, JobResult, JobRunner
 from .messages import PromptFailure, UnitMessage
@@ -81,12 +81,15 @@ async def run_work(
     for item in work:
         if isinstance(item, FileWork):
             ref = FileRef(item.bucket, item.key)
-            run = runner.run_file(ref, redrive=item.redrive, should_stop=should_stop, last_delivery=last_delivery)
-            results.append(await run)
+            async with tracing.run_span("run file", key=item.key):
+                run = runner.run_file(ref, redrive=item.redrive, should_stop=should_stop, last_delivery=last_delivery)
+                results.append(await run)
         elif isinstance(item, UnitMessage):
-            results.append(await runner.run_unit(item, should_stop=should_stop, last_delivery=last_delivery))
+            async with tracing.run_span("run unit", job_id=item.job_id, unit=item.unit):
+                results.append(await runner.run_unit(item, should_stop=should_stop, last_delivery=last_delivery))
         elif isinstance(item, PromptFailure):
-            results.append(await runner.redrive(item, last_delivery=last_delivery))
+            async with tracing.run_span("redrive prompt", job_id=item.job_id):
+                results.append(await runner.redrive(item, last_delivery=last_delivery))
     return results
 
 

@@ -118,11 +118,12 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "ResultsExpirationDays": 0,
         "EventBusName": "default",
         "AlarmTopicArn": "",
-        # Monitoring (README, "Monitoring"): alarm thresholds
+        # Monitoring (README, "Monitoring"): alarm thresholds, and tracing off unless asked for
         "FailureRateAlarmPercent": 10,
         "RateLimitedAlarmPercent": 50,
         "CostPerHourAlarmUsd": 0,  # no cost alarm unless asked for
         "JobAgeAlarmHours": 24,
+        "Tracing": "off",
     }
 
 

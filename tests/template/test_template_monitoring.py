@@ -1,6 +1,6 @@
-"""The operator's view in the template: a dashboard that parses, and alarms that each notify the alarm
-topic. (That the dashboard and the alarms name metrics the handler really emits is
-tests/integration/test_metrics.py's, from the handler's own output.)"""
+"""The operator's view in the template: a dashboard that parses, alarms that each notify the alarm
+topic, and tracing wired only when asked for. (That the dashboard and the alarms name metrics the
+handler really emits is tests/integration/test_metrics.py's, from the handler's own output.)"""
 
 from __future__ import annotations
 
@@ -121,3 +121,19 @@ def test_the_dashboard_names_this_stacks_resources(sam_template: dict[str, Any])
     assert all(w["properties"]["region"] == "1" for w in widgets)  # "${AWS::Region}" (placeholder 1)
     titles = [w["properties"]["title"] for w in widgets]
     assert len(titles) == len(set(titles)) == 11
+
+
+def test_tracing_is_off_unless_asked_for_and_then_active_with_its_grant(
+    sam_template: dict[str, Any], cfn_template: dict[str, Any]
+) -> None:
+    function = cfn_template["Resources"]["ProcessorFunction"]["Properties"]
+    assert function["TracingConfig"] == {"Mode": {"Fn::If": ["TracingOn", "Active", "PassThrough"]}}
+    variables = function["Environment"]["Variables"]
+    # Powertools' own switch: with it "true" the code imports no X-Ray and makes no span
+    assert variables["POWERTOOLS_TRACE_DISABLED"] == {"Fn::If": ["TracingOn", "false", "true"]}
+    assert sam_template["Conditions"]["TracingOn"] == {"Fn::Equals": [{"Ref": "Tracing"}, "active"]}
+    policy = cfn_template["Resources"]["TracingPolicy"]
+    assert policy["Condition"] == "TracingOn"
+    assert policy["Properties"]["Roles"] == [{"Ref": "ProcessorRole"}]
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == ["xray:PutTraceSegments", "xray:PutTelemetryRecords"]
