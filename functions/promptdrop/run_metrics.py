@@ -25,14 +25,12 @@ from aws_lambda_powertools import Metrics
 from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from .jobs import JobResult, RunStatus
+from .records import FINAL_JOB_STATES
 
-__all__ = ["FINISHED", "LEFT_RUNNING", "record_run"]
+__all__ = ["LEFT_RUNNING", "record_run"]
 
 SERVICE = "promptdrop"
-# Runs that end their job (JobsFinished, by outcome), and runs that leave it running (JobAge).
-FINISHED = frozenset(
-    {RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.BUDGET_EXCEEDED}
-)
+# Runs that leave their job running (JobAge). Those that end it (JobsFinished) end in a final job state.
 LEFT_RUNNING = frozenset(
     {RunStatus.CONTINUED, RunStatus.SHARD_DONE, RunStatus.HANDED_OFF, RunStatus.UNFINISHED, RunStatus.BUSY}
 )
@@ -74,7 +72,7 @@ def record_run(metrics: Metrics, namespace: str, result: JobResult, *, now: date
         line = _line(namespace, Code=str(code))
         line.add_metric(name="PromptsFailed", unit=count, value=failed)
         line.flush_metrics()
-    if result.status in FINISHED:
+    if result.status.value in FINAL_JOB_STATES:  # the run ended its job
         line = _line(namespace, Outcome=str(result.status))
         line.add_metric(name="JobsFinished", unit=count, value=1)
         line.flush_metrics()

@@ -24,7 +24,7 @@ import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -45,6 +45,9 @@ class _Run:
     subsegment: Any  # the run's aws_xray_sdk Subsegment (sampled)
     left: int = CALL_SPANS_PER_RUN
     dropped: int = 0
+    # Call spans begun and not yet ended: a call cancelled mid-flight gets no after-call event, and an
+    # open child would keep its run's span from ever being sent. Closed when the run ends.
+    open: set[Any] = field(default_factory=set)
 
 
 _run: ContextVar[_Run | None] = ContextVar("promptdrop_run_span", default=None)
@@ -90,12 +93,14 @@ async def run_span(name: str, **annotations: str) -> AsyncIterator[None]:
             yield
         finally:
             _run.reset(token)
+            for span in list(run.open):
+                _end(run, span)
             if run.dropped:
                 subsegment.put_metadata("call_spans_dropped", run.dropped, "promptdrop")
 
 
-def _begin(name: str, namespace: str) -> Any | None:
-    """A call's subsegment under the current run's, or None (no run traced, or its spans used up)."""
+def _begin(name: str, namespace: str) -> tuple[_Run, Any] | None:
+    """A call's subsegment under the current run's (and that run), or None: no run traced, or its spans used up."""
     run = _run.get()
     if run is None:
         return None
@@ -107,11 +112,18 @@ def _begin(name: str, namespace: str) -> Any | None:
 
     span = Subsegment(name, namespace, run.subsegment.parent_segment)
     run.subsegment.add_subsegment(span)  # sets its parent id, counts it on the segment
-    return span
+    run.open.add(span)
+    return run, span
 
 
-def _end(span: Any, error: BaseException | None = None) -> None:
-    if error is not None:
+def _end(run: _Run, span: Any, error: BaseException | None = None, status: int | None = None) -> None:
+    """Close a call's span with its HTTP ``status`` (a 429 flags a throttle, a 4xx an error, a 5xx a fault)."""
+    if span not in run.open:
+        return  # ended already, by its run's end (a closed span takes nothing more)
+    run.open.discard(span)
+    if status is not None:
+        span.put_http_meta("status", status)
+    if isinstance(error, Exception):  # not a cancellation: the call itself failed
         span.add_exception(error, [], remote=True)
     span.close()
     _recorder().stream_subsegments()  # sent now: a run's spans never pile up in memory
@@ -125,21 +137,19 @@ def traced_sender(send: Callable[[str, bytes], Awaitable[T]], base_url: str) -> 
     host, base = urlsplit(base_url).hostname or base_url, base_url.rstrip("/")
 
     async def traced(path: str, body: bytes) -> T:
-        span = _begin(host, "remote")
-        if span is None:
+        begun = _begin(host, "remote")
+        if begun is None:
             return await send(path, body)
+        run, span = begun
         span.put_http_meta("method", "POST")
         span.put_http_meta("url", base + path)
         try:
             reply = await send(path, body)
         except BaseException as exc:
-            status = getattr(exc, "status_code", None)
-            if isinstance(status, int):
-                span.put_http_meta("status", status)  # 429 flags a throttle, 5xx a fault
-            _end(span, exc)
+            status = getattr(exc, "status_code", None)  # the SDK's status errors carry it
+            _end(run, span, exc, status if isinstance(status, int) else None)
             raise
-        span.put_http_meta("status", getattr(reply, "status_code", 200))
-        _end(span)
+        _end(run, span, status=getattr(reply, "status_code", 200))
         return reply
 
     return traced
@@ -154,25 +164,26 @@ def trace_aws_calls(client: Any) -> None:
     region = client.meta.region_name
 
     def before(model: Any, context: dict[str, Any], **_: Any) -> None:
-        span = _begin(service, "aws")
-        if span is not None:
-            span.set_aws({"operation": model.name, "region": region})
-            context[_CONTEXT_KEY] = span
+        begun = _begin(service, "aws")
+        if begun is not None:
+            begun[1].set_aws({"operation": model.name, "region": region})
+            context[_CONTEXT_KEY] = begun
 
     def after(http_response: Any, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        span = context.pop(_CONTEXT_KEY, None)
-        if span is None:
+        begun = context.pop(_CONTEXT_KEY, None)
+        if begun is None:
             return
+        run, span = begun
         request_id = (parsed.get("ResponseMetadata") or {}).get("RequestId")
         if request_id:
             span.aws["request_id"] = request_id
-        span.put_http_meta("status", http_response.status_code)  # a 4xx/5xx flags an error/fault
-        _end(span)
+        _end(run, span, status=http_response.status_code)
 
     def failed(exception: BaseException, context: dict[str, Any], **_: Any) -> None:
-        span = context.pop(_CONTEXT_KEY, None)
-        if span is not None:
-            _end(span, exception)
+        begun = context.pop(_CONTEXT_KEY, None)
+        if begun is not None:
+            run, span = begun
+            _end(run, span, exception)
 
     events.register("before-call", before)
     events.register("after-call", after)

@@ -142,3 +142,69 @@ def test_tracing_off_costs_no_import() -> None:
     )
     env = {**os.environ, "LAMBDA_TASK_ROOT": str(ROOT), "POWERTOOLS_TRACE_DISABLED": "true"}
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=ROOT, timeout=60)
+
+
+SENDER_SCRIPT = """
+import asyncio
+from promptdrop import tracing
+
+class RateLimited(Exception):
+    status_code = 429  # as the SDK's status errors carry it
+
+async def answer(path, body):
+    return type("Reply", (), {"status_code": 200})()
+
+async def refuse(path, body):
+    raise RateLimited("slow down")
+
+async def hang(path, body):
+    await asyncio.sleep(60)
+
+async def main():
+    base = "https://api.example.com/v1"
+    async with tracing.run_span("run unit", job_id="j", unit="all"):
+        await tracing.traced_sender(answer, base)("/responses", b"{}")
+        try:
+            await tracing.traced_sender(refuse, base)("/responses", b"{}")
+        except RateLimited:
+            pass
+        hanging = asyncio.create_task(tracing.traced_sender(hang, base)("/responses", b"{}"))
+        await asyncio.sleep(0.05)
+    hanging.cancel()  # the run ended with this call still open
+
+asyncio.run(main())
+"""
+
+
+def test_api_spans_carry_the_status_and_a_call_still_open_when_its_run_ends_is_closed_with_it(
+    daemon: socket.socket,
+) -> None:
+    # Given tracing on in Lambda's environment, and the engine's sender wrapped
+    address = "{}:{}".format(*daemon.getsockname())
+    env = {
+        **os.environ,
+        "LAMBDA_TASK_ROOT": str(ROOT),
+        "_X_AMZN_TRACE_ID": TRACE_HEADER,
+        "POWERTOOLS_TRACE_DISABLED": "false",
+        "AWS_XRAY_DAEMON_ADDRESS": address,
+    }
+
+    # When a run makes a call answered, a call refused with a 429, and one still waiting as the run ends
+    subprocess.run([sys.executable, "-c", SENDER_SCRIPT], env=env, check=True, cwd=ROOT, timeout=60)
+    entities = received(daemon)
+
+    # Then the run's span is sent all the same, with a span for each call under it
+    (run,) = [e for e in entities if e["name"] == "## run unit"]
+    assert run["annotations"] == {"job_id": "j", "unit": "all"}
+    calls = [e for e in entities if e.get("parent_id") == run["id"]]
+    assert [c["name"] for c in calls] == ["api.example.com"] * 3
+    answered, refused, waiting = sorted(calls, key=lambda c: c["start_time"])
+    assert answered["http"] == {
+        "request": {"method": "POST", "url": "https://api.example.com/v1/responses"},
+        "response": {"status": 200},
+    }
+    assert refused["http"]["response"]["status"] == 429
+    assert refused["throttle"] is True
+    assert refused["cause"]["exceptions"][0]["type"] == "RateLimited"
+    assert "response" not in waiting["http"]  # closed by its run's end, never answered
+    assert waiting["end_time"] <= run["end_time"]

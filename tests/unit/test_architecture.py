@@ -40,7 +40,7 @@ ALLOWED: dict[str, set[str]] = {
     "tracing": set(),
     "runtime": BASE | {"engine", "adapters", "jobs", "tracing"},
     # The handler's CloudWatch metrics: what a run reports (jobs' JobResult), as EMF.
-    "run_metrics": {"jobs"},
+    "run_metrics": {"jobs", "records"},
     "handler": BASE | {"runtime", "jobs", "events", "tracing", "run_metrics"},
     # The operator's commands: an entry point like the handler (``local`` runs the handler itself);
     # engine.request for the endpoints a line may name, engine.endpoints for what each bounds and
