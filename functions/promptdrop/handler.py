@@ -20,14 +20,14 @@ from . import runtime, tracing
 from .events import FileWork, Skip, SqsMessage, UnrecognizedEvent, WorkItem, parse_event, parse_message
 from .jobs import FileRef, JobResult, JobRunner
 from .messages import PromptFailure, UnitMessage
-from .run_metrics import record_run
+from .run_metrics import SERVICE, record_run
 from .settings import Settings, get_settings
 
 __all__ = ["handle_sqs", "lambda_handler", "run_work"]
 
 logger = Logger(service="promptdrop")
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "promptdrop")
-metrics = Metrics(namespace=NAMESPACE, service="promptdrop")
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)  # every metric line carries the same service
 
 
 def _check_key(settings: Settings, work: FileWork) -> str | None:

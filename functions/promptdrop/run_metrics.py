@@ -27,9 +27,9 @@ from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from .jobs import JobResult, RunStatus
 from .records import FINAL_JOB_STATES
 
-__all__ = ["LEFT_RUNNING", "record_run"]
+__all__ = ["LEFT_RUNNING", "SERVICE", "record_run"]
 
-SERVICE = "promptdrop"
+SERVICE = "promptdrop"  # the `service` dimension of every metric (the dashboard and alarms name it)
 # Runs that leave their job running (JobAge). Those that end it (JobsFinished) end in a final job state.
 LEFT_RUNNING = frozenset(
     {RunStatus.CONTINUED, RunStatus.SHARD_DONE, RunStatus.HANDED_OFF, RunStatus.UNFINISHED, RunStatus.BUSY}

@@ -12,7 +12,14 @@ import pytest
 
 from tests.integration.conftest import Pipeline
 from tests.integration.test_events import CountdownContext
-from tests.template.monitoring import MetricRef, alarm_metrics, dashboard_metrics, emitted_metrics, namespace
+from tests.template.monitoring import (
+    MetricRef,
+    alarm_metrics,
+    dashboard_metrics,
+    emitted_metrics,
+    named_dimension_values,
+    namespace,
+)
 from tests.template.sam import raw_template
 
 MODEL = "gpt-4o-mini"  # the stack's default model (ModelName), priced by genai-prices
@@ -118,6 +125,13 @@ def test_the_dashboard_and_alarms_name_only_metrics_the_handler_emits(
     for alarm, metrics in alarm_metrics(template).items():
         named = {(m.name, m.dimensions) for m in metrics if m.namespace == own}
         assert named <= printed, f"{alarm} names {named - printed}, which the handler never emits"
+    # and where a graph or an alarm names a dimension's value (service), the handler's lines carry that value
+    carried = {
+        (ref.name, frozenset((d, blob[d]) for d in ref.dimensions)) for ref, blobs in emitted.items() for blob in blobs
+    }
+    valued = named_dimension_values(template, own)
+    assert valued
+    assert valued <= carried, valued - carried
     # and the job age the alarm reads was reported by the runs that left the job running
     ages = emitted[MetricRef(own, "JobAge", frozenset({"service"}))]
     assert ages

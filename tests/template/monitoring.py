@@ -9,7 +9,15 @@ import re
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["MetricRef", "alarm_metrics", "dashboard", "dashboard_metrics", "emitted_metrics", "namespace"]
+__all__ = [
+    "MetricRef",
+    "alarm_metrics",
+    "dashboard",
+    "dashboard_metrics",
+    "emitted_metrics",
+    "named_dimension_values",
+    "namespace",
+]
 
 # SEARCH('{Namespace,Dim1,Dim2} MetricName="Name"', ...): the schema in braces is the exact dimension set.
 _SEARCH = re.compile(r"""SEARCH\('\{([^}]*)\}\s+MetricName="([^"]+)"'""")
@@ -87,3 +95,25 @@ def emitted_metrics(output: str) -> dict[MetricRef, list[dict[str, Any]]]:
                     ref = MetricRef(directive["Namespace"], metric["Name"], frozenset(dimensions))
                     emitted.setdefault(ref, []).append(blob)
     return emitted
+
+
+def named_dimension_values(template: dict[str, Any], space: str) -> set[tuple[str, frozenset[tuple[str, Any]]]]:
+    """The metrics of ``space`` that a plain dashboard row or an alarm names with their dimensions' values
+    (a SEARCH takes every value): (name, {(dimension, value)}), as CloudWatch must find them."""
+    named: set[tuple[str, frozenset[tuple[str, Any]]]] = set()
+    for widget in dashboard(template)["widgets"]:
+        for row in widget["properties"].get("metrics", []):
+            values = [item for item in row if not isinstance(item, dict)]
+            if values and values[0] == space:
+                named.add((values[1], frozenset(zip(values[2::2], values[3::2], strict=True))))
+    for resource in template["Resources"].values():
+        if resource["Type"] != "AWS::CloudWatch::Alarm":
+            continue
+        props = resource["Properties"]
+        specs = [q["MetricStat"]["Metric"] for q in props.get("Metrics", []) if "MetricStat" in q]
+        specs += [props] if "MetricName" in props else []
+        for spec in specs:
+            if spec["Namespace"] == space:
+                dimensions = frozenset((d["Name"], d["Value"]) for d in spec.get("Dimensions", []))
+                named.add((spec["MetricName"], dimensions))
+    return named
