@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["CALL_SPANS_PER_RUN", "enabled", "run_span", "trace_aws_calls", "traced_sender"]
 
 CALL_SPANS_PER_RUN = 250
+_ANNOTATION_MAX_CHARS = 500  # an annotation is an index entry: a long S3 key (up to 1,024 bytes) is cut short
 _CONTEXT_KEY = "promptdrop_span"  # where a botocore call's span waits between its two events
 T = TypeVar("T")
 
@@ -86,7 +87,7 @@ async def run_span(name: str, **annotations: str) -> AsyncIterator[None]:
             yield
             return
         for key, value in annotations.items():
-            subsegment.put_annotation(key, value)
+            subsegment.put_annotation(key, value[:_ANNOTATION_MAX_CHARS])
         run = _Run(subsegment)
         token = _run.set(run)
         try:
