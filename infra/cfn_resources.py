@@ -295,6 +295,7 @@ def _create_alarm(ctx: StackContext, logical_id: str, props: dict[str, Any]) -> 
         "Dimensions",
         "InsufficientDataActions",
         "MetricName",
+        "Metrics",  # metric math (the failure-rate, 429-rate and job-age alarms)
         "Namespace",
         "OKActions",
         "Statistic",

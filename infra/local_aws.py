@@ -17,14 +17,15 @@ resource's *properties* into the boto3 calls CloudFormation would make:
 ``AWS::DynamoDB::Table``        create_table (keys, billing, global and local secondary indexes,
                                 SSE) + PITR and TTL
 ``AWS::SecretsManager::Secret`` create_secret (empty unless the template gives a value)
-``AWS::CloudWatch::Alarm``      put_metric_alarm
+``AWS::CloudWatch::Alarm``      put_metric_alarm (a metric or metric math)
 ==============================  ===========================================================
 
 Parameters are checked as CloudFormation checks them (``AllowedPattern``, ``AllowedValues``,
 lengths, ``MinValue``/``MaxValue``): a value AWS would refuse is refused here too.
 
-Compute and plumbing resources (the function, its role, log group, event-source mapping) are
-not created: locally the handler runs in-process, fed by :class:`infra.event_source.SqsEventSource`.
+Compute and plumbing resources (the function, its role and policies, log group, event-source
+mapping) and the dashboard (for people, in the console; it names the function) are not created:
+locally the handler runs in-process, fed by :class:`infra.event_source.SqsEventSource`.
 A resource type, property or resource attribute this module does not know is an error, not a
 silent skip, so a template change that the local stack cannot honour is noticed at once.
 moto accepts but does not enforce some of what is created (bucket and queue policies, lifecycle
@@ -108,6 +109,7 @@ _NOT_DEPLOYED_LOCALLY: Final = frozenset(
         "AWS::IAM::Role",
         "AWS::IAM::Policy",
         "AWS::Logs::LogGroup",
+        "AWS::CloudWatch::Dashboard",  # for people in the console; it names the function, which is not deployed
     }
 )
 

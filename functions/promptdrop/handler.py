@@ -16,16 +16,18 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from . import runtime
+from . import runtime, tracing
 from .events import FileWork, Skip, SqsMessage, UnrecognizedEvent, WorkItem, parse_event, parse_message
 from .jobs import FileRef, JobResult, JobRunner, ShouldStop
 from .messages import PromptFailure, UnitMessage
+from .run_metrics import SERVICE, record_run
 from .settings import Settings, get_settings
 
 __all__ = ["handle_sqs", "lambda_handler", "run_work"]
 
 logger = Logger(service="promptdrop")
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "promptdrop"), service="promptdrop")
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "promptdrop")
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)  # every metric line carries the same service
 
 
 def _check_key(settings: Settings, work: FileWork) -> str | None:
@@ -34,17 +36,6 @@ def _check_key(settings: Settings, work: FileWork) -> str | None:
     if not work.key.startswith(settings.input_prefix):
         return f"key is outside the input prefix {settings.input_prefix!r}"
     return None
-
-
-def _record_metrics(result: JobResult) -> None:
-    # What this run did — not the job's totals, which a redrive of one prompt would count again.
-    metrics.add_metric(name="PromptsSucceeded", unit=MetricUnit.Count, value=result.run_succeeded)
-    metrics.add_metric(name="PromptsFailed", unit=MetricUnit.Count, value=result.run_failed)
-    metrics.add_metric(name="PromptTokens", unit=MetricUnit.Count, value=result.run_prompt_tokens)
-    metrics.add_metric(name="CompletionTokens", unit=MetricUnit.Count, value=result.run_completion_tokens)
-    metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=result.rate_limited)
-    if result.latency_avg_ms is not None:
-        metrics.add_metric(name="LatencyAvg", unit=MetricUnit.Milliseconds, value=result.latency_avg_ms)
 
 
 def _to_run(items: list[WorkItem], settings: Settings) -> list[WorkItem]:
@@ -78,7 +69,7 @@ async def _run_items(
         if result.key_rejected:
             rt.key_rejected()
         logger.info("run done", extra={"job": {k: v for k, v in vars_of(result).items() if k != "outputs"}})
-        _record_metrics(result)
+        record_run(metrics, NAMESPACE, result)
     return results
 
 
@@ -90,17 +81,21 @@ async def run_work(
     for item in work:
         if isinstance(item, FileWork):
             ref = FileRef(item.bucket, item.key)
-            run = runner.run_file(ref, redrive=item.redrive, should_stop=should_stop, last_delivery=last_delivery)
-            results.append(await run)
+            async with tracing.run_span("run file", key=item.key):
+                run = runner.run_file(ref, redrive=item.redrive, should_stop=should_stop, last_delivery=last_delivery)
+                results.append(await run)
         elif isinstance(item, UnitMessage):
-            results.append(await runner.run_unit(item, should_stop=should_stop, last_delivery=last_delivery))
+            async with tracing.run_span("run unit", job_id=item.job_id, unit=item.unit):
+                results.append(await runner.run_unit(item, should_stop=should_stop, last_delivery=last_delivery))
         elif isinstance(item, PromptFailure):
-            results.append(await runner.redrive(item, last_delivery=last_delivery))
+            async with tracing.run_span("redrive prompt", job_id=item.job_id):
+                results.append(await runner.redrive(item, last_delivery=last_delivery))
     return results
 
 
 def vars_of(result: JobResult) -> dict[str, Any]:
-    return dataclasses.asdict(result)
+    """The result as JSON values (a direct invocation's answer, the log): the metrics' tally left out."""
+    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name != "tally"}
 
 
 # Runs one message's work items (its last delivery or not) and returns their results.

@@ -35,6 +35,7 @@ from .engine.flex import FlexFallback, FlexPolicy
 from .engine.model_limiters import ModelLimiters
 from .jobs import JobRunner
 from .settings import Settings
+from .tracing import trace_aws_calls, traced_sender
 
 if TYPE_CHECKING:
     from types_aiobotocore_secretsmanager import SecretsManagerClient
@@ -104,6 +105,9 @@ class Runtime:
         if settings.event_bus:
             events = await stack.enter_async_context(session.client("events", config=_AWS_RETRIES))
             publisher = EventPublisher(events, settings.event_bus)
+            trace_aws_calls(events)
+        for aws in (s3, ddb, sqs):
+            trace_aws_calls(aws)  # a span per call when tracing is on (tracing.py); nothing otherwise
         api_key = None
         if settings.openai_secret_arn:
             async with session.client("secretsmanager", config=_AWS_RETRIES) as secrets:
@@ -117,9 +121,11 @@ class Runtime:
         limiter = ModelLimiters(rpm=settings.rpm, tpm=settings.tpm, shared=shared)
         answers = AnswerCheck(TextPolicy(settings.text_policy))
 
+        send = traced_sender(client.post_ready, str(client.base_url))
+
         def dispatcher() -> Dispatcher:
             return Dispatcher(
-                client.post_ready,
+                send,
                 limiter=limiter,
                 max_concurrency=settings.max_concurrency,
                 max_attempts=settings.max_attempts,

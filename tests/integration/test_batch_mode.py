@@ -51,11 +51,13 @@ def batch_runs(p: Pipeline, text: str) -> int:
 
 # The fake API's Batch API, as each test needs it: a window that closes after two lines of each batch;
 # room for one small batch's tokens at a time, each line taking half a second (the first batch still
-# runs while the others are created, however slow the machine); lines that take 0.4 s each.
+# runs while the others are created, however slow the machine); lines that take 0.4 s each; batches of
+# two requests at most.
 PROVIDERS: dict[str, dict[str, Any]] = {
     "expiring": {"batch_expire_after": 2},
     "scarce": {"batch_enqueued_tokens": 400, "batch_line_s": 0.5},
     "slow": {"batch_line_s": 0.4},
+    "small": {"batch_max_requests": 2},  # a provider that takes fewer requests a batch than promptdrop sends
 }
 
 
@@ -143,6 +145,22 @@ def test_under_fallback_fail_the_lines_an_expired_batch_left_fail_with_batch_exp
     letters = [m for m in p.dlq() if m["kind"] == "prompt_failure"]
     assert sorted(m["custom_id"] for m in letters) == ["q2", "q3"]
     assert all(m["request"]["body"]["model"] == "gpt-4o-mini" for m in letters)  # redrivable as they are
+
+
+@pytest.mark.parametrize("provider", ["small"], indirect=True)
+def test_a_batch_that_fails_validation_falls_back_for_all_its_lines(provider: Pipeline) -> None:
+    p = provider
+    p.configure(PROMPTDROP_BATCH_POLL_S="1")
+    put(p, "inputs/refused.jsonl", prompts(4), **BATCH)
+
+    summary = until_done(p, "inputs/refused.jsonl")
+
+    # Then the provider failed the batch (too many requests), nothing of it ran, and every line went in
+    # real time, once
+    assert p.server.stats()["batch_api"]["batches"] == {"failed": 1}
+    assert summary["status"] == "SUCCEEDED"
+    assert summary["service_tiers"] == {"default": 4}
+    assert all((batch_runs(p, f"question {i}"), p.times_seen(f"question {i}")) == (0, 1) for i in range(4))
 
 
 @pytest.mark.parametrize("provider", ["scarce"], indirect=True)

@@ -119,6 +119,12 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "ResultsExpirationDays": 0,
         "EventBusName": "default",
         "AlarmTopicArn": "",
+        # Monitoring (README, "Monitoring"): alarm thresholds, and tracing off unless asked for
+        "FailureRateAlarmPercent": 10,
+        "RateLimitedAlarmPercent": 50,
+        "CostPerHourAlarmUsd": 0,  # no cost alarm unless asked for
+        "JobAgeAlarmHours": 24,
+        "Tracing": "off",
     }
 
 
@@ -345,7 +351,7 @@ def test_data_outlives_the_stack(cfn_template: dict[str, Any], logical_id: str) 
 
 
 def test_dead_letters_raise_an_alarm(sam_template: dict[str, Any], cfn_template: dict[str, Any]) -> None:
-    (alarm,) = (a["Properties"] for a in _of_type(cfn_template, "AWS::CloudWatch::Alarm").values())
+    alarm = _of_type(cfn_template, "AWS::CloudWatch::Alarm")["DeadLetterQueueAlarm"]["Properties"]
     assert alarm["Namespace"] == "AWS/SQS"
     assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]

@@ -36,8 +36,12 @@ ALLOWED: dict[str, set[str]] = {
     "outputs": {"records", "prices"},
     "events": {"messages"},
     "jobs": BASE | {"engine", "adapters", "formats", "outputs", "prices"},
-    "runtime": BASE | {"engine", "adapters", "jobs"},
-    "handler": BASE | {"runtime", "jobs", "events"},
+    # X-Ray spans around the runtime's clients and the handler's runs: nothing of the package in it.
+    "tracing": set(),
+    "runtime": BASE | {"engine", "adapters", "jobs", "tracing"},
+    # The handler's CloudWatch metrics: what a run reports (jobs' JobResult), as EMF.
+    "run_metrics": {"jobs", "records"},
+    "handler": BASE | {"runtime", "jobs", "events", "tracing", "run_metrics"},
     # The operator's commands: an entry point like the handler (``local`` runs the handler itself);
     # engine.request for the endpoints a line may name, engine.endpoints for what each bounds and
     # answers (``estimate``'s worst case, ``results``' answers: asked of their one home, not copied),

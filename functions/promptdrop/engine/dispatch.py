@@ -311,6 +311,8 @@ class Dispatcher:
     ) -> None:
         """A 429 for rate: give the reservation back, pause everyone and slow down (rate_limiter.py)."""
         report.rate_limited += 1
+        model = request.model_name()
+        report.rate_limited_by_model[model] = report.rate_limited_by_model.get(model, 0) + 1
         limiter.refund(request.cost)
         limiter.rate_limited(info.retry_after if info.retry_after is not None else self.backoff_s(times, None), headers)
 

@@ -3,7 +3,7 @@ and the run's :class:`DispatchReport`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -52,6 +52,7 @@ class DispatchReport:
     dispatched: int = 0
     retries: int = 0
     rate_limited: int = 0  # 429 rate-limit answers received
+    rate_limited_by_model: dict[str, int] = field(default_factory=dict)  # the same, by the model asked for
     stopped: StopReason | None = None
     fatal: ErrorInfo | None = None
     not_started: int = 0  # requests taken from the input but never sent (fatal stop)

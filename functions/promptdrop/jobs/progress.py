@@ -25,6 +25,7 @@ from ..records import JobRecord
 from .cost_guard import Spent
 from .ports import Journal
 from .run_result import JobResult, now_iso
+from .tally import RunTally
 
 __all__ = ["REPORT_INTERVAL_S", "Progress"]
 
@@ -48,6 +49,7 @@ class Progress:
     run: _Counts = field(default_factory=_Counts)  # this run, all of it
     cancelled: bool = False  # the job item says `promptdrop cancel` asked this job to stop
     job: JobRecord | None = None  # the job item as the last report found it (every run's progress)
+    tally: RunTally = field(default_factory=RunTally)  # this run by model and failure code (the recorder adds)
     _reported: _Counts = field(default_factory=_Counts)
     # prompt, completion, cached (read from the prompt cache), cache_write (written to it)
     _tokens_by_model: dict[PriceKey, tuple[int, int, int, int]] = field(default_factory=dict)
@@ -63,6 +65,9 @@ class Progress:
         run = self.run
         result.run_succeeded, result.run_failed = run.succeeded, run.failed
         result.run_prompt_tokens, result.run_completion_tokens = run.prompt_tokens, run.completion_tokens
+        result.tally = self.tally
+        if self.job is not None:
+            result.job_started_at = self.job.started_at
         return result
 
     def admitted(self) -> None:

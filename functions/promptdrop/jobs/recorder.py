@@ -145,11 +145,13 @@ class Recorder:
                 record.service_tier,
                 cache_write_tokens=record.cache_write_tokens,
             )
+            self._progress.tally.answered(request.model_name(), record)
         else:
             assert outcome.error is not None
             record = failure_record(request, outcome, outcome.error)
             self._letters.append(self._dead_letter(record, request.batch_line()))
             self._progress.failed(record.model or "", record.prompt_tokens, record.completion_tokens)
+            self._progress.tally.failed(request.model_name(), outcome.error.error.code, record)
         if counted is not None:
             counted()
         if record.response is not None and _too_large(record.response):
@@ -188,12 +190,14 @@ class Recorder:
             await self._keep_columns(record, request.columns, schema_fields(json.loads(request.body)))
         self._records.append(record)
         self._progress.succeeded(answer.model or "", 0, 0)
+        self._progress.tally.answered(request.model_name(), record)  # nothing paid: no tokens
         await self._maybe_flush()
 
     async def line_error(self, error: LineError, *, repeat_of: int | None = None) -> None:
         """A line that is not a request fails alone (no worker waits on it)."""
         info = ErrorRecord("invalid_request", error.code, error.message).as_dict()
         record = RequestRecord(error.custom_id, error.line, RequestStatus.FAILED, 0, error=info, repeat_of=repeat_of)
+        self._progress.tally.failed(None, error.code)  # no request: no model
         await self._fail_alone(record, None, error.columns, [])
 
     async def not_sent(self, request: Request, code: FailureCode, message: str) -> None:
@@ -201,6 +205,7 @@ class Recorder:
         info = ErrorRecord("request_not_sent", code, message).as_dict()
         record = RequestRecord(request.custom_id, request.line, RequestStatus.FAILED, 0, error=info)
         fields = schema_fields(json.loads(request.body)) if request.columns else []
+        self._progress.tally.failed(request.model_name(), code)
         await self._fail_alone(record, request.batch_line(), request.columns, fields)
 
     async def _fail_alone(

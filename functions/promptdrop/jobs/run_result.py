@@ -8,6 +8,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..engine.dispatch import DispatchReport
+from .tally import RunTally
 
 __all__ = ["FileRef", "JobResult", "RunStatus", "now_iso"]
 
@@ -68,6 +69,11 @@ class JobResult:
     run_prompt_tokens: int = 0
     run_completion_tokens: int = 0
     key_rejected: bool = False  # the API answered 401: the container should read its key again
+    # The metrics' per-model and per-code figures: this run's outcomes (the recorder's), its 429s (the engine's).
+    tally: RunTally = field(default_factory=RunTally)
+    rate_limited_by_model: dict[str, int] = field(default_factory=dict)
+    started: bool = False  # this run created the job item (a new upload)
+    job_started_at: str | None = None  # when the job started (its item's started_at), if this run read it
 
     @classmethod
     def of_run(
@@ -86,6 +92,7 @@ class JobResult:
             dispatched=report.dispatched,
             retries=report.retries,
             rate_limited=report.rate_limited,
+            rate_limited_by_model=report.rate_limited_by_model,
             latency_avg_ms=(report.latency_total_ms / calls) if calls else None,
         )
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger
 
+from ..adapters.s3 import ObjectInfo
 from ..engine.dispatch import Dispatcher, ShouldStop
 from ..formats import FileRejected
 from ..messages import PromptFailure, UnitMessage
@@ -148,6 +149,33 @@ class JobRunner:
                 units_total=None if sharded else 1,
             )
         )
+        result = await self._run_job(
+            job,
+            ref,
+            info,
+            created=created,
+            redrive=redrive,
+            sharded=sharded,
+            should_stop=should_stop,
+            last_delivery=last_delivery,
+        )
+        result.started = created  # the metrics' JobsStarted
+        return result
+
+    async def _run_job(
+        self,
+        job: JobRecord,
+        ref: FileRef,
+        info: ObjectInfo,
+        *,
+        created: bool,
+        redrive: bool,
+        sharded: bool,
+        should_stop: ShouldStop,
+        last_delivery: bool,
+    ) -> JobResult:
+        """The job's item is there (``created``: by this run): run the file whole, or split it."""
+        job_id = job.job_id
         if job.status in FINAL_JOB_STATES and not redrive:
             logger.info("job already finished; nothing to do", extra={"job_id": job_id, "status": job.status})
             return JobResult(job_id, ref.bucket, ref.key, RunStatus.SKIPPED, reason=f"already {job.status}")
