@@ -304,6 +304,48 @@ def test_submit_puts_every_knob_in_the_job_header_and_the_function_obeys_it(
     }
 
 
+def test_submit_model_is_the_model_of_every_line_that_names_none(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    # Given a .jsonl of short forms (one naming its model, one asking for embeddings), a .txt and a
+    # .csv of data rows, each submitted with --model
+    lines = [
+        json.dumps({"custom_id": "plain", "prompt": "no model named"}),
+        json.dumps({"custom_id": "named", "prompt": "a model named", "model": "gpt-4o-mini"}),
+        json.dumps({"custom_id": "embed", "prompt": "to embed", "endpoint": "/v1/embeddings"}),
+    ]
+    (tmp_path / "cities.csv").write_text("city\nLyon\n")
+    (tmp_path / "one.txt").write_text("Say hi.")
+    submits = {
+        "short.jsonl": [str(write_file(tmp_path, "short.jsonl", lines))],
+        "one.txt": [str(tmp_path / "one.txt")],
+        "cities.csv": [str(tmp_path / "cities.csv"), "--template", "Name one museum in {city}."],
+    }
+    for name, argv in submits.items():
+        code, _, err = cli("submit", *argv, "--model", "gpt-4o")
+        assert code == 0, err
+        metadata = pipeline.s3.head_object(Bucket=pipeline.bucket, Key=f"inputs/{name}")["Metadata"]
+        assert metadata["promptdrop-model"] == "gpt-4o"
+
+    # When the function has run them
+    pipeline.drain()
+
+    # Then every line naming no model was sent to the upload's model, and a line naming one kept it;
+    # an embeddings line keeps its endpoint's usual model (as under PROMPTDROP_MODEL)
+    answers = {name: pipeline.jsonl(f"inputs/{name}", ".out.jsonl") for name in submits}
+    sent = {name: {x["custom_id"]: x["response"]["body"]["model"] for x in lines} for name, lines in answers.items()}
+    assert sent["short.jsonl"] == {"plain": "gpt-4o", "named": "gpt-4o-mini", "embed": "text-embedding-3-small"}
+    assert list(sent["one.txt"].values()) == ["gpt-4o"]
+    assert sent["cities.csv"] == {"line-2": "gpt-4o"}
+    assert pipeline.summary("inputs/one.txt")["status"] == "SUCCEEDED"
+    # and a blank or non-ASCII model is refused before anything is uploaded
+    for bad in ("  ", "gpt-4o-\u00e9"):
+        try:
+            code_or_exit = cli("submit", str(tmp_path / "one.txt"), "--key", "inputs/other.txt", "--model", bad)[0]
+        except SystemExit as usage:
+            code_or_exit = usage.code
+        assert code_or_exit == 2, bad
+    assert "Contents" not in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket, Prefix="inputs/other.txt")
+
+
 def test_submit_refuses_a_knob_the_function_would_refuse(
     cli: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -230,6 +230,23 @@ def test_budget_needs_a_limit_and_refuses_one_that_is_not_above_zero(capsys: pyt
     assert "a limit must be above 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "command", ["estimate", "submit", "status", "cancel", "budget", "results", "redrive", "local", None]
+)
+def test_help_reads_as_plain_text(command: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    # Each command's description is its module's docstring, written in reST for the code's readers
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"] if command else ["--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert "usage: promptdrop" in shown
+    # Then --help shows none of its markup: no ``literal``, no :role:`target`
+    assert "``" not in shown
+    assert re.search(r":[a-z]+:`", shown) is None, shown
+    if command == "estimate":  # a cross-reference reads as its target
+        assert "(promptdrop.formats.parse_stream, by suffix)" in " ".join(shown.split())
+
+
 # -- views -----------------------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ One module per command; this one builds the parser and maps every error to a mes
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 
@@ -42,7 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (estimate, submit, status, cancel, budget, results, dead_letters, local):
         module.add_parser(commands, common)
+    for command in commands.choices.values():  # each description is its module's docstring: reST
+        command.description = plain_text(command.description)
     return parser
+
+
+# Sphinx's cross-references: :func:`pkg.name` reads pkg.name, :func:`~pkg.name` reads name.
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+
+
+def plain_text(rest: str | None) -> str | None:
+    """A docstring's reST as a person reads it in ``--help``: ``code`` and :role:`~a.b` markup dropped."""
+    if rest is None:
+        return None
+    text = _ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], rest)
+    return text.replace("``", "")
 
 
 def _run(args: argparse.Namespace, view: View) -> int:

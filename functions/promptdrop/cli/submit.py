@@ -2,8 +2,8 @@
 starts its job — and, with ``--wait``, follow the job to its end and print its summary.
 
 The upload's knobs go up as the object's metadata (its job header, read by the function when the
-job starts): ``--template`` (a ``.csv``'s prompt template), ``--endpoint``, ``--mode``, ``--cache``,
-``--budget-usd``, ``--budget-tokens``, ``--max-requests``. The exit status says how the job ended:
+job starts): ``--template`` (a ``.csv``'s prompt template), ``--endpoint``, ``--model``, ``--mode``,
+``--cache``, ``--budget-usd``, ``--budget-tokens``, ``--max-requests``. The exit status says how the job ended:
 0 when every request succeeded, 1 when some failed or the job failed or was cancelled, 3 when
 ``--timeout`` ran out first (the job goes on).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.request import Endpoint
-from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, SUFFIXES
+from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, MODEL_METADATA, SUFFIXES
 from ..jobs.answer_cache import CACHE_METADATA, CachePolicy
 from ..jobs.cost_guard import BUDGET_METADATA
 from ..jobs.modes import MODE_METADATA, Mode
@@ -70,11 +70,13 @@ def follow(
 
 def header(args: argparse.Namespace) -> dict[str, str]:
     """The upload's job header (its S3 metadata) from the command's flags: only what was given."""
-    if args.template is not None and not args.template.isascii():
-        raise CliError("--template must be ASCII: S3 metadata (the job header it travels in) is ASCII only")
+    for flag, value in (("--template", args.template), ("--model", args.model)):
+        if value is not None and not value.isascii():
+            raise CliError(f"{flag} must be ASCII: S3 metadata (the job header it travels in) is ASCII only")
     given = {
         CSV_TEMPLATE_METADATA: args.template,
         ENDPOINT_METADATA: args.endpoint,
+        MODEL_METADATA: args.model,
         MODE_METADATA: args.mode,
         CACHE_METADATA: args.cache,
         BUDGET_METADATA["usd"]: None if args.budget_usd is None else f"{args.budget_usd:g}",
@@ -89,6 +91,12 @@ def _endpoint(value: str) -> str:
     if endpoint is None:
         raise argparse.ArgumentTypeError(f"not an endpoint promptdrop sends: use one of {', '.join(Endpoint)}")
     return endpoint.value
+
+
+def _model(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("a model is a name, e.g. gpt-4o-mini")
+    return value.strip()
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
@@ -120,6 +128,12 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     cmd.add_argument("--key", help="object key (default: the input prefix + the file's name)")
     cmd.add_argument("--template", help="a .csv's prompt template, e.g. 'Name one museum in {city}.'")
     cmd.add_argument("--endpoint", type=_endpoint, help="the endpoint of short-form lines that name none")
+    cmd.add_argument(
+        "--model",
+        type=_model,
+        help="the model of lines that name none, in place of the function's PROMPTDROP_MODEL "
+        "(embeddings, completions and moderations lines keep their endpoint's usual model)",
+    )
     cmd.add_argument("--mode", choices=[m.value for m in Mode], help="realtime, or flex (half price where offered)")
     cmd.add_argument("--cache", choices=[c.value for c in CachePolicy], help="the answer cache's policy for this file")
     cmd.add_argument("--budget-usd", type=_positive(float), metavar="N", help="the file's budget in US dollars")
