@@ -11,6 +11,7 @@ One module per command; this one builds the parser and maps every error to a mes
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -46,6 +47,29 @@ def _parser() -> argparse.ArgumentParser:
     for command in commands.choices.values():  # each description is its module's docstring: reST
         command.description = plain_text(command.description)
     return parser
+
+
+# What AWS answers for a table, bucket or queue that does not exist: a name from an old shell's exports?
+_NOT_FOUND = {"ResourceNotFoundException", "NoSuchBucket", "AWS.SimpleQueueService.NonExistentQueue"}
+
+
+def _stale_hint(exc: BotoCoreError | ClientError) -> str:
+    """For a resource not found: the names the CLI took from the environment, and where fresh ones are."""
+    if not isinstance(exc, ClientError) or exc.response.get("Error", {}).get("Code") not in _NOT_FOUND:
+        return ""
+    names = (
+        "AWS_ENDPOINT_URL",
+        "PROMPTDROP_TABLE",
+        "PROMPTDROP_BUCKET",
+        "PROMPTDROP_DLQ_URL",
+        "PROMPTDROP_WORK_QUEUE_URL",
+    )
+    used = "  ".join(f"{name}={os.environ[name]}" for name in names if os.environ.get(name))
+    return (
+        f"\nis an export stale? from the environment: {used or '(none)'}\n"
+        "promptdrop local prints its exports when it starts (the same ones each time while it keeps its state; "
+        "not after --fresh or a new --state-dir); a deployed stack: --stack NAME"
+    )
 
 
 # Sphinx's cross-references: :func:`pkg.name` reads pkg.name, :func:`~pkg.name` reads name.
@@ -87,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         view.note(f"promptdrop {args.command}: {exc.message}")
         return exc.code
     except (BotoCoreError, ClientError) as exc:
-        view.note(f"promptdrop {args.command}: AWS said: {exc}")
+        view.note(f"promptdrop {args.command}: AWS said: {exc}{_stale_hint(exc)}")
         return ExitCode.USAGE
     except KeyboardInterrupt:
         view.note(f"promptdrop {args.command}: interrupted")
