@@ -24,13 +24,6 @@ from .view import Column, View
 __all__ = ["add_parser", "describe", "detail_rows", "job_json", "progress_cells", "run"]
 
 
-def _avg_rate(job: Job) -> float | None:
-    """Requests finished a second, on average since the job started (None until there is a span)."""
-    end = job.finished_at if job.final else job.updated_at
-    span = seconds_between(job.started_at, end)
-    return job.done / span if span and job.done else None
-
-
 def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) -> dict[str, Any]:
     """The job item as ``--json`` prints it, plus what the CLI derives (rates, ETA, failures by code)."""
     prompt, completion = job.tokens
@@ -43,7 +36,6 @@ def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) 
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "cost_usd": None if job.cost_usd is None else float(job.cost_usd),
-        "rate_per_s": _avg_rate(job),
         "recent_rate_per_s": job.recent_rate,
         "eta_s": job.eta_s,
         "failures_by_code": dict(store.failures_by_code(job)) if store is not None and failures else None,
