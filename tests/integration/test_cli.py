@@ -712,6 +712,11 @@ def test_cancel_mid_run_then_redrive_finishes_paying_nothing_twice(
         "cancelled",
         job["cancel_requested_at"],
     )
+    # and so does its completion event
+    got = p.sqs.receive_message(QueueUrl=p.stack.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    (event,) = [json.loads(m["Body"]) for m in got.get("Messages", [])]
+    assert event["detail-type"] == "Job Cancelled"
+    assert (event["detail"]["lines"], event["detail"]["stop"]) == (summary["lines"], summary["stop"])
 
     # When it is redriven, it finishes, and no prompt was sent twice
     assert cli.json("redrive", "--job", job_id)[1] == {"moved": 1, "by_kind": {"file_failure": 1}}
@@ -762,6 +767,19 @@ def test_a_budget_stop_and_a_fatal_stop_say_what_was_done_what_was_not_and_why(c
     job = cli.json("status", "inputs/fatal.jsonl")[1]
     assert job["derived"]["lines_left"] == 40 - done
     assert (job["error"]["code"], job["error"]["message"]) == (summary["stop"]["code"], summary["stop"]["message"])
+
+    # and each one's completion event says the same: the line count, done, not run, and the reason
+    got = p.sqs.receive_message(QueueUrl=p.stack.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    events = {e["detail"]["input"]["key"]: e for e in (json.loads(m["Body"]) for m in got.get("Messages", []))}
+    capped_event, fatal_event = events["inputs/capped.jsonl"], events["inputs/fatal.jsonl"]
+    assert capped_event["detail-type"] == "Job Budget Exceeded"
+    assert capped_event["detail"]["lines"] == {"count": 60, "done": 20, "not_run": 40}
+    assert (capped_event["detail"]["stop"]["reason"], capped_event["detail"]["stop"]["code"]) == (
+        "budget",
+        "budget_exceeded",
+    )
+    assert fatal_event["detail"]["lines"] == summary["lines"]
+    assert fatal_event["detail"]["stop"] == summary["stop"]
 
 
 def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:
