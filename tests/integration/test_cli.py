@@ -302,6 +302,17 @@ def test_submit_puts_every_knob_in_the_job_header_and_the_function_obeys_it(
     assert {line["response"]["body"]["object"] for line in pipeline.jsonl("inputs/knobs.jsonl", ".out.jsonl")} == {
         "response"
     }
+    # and status shows the limits the upload carried, each beside what was used of it
+    shown = dict(line.split(None, 1) for line in cli("status", "inputs/knobs.jsonl")[1].splitlines())
+    assert re.fullmatch(
+        r"\$2\.5 from the upload \(\$[\d.]+ spent\), 100,000 tokens from the upload \([\d,]+ used\), "
+        r"3 requests from the upload \(3 sent\)",
+        shown["budget"],
+    ), shown["budget"]
+    # and a limit set on the job wins over the upload's, and says so
+    assert cli("budget", "inputs/knobs.jsonl", "--max-requests", "5")[0] == 0
+    shown = dict(line.split(None, 1) for line in cli("status", "inputs/knobs.jsonl")[1].splitlines())
+    assert shown["budget"].endswith(", 5 requests set on the job (3 sent)")
 
 
 def test_submit_model_is_the_model_of_every_line_that_names_none(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:

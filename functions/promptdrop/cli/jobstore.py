@@ -291,6 +291,16 @@ class JobStore:
         except s3.exceptions.NoSuchKey:
             return None
 
+    def header(self, job: Job) -> dict[str, str]:
+        """The job's upload's job header (its S3 user metadata); empty once that upload is gone or replaced."""
+        s3 = self._aws.s3
+        which = {"VersionId": job.version_id} if job.version_id else {"IfMatch": f'"{job.etag}"'}
+        try:
+            head = s3.head_object(Bucket=job.bucket, Key=job.key, **which)
+        except s3.exceptions.ClientError:  # 404, or 412: another upload now (a job of its own)
+            return {}
+        return dict(head.get("Metadata", {}))
+
     def failures_by_code(self, job: Job) -> Counter[str]:
         """A finished job's failed requests by error code, read from its ``.errors.jsonl``."""
         codes: Counter[str] = Counter()

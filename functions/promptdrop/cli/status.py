@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from ..jobs.cost_guard import BUDGET_METADATA
 from ..records import PROGRESS_IDLE_S, PROGRESS_WINDOW_S, JobStatus
 from .errors import ExitCode
 from .figures import ago, duration, money, number, parse_time, rate, seconds_between
@@ -64,7 +66,10 @@ def describe(job: Job) -> str:
     return job.status
 
 
-def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]]:
+def detail_rows(
+    job: Job, failures: Counter[str] | None, header: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """The job in detail; ``header``: its upload's job header (the limits it carries), when read."""
     prompt, completion = job.tokens
     done = _progress_cell(job)
     elapsed = seconds_between(job.started_at, job.finished_at or datetime.now(UTC).isoformat())
@@ -84,7 +89,7 @@ def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]
         ("tokens", f"{prompt:,} prompt + {completion:,} completion"),
         ("cost", f"{money(job.cost_usd)} (estimate)" if job.cost_usd is not None else "-"),
     ]
-    budget = _budget_cell(job)
+    budget = _budget_cell(job, header or {})
     if budget is not None:
         rows.append(("budget", budget))
     if job.units_total and job.units_total > 1:
@@ -102,19 +107,29 @@ def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]
     return rows
 
 
-def _budget_cell(job: Job) -> str | None:
-    """The limits set on the job (``promptdrop budget``), each beside what every run has used of it —
-    the figures the cost guard compares. Limits from the upload's metadata or the environment are
-    not on the job item: the dead letter of a job that hit one names it."""
+def _budget_cell(job: Job, header: Mapping[str, str]) -> str | None:
+    """The file's limits as the cost guard takes them — set on the job (``promptdrop budget``), else
+    in the upload's job header — each beside what every run has used of it. A limit from the
+    function's environment is not to be seen from here: the stop of a job that hit one names it."""
+
+    def limit(own: float | None, kind: str) -> tuple[float, str] | None:
+        if own is not None:
+            return own, "set on the job"
+        try:
+            given = float(header[BUDGET_METADATA[kind]])
+        except (KeyError, ValueError):  # none; or one the function refuses (invalid_budget), said there
+            return None
+        return given, "from the upload"
+
     parts = []
-    if job.budget_usd is not None:
-        parts.append(f"{money(job.budget_usd)} ({money(job.progress_cost_usd or 0)} spent)")
-    if job.budget_tokens is not None:
+    if found := limit(job.budget_usd, "usd"):
+        parts.append(f"{money(found[0])} {found[1]} ({money(job.progress_cost_usd or 0)} spent)")
+    if found := limit(job.budget_tokens, "tokens"):
         used = job.progress_prompt_tokens + job.progress_completion_tokens
-        parts.append(f"{job.budget_tokens:,} tokens ({used:,} used)")
-    if job.max_requests is not None:
-        parts.append(f"{job.max_requests:,} requests ({job.progress_sent:,} sent)")
-    return f"{', '.join(parts)}, set on the job" if parts else None
+        parts.append(f"{found[0]:,.0f} tokens {found[1]} ({used:,} used)")
+    if found := limit(job.max_requests, "requests"):
+        parts.append(f"{found[0]:,.0f} requests {found[1]} ({job.progress_sent:,} sent)")
+    return ", ".join(parts) or None
 
 
 def _progress_cell(job: Job) -> str:
@@ -179,7 +194,7 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
     if view.json_mode:
         view.json(job_json(job, store))
         return ExitCode.OK
-    view.fields(detail_rows(job, store.failures_by_code(job)))
+    view.fields(detail_rows(job, store.failures_by_code(job), store.header(job)))
     if not job.final and parse_time(job.updated_at) is None:
         view.note("(no live progress on this job item: counts appear as the function reports them)")
     return ExitCode.OK

@@ -193,6 +193,6 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
     if view.json_mode:
         view.json({"job": job_json(job, store), "summary": store.summary(job)})
     else:
-        view.fields(detail_rows(job, store.failures_by_code(job)), title="job finished")
+        view.fields(detail_rows(job, store.failures_by_code(job), store.header(job)), title="job finished")
     succeeded = job.status == "SUCCEEDED" and job.not_ok == 0
     return ExitCode.OK if succeeded else ExitCode.NOT_ALL_SUCCEEDED
