@@ -470,3 +470,36 @@ def test_a_running_job_silent_for_longer_than_its_reports_shows_no_eta() -> None
     assert progress_cells(job, now) == ("10.0/s (last 30 s)", "- (no progress report for 1m 00s)")
     # while a minute earlier it had one
     assert progress_cells(job, last) == ("10.0/s (last 30 s)", "50s")
+
+
+def test_a_running_job_that_is_ending_says_so_instead_of_an_eta() -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from promptdrop.cli.jobstore import Job
+    from promptdrop.cli.status import describe, progress_cells
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    at = now.timestamp()
+    running = Job(
+        job_id="j",
+        bucket="b",
+        key="k.jsonl",
+        etag="e",
+        line_count=1000,
+        progress_succeeded=1000,
+        updated_at=now.isoformat(),
+        progress_window=_window((at - 10, 900), (at, 1000)),
+    )
+    # Given every line with its outcome: the job ends once its outputs are written
+    assert progress_cells(running, now)[1] == "- (every line has its outcome: writing the outputs)"
+    # Given a cancel that took effect (the job item has its reason) while the outputs are written
+    stopping = replace(
+        running,
+        progress_succeeded=400,
+        cancel_requested_at="2029-12-31T23:59:00+00:00",
+        error={"code": "cancelled", "message": "cancelled on request"},
+    )
+    assert describe(stopping) == "RUNNING (stopping: cancelled)"
+    assert progress_cells(stopping, now)[1] == "- (stopping: cancelled; writing the outputs)"
+    assert stopping.eta_s is None  # no time left is made up for the lines it will not run

@@ -77,9 +77,10 @@ class Job(JobRecord):
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds until every line has an outcome at the recent rate (None: ended, or no total or rate yet)."""
+        """Seconds until every line has an outcome at the recent rate (None: ended or ending, or no total
+        or rate yet)."""
         speed, left = self.recent_rate, self.lines_left
-        if self.final or left is None or not speed:
+        if self.final or self.error or left is None or not speed:
             return None
         return left / speed
 

@@ -48,8 +48,12 @@ def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) 
 def progress_cells(job: Job, now: datetime) -> tuple[str, str]:
     """What a running job's rate and ETA read: the recent rate, and the time left at it (or why not)."""
     speed, silent = job.recent_rate, seconds_between(job.updated_at, now.isoformat())
-    if job.line_count is None:
+    if job.error:  # it ends early (the job item says why) and is writing its outputs
+        eta = f"- (stopping: {job.error.get('code')}; writing the outputs)"
+    elif job.line_count is None:
         eta = "- (line count unknown)"
+    elif job.lines_left == 0:  # it ends once the outputs are written (seconds to minutes: the journal is read whole)
+        eta = "- (every line has its outcome: writing the outputs)"
     elif silent is not None and silent > PROGRESS_IDLE_S:  # a stalled run, or one waiting to be redelivered
         eta = f"- (no progress report for {duration(silent)})"
     elif not speed:
@@ -60,8 +64,12 @@ def progress_cells(job: Job, now: datetime) -> tuple[str, str]:
 
 
 def describe(job: Job) -> str:
-    """The status word, with a pending cancel when there is one."""
-    if job.cancel_requested_at and not job.final:
+    """The status word, with a job's stop under way (its reason on the job item) or a pending cancel."""
+    if job.final:
+        return job.status
+    if job.error:
+        return f"{job.status} (stopping: {job.error.get('code')})"
+    if job.cancel_requested_at:
         return f"{job.status} (cancel requested {job.cancel_requested_at})"
     return job.status
 
@@ -72,7 +80,8 @@ def detail_rows(
     """The job in detail; ``header``: its upload's job header (the limits it carries), when read."""
     prompt, completion = job.tokens
     done = _progress_cell(job)
-    elapsed = seconds_between(job.started_at, job.finished_at or datetime.now(UTC).isoformat())
+    # A running job's finished_at, if any, is an earlier run's end (a cancelled job redriven, say).
+    elapsed = seconds_between(job.started_at, job.finished_at if job.final else datetime.now(UTC).isoformat())
     rows = [
         ("job", job.job_id),
         ("input", job.uri),
