@@ -190,7 +190,7 @@ def test_local_keeps_its_names_and_data_across_a_restart(
         assert "ResourceNotFoundException" in err
         assert "is an export stale? from the environment: AWS_ENDPOINT_URL=" in err
         assert "PROMPTDROP_TABLE=promptdrop-local-JobsTable-GONE" in err
-        _ctrl_c(process)
+        assert f"promptdrop local: loading the state kept in {state} (" in _ctrl_c(process)
 
     # When the saved state is not one this moto can load, it is set aside, said, and the stack starts afresh
     described = json.loads((state / "stack.json").read_text())
