@@ -66,9 +66,9 @@ def running_local(cwd: Path, *flags: str) -> Iterator[tuple[subprocess.Popen[str
                 stream.close()
 
 
-def _ctrl_c(process: subprocess.Popen[str]) -> str:
-    """Stop it as a user does; what it said on stderr."""
-    process.send_signal(signal.SIGINT)
+def _ctrl_c(process: subprocess.Popen[str], signum: int = signal.SIGINT) -> str:
+    """Stop it as a user does (Ctrl-C; or a service manager: SIGTERM); what it said on stderr."""
+    process.send_signal(signum)
     assert process.wait(timeout=60) == 0
     assert process.stderr is not None
     return process.stderr.read()
@@ -143,14 +143,15 @@ def test_local_keeps_its_names_and_data_across_a_restart(
     state = tmp_path / "state"
     path = tmp_path / "kept.jsonl"
     path.write_text(json.dumps({"prompt": "keep me"}) + "\n" + json.dumps({"prompt": "refused [[fail:400]]"}) + "\n")
-    # Given a local stack that ran a job (one answer, one dead letter), then was stopped with Ctrl-C
+    # Given a local stack that ran a job (one answer, one dead letter), then was stopped (SIGTERM, as
+    # `kill` or a service manager stops it; Ctrl-C below)
     with running_local(tmp_path, "--state-dir", str(state)) as (process, first):
         assert (first["state_dir"], first["kept"]) == (str(state), False)
         _export(monkeypatch, first)
         code, out, err = _cli(capsys, "submit", str(path), "--wait", "--timeout", "60", "--interval", "0.2", "--json")
         assert code == 1, err  # PARTIAL: one line refused
         job_id = json.loads(out)["job"]["job_id"]
-        _ctrl_c(process)
+        assert "promptdrop local: stopped" in _ctrl_c(process, signal.SIGTERM)
     # then the key it stored in the stack's secret is not on disk
     assert sorted(p.name for p in state.iterdir()) == ["moto-state.pickle", "stack.json"]
     assert not any(b"sk-local" in p.read_bytes() for p in state.iterdir())
