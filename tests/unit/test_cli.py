@@ -492,7 +492,7 @@ def test_a_running_job_that_is_ending_says_so_instead_of_an_eta() -> None:
         progress_window=_window((at - 10, 900), (at, 1000)),
     )
     # Given every line with its outcome: the job ends once its outputs are written
-    assert progress_cells(running, now)[1] == "- (every line has its outcome: writing the outputs)"
+    assert progress_cells(running, now)[1] == "- (all done: writing the outputs)"
     # Given a cancel that took effect (the job item has its reason) while the outputs are written
     stopping = replace(
         running,

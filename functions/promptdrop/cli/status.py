@@ -53,7 +53,7 @@ def progress_cells(job: Job, now: datetime) -> tuple[str, str]:
     elif job.line_count is None:
         eta = "- (line count unknown)"
     elif job.lines_left == 0:  # it ends once the outputs are written (seconds to minutes: the journal is read whole)
-        eta = "- (every line has its outcome: writing the outputs)"
+        eta = "- (all done: writing the outputs)"
     elif silent is not None and silent > PROGRESS_IDLE_S:  # a stalled run, or one waiting to be redelivered
         eta = f"- (no progress report for {duration(silent)})"
     elif not speed:

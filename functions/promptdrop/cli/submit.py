@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ from ..jobs.answer_cache import CACHE_METADATA, CachePolicy
 from ..jobs.cost_guard import BUDGET_METADATA
 from ..jobs.modes import MODE_METADATA, Mode
 from .errors import CliError, ExitCode
-from .figures import duration, money, now_iso, rate
+from .figures import money, now_iso, rate
 from .jobstore import Job, JobStore, S3Ref
 from .resources import Clients, add_resource_flags, resolve
-from .status import describe, detail_rows, job_json
+from .status import describe, detail_rows, job_json, progress_cells
 from .view import View
 
 __all__ = ["add_parser", "follow", "run"]
@@ -58,7 +59,8 @@ def follow(
                     done=job.done,
                     total=job.line_count or (job.total if job.settled else None),
                     rate=rate(job.recent_rate),
-                    eta=duration(job.eta_s),
+                    # as status says it: the time left, or why there is none (writing the outputs, stopping...)
+                    eta="-" if job.final else progress_cells(job, datetime.now(UTC))[1],
                     detail=detail,
                 )
                 if job.final:
