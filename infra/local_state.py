@@ -121,29 +121,36 @@ def save(directory: Path, stack: LocalAws, *, template: Path = DEFAULT_TEMPLATE)
 def load(directory: Path, endpoint: str, *, template: Path = DEFAULT_TEMPLATE) -> LocalAws | None:
     """The stack saved in ``directory``, its data loaded into this process's moto server at ``endpoint``
     (just started, empty); None when nothing was saved. Raises :class:`StaleState` for a state made by
-    another moto or another ``template.yaml``, after setting its files aside."""
+    another moto or another ``template.yaml``, or one that cannot be read, after setting its files aside
+    (nothing of it is loaded then: the files are read whole before any backend is touched)."""
     described_path, state_path = directory / STACK_STATE, directory / MOTO_STATE
     if not described_path.is_file() or not state_path.is_file():
         return None
-    described = json.loads(described_path.read_text())
-    why = None
-    if described.get("moto") != moto.__version__:
-        why = f"it was made by moto {described.get('moto')} and this is moto {moto.__version__}"
-    elif described.get("template") != _template_digest(template):
-        why = f"{template.name} changed since it was saved"
-    if why is not None:
+    try:
+        described, backends = _read(described_path, state_path, template)
+    except Exception as exc:  # a truncated or foreign file too: said, set aside, never a crash at start
         aside = directory / f"set-aside-{time.strftime('%Y%m%dT%H%M%S')}"
         aside.mkdir()
         for path in (described_path, state_path):
             path.replace(aside / path.name)
-        raise StaleState(f"the saved state in {directory} was not loaded ({why}): set aside in {aside}")
-    with state_path.open("rb") as file:
-        backends: dict[str, list[tuple[str, str, Any]]] = pickle.load(file)  # noqa: S301 - our own file
+        why = str(exc) if isinstance(exc, StaleState) else f"it cannot be read: {exc!r}"
+        raise StaleState(f"the saved state in {directory} was not loaded ({why}): set aside in {aside}") from None
     for service, regions in backends.items():
         backend = get_backend(service)  # type: ignore[call-overload]
         for account_id, region, state in regions:
             backend[account_id][region] = state
     return _rebased(described["stack"], endpoint)
+
+
+def _read(described_path: Path, state_path: Path, template: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    described: dict[str, Any] = json.loads(described_path.read_text())
+    if described.get("moto") != moto.__version__:
+        raise StaleState(f"it was made by moto {described.get('moto')} and this is moto {moto.__version__}")
+    if described.get("template") != _template_digest(template):
+        raise StaleState(f"{template.name} changed since it was saved")
+    with state_path.open("rb") as file:
+        backends: dict[str, Any] = pickle.load(file)  # noqa: S301 - our own file, written by save()
+    return described, backends
 
 
 def _rebased(saved: dict[str, Any], endpoint: str) -> LocalAws:
