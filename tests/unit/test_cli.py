@@ -245,6 +245,10 @@ def test_help_reads_as_plain_text(command: str | None, capsys: pytest.CaptureFix
     assert re.search(r":[a-z]+:`", shown) is None, shown
     if command == "estimate":  # a cross-reference reads as its target
         assert "(promptdrop.formats.parse_stream, by suffix)" in " ".join(shown.split())
+    if command == "submit":  # a flag is never cut at its hyphen
+        assert "--budget-tokens, --max-requests." in " ".join(shown.split())  # not "--max- requests."
+    if command == "local":  # and a docstring's paragraphs stay apart
+        assert "\n\nWhat it holds" in shown
 
 
 # -- views -----------------------------------------------------------------------------------------

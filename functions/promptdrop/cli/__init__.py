@@ -14,6 +14,7 @@ import argparse
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -46,7 +47,20 @@ def _parser() -> argparse.ArgumentParser:
         module.add_parser(commands, common)
     for command in commands.choices.values():  # each description is its module's docstring: reST
         command.description = plain_text(command.description)
+        command.formatter_class = _Paragraphs
     return parser
+
+
+class _Paragraphs(argparse.HelpFormatter):
+    """A description's paragraphs kept apart (argparse would run them together), each wrapped to the
+    terminal without breaking a flag at its hyphen (``--max-`` / ``requests``)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = (" ".join(paragraph.split()) for paragraph in text.split("\n\n"))
+        return "\n\n".join(
+            textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+            for p in paragraphs
+        )
 
 
 # What AWS answers for a table, bucket or queue that does not exist: a name from an old shell's exports?
