@@ -5,18 +5,19 @@ moto keeps everything in memory and offers no snapshot of it. Its request record
 (``MOTO_ENABLE_RECORDING``) replays every call ever made instead, which here would upload every file
 again — each upload a new S3 notification, a job run again — and repeat queue receives and deletes
 whose receipt handles no longer exist; so the backends themselves are pickled (moto's S3 keys
-pickle by design: ``FakeKey.__getstate__``). What this writes:
+pickle by design: ``FakeKey.__getstate__``). One file, ``local-state.pickle``, written beside its
+final name and renamed into place (a state is whole, or the previous one), holds two pickles:
 
-``moto-state.pickle``
-    every moto backend in use, by service, account and region — except Secrets Manager: the API key
-    the stack's secret holds is never written to disk. The secret is made anew (same name) at each
-    start, and ``promptdrop local`` stores the key in it again.
-
-``stack.json``
+the header
     the stack's names (:class:`infra.local_aws.LocalAws`), the moto version and a digest of
     ``template.yaml`` the state was made with: a state from another moto or another template is
     not loaded (moto's objects change between versions; the template's resources would not match)
-    but set aside under a name of its own, and the stack deployed afresh.
+    but set aside under a name of its own, and the stack deployed afresh;
+
+the backends
+    every moto backend in use, by service, account and region — except Secrets Manager: the API key
+    the stack's secret holds is never written to disk. The secret is made anew (same name) at each
+    start, and ``promptdrop local`` stores the key in it again.
 
 The endpoint changes when moto listens on another port: queue URLs and the function's environment
 are rewritten to the new one (moto builds queue URLs from the request's host).
@@ -27,7 +28,6 @@ from __future__ import annotations
 import copyreg
 import dataclasses
 import hashlib
-import json
 import pickle
 import threading
 import time
@@ -52,10 +52,9 @@ from infra.cfn_template import DEFAULT_TEMPLATE
 from infra.local_aws import LocalAws
 from infra.moto_server import local_client
 
-__all__ = ["MOTO_STATE", "STACK_STATE", "StaleState", "load", "save"]
+__all__ = ["STATE_FILE", "StaleState", "load", "save"]
 
-MOTO_STATE: Final = "moto-state.pickle"
-STACK_STATE: Final = "stack.json"
+STATE_FILE: Final = "local-state.pickle"
 _NOT_SAVED: Final = frozenset({"secretsmanager"})  # the stack's secret holds an API key: never on disk
 
 
@@ -87,10 +86,9 @@ def _template_digest(template: Path) -> str:
 
 
 def save(directory: Path, stack: LocalAws, *, template: Path = DEFAULT_TEMPLATE) -> None:
-    """Write the moto backends of this process and ``stack``'s names to ``directory``.
+    """Write ``stack``'s names and the moto backends of this process to ``directory``.
 
-    Call it once the moto server has stopped (nothing changes the backends while they are read);
-    each file is written beside its final name and renamed, so a crash leaves the previous state.
+    Call it once the moto server has stopped (nothing changes the backends while they are read).
     """
     directory.mkdir(parents=True, exist_ok=True)
     backends = {
@@ -98,7 +96,7 @@ def save(directory: Path, stack: LocalAws, *, template: Path = DEFAULT_TEMPLATE)
         for backend in BackendDict._instances  # type: ignore[misc] # moto's own list of the backends in use
         if backend.service_name not in _NOT_SAVED
     }
-    described = {
+    header = {
         "moto": moto.__version__,
         "template": _template_digest(template),
         "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -107,15 +105,17 @@ def save(directory: Path, stack: LocalAws, *, template: Path = DEFAULT_TEMPLATE)
             for f in dataclasses.fields(stack)
         },
     }
+    new = directory / f"{STATE_FILE}.new"
     try:
-        with (directory / f"{MOTO_STATE}.new").open("wb") as file:
-            _Pickler(file, protocol=pickle.HIGHEST_PROTOCOL).dump(backends)
+        with new.open("wb") as file:
+            pickler = _Pickler(file, protocol=pickle.HIGHEST_PROTOCOL)
+            pickler.dump(header)  # read first, alone: a state that will not be loaded costs no more
+            pickler.clear_memo()  # each pickle whole in itself: the reader loads them one by one
+            pickler.dump(backends)
     except BaseException:
-        (directory / f"{MOTO_STATE}.new").unlink()
+        new.unlink()
         raise
-    (directory / f"{STACK_STATE}.new").write_text(json.dumps(described, indent=2) + "\n")
-    (directory / f"{MOTO_STATE}.new").replace(directory / MOTO_STATE)
-    (directory / f"{STACK_STATE}.new").replace(directory / STACK_STATE)
+    new.replace(directory / STATE_FILE)
 
 
 def load(directory: Path, endpoint: str, *, template: Path = DEFAULT_TEMPLATE) -> LocalAws | None:
@@ -123,34 +123,32 @@ def load(directory: Path, endpoint: str, *, template: Path = DEFAULT_TEMPLATE) -
     (just started, empty); None when nothing was saved. Raises :class:`StaleState` for a state made by
     another moto or another ``template.yaml``, or one that cannot be read, after setting its files aside
     (nothing of it is loaded then: the files are read whole before any backend is touched)."""
-    described_path, state_path = directory / STACK_STATE, directory / MOTO_STATE
-    if not described_path.is_file() or not state_path.is_file():
+    path = directory / STATE_FILE
+    if not path.is_file():
         return None
     try:
-        described, backends = _read(described_path, state_path, template)
+        header, backends = _read(path, template)
     except Exception as exc:  # a truncated or foreign file too: said, set aside, never a crash at start
-        aside = directory / f"set-aside-{time.strftime('%Y%m%dT%H%M%S')}"
-        aside.mkdir()
-        for path in (described_path, state_path):
-            path.replace(aside / path.name)
+        aside = directory / f"{STATE_FILE}.set-aside-{time.strftime('%Y%m%dT%H%M%S')}"
+        path.replace(aside)
         why = str(exc) if isinstance(exc, StaleState) else f"it cannot be read: {exc!r}"
-        raise StaleState(f"the saved state in {directory} was not loaded ({why}): set aside in {aside}") from None
+        raise StaleState(f"the saved state in {directory} was not loaded ({why}): set aside as {aside}") from None
     for service, regions in backends.items():
         backend = get_backend(service)  # type: ignore[call-overload]
         for account_id, region, state in regions:
             backend[account_id][region] = state
-    return _rebased(described["stack"], endpoint)
+    return _rebased(header["stack"], endpoint)
 
 
-def _read(described_path: Path, state_path: Path, template: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    described: dict[str, Any] = json.loads(described_path.read_text())
-    if described.get("moto") != moto.__version__:
-        raise StaleState(f"it was made by moto {described.get('moto')} and this is moto {moto.__version__}")
-    if described.get("template") != _template_digest(template):
-        raise StaleState(f"{template.name} changed since it was saved")
-    with state_path.open("rb") as file:
-        backends: dict[str, Any] = pickle.load(file)  # noqa: S301 - our own file, written by save()
-    return described, backends
+def _read(path: Path, template: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    with path.open("rb") as file:
+        header: dict[str, Any] = pickle.load(file)  # noqa: S301 - our own file, written by save()
+        if header.get("moto") != moto.__version__:
+            raise StaleState(f"it was made by moto {header.get('moto')} and this is moto {moto.__version__}")
+        if header.get("template") != _template_digest(template):
+            raise StaleState(f"{template.name} changed since it was saved")
+        backends: dict[str, Any] = pickle.load(file)  # noqa: S301
+    return header, backends
 
 
 def _rebased(saved: dict[str, Any], endpoint: str) -> LocalAws:

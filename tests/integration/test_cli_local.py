@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import queue
 import signal
 import subprocess
@@ -153,7 +154,7 @@ def test_local_keeps_its_names_and_data_across_a_restart(
         job_id = json.loads(out)["job"]["job_id"]
         assert "promptdrop local: stopped" in _ctrl_c(process, signal.SIGTERM)
     # then the key it stored in the stack's secret is not on disk
-    assert sorted(p.name for p in state.iterdir()) == ["moto-state.pickle", "stack.json"]
+    assert sorted(p.name for p in state.iterdir()) == ["local-state.pickle"]
     assert not any(b"sk-local" in p.read_bytes() for p in state.iterdir())
 
     # When it starts again from the same state directory
@@ -194,12 +195,13 @@ def test_local_keeps_its_names_and_data_across_a_restart(
         assert f"promptdrop local: loading the state kept in {state} (" in _ctrl_c(process)
 
     # When the saved state is not one this moto can load, it is set aside, said, and the stack starts afresh
-    described = json.loads((state / "stack.json").read_text())
-    (state / "stack.json").write_text(json.dumps({**described, "moto": "0.0.1"}))
+    with (state / "local-state.pickle").open("rb") as file:  # its header (a dict), then moto's backends
+        header, backends = pickle.load(file), file.read()
+    (state / "local-state.pickle").write_bytes(pickle.dumps(header | {"moto": "0.0.1"}) + backends)
     with running_local(tmp_path, "--state-dir", str(state)) as (process, fresh):
         assert fresh["kept"] is False
         assert fresh["table"] != first["table"]
         said = _ctrl_c(process)
     assert "was not loaded (it was made by moto 0.0.1" in said
-    (aside,) = state.glob("set-aside-*")
-    assert sorted(p.name for p in aside.iterdir()) == ["moto-state.pickle", "stack.json"]
+    (aside,) = state.glob("local-state.pickle.set-aside-*")
+    assert aside.read_bytes().endswith(backends)

@@ -124,7 +124,7 @@ def serve(
     stack = None
     try:
         if state_dir is not None and not fresh:
-            if (saved := state_dir / local_state.MOTO_STATE).is_file():  # seconds for a few thousand answers
+            if (saved := state_dir / local_state.STATE_FILE).is_file():  # seconds for a few thousand answers
                 size_mb = saved.stat().st_size / 1e6
                 on_note(f"promptdrop local: loading the state kept in {state_dir} ({size_mb:.1f} MB)")
             try:
