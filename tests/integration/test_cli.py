@@ -313,6 +313,13 @@ def test_submit_puts_every_knob_in_the_job_header_and_the_function_obeys_it(
     assert cli("budget", "inputs/knobs.jsonl", "--max-requests", "5")[0] == 0
     shown = dict(line.split(None, 1) for line in cli("status", "inputs/knobs.jsonl")[1].splitlines())
     assert shown["budget"].endswith(", 5 requests set on the job (3 sent)")
+    limits = cli.json("status", "inputs/knobs.jsonl")[1]["derived"]["limits"]
+    assert {kind: (x["limit"], x["set"]) for kind, x in limits.items()} == {
+        "usd": (2.5, "upload"),
+        "tokens": (100000, "upload"),
+        "requests": (5, "job"),
+    }
+    assert limits["requests"]["used"] == 3
 
 
 def test_submit_model_is_the_model_of_every_line_that_names_none(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:

@@ -27,7 +27,8 @@ __all__ = ["add_parser", "describe", "detail_rows", "job_json", "progress_cells"
 
 
 def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) -> dict[str, Any]:
-    """The job item as ``--json`` prints it, plus what the CLI derives (rates, ETA, failures by code)."""
+    """The job item as ``--json`` prints it, plus what the CLI derives (rates, ETA, failures by code,
+    the limits); ``failures=False`` (a list of jobs): nothing read beyond the job item."""
     prompt, completion = job.tokens
     value: dict[str, Any] = asdict(job)
     value["derived"] = {
@@ -41,6 +42,7 @@ def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) 
         "recent_rate_per_s": job.recent_rate,
         "eta_s": job.eta_s,
         "failures_by_code": dict(store.failures_by_code(job)) if store is not None and failures else None,
+        "limits": limits_of(job, store.header(job) if store is not None and failures else {}),
     }
     return value
 
@@ -116,28 +118,39 @@ def detail_rows(
     return rows
 
 
-def _budget_cell(job: Job, header: Mapping[str, str]) -> str | None:
+def limits_of(job: Job, header: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """The file's limits as the cost guard takes them — set on the job (``promptdrop budget``), else
-    in the upload's job header — each beside what every run has used of it. A limit from the
-    function's environment is not to be seen from here: the stop of a job that hit one names it."""
+    in the upload's job header — each with where it was set and what every run has used of it. A
+    limit from the function's environment is not to be seen from here: the stop of a job that hit
+    one names it."""
+    own = {"usd": job.budget_usd, "tokens": job.budget_tokens, "requests": job.max_requests}
+    used = {
+        "usd": job.progress_cost_usd or 0.0,
+        "tokens": job.progress_prompt_tokens + job.progress_completion_tokens,
+        "requests": job.progress_sent,
+    }
+    limits = {}
+    for kind, set_on_job in own.items():
+        limit, where = set_on_job, "job"
+        if limit is None:
+            try:
+                limit, where = float(header[BUDGET_METADATA[kind]]), "upload"
+            except (KeyError, ValueError):  # none; or one the function refuses (invalid_budget), said there
+                continue
+        limits[kind] = {"limit": limit, "set": where, "used": used[kind]}
+    return limits
 
-    def limit(own: float | None, kind: str) -> tuple[float, str] | None:
-        if own is not None:
-            return own, "set on the job"
-        try:
-            given = float(header[BUDGET_METADATA[kind]])
-        except (KeyError, ValueError):  # none; or one the function refuses (invalid_budget), said there
-            return None
-        return given, "from the upload"
 
+def _budget_cell(job: Job, header: Mapping[str, str]) -> str | None:
+    """:func:`limits_of` as a person reads it: ``$0.5 from the upload ($0.12 spent), ...``."""
     parts = []
-    if found := limit(job.budget_usd, "usd"):
-        parts.append(f"{money(found[0])} {found[1]} ({money(job.progress_cost_usd or 0)} spent)")
-    if found := limit(job.budget_tokens, "tokens"):
-        used = job.progress_prompt_tokens + job.progress_completion_tokens
-        parts.append(f"{found[0]:,.0f} tokens {found[1]} ({used:,} used)")
-    if found := limit(job.max_requests, "requests"):
-        parts.append(f"{found[0]:,.0f} requests {found[1]} ({job.progress_sent:,} sent)")
+    for kind, found in limits_of(job, header).items():
+        where = "set on the job" if found["set"] == "job" else "from the upload"
+        if kind == "usd":
+            parts.append(f"{money(found['limit'])} {where} ({money(found['used'])} spent)")
+        else:
+            word, verb = ("tokens", "used") if kind == "tokens" else ("requests", "sent")
+            parts.append(f"{found['limit']:,.0f} {word} {where} ({found['used']:,} {verb})")
     return ", ".join(parts) or None
 
 
