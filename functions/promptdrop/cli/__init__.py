@@ -81,8 +81,8 @@ def _stale_hint(exc: BotoCoreError | ClientError) -> str:
     used = "  ".join(f"{name}={os.environ[name]}" for name in names if os.environ.get(name))
     return (
         f"\nis an export stale? from the environment: {used or '(none)'}\n"
-        "promptdrop local prints its exports when it starts (the same ones each time while it keeps its state; "
-        "not after --fresh or a new --state-dir); a deployed stack: --stack NAME"
+        "promptdrop local prints its exports when it starts (the same at every start on the same --port); "
+        "a deployed stack: --stack NAME"
     )
 
 

@@ -9,8 +9,9 @@ CLI or ``promptdrop submit`` run; ``promptdrop status`` shows them.
 What it holds — the names, every file, job, answer and queued message — is kept across restarts in a
 state directory outside the checkout (``--state-dir``, else ``$PROMPTDROP_LOCAL_STATE_DIR``, else
 ``$XDG_STATE_HOME/promptdrop/local``, i.e. ``~/.local/state/promptdrop/local``): saved when it stops
-(Ctrl-C, or SIGTERM), loaded when it starts, so the exports it printed stay good (on the same
-``--port``). ``--fresh`` starts empty. The API key is never saved: it is stored again at each start.
+(Ctrl-C, or SIGTERM), loaded when it starts. ``--fresh`` starts empty. Its names are the same at
+every start (made from the stack's name), so the exports it prints stay good on the same ``--port``.
+The API key is never saved: it is stored again at each start.
 
 The local tooling lives in ``infra/``, which is not part of the installed package: this command
 runs from a source checkout installed with the dev extra (``pip install -e '.[dev]'``).
