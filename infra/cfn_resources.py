@@ -4,9 +4,9 @@ turned into the API calls CloudFormation would make (see :mod:`infra.local_aws` 
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
-import secrets
-import string
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,9 +18,14 @@ __all__ = ["CREATORS", "StackContext", "attribute_value", "physical_name"]
 
 
 def physical_name(stack_name: str, logical_id: str, *, max_len: int, lower: bool = False) -> str:
-    """A generated name in CloudFormation's style: ``<stack>-<logical id>-<random suffix>``."""
-    alphabet = string.ascii_uppercase + string.digits
-    suffix = "".join(secrets.choice(alphabet) for _ in range(12))
+    """A generated name in CloudFormation's style, ``<stack>-<logical id>-<suffix>``.
+
+    CloudFormation's suffix is random; this one is the same for the same stack and resource, so a
+    stack deployed again has the names it had (``promptdrop local``'s exports stay good even when the
+    state it keeps is not loaded), and stacks of different names never share one.
+    """
+    digest = hashlib.sha256(f"{stack_name}/{logical_id}".encode()).digest()
+    suffix = base64.b32encode(digest).decode()[:12]  # upper-case letters and digits, as CloudFormation's
     name = f"{stack_name[: max_len - len(logical_id) - 14]}-{logical_id}-{suffix}"[:max_len]
     return name.lower() if lower else name
 

@@ -227,10 +227,10 @@ class JobRecord:
         ``start``, the reporting run's previous report — so a rate shows from its second report on.
         """
         if not window or at - window[-1][0] > PROGRESS_IDLE_S:
-            window = [[round(start[0], 1), start[1]]]
+            window = [[round(start[0], 3), start[1]]]
         if len(window) >= 2 and window[-1][0] - window[-2][0] < _SAMPLE_EVERY_S:
             window = window[:-1]
-        window = [*window, [round(at, 1), done]]
+        window = [*window, [round(at, 3), done]]
         while len(window) > 2 and at - window[1][0] >= PROGRESS_WINDOW_S:
             window = window[1:]
         return window

@@ -302,6 +302,66 @@ def test_submit_puts_every_knob_in_the_job_header_and_the_function_obeys_it(
     assert {line["response"]["body"]["object"] for line in pipeline.jsonl("inputs/knobs.jsonl", ".out.jsonl")} == {
         "response"
     }
+    # and status shows the limits the upload carried, each beside what was used of it
+    shown = dict(line.split(None, 1) for line in cli("status", "inputs/knobs.jsonl")[1].splitlines())
+    assert re.fullmatch(
+        r"\$2\.5 from the upload \(\$[\d.]+ spent\), 100,000 tokens from the upload \([\d,]+ used\), "
+        r"3 requests from the upload \(3 sent\)",
+        shown["budget"],
+    ), shown["budget"]
+    # and a limit set on the job wins over the upload's, and says so
+    assert cli("budget", "inputs/knobs.jsonl", "--max-requests", "5")[0] == 0
+    shown = dict(line.split(None, 1) for line in cli("status", "inputs/knobs.jsonl")[1].splitlines())
+    assert shown["budget"].endswith(", 5 requests set on the job (3 sent)")
+    limits = cli.json("status", "inputs/knobs.jsonl")[1]["derived"]["limits"]
+    assert {kind: (x["limit"], x["set"]) for kind, x in limits.items()} == {
+        "usd": (2.5, "upload"),
+        "tokens": (100000, "upload"),
+        "requests": (5, "job"),
+    }
+    assert limits["requests"]["used"] == 3
+
+
+def test_submit_model_is_the_model_of_every_line_that_names_none(cli: Cli, pipeline: Pipeline, tmp_path: Path) -> None:
+    # Given a .jsonl of short forms (one naming its model, one asking for embeddings), a .txt and a
+    # .csv of data rows, each submitted with --model
+    lines = [
+        json.dumps({"custom_id": "plain", "prompt": "no model named"}),
+        json.dumps({"custom_id": "named", "prompt": "a model named", "model": "gpt-4o-mini"}),
+        json.dumps({"custom_id": "embed", "prompt": "to embed", "endpoint": "/v1/embeddings"}),
+    ]
+    (tmp_path / "cities.csv").write_text("city\nLyon\n")
+    (tmp_path / "one.txt").write_text("Say hi.")
+    submits = {
+        "short.jsonl": [str(write_file(tmp_path, "short.jsonl", lines))],
+        "one.txt": [str(tmp_path / "one.txt")],
+        "cities.csv": [str(tmp_path / "cities.csv"), "--template", "Name one museum in {city}."],
+    }
+    for name, argv in submits.items():
+        code, _, err = cli("submit", *argv, "--model", "gpt-4o")
+        assert code == 0, err
+        metadata = pipeline.s3.head_object(Bucket=pipeline.bucket, Key=f"inputs/{name}")["Metadata"]
+        assert metadata["promptdrop-model"] == "gpt-4o"
+
+    # When the function has run them
+    pipeline.drain()
+
+    # Then every line naming no model was sent to the upload's model, and a line naming one kept it;
+    # an embeddings line keeps its endpoint's usual model (as under PROMPTDROP_MODEL)
+    answers = {name: pipeline.jsonl(f"inputs/{name}", ".out.jsonl") for name in submits}
+    sent = {name: {x["custom_id"]: x["response"]["body"]["model"] for x in lines} for name, lines in answers.items()}
+    assert sent["short.jsonl"] == {"plain": "gpt-4o", "named": "gpt-4o-mini", "embed": "text-embedding-3-small"}
+    assert list(sent["one.txt"].values()) == ["gpt-4o"]
+    assert sent["cities.csv"] == {"line-2": "gpt-4o"}
+    assert pipeline.summary("inputs/one.txt")["status"] == "SUCCEEDED"
+    # and a blank or non-ASCII model is refused before anything is uploaded
+    for bad in ("  ", "gpt-4o-\u00e9"):
+        try:
+            code_or_exit = cli("submit", str(tmp_path / "one.txt"), "--key", "inputs/other.txt", "--model", bad)[0]
+        except SystemExit as usage:
+            code_or_exit = usage.code
+        assert code_or_exit == 2, bad
+    assert "Contents" not in pipeline.s3.list_objects_v2(Bucket=pipeline.bucket, Prefix="inputs/other.txt")
 
 
 def test_submit_refuses_a_knob_the_function_would_refuse(
@@ -670,6 +730,11 @@ def test_cancel_mid_run_then_redrive_finishes_paying_nothing_twice(
         "cancelled",
         job["cancel_requested_at"],
     )
+    # and so does its completion event
+    got = p.sqs.receive_message(QueueUrl=p.stack.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    (event,) = [json.loads(m["Body"]) for m in got.get("Messages", [])]
+    assert event["detail-type"] == "Job Cancelled"
+    assert (event["detail"]["lines"], event["detail"]["stop"]) == (summary["lines"], summary["stop"])
 
     # When it is redriven, it finishes, and no prompt was sent twice
     assert cli.json("redrive", "--job", job_id)[1] == {"moved": 1, "by_kind": {"file_failure": 1}}
@@ -720,6 +785,19 @@ def test_a_budget_stop_and_a_fatal_stop_say_what_was_done_what_was_not_and_why(c
     job = cli.json("status", "inputs/fatal.jsonl")[1]
     assert job["derived"]["lines_left"] == 40 - done
     assert (job["error"]["code"], job["error"]["message"]) == (summary["stop"]["code"], summary["stop"]["message"])
+
+    # and each one's completion event says the same: the line count, done, not run, and the reason
+    got = p.sqs.receive_message(QueueUrl=p.stack.events_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+    events = {e["detail"]["input"]["key"]: e for e in (json.loads(m["Body"]) for m in got.get("Messages", []))}
+    capped_event, fatal_event = events["inputs/capped.jsonl"], events["inputs/fatal.jsonl"]
+    assert capped_event["detail-type"] == "Job Budget Exceeded"
+    assert capped_event["detail"]["lines"] == {"count": 60, "done": 20, "not_run": 40}
+    assert (capped_event["detail"]["stop"]["reason"], capped_event["detail"]["stop"]["code"]) == (
+        "budget",
+        "budget_exceeded",
+    )
+    assert fatal_event["detail"]["lines"] == summary["lines"]
+    assert fatal_event["detail"]["stop"] == summary["stop"]
 
 
 def _wait_for(condition: Any, timeout_s: float = 60.0) -> None:

@@ -280,6 +280,27 @@ def test_budget_needs_a_limit_and_refuses_one_that_is_not_above_zero(capsys: pyt
     assert "a limit must be above 0" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "command", ["estimate", "submit", "status", "cancel", "budget", "results", "redrive", "local", None]
+)
+def test_help_reads_as_plain_text(command: str | None, capsys: pytest.CaptureFixture[str]) -> None:
+    # Each command's description is its module's docstring, written in reST for the code's readers
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"] if command else ["--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert "usage: promptdrop" in shown
+    # Then --help shows none of its markup: no ``literal``, no :role:`target`
+    assert "``" not in shown
+    assert re.search(r":[a-z]+:`", shown) is None, shown
+    if command == "estimate":  # a cross-reference reads as its target
+        assert "(promptdrop.formats.parse_stream, by suffix)" in " ".join(shown.split())
+    if command == "submit":  # a flag is never cut at its hyphen
+        assert "--budget-tokens, --max-requests." in " ".join(shown.split())  # not "--max- requests."
+    if command == "local":  # and a docstring's paragraphs stay apart
+        assert "\n\nWhat it holds" in shown
+
+
 # -- views -----------------------------------------------------------------------------------------
 
 
@@ -503,3 +524,36 @@ def test_a_running_job_silent_for_longer_than_its_reports_shows_no_eta() -> None
     assert progress_cells(job, now) == ("10.0/s (last 30 s)", "- (no progress report for 1m 00s)")
     # while a minute earlier it had one
     assert progress_cells(job, last) == ("10.0/s (last 30 s)", "50s")
+
+
+def test_a_running_job_that_is_ending_says_so_instead_of_an_eta() -> None:
+    from dataclasses import replace
+    from datetime import UTC, datetime
+
+    from promptdrop.cli.jobstore import Job
+    from promptdrop.cli.status import describe, progress_cells
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    at = now.timestamp()
+    running = Job(
+        job_id="j",
+        bucket="b",
+        key="k.jsonl",
+        etag="e",
+        line_count=1000,
+        progress_succeeded=1000,
+        updated_at=now.isoformat(),
+        progress_window=_window((at - 10, 900), (at, 1000)),
+    )
+    # Given every line with its outcome: the job ends once its outputs are written
+    assert progress_cells(running, now)[1] == "- (all done: writing the outputs)"
+    # Given a cancel that took effect (the job item has its reason) while the outputs are written
+    stopping = replace(
+        running,
+        progress_succeeded=400,
+        cancel_requested_at="2029-12-31T23:59:00+00:00",
+        error={"code": "cancelled", "message": "cancelled on request"},
+    )
+    assert describe(stopping) == "RUNNING (stopping: cancelled)"
+    assert progress_cells(stopping, now)[1] == "- (stopping: cancelled; writing the outputs)"
+    assert stopping.eta_s is None  # no time left is made up for the lines it will not run

@@ -95,6 +95,17 @@ async def test_a_bad_line_fails_alone_with_its_line_number(line: bytes, message:
     assert message in error.message
 
 
+async def test_a_json_syntax_error_reads_as_a_sentence() -> None:
+    # Given a string never closed, on a .jsonl line and in a .json document
+    (error,) = await parse(".jsonl", b'{"prompt": "abc\n')
+    assert isinstance(error, LineError)
+    with pytest.raises(FileRejected) as rejected:
+        await parse(".json", b'[{"prompt": "ok"},\n {"prompt": "abc}]')
+    # Then each names where it starts, once ("starting at column", not "starting at at column")
+    assert error.message == 'not valid JSON: Unterminated string starting at column 12: {"prompt": "abc'
+    assert rejected.value.message == "not valid JSON: Unterminated string starting at line 2 column 13"
+
+
 async def test_txt_is_one_prompt_named_by_its_key() -> None:
     (item,) = await parse(".TXT", "Summarize: ünïcode".encode(), key="inputs/a b")
     assert isinstance(item, Request)

@@ -11,7 +11,10 @@ One module per command; this one builds the parser and maps every error to a mes
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -42,7 +45,57 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (estimate, submit, status, cancel, budget, results, dead_letters, local):
         module.add_parser(commands, common)
+    for command in commands.choices.values():  # each description is its module's docstring: reST
+        command.description = plain_text(command.description)
+        command.formatter_class = _Paragraphs
     return parser
+
+
+class _Paragraphs(argparse.HelpFormatter):
+    """A description's paragraphs kept apart (argparse would run them together), each wrapped to the
+    terminal without breaking a flag at its hyphen (``--max-`` / ``requests``)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        paragraphs = (" ".join(paragraph.split()) for paragraph in text.split("\n\n"))
+        return "\n\n".join(
+            textwrap.fill(p, width, initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False)
+            for p in paragraphs
+        )
+
+
+# What AWS answers for a table, bucket or queue that does not exist: a name from an old shell's exports?
+_NOT_FOUND = {"ResourceNotFoundException", "NoSuchBucket", "AWS.SimpleQueueService.NonExistentQueue"}
+
+
+def _stale_hint(exc: BotoCoreError | ClientError) -> str:
+    """For a resource not found: the names the CLI took from the environment, and where fresh ones are."""
+    if not isinstance(exc, ClientError) or exc.response.get("Error", {}).get("Code") not in _NOT_FOUND:
+        return ""
+    names = (
+        "AWS_ENDPOINT_URL",
+        "PROMPTDROP_TABLE",
+        "PROMPTDROP_BUCKET",
+        "PROMPTDROP_DLQ_URL",
+        "PROMPTDROP_WORK_QUEUE_URL",
+    )
+    used = "  ".join(f"{name}={os.environ[name]}" for name in names if os.environ.get(name))
+    return (
+        f"\nis an export stale? from the environment: {used or '(none)'}\n"
+        "promptdrop local prints its exports when it starts (the same at every start on the same --port); "
+        "a deployed stack: --stack NAME"
+    )
+
+
+# Sphinx's cross-references: :func:`pkg.name` reads pkg.name, :func:`~pkg.name` reads name.
+_ROLE = re.compile(r":[a-z]+:`(~?)([^`]+)`")
+
+
+def plain_text(rest: str | None) -> str | None:
+    """A docstring's reST as a person reads it in ``--help``: ``code`` and :role:`~a.b` markup dropped."""
+    if rest is None:
+        return None
+    text = _ROLE.sub(lambda m: m[2].rsplit(".", 1)[-1] if m[1] else m[2], rest)
+    return text.replace("``", "")
 
 
 def _run(args: argparse.Namespace, view: View) -> int:
@@ -72,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         view.note(f"promptdrop {args.command}: {exc.message}")
         return exc.code
     except (BotoCoreError, ClientError) as exc:
-        view.note(f"promptdrop {args.command}: AWS said: {exc}")
+        view.note(f"promptdrop {args.command}: AWS said: {exc}{_stale_hint(exc)}")
         return ExitCode.USAGE
     except KeyboardInterrupt:
         view.note(f"promptdrop {args.command}: interrupted")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .batches import check_now
 from .errors import ExitCode
 from .figures import now_iso
 from .jobstore import REF_HELP, CancelOutcome, JobStore
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
     outcome, job = store.request_cancel(job.job_id, now_iso())
     checked = 0
     if outcome is not CancelOutcome.FINISHED and resources.work_queue_url:
-        checked = store.check_now(job, resources.work_queue_url)  # batch mode: its batches stopped now
+        checked = check_now(store, aws, job, resources.work_queue_url)  # batch mode: its batches stopped now
     resume = f"promptdrop redrive --job {job.job_id}"
     code = ExitCode.NOT_ALL_SUCCEEDED if outcome is CancelOutcome.FINISHED else ExitCode.OK
     if view.json_mode:

@@ -77,9 +77,10 @@ class Job(JobRecord):
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds until every line has an outcome at the recent rate (None: ended, or no total or rate yet)."""
+        """Seconds until every line has an outcome at the recent rate (None: ended or ending, or no total
+        or rate yet)."""
         speed, left = self.recent_rate, self.lines_left
-        if self.final or left is None or not speed:
+        if self.final or self.error or left is None or not speed:
             return None
         return left / speed
 
@@ -155,20 +156,9 @@ class JobStore:
             )
         return job
 
-    def check_now(self, job: Job, queue_url: str) -> int:
-        """Send each waiting batch-mode unit's live check message again, undelayed: the function acts on
-        the job's state (a cancel) now, not at a check up to 15 minutes away. The units checked."""
-        from ..jobs.batch_state import UnitBatches  # imported here: the jobs package is slow to import
-
-        sent = 0
-        for item in self._unit_items(job):
-            state = UnitBatches.from_json(item.get("batches", {}).get("S"))
-            if state.live and state.check_message:
-                self._aws.sqs.send_message(QueueUrl=queue_url, MessageBody=state.check_message)
-                sent += 1
-        return sent
-
-    def _unit_items(self, job: Job) -> list[dict[str, Any]]:
+    def unit_items(self, job: Job) -> list[dict[str, Any]]:
+        """The job's unit items (``UNIT#<unit>``): each unit's lease, and in batch mode its provider
+        batches (``batches``: cli/batches.py reads them)."""
         query = {
             "TableName": self._table,
             "KeyConditionExpression": "pk = :pk AND begins_with(sk, :unit)",
@@ -176,22 +166,6 @@ class JobStore:
             "ProjectionExpression": "sk, batches",
         }
         return [item for page in self._aws.ddb.get_paginator("query").paginate(**query) for item in page["Items"]]
-
-    def provider_batches(self, job: Job) -> list[dict[str, Any]]:
-        """The job's batches at the provider's Batch API (batch mode), as its units last noted them."""
-        from ..jobs.batch_state import UnitBatches  # imported here: the jobs package is slow to import
-
-        found: list[dict[str, Any]] = []
-        for item in self._unit_items(job):
-            state = UnitBatches.from_json(item.get("batches", {}).get("S"))
-            unit = item["sk"]["S"].removeprefix("UNIT#")
-            found += [
-                {"unit": unit, "batch_id": b.batch_id, "status": b.status, "model": b.model}
-                | {"endpoint": b.endpoint, "requests": b.requests, "completed": b.completed, "failed": b.failed}
-                | {"merged": b.merged}
-                for b in state.batches
-            ]
-        return found
 
     def job_id_of(self, ref: S3Ref) -> str:
         """The job id of the object's current upload (the function computes it the same way)."""
@@ -328,6 +302,16 @@ class JobStore:
             return s3.get_object(Bucket=job.output_bucket or job.bucket, Key=key)["Body"]
         except s3.exceptions.NoSuchKey:
             return None
+
+    def header(self, job: Job) -> dict[str, str]:
+        """The job's upload's job header (its S3 user metadata); empty once that upload is gone or replaced."""
+        s3 = self._aws.s3
+        which = {"VersionId": job.version_id} if job.version_id else {"IfMatch": f'"{job.etag}"'}
+        try:
+            head = s3.head_object(Bucket=job.bucket, Key=job.key, **which)
+        except s3.exceptions.ClientError:  # 404, or 412: another upload now (a job of its own)
+            return {}
+        return dict(head.get("Metadata", {}))
 
     def failures_by_code(self, job: Job) -> Counter[str]:
         """A finished job's failed requests by error code, read from its ``.errors.jsonl``."""

@@ -6,6 +6,13 @@ real one: ``OPENAI_API_KEY``), and Lambda's SQS event-source mapping played in-p
 message on the work queue goes through the real handler, as in AWS. Files copied in with the AWS
 CLI or ``promptdrop submit`` run; ``promptdrop status`` shows them.
 
+What it holds — the names, every file, job, answer and queued message — is kept across restarts in a
+state directory outside the checkout (``--state-dir``, else ``$PROMPTDROP_LOCAL_STATE_DIR``, else
+``$XDG_STATE_HOME/promptdrop/local``, i.e. ``~/.local/state/promptdrop/local``): saved when it stops
+(Ctrl-C, or SIGTERM), loaded when it starts. ``--fresh`` starts empty. Its names are the same at
+every start (made from the stack's name), so the exports it prints stay good on the same ``--port``.
+The API key is never saved: it is stored again at each start.
+
 The local tooling lives in ``infra/``, which is not part of the installed package: this command
 runs from a source checkout installed with the dev extra (``pip install -e '.[dev]'``).
 """
@@ -19,7 +26,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
@@ -27,7 +34,7 @@ from typing import Any
 from .errors import CliError, ExitCode
 from .view import View
 
-__all__ = ["LocalStack", "add_parser", "run", "serve"]
+__all__ = ["LocalStack", "add_parser", "default_state_dir", "run", "serve"]
 
 LOCAL_KEY = "sk-local"  # the fake API's key, stored in the stack's secret as a real key would be
 DEFAULT_PORT = 5050
@@ -47,21 +54,31 @@ class LocalStack:
     output_prefix: str
     events_queue_url: str = ""  # where the completion events land (a rule on the bus)
     env: dict[str, str] = field(default_factory=dict)  # what to export in another shell
+    state_dir: str | None = None  # where it keeps its names and data across restarts (None: nowhere)
+    kept: bool = False  # started from the state saved there by an earlier run
 
 
-def _infra() -> tuple[ModuleType, ModuleType, ModuleType]:
-    """``infra.local_aws``, ``infra.fake_openai`` and ``infra.event_source``, from the source checkout."""
+def default_state_dir() -> Path:
+    """``$PROMPTDROP_LOCAL_STATE_DIR``, else ``promptdrop/local`` under ``$XDG_STATE_HOME`` (``~/.local/state``)."""
+    if chosen := os.environ.get("PROMPTDROP_LOCAL_STATE_DIR"):
+        return Path(chosen)
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "promptdrop" / "local"
+
+
+def _infra() -> tuple[ModuleType, ModuleType, ModuleType, ModuleType]:
+    """``infra.local_aws``, ``infra.fake_openai``, ``infra.event_source`` and ``infra.local_state``, from
+    the source checkout."""
     root = Path(__file__).resolve().parents[3]  # functions/promptdrop/cli/local.py -> the checkout
     if (root / "infra" / "local_aws.py").is_file() and str(root) not in sys.path:
         sys.path.insert(0, str(root))  # the console script does not run from the checkout
     try:
-        from infra import event_source, fake_openai, local_aws
+        from infra import event_source, fake_openai, local_aws, local_state
     except ImportError as exc:
         raise CliError(
             f"promptdrop local needs a source checkout installed with the dev extra ({exc}): "
             "git clone the repository, then pip install -e '.[dev]' in it"
         ) from None
-    return local_aws, fake_openai, event_source
+    return local_aws, fake_openai, event_source, local_state
 
 
 @contextlib.contextmanager
@@ -85,24 +102,38 @@ def serve(
     latency_ms: float = 50.0,
     real_openai: bool = False,
     verbose: bool = False,
+    state_dir: Path | None = None,
+    fresh: bool = False,
     on_ready: Callable[[LocalStack], None],
     stop: threading.Event,
     on_error: Callable[[BaseException], None] = lambda exc: None,
+    on_note: Callable[[str], None] = lambda text: None,
 ) -> None:
     """Run the local stack until ``stop`` is set; ``on_ready`` is called once it takes files.
 
-    Sets the function's environment in ``os.environ`` (the handler reads its configuration there,
-    as on Lambda): run it in a process of its own.
+    With a ``state_dir``, the stack saved there by an earlier run is loaded (unless ``fresh``), and
+    the stack is saved there once it has stopped. Sets the function's environment in ``os.environ``
+    (the handler reads its configuration there, as on Lambda): run it in a process of its own.
     """
-    local_aws, fake_openai, event_source = _infra()
+    local_aws, fake_openai, event_source, local_state = _infra()
     import boto3
 
     try:
         server, endpoint = local_aws.start_moto(port)
     except OSError as exc:
         raise CliError(f"cannot listen on port {port} ({exc}): try another --port (0 picks a free one)") from None
+    stack = None
     try:
-        stack = local_aws.deploy(endpoint, stack_name=stack_name)
+        if state_dir is not None and not fresh:
+            if (saved := state_dir / local_state.STATE_FILE).is_file():  # seconds for a few thousand answers
+                size_mb = saved.stat().st_size / 1e6
+                on_note(f"promptdrop local: loading the state kept in {state_dir} ({size_mb:.1f} MB)")
+            try:
+                stack = local_state.load(state_dir, endpoint)
+            except local_state.StaleState as exc:
+                on_note(f"promptdrop local: {exc}; starting afresh")
+        kept = stack is not None
+        stack = stack or local_aws.deploy(endpoint, stack_name=stack_name)
         with _openai(fake_openai, real_openai, latency_ms) as (base_url, key):
             env = stack.function_env(
                 POWERTOOLS_LOG_LEVEL="INFO" if verbose else "WARNING",
@@ -119,7 +150,8 @@ def serve(
             from ..settings import get_settings
 
             get_settings.cache_clear()
-            on_ready(_describe(stack, local_aws.local_aws_env(endpoint, stack.region), base_url))
+            described = _describe(stack, local_aws.local_aws_env(endpoint, stack.region), base_url)
+            on_ready(replace(described, state_dir=None if state_dir is None else str(state_dir), kept=kept))
             try:
                 with event_source.SqsEventSource.for_stack(stack) as source:
                     while not stop.is_set():
@@ -131,6 +163,13 @@ def serve(
                 runtime.shutdown()
     finally:
         local_aws.stop_moto(server)
+        if state_dir is not None and stack is not None:  # after the server stopped: nothing changes it now
+            try:
+                local_state.save(state_dir, stack)
+            except Exception as exc:  # said, not raised: what stopped, stopped cleanly
+                on_note(
+                    f"promptdrop local: the state was not saved in {state_dir} ({exc!r}); what was saved before stays"
+                )
 
 
 def _describe(stack: Any, aws_env: dict[str, str], base_url: str | None) -> LocalStack:
@@ -173,6 +212,7 @@ def _print_ready(view: View, local: LocalStack, real_openai: bool) -> None:
             ("work queue", local.work_queue_url),
             ("dead letters", local.dlq_url),
             ("completion events", f"{local.events_queue_url} (one per job outcome)"),
+            ("state", _state_cell(local)),
         ],
         title="promptdrop local: the stack is up; Ctrl-C stops it",
     )
@@ -181,6 +221,14 @@ def _print_ready(view: View, local: LocalStack, real_openai: bool) -> None:
     view.line(f"  aws s3 cp prompts.jsonl s3://{local.bucket}/{local.input_prefix}prompts.jsonl")
     view.line("  promptdrop submit prompts.jsonl --wait    # or: promptdrop status")
     view.out.flush()
+
+
+def _state_cell(local: LocalStack) -> str:
+    if local.state_dir is None:
+        return "not kept"
+    if local.kept:
+        return f"{local.state_dir} (the names and data of the last run, kept; saved again when it stops)"
+    return f"{local.state_dir} (new; saved when it stops, loaded at the next start)"
 
 
 def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -194,6 +242,14 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     cmd.add_argument("--latency-ms", type=float, default=50.0, help="the fake OpenAI API's latency (default 50)")
     cmd.add_argument("--real-openai", action="store_true", help="answer with the real API ($OPENAI_API_KEY)")
     cmd.add_argument("--verbose", action="store_true", help="show the handler's JSON logs and metrics")
+    cmd.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="where its names and data are kept across restarts (default: $PROMPTDROP_LOCAL_STATE_DIR, "
+        "else ~/.local/state/promptdrop/local)",
+    )
+    cmd.add_argument("--fresh", action="store_true", help="start empty (the state kept is replaced when it stops)")
 
 
 def run(args: argparse.Namespace, view: View) -> int:
@@ -208,20 +264,25 @@ def run(args: argparse.Namespace, view: View) -> int:
     def on_error(exc: BaseException) -> None:
         view.note(f"the handler raised {exc!r}; the message will be delivered again")
 
-    previous = signal.signal(signal.SIGINT, on_signal)
+    # SIGTERM (`kill`, a closing service manager) stops it as Ctrl-C does: the state is saved either way.
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         serve(
             port=args.port,
             latency_ms=args.latency_ms,
             real_openai=args.real_openai,
             verbose=args.verbose,
+            state_dir=args.state_dir or default_state_dir(),
+            fresh=args.fresh,
             on_ready=lambda local: _print_ready(view, local, args.real_openai),
             stop=stop,
             on_error=on_error,
+            on_note=view.note,
         )
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     view.note("promptdrop local: stopped")
     return ExitCode.OK

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from ..jobs.cost_guard import BUDGET_METADATA
 from ..records import PROGRESS_IDLE_S, PROGRESS_WINDOW_S, JobStatus
+from .batches import provider_batches
 from .errors import ExitCode
 from .figures import ago, duration, money, number, parse_time, rate, seconds_between
 from .jobstore import REF_HELP, Job, JobStore
@@ -24,15 +27,9 @@ from .view import Column, View
 __all__ = ["add_parser", "batch_rows", "describe", "detail_rows", "job_json", "progress_cells", "run"]
 
 
-def _avg_rate(job: Job) -> float | None:
-    """Requests finished a second, on average since the job started (None until there is a span)."""
-    end = job.finished_at if job.final else job.updated_at
-    span = seconds_between(job.started_at, end)
-    return job.done / span if span and job.done else None
-
-
 def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) -> dict[str, Any]:
-    """The job item as ``--json`` prints it, plus what the CLI derives (rates, ETA, failures by code)."""
+    """The job item as ``--json`` prints it, plus what the CLI derives (rates, ETA, failures by code,
+    the limits); ``failures=False`` (a list of jobs): nothing read beyond the job item."""
     prompt, completion = job.tokens
     value: dict[str, Any] = asdict(job)
     value["derived"] = {
@@ -43,11 +40,11 @@ def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) 
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "cost_usd": None if job.cost_usd is None else float(job.cost_usd),
-        "rate_per_s": _avg_rate(job),
         "recent_rate_per_s": job.recent_rate,
         "eta_s": job.eta_s,
         "failures_by_code": dict(store.failures_by_code(job)) if store is not None and failures else None,
-        "provider_batches": store.provider_batches(job) if store is not None and failures else None,
+        "provider_batches": provider_batches(store, job) if store is not None and failures else None,
+        "limits": limits_of(job, store.header(job) if store is not None and failures else {}),
     }
     return value
 
@@ -55,8 +52,12 @@ def job_json(job: Job, store: JobStore | None = None, *, failures: bool = True) 
 def progress_cells(job: Job, now: datetime) -> tuple[str, str]:
     """What a running job's rate and ETA read: the recent rate, and the time left at it (or why not)."""
     speed, silent = job.recent_rate, seconds_between(job.updated_at, now.isoformat())
-    if job.line_count is None:
+    if job.error:  # it ends early (the job item says why) and is writing its outputs
+        eta = f"- (stopping: {job.error.get('code')}; writing the outputs)"
+    elif job.line_count is None:
         eta = "- (line count unknown)"
+    elif job.lines_left == 0:  # it ends once the outputs are written (seconds to minutes: the journal is read whole)
+        eta = "- (all done: writing the outputs)"
     elif silent is not None and silent > PROGRESS_IDLE_S:  # a stalled run, or one waiting to be redelivered
         eta = f"- (no progress report for {duration(silent)})"
     elif not speed:
@@ -67,16 +68,24 @@ def progress_cells(job: Job, now: datetime) -> tuple[str, str]:
 
 
 def describe(job: Job) -> str:
-    """The status word, with a pending cancel when there is one."""
-    if job.cancel_requested_at and not job.final:
+    """The status word, with a job's stop under way (its reason on the job item) or a pending cancel."""
+    if job.final:
+        return job.status
+    if job.error:
+        return f"{job.status} (stopping: {job.error.get('code')})"
+    if job.cancel_requested_at:
         return f"{job.status} (cancel requested {job.cancel_requested_at})"
     return job.status
 
 
-def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]]:
+def detail_rows(
+    job: Job, failures: Counter[str] | None, header: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """The job in detail; ``header``: its upload's job header (the limits it carries), when read."""
     prompt, completion = job.tokens
     done = _progress_cell(job)
-    elapsed = seconds_between(job.started_at, job.finished_at or datetime.now(UTC).isoformat())
+    # A running job's finished_at, if any, is an earlier run's end (a cancelled job redriven, say).
+    elapsed = seconds_between(job.started_at, job.finished_at if job.final else datetime.now(UTC).isoformat())
     rows = [
         ("job", job.job_id),
         ("input", job.uri),
@@ -93,7 +102,7 @@ def detail_rows(job: Job, failures: Counter[str] | None) -> list[tuple[str, str]
         ("tokens", f"{prompt:,} prompt + {completion:,} completion"),
         ("cost", f"{money(job.cost_usd)} (estimate)" if job.cost_usd is not None else "-"),
     ]
-    budget = _budget_cell(job)
+    budget = _budget_cell(job, header or {})
     if budget is not None:
         rows.append(("budget", budget))
     if job.units_total and job.units_total > 1:
@@ -126,19 +135,40 @@ def batch_rows(batches: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return rows
 
 
-def _budget_cell(job: Job) -> str | None:
-    """The limits set on the job (``promptdrop budget``), each beside what every run has used of it —
-    the figures the cost guard compares. Limits from the upload's metadata or the environment are
-    not on the job item: the dead letter of a job that hit one names it."""
+def limits_of(job: Job, header: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The file's limits as the cost guard takes them — set on the job (``promptdrop budget``), else
+    in the upload's job header — each with where it was set and what every run has used of it. A
+    limit from the function's environment is not to be seen from here: the stop of a job that hit
+    one names it."""
+    own = {"usd": job.budget_usd, "tokens": job.budget_tokens, "requests": job.max_requests}
+    used = {
+        "usd": job.progress_cost_usd or 0.0,
+        "tokens": job.progress_prompt_tokens + job.progress_completion_tokens,
+        "requests": job.progress_sent,
+    }
+    limits = {}
+    for kind, set_on_job in own.items():
+        limit, where = set_on_job, "job"
+        if limit is None:
+            try:
+                limit, where = float(header[BUDGET_METADATA[kind]]), "upload"
+            except (KeyError, ValueError):  # none; or one the function refuses (invalid_budget), said there
+                continue
+        limits[kind] = {"limit": limit, "set": where, "used": used[kind]}
+    return limits
+
+
+def _budget_cell(job: Job, header: Mapping[str, str]) -> str | None:
+    """:func:`limits_of` as a person reads it: ``$0.5 from the upload ($0.12 spent), ...``."""
     parts = []
-    if job.budget_usd is not None:
-        parts.append(f"{money(job.budget_usd)} ({money(job.progress_cost_usd or 0)} spent)")
-    if job.budget_tokens is not None:
-        used = job.progress_prompt_tokens + job.progress_completion_tokens
-        parts.append(f"{job.budget_tokens:,} tokens ({used:,} used)")
-    if job.max_requests is not None:
-        parts.append(f"{job.max_requests:,} requests ({job.progress_sent:,} sent)")
-    return f"{', '.join(parts)}, set on the job" if parts else None
+    for kind, found in limits_of(job, header).items():
+        where = "set on the job" if found["set"] == "job" else "from the upload"
+        if kind == "usd":
+            parts.append(f"{money(found['limit'])} {where} ({money(found['used'])} spent)")
+        else:
+            word, verb = ("tokens", "used") if kind == "tokens" else ("requests", "sent")
+            parts.append(f"{found['limit']:,.0f} {word} {where} ({found['used']:,} {verb})")
+    return ", ".join(parts) or None
 
 
 def _progress_cell(job: Job) -> str:
@@ -203,7 +233,9 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
     if view.json_mode:
         view.json(job_json(job, store))
         return ExitCode.OK
-    view.fields(detail_rows(job, store.failures_by_code(job)) + batch_rows(store.provider_batches(job)))
+    view.fields(
+        detail_rows(job, store.failures_by_code(job), store.header(job)) + batch_rows(provider_batches(store, job))
+    )
     if not job.final and parse_time(job.updated_at) is None:
         view.note("(no live progress on this job item: counts appear as the function reports them)")
     return ExitCode.OK

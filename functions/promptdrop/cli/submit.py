@@ -2,7 +2,7 @@
 starts its job — and, with ``--wait``, follow the job to its end and print its summary.
 
 The upload's knobs go up as the object's metadata (its job header, read by the function when the
-job starts): ``--template`` (a ``.csv``'s prompt template), ``--endpoint``, ``--mode`` (with
+job starts): ``--template`` (a ``.csv``'s prompt template), ``--endpoint``, ``--model``, ``--mode`` (with
 ``--deadline`` and ``--fallback`` for the Batch API), ``--cache``, ``--budget-usd``, ``--budget-tokens``,
 ``--max-requests``. The exit status says how the job ended:
 0 when every request succeeded, 1 when some failed or the job failed or was cancelled, 3 when
@@ -14,21 +14,22 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..engine.request import Endpoint
-from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, SUFFIXES
+from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, MODEL_METADATA, SUFFIXES
 from ..jobs.answer_cache import CACHE_METADATA, CachePolicy
 from ..jobs.batch_deadline import DEADLINE_METADATA
 from ..jobs.batch_mode import FALLBACK_METADATA, Fallback
 from ..jobs.cost_guard import BUDGET_METADATA
 from ..jobs.modes import MODE_METADATA, Mode
 from .errors import CliError, ExitCode
-from .figures import duration, money, now_iso, rate
+from .figures import money, now_iso, rate
 from .jobstore import Job, JobStore, S3Ref
 from .resources import Clients, add_resource_flags, resolve
-from .status import describe, detail_rows, job_json
+from .status import describe, detail_rows, job_json, progress_cells
 from .view import View
 
 __all__ = ["add_parser", "follow", "run"]
@@ -61,7 +62,8 @@ def follow(
                     done=job.done,
                     total=job.line_count or (job.total if job.settled else None),
                     rate=rate(job.recent_rate),
-                    eta=duration(job.eta_s),
+                    # as status says it: the time left, or why there is none (writing the outputs, stopping...)
+                    eta="-" if job.final else progress_cells(job, datetime.now(UTC))[1],
                     detail=detail,
                 )
                 if job.final:
@@ -73,11 +75,13 @@ def follow(
 
 def header(args: argparse.Namespace) -> dict[str, str]:
     """The upload's job header (its S3 metadata) from the command's flags: only what was given."""
-    if args.template is not None and not args.template.isascii():
-        raise CliError("--template must be ASCII: S3 metadata (the job header it travels in) is ASCII only")
+    for flag, value in (("--template", args.template), ("--model", args.model)):
+        if value is not None and not value.isascii():
+            raise CliError(f"{flag} must be ASCII: S3 metadata (the job header it travels in) is ASCII only")
     given = {
         CSV_TEMPLATE_METADATA: args.template,
         ENDPOINT_METADATA: args.endpoint,
+        MODEL_METADATA: args.model,
         MODE_METADATA: args.mode,
         CACHE_METADATA: args.cache,
         FALLBACK_METADATA: args.fallback,
@@ -94,6 +98,12 @@ def _endpoint(value: str) -> str:
     if endpoint is None:
         raise argparse.ArgumentTypeError(f"not an endpoint promptdrop sends: use one of {', '.join(Endpoint)}")
     return endpoint.value
+
+
+def _model(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("a model is a name, e.g. gpt-4o-mini")
+    return value.strip()
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
@@ -125,6 +135,12 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     cmd.add_argument("--key", help="object key (default: the input prefix + the file's name)")
     cmd.add_argument("--template", help="a .csv's prompt template, e.g. 'Name one museum in {city}.'")
     cmd.add_argument("--endpoint", type=_endpoint, help="the endpoint of short-form lines that name none")
+    cmd.add_argument(
+        "--model",
+        type=_model,
+        help="the model of lines that name none, in place of the function's PROMPTDROP_MODEL "
+        "(embeddings, completions and moderations lines keep their endpoint's usual model)",
+    )
     cmd.add_argument(
         "--mode",
         choices=[m.value for m in Mode],
@@ -195,6 +211,6 @@ def run(args: argparse.Namespace, view: View, aws: Clients) -> int:
     if view.json_mode:
         view.json({"job": job_json(job, store), "summary": store.summary(job)})
     else:
-        view.fields(detail_rows(job, store.failures_by_code(job)), title="job finished")
+        view.fields(detail_rows(job, store.failures_by_code(job), store.header(job)), title="job finished")
     succeeded = job.status == "SUCCEEDED" and job.not_ok == 0
     return ExitCode.OK if succeeded else ExitCode.NOT_ALL_SUCCEEDED

@@ -27,7 +27,7 @@ from .documents import decode_whole, parse_json, read_all, txt_request
 from .jsonl import custom_id_of, parse_jsonl, split_lines
 from .limits import MAX_CUSTOM_ID_BYTES, MAX_DOCUMENT_BYTES, MAX_NESTING, MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed, Request
-from .shapes import ENDPOINT_METADATA, chat_parameters, request_from_object
+from .shapes import ENDPOINT_METADATA, MODEL_METADATA, chat_parameters, request_from_object
 
 __all__ = [
     "CSV_TEMPLATE_METADATA",
@@ -36,6 +36,7 @@ __all__ = [
     "MAX_DOCUMENT_BYTES",
     "MAX_NESTING",
     "MAX_REQUEST_BYTES",
+    "MODEL_METADATA",
     "SUFFIXES",
     "FileRejected",
     "LineError",

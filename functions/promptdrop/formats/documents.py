@@ -12,7 +12,7 @@ from typing import Any
 
 from ..engine.request import Endpoint
 from ..records import FailureCode
-from .json_text import JsonRefused, lenient_end, nesting_too_deep, skip_whitespace, strict_decoder
+from .json_text import JsonRefused, lenient_end, nesting_too_deep, skip_whitespace, strict_decoder, syntax_error
 from .jsonl import utf16_rejected
 from .limits import MAX_NESTING, custom_id_problem
 from .parsed import FileRejected, LineError, Parsed
@@ -57,7 +57,7 @@ class _Refused:
 def _syntax_error(text: str, index: int, message: str) -> FileRejected:
     line = text.count("\n", 0, index) + 1
     column = index - text.rfind("\n", 0, index)
-    return FileRejected(FailureCode.INVALID_JSON, f"not valid JSON: {message} at line {line} column {column}")
+    return FileRejected(FailureCode.INVALID_JSON, syntax_error(message, f"line {line} column {column}"))
 
 
 class _Items:

@@ -17,7 +17,21 @@ from typing import Any
 from ..engine.nesting import nesting_too_deep  # the engine bounds answers the same way
 from .limits import MAX_NESTING, shown
 
-__all__ = ["JsonRefused", "decode", "lenient_end", "nesting_too_deep", "skip_whitespace", "strict_decoder"]
+__all__ = [
+    "JsonRefused",
+    "decode",
+    "lenient_end",
+    "nesting_too_deep",
+    "skip_whitespace",
+    "strict_decoder",
+    "syntax_error",
+]
+
+
+def syntax_error(message: str, where: str) -> str:
+    """The decoder's complaint (``JSONDecodeError.msg``), then ``where`` (``column 12``): some of its
+    messages end in "at" ("Unterminated string starting at", "Invalid control character at")."""
+    return f"not valid JSON: {message.removesuffix(' at')} at {where}"
 
 
 class JsonRefused(ValueError):

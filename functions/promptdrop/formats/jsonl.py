@@ -9,7 +9,7 @@ from typing import Any
 
 from ..engine.request import Endpoint
 from ..records import FailureCode
-from .json_text import JsonRefused, decode
+from .json_text import JsonRefused, decode, syntax_error
 from .limits import MAX_REQUEST_BYTES, shown
 from .parsed import FileRejected, LineError, Parsed
 from .shapes import custom_id_or_default, request_from_object
@@ -46,7 +46,7 @@ def _decoded(raw: bytes, line: int) -> tuple[Any, str | None, str]:
     except JsonRefused as exc:
         return None, str(exc), text
     except json.JSONDecodeError as exc:
-        return None, f"not valid JSON: {exc.msg} at column {exc.colno}: {shown(text)}", text
+        return None, f"{syntax_error(exc.msg, f'column {exc.colno}')}: {shown(text)}", text
 
 
 def custom_id_of(raw: bytes, line: int) -> str:

@@ -26,6 +26,7 @@ from .parsed import LineError, Parsed, Request
 __all__ = [
     "ENDPOINT_FIELD",
     "ENDPOINT_METADATA",
+    "MODEL_METADATA",
     "SHORT_FORM_FIELDS",
     "chat_parameters",
     "custom_id_or_default",
@@ -36,6 +37,9 @@ __all__ = [
 # PROMPTDROP_ENDPOINT, else chat).
 ENDPOINT_FIELD = "endpoint"
 ENDPOINT_METADATA = "promptdrop-endpoint"
+# The upload metadata naming the model of the file's lines that name none, in PROMPTDROP_MODEL's
+# place (an endpoint with a usual model of its own, embeddings say, keeps it, as with the setting).
+MODEL_METADATA = "promptdrop-model"
 
 # Compact, UTF-8 as is; allow_nan=False: a NaN that came another way than the strict decoder (a
 # redriven dead letter) is refused rather than sent as non-standard JSON. Built once: json.dumps

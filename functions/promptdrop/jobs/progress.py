@@ -13,6 +13,7 @@ for one running unit, and short by at most one report of the other shards' work 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -106,7 +107,9 @@ class Progress:
 
     async def report(self) -> None:
         """Add what was done since the last report to the job item; learn of a cancel request."""
-        run, last = self.run, self._reported
+        # What is reported is what was counted before the write: answers that come in while it is on
+        # its way go in the next report (counted after it, they would never be reported at all).
+        run, last = dataclasses.replace(self.run), self._reported
         counts: dict[str, int | float] = {
             name: getattr(run, name) - getattr(last, name)
             for name in ("sent", "succeeded", "failed", "prompt_tokens", "completion_tokens")
@@ -120,9 +123,7 @@ class Progress:
             done = self.job.progress_done + int(counts.get("succeeded", 0)) + int(counts.get("failed", 0))
             window = JobRecord.window_after(self.job.progress_window, at, done, start=self._seen)
         job = await self.journal.add_progress(self.job_id, counts, now_iso(), window=window)
-        self._reported = _Counts(
-            run.sent, run.admitted, run.succeeded, run.failed, run.prompt_tokens, run.completion_tokens
-        )
+        self._reported = run
         self._cost_reported = cost or 0.0
         self._seen = (at, job.progress_done)
         self.cancelled = job.cancel_requested_at is not None

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import TypeVar
 
 from ..adapters.s3 import ObjectChanged, ObjectInfo
-from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, FileRejected, Parsed, parse_stream
+from ..formats import CSV_TEMPLATE_METADATA, ENDPOINT_METADATA, MODEL_METADATA, FileRejected, Parsed, parse_stream
 from ..messages import UnitMessage
 from ..records import FailureCode
 from .ports import ObjectStore
@@ -73,13 +73,14 @@ def parse_unit(
     store: ObjectStore, unit: UnitMessage, default_model: str, header: Mapping[str, str], default_endpoint: str
 ) -> AsyncGenerator[Parsed]:
     """The unit's lines, parsed with its job header: a ``.csv``'s template, the file's endpoint
-    (``promptdrop-endpoint``, else ``default_endpoint``)."""
+    (``promptdrop-endpoint``, else ``default_endpoint``) and the model of lines naming none
+    (``promptdrop-model``, else ``default_model``)."""
     kind = suffix(unit.key)
     return parse_stream(
         kind,
         read(store, unit, start=unit.start, end=unit.end),
         key=unit.key,
-        default_model=default_model,
+        default_model=header.get(MODEL_METADATA, "").strip() or default_model,
         start=unit.start,
         first_line=unit.first_line,
         template=header.get(CSV_TEMPLATE_METADATA) if kind == ".csv" else None,

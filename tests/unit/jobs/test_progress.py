@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from promptdrop.jobs.progress import Progress
 from promptdrop.jobs.run_result import JobResult, RunStatus
 from promptdrop.records import JobRecord
@@ -89,3 +91,36 @@ async def test_a_result_carries_this_runs_own_figures(world: World) -> None:
         3,
         4,
     )
+
+
+class _AnswerDuringEachWrite:
+    """The journal, with an answer coming in while each progress report is on its way to it (the
+    dispatcher runs on while reports are written)."""
+
+    def __init__(self, journal: Any) -> None:
+        self.journal = journal
+        self.progress: Progress | None = None
+
+    async def add_progress(self, *args: Any, **kwargs: Any) -> JobRecord:
+        assert self.progress is not None
+        self.progress.sent()
+        self.progress.succeeded("gpt-4o-mini", 10, 5)
+        record: JobRecord = await self.journal.add_progress(*args, **kwargs)
+        return record
+
+
+async def test_answers_that_come_in_while_a_report_is_written_go_in_the_next_one(world: World) -> None:
+    await started(world)
+    journal = _AnswerDuringEachWrite(world.journal)
+    progress = journal.progress = Progress(journal, "j")  # type: ignore[arg-type]  # add_progress is all it uses
+    progress.sent()
+    progress.succeeded("gpt-4o-mini", 10, 5)
+
+    # When two reports are written
+    await progress.report()
+    await progress.report()
+
+    # Then the job item holds every answer counted before the second write began: none is lost
+    assert (world.journal.progress["sent"], world.journal.progress["succeeded"]) == (2, 2)
+    assert world.journal.progress["prompt_tokens"] == 20
+    assert (progress.run.sent, progress.run.succeeded) == (3, 3)  # the third goes in the next report
