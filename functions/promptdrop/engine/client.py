@@ -26,10 +26,12 @@ from typing import Any
 
 import aiohttp
 import httpx2
-from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAioHttpClient, NotGiven
+from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAioHttpClient, NotGiven, omit
 from openai._models import FinalRequestOptions
 
-__all__ = ["LeanAsyncOpenAI", "Reply", "make_client"]
+__all__ = ["KEY_AS_BEARER", "LeanAsyncOpenAI", "Reply", "make_client"]
+
+KEY_AS_BEARER = "Authorization"  # the key sent as "Authorization: Bearer <key>", the SDK's own way
 
 # Distinct (path, key, base URL) whose built parts are kept: one per endpoint in use (five today).
 _LEAN_URLS = 8
@@ -47,19 +49,39 @@ class _Parts:
     timeout: aiohttp.ClientTimeout
 
 
-def make_client(*, api_key: str | None, max_connections: int, timeout_s: float) -> LeanAsyncOpenAI:
+def make_client(
+    *,
+    api_key: str | None,
+    max_connections: int,
+    timeout_s: float,
+    base_url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    key_header: str | None = KEY_AS_BEARER,
+) -> LeanAsyncOpenAI:
     """A client on the aiohttp transport with a pool sized to the concurrency.
 
     Build it inside the event loop that will use it (the aiohttp sessions bind to that loop).
-    ``api_key=None`` lets the SDK read ``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` is read by the SDK.
+    ``api_key=None`` lets the SDK read ``OPENAI_API_KEY``; ``base_url=None``, ``OPENAI_BASE_URL``.
+    ``key_header``: how the key is sent — ``Authorization: Bearer`` (:data:`KEY_AS_BEARER`), in a
+    header of its own (Azure's ``api-key``), or not at all (None: a server that asks for none).
     """
     limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    default_headers: dict[str, Any] = dict(headers or {})
+    if key_header != KEY_AS_BEARER:
+        default_headers["Authorization"] = omit  # the SDK then sends none and asks for no key
+    if key_header is None:
+        api_key = ""
     return LeanAsyncOpenAI(
         api_key=api_key,
+        base_url=base_url,
         max_retries=0,
         timeout=timeout_s,
+        default_headers=default_headers or None,
         http_client=DefaultAioHttpClient(limits=limits, timeout=timeout_s),
         max_connections=max_connections,
+        key_header=key_header,
+        # None: the SDK reads OPENAI_API_KEY and must find one; "" is a key set later (a token) or none.
+        _enforce_credentials=api_key is None,
     )
 
 
@@ -77,9 +99,17 @@ class LeanAsyncOpenAI(AsyncOpenAI):
     _lean: dict[tuple[str, str, str], _Parts] | None = None
     _session: aiohttp.ClientSession | None = None
 
-    def __init__(self, *, max_connections: int = 100, **options: Any) -> None:
+    def __init__(self, *, max_connections: int = 100, key_header: str | None = KEY_AS_BEARER, **options: Any) -> None:
+        self.key_header = key_header  # read by auth_headers, which the SDK's __init__ may call
         super().__init__(**options)
         self.max_connections = max_connections
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The key as the route sends it: the SDK's bearer header, a header of its own, or none."""
+        if self.key_header == KEY_AS_BEARER:
+            return super().auth_headers
+        return {self.key_header: self.api_key} if self.key_header is not None and self.api_key else {}
 
     async def post_ready(self, path: str, body: bytes) -> Reply:
         """POST ``body`` to ``path`` (``/responses``…); a non-2xx answer raises the SDK's typed error, as

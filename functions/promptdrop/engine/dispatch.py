@@ -40,7 +40,7 @@ import openai
 from . import errors, flex
 from .answers import AnswerCheck, parse_answer, usage_of
 from .client import Reply
-from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, UnusableAnswer, classify
+from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, SendRefused, UnusableAnswer, classify
 from .flex import FlexFallback, FlexPolicy, FlexRefused, as_standard
 from .membership import Membership
 from .model_limiters import ModelLimiters
@@ -56,11 +56,12 @@ ShouldStop = Callable[[], bool]
 
 
 class Dispatcher:
-    """Runs requests through ``send`` with bounded concurrency, rate limits and retries."""
+    """Runs requests through ``send`` (or the sender of each request's model: ``senders``) with bounded
+    concurrency, rate limits and retries."""
 
     def __init__(
         self,
-        send: Sender,
+        send: Sender | None,
         *,
         limiter: RateLimiter | ModelLimiters,
         max_concurrency: int,
@@ -75,8 +76,12 @@ class Dispatcher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         secrets: tuple[str, ...] = (),
+        senders: Callable[[str], Sender] | None = None,
     ) -> None:
+        if send is None and senders is None:
+            raise ValueError("a Dispatcher needs a sender: send, or senders (one per model)")
         self._send = send
+        self._senders = senders  # per model (its route's client), when models go to different APIs
         self._secrets = secrets  # the API key(s) sent: masked in whatever the API answers back
         self._limiters = limiter if isinstance(limiter, ModelLimiters) else ModelLimiters.single(limiter)
         self._patience_s = rate_limit_patience_s
@@ -208,11 +213,11 @@ class Dispatcher:
                     return None
                 try:
                     started = self._clock()
-                    reply = await self._send(request.endpoint.path, request.body)
+                    reply = await self._sender(request)(request.endpoint.path, request.body)
                 finally:
                     limiter.release()
                 data = parse_answer(request.endpoint, reply.content, reply.status_code)
-            except (openai.APIError, MalformedResponse, RequestTooLarge) as exc:
+            except (openai.APIError, MalformedResponse, RequestTooLarge, SendRefused) as exc:
                 info = classify(exc, secrets=self._secrets)
                 headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else None
             else:
@@ -259,6 +264,11 @@ class Dispatcher:
                 return None
             report.retries += 1
             await self._sleep(self.backoff_s(attempt, info.retry_after))
+
+    def _sender(self, request: Request) -> Sender:
+        send = self._senders(request.model_name()) if self._senders is not None else self._send
+        assert send is not None  # __init__: one or the other
+        return send
 
     async def _after_flex_refusal(
         self, run: _Run, refused: FlexRefused, request: Request, refusals: int

@@ -32,7 +32,7 @@ from ..prices import has_flex
 from ..records import FailureCode
 from ..settings import Settings
 from .admission import AlreadyDone, BadLines, Guarded, Repeats, Stage, admitted
-from .answer_cache import CachePolicy, RunCache, policy_of
+from .answer_cache import CachePolicy, RouteOf, RunCache, policy_of
 from .cost_guard import CostGuard, budget_of
 from .ports import AnswerCacheStore, Journal, ObjectStore, RequestLog
 from .progress import Progress
@@ -89,7 +89,7 @@ class RealTimeMode:
         recorders: Recorders,
         dispatcher_factory: Callable[[], Dispatcher],
         cache: AnswerCacheStore | None = None,
-        route: str = "",
+        route: str | RouteOf = "",
     ) -> None:
         self._settings = settings
         self._store = store
@@ -97,7 +97,7 @@ class RealTimeMode:
         self._recorders = recorders
         self._dispatcher_factory = dispatcher_factory
         self._cache = cache
-        self._route = route  # the API's base URL: part of every answer's cache key
+        self._route = route  # a model's route (its API's base URL): part of every answer's cache key
 
     async def run(self, run: UnitRun) -> DispatchReport:
         unit, progress, guard, header = run.unit, run.progress, run.guard, run.header

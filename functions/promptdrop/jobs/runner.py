@@ -18,6 +18,7 @@ from ..formats import FileRejected
 from ..messages import PromptFailure, UnitMessage
 from ..records import FINAL_JOB_STATES, ErrorRecord, FailureCode, JobRecord
 from ..settings import Settings
+from .answer_cache import RouteOf
 from .endings import ends_the_job, internal_ending
 from .failures import FileFailures
 from .finalize import Finalizer
@@ -58,7 +59,7 @@ class JobRunner:
         dispatcher_factory: Callable[[], Dispatcher],
         publisher: EventBus | None = None,
         cache: AnswerCacheStore | None = None,
-        route: str = "",
+        route: str | RouteOf = "",
     ) -> None:
         self._settings = settings
         self._store = store
