@@ -26,8 +26,9 @@ from typing import Any
 
 import aiohttp
 import httpx2
-from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAioHttpClient, NotGiven, omit
-from openai._models import FinalRequestOptions
+from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAioHttpClient, NotGiven
+from openai._models import FinalRequestOptions, SecurityOptions
+from openai._types import Headers
 
 __all__ = ["KEY_AS_BEARER", "LeanAsyncOpenAI", "Reply", "make_client"]
 
@@ -66,9 +67,6 @@ def make_client(
     header of its own (Azure's ``api-key``), or not at all (None: a server that asks for none).
     """
     limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    default_headers: dict[str, Any] = dict(headers or {})
-    if key_header != KEY_AS_BEARER:
-        default_headers["Authorization"] = omit  # the SDK then sends none and asks for no key
     if key_header is None:
         api_key = ""
     return LeanAsyncOpenAI(
@@ -76,7 +74,7 @@ def make_client(
         base_url=base_url,
         max_retries=0,
         timeout=timeout_s,
-        default_headers=default_headers or None,
+        default_headers=headers or None,
         http_client=DefaultAioHttpClient(limits=limits, timeout=timeout_s),
         max_connections=max_connections,
         key_header=key_header,
@@ -100,16 +98,21 @@ class LeanAsyncOpenAI(AsyncOpenAI):
     _session: aiohttp.ClientSession | None = None
 
     def __init__(self, *, max_connections: int = 100, key_header: str | None = KEY_AS_BEARER, **options: Any) -> None:
-        self.key_header = key_header  # read by auth_headers, which the SDK's __init__ may call
+        self.key_header = key_header  # read by _auth_headers, which the SDK's __init__ may call
         super().__init__(**options)
         self.max_connections = max_connections
 
-    @property
-    def auth_headers(self) -> dict[str, str]:
+    def _auth_headers(self, security: SecurityOptions) -> dict[str, str]:
         """The key as the route sends it: the SDK's bearer header, a header of its own, or none."""
         if self.key_header == KEY_AS_BEARER:
-            return super().auth_headers
+            return super()._auth_headers(security)
         return {self.key_header: self.api_key} if self.key_header is not None and self.api_key else {}
+
+    def _validate_headers(self, headers: Headers, custom_headers: Headers) -> None:
+        # The SDK insists on an Authorization header; a route whose key goes elsewhere, or that has
+        # none, sends none on purpose.
+        if self.key_header == KEY_AS_BEARER:
+            super()._validate_headers(headers, custom_headers)
 
     async def post_ready(self, path: str, body: bytes) -> Reply:
         """POST ``body`` to ``path`` (``/responses``…); a non-2xx answer raises the SDK's typed error, as
