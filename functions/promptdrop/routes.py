@@ -27,6 +27,9 @@ __all__ = ["DEFAULT_ROUTE", "AuthKind", "Route", "RouteRates", "RouteTable", "be
 DEFAULT_ROUTE = "default"
 _MAX_RESOLVED = 4096  # models resolved and kept: past it the cache starts again (a file naming thousands)
 # bedrock-runtime.<region>.amazonaws.com (and .com.cn…), bedrock-mantle.<region>.api.aws
+# Plain http only to the machine itself (a proxy or gateway beside the function): a key never crosses a
+# network in clear text — the rule of the template's OpenAIBaseUrl.
+_LOOPBACK = re.compile(r"^http://(localhost|127(\.[0-9]{1,3}){3}|\[::1\])(:[0-9]{1,5})?(/|$)")
 _BEDROCK_HOST = re.compile(r"^https://bedrock-(?:runtime|runtime-fips|mantle)\.([a-z]{2,8}(?:-[a-z0-9]+)+-\d+)\.")
 
 
@@ -75,6 +78,12 @@ class Route(BaseModel):
             raise ValueError(f"route {self.name!r}: auth {self.auth.value!r} needs a base_url")
         if self.base_url and not self.base_url.startswith(("https://", "http://")):
             raise ValueError(f"route {self.name!r}: base_url must be an http(s) URL, got {self.base_url!r}")
+        plain = self.base_url is not None and self.base_url.startswith("http://")
+        if plain and self.auth is not AuthKind.NONE and not _LOOPBACK.match(self.base_url or ""):
+            raise ValueError(
+                f"route {self.name!r}: its credentials would cross the network in clear text: use https "
+                "(plain http only for localhost, 127.x.x.x or [::1], or with auth 'none')"
+            )
         if any(name.lower() in ("authorization", "api-key") for name in self.headers):
             raise ValueError(f"route {self.name!r}: credentials go in 'auth', not in 'headers'")
         return self

@@ -27,6 +27,19 @@ def test_a_model_goes_to_the_first_route_whose_glob_matches_it() -> None:
     assert routes.route_for("gpt-4o-mini").name == "openai"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    ("base_url", "auth"),
+    [
+        ("http://127.0.0.1:8000/v1", "secret"),  # loopback: a gateway beside the function
+        ("http://localhost/v1", "bedrock"),
+        ("http://vllm.internal:8000/v1", "none"),  # no credential to leak
+        ("https://x.openai.azure.com/openai/v1", "api-key"),
+    ],
+)
+def test_plain_http_only_where_no_key_crosses_a_network(base_url: str, auth: str) -> None:
+    assert Route(name="r", base_url=base_url, auth=auth).base_url == base_url  # type: ignore[arg-type]
+
+
 def test_a_model_no_route_serves_has_none() -> None:
     routes = RouteTable((Route(name="local", models=("llama-*",), base_url="http://127.0.0.1/v1", auth="none"),))
     assert routes.route_for("gpt-4o-mini") is None
@@ -60,6 +73,8 @@ def test_a_bedrock_routes_region_is_its_own_or_its_urls() -> None:
         ({"name": "a", "auth": "api-key"}, "auth 'api-key' needs a base_url"),
         ({"name": "x", "base_url": "ftp://host/v1"}, r"must be an http\(s\) URL"),
         ({"name": "x", "headers": {"Authorization": "Bearer sk-1"}}, "credentials go in 'auth'"),
+        ({"name": "x", "base_url": "http://api.example/v1"}, "would cross the network in clear text"),
+        ({"name": "x", "base_url": "http://localhost.attacker.example/v1"}, "in clear text"),
         ({"name": "x", "auth": "oauth"}, "Input should be 'secret', 'api-key', 'bedrock' or 'none'"),
         ({"name": "bad name"}, "String should match pattern"),
         ({"name": "x", "modes": ["realtime", "overnight"]}, "Input should be 'realtime', 'flex' or 'batch'"),
