@@ -15,11 +15,16 @@ by call instead. Cached input tokens are part of the prompt tokens, billed at th
 Each answer is priced at the ``service_tier`` it says it was served at: ``flex`` answers at the
 library's flex rates (half the standard ones for the models that offer flex), everything else at
 the standard rates. A model the library knows no flex price for is priced at its standard rates.
+
+Whose prices: OpenAI's unless the routing table says otherwise (``routes.py``): each route names a
+genai-prices provider (``aws`` for Bedrock, ``azure``…) or gives its own rates (a local server: 0).
+The runtime installs the table's answer once per container (:func:`use_sources`); a model's source
+is asked once and its rates cached, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -31,6 +36,7 @@ __all__ = [
     "FLEX",
     "PROVIDER",
     "PriceKey",
+    "PriceSource",
     "Rates",
     "cost_usd",
     "estimate_cost_usd",
@@ -38,6 +44,7 @@ __all__ = [
     "has_price",
     "price_key",
     "rates",
+    "use_sources",
 ]
 
 PROVIDER = "openai"
@@ -60,41 +67,65 @@ class Rates:
     output: float
     tiered: bool = False
     tier: str | None = None  # the service tier these rates are for (None: standard)
+    provider: str = PROVIDER  # the genai-prices provider they are from
 
     def cost(self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> float:
         """The price of one call's usage (``cached_tokens`` are part of ``prompt_tokens``)."""
         cached = min(max(cached_tokens, 0), prompt_tokens)
         if self.tiered:
-            return _calc(self.model, prompt_tokens, completion_tokens, cached, self.tier)
+            return _calc(self.model, prompt_tokens, completion_tokens, cached, self.tier, self.provider)
         return (prompt_tokens - cached) * self.input + cached * self.cached_input + completion_tokens * self.output
 
 
-def _calculation(model: str, prompt: int, completion: int, cached: int, tier: str | None = None) -> PriceCalculation:
+# Where a model's prices come from: a genai-prices provider id, or rates given outright (a route's own).
+PriceSource = str | Rates
+_source_of: Callable[[str], PriceSource] | None = None  # None: OpenAI's, for every model
+
+
+def use_sources(source_of: Callable[[str], PriceSource] | None) -> None:
+    """Price each model from ``source_of(model)`` (the routing table's; None: OpenAI's for all)."""
+    global _source_of
+    if source_of is not _source_of:
+        _source_of = source_of
+        rates.cache_clear()
+        has_flex.cache_clear()
+
+
+def _calculation(
+    model: str, prompt: int, completion: int, cached: int, tier: str | None = None, provider: str = PROVIDER
+) -> PriceCalculation:
     from genai_prices import Usage, calc_price  # on first use: see the module's docstring
 
     usage = Usage(input_tokens=prompt, output_tokens=completion, cache_read_tokens=cached or None)
     context = {"service_tier": tier} if tier == FLEX else None
-    return calc_price(usage, model_ref=model, provider_id=PROVIDER, price_context=context)
+    return calc_price(usage, model_ref=model, provider_id=provider, price_context=context)
 
 
-def _calc(model: str, prompt: int, completion: int, cached: int, tier: str | None = None) -> float:
-    return float(_calculation(model, prompt, completion, cached, tier).total_price)
+def _calc(
+    model: str, prompt: int, completion: int, cached: int, tier: str | None = None, provider: str = PROVIDER
+) -> float:
+    return float(_calculation(model, prompt, completion, cached, tier, provider).total_price)
 
 
 @lru_cache(maxsize=256)
 def rates(model: str, tier: str | None = None) -> Rates | None:
-    """The model's rates at ``tier`` (None or ``default``: standard), or None when the library knows no
-    price for the model."""
+    """The model's rates at ``tier`` (None or ``default``: standard), or None when its source knows no
+    price for the model. Rates a route gives outright are the same at every tier."""
     tier = tier if tier == FLEX else None
+    source = _source_of(model) if _source_of is not None else PROVIDER
+    if isinstance(source, Rates):
+        return source
     try:
-        small = tuple(_calc(model, *usage, tier) for usage in ((_SMALL, 0, 0), (_SMALL, 0, _SMALL), (0, _SMALL, 0)))
-        large = tuple(_calc(model, *usage, tier) for usage in ((_LARGE, 0, 0), (_LARGE, 0, _LARGE), (0, _LARGE, 0)))
+        probes = ((_SMALL, 0, 0), (_SMALL, 0, _SMALL), (0, _SMALL, 0))
+        small = tuple(_calc(model, *usage, tier, source) for usage in probes)
+        probes = ((_LARGE, 0, 0), (_LARGE, 0, _LARGE), (0, _LARGE, 0))
+        large = tuple(_calc(model, *usage, tier, source) for usage in probes)
     except LookupError:
         return None
     per_small = [price / _SMALL for price in small]
     per_large = [price / _LARGE for price in large]
     tiered = any(abs(a - b) > 1e-15 for a, b in zip(per_small, per_large, strict=True))
-    return Rates(model, per_small[0], per_small[1], per_small[2], tiered=tiered, tier=tier)
+    return Rates(model, per_small[0], per_small[1], per_small[2], tiered=tiered, tier=tier, provider=source)
 
 
 def price_key(model: str, tier: str | None) -> PriceKey:

@@ -22,7 +22,8 @@ from .adapters.credentials import BedrockTokens, read_api_key
 from .engine.client import KEY_AS_BEARER, LeanAsyncOpenAI, Reply, make_client
 from .engine.errors import NoRoute
 from .engine.renewed_key import RenewedKey
-from .routes import AuthKind, Route, RouteTable, bedrock_region
+from .prices import PROVIDER, PriceSource, Rates, has_flex
+from .routes import AuthKind, Route, RouteRates, RouteTable, bedrock_region
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -151,6 +152,24 @@ class Providers:
         rpm = route.rpm if route is not None and route.rpm is not None else self._settings.rpm
         tpm = route.tpm if route is not None and route.tpm is not None else self._settings.tpm
         return rpm, tpm
+
+    def supports(self, model: str, mode: str) -> bool:
+        """Whether the model's route offers a cost mode (``flex``, ``batch``: the route's ``modes``)."""
+        route = self.table.route_for(model)
+        return route is not None and mode in route.modes
+
+    def offers_flex(self, model: str) -> bool:
+        """A flex request to the model is worth sending: its route offers flex, and the model is priced apart for it."""
+        return self.supports(model, "flex") and has_flex(model)
+
+    def price_source(self, model: str) -> PriceSource:
+        """Where the model's prices come from (``prices.use_sources``): its route's provider, or its own rates."""
+        route = self.table.route_for(model)
+        given = route.price_source if route is not None else PROVIDER
+        if isinstance(given, RouteRates):
+            cached = given.cached_input if given.cached_input is not None else given.input
+            return Rates(model, given.input / 1e6, cached / 1e6, given.output / 1e6)
+        return given
 
     def secrets(self) -> tuple[str, ...]:
         """The keys and tokens held now: masked in whatever an API answers back."""

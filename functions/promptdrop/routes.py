@@ -68,9 +68,10 @@ class Route(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict, description="Sent with every request of the route.")
     rpm: int | None = Field(default=None, ge=1, le=10**15, description="Requests/min per model (else PROMPTDROP_RPM).")
     tpm: int | None = Field(default=None, ge=1, le=10**15, description="Tokens/min per model (else PROMPTDROP_TPM).")
-    # Prices: a genai-prices provider id ("openai", "azure", "aws-bedrock"…), or explicit rates.
-    prices: str | RouteRates = "openai"
-    modes: frozenset[Literal["realtime", "flex", "batch"]] = frozenset({"realtime", "flex", "batch"})
+    # Prices: a genai-prices provider id ("openai", "azure", "aws"…) or explicit rates; unset: by auth.
+    prices: str | RouteRates | None = None
+    # The cost modes the route's API offers (flex: OpenAI's service tier; batch: its Batch API).
+    modes: frozenset[Literal["flex", "batch"]] = frozenset({"flex", "batch"})
 
     @model_validator(mode="after")
     def _auth_needs(self) -> Route:
@@ -90,6 +91,13 @@ class Route(BaseModel):
 
     def serves(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, glob) for glob in self.models)
+
+    @property
+    def price_source(self) -> str | RouteRates:
+        """Its ``prices``, else the provider its auth says it is: Bedrock's (``aws``), Azure's, OpenAI's."""
+        if self.prices is not None:
+            return self.prices
+        return {AuthKind.BEDROCK: "aws", AuthKind.API_KEY: "azure"}.get(self.auth, "openai")
 
 
 def bedrock_region(route: Route) -> str | None:

@@ -31,6 +31,7 @@ from .engine.dispatch import Dispatcher
 from .engine.flex import FlexFallback, FlexPolicy
 from .engine.model_limiters import ModelLimiters
 from .jobs import JobRunner
+from .prices import has_flex, use_sources
 from .providers import Providers
 from .routes import RouteTable
 from .settings import Settings
@@ -82,6 +83,7 @@ class Runtime:
         table = RouteTable(settings.routes)
         providers = await Providers.open(table, settings, session, _AWS_RETRIES)
         stack.push_async_callback(providers.aclose)
+        use_sources(providers.price_source if table.configured else None)  # whose prices each model has
         # One limiter per model per container: what it learned of the account's limits outlives a job.
         shared = DynamoSharedLimits(ddb, settings.table) if settings.share_limits else None
         single = providers.single
@@ -114,6 +116,7 @@ class Runtime:
             publisher=publisher,
             cache=DynamoAnswerCache(ddb, settings.table, ttl_days=settings.cache_ttl_days),
             route=providers.cache_route,
+            flex_of=providers.offers_flex if table.configured else has_flex,
         )
         return cls(settings, stack, runner, providers)
 

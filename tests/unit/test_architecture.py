@@ -38,8 +38,8 @@ ALLOWED: dict[str, set[str]] = {
     "events": {"messages"},
     "jobs": BASE | {"engine", "adapters", "formats", "outputs", "prices"},
     # providers: one client per route and its credentials (engine clients, adapters' secrets and tokens).
-    "providers": BASE | {"engine", "adapters"},
-    "runtime": BASE | {"engine", "adapters", "jobs", "providers"},
+    "providers": BASE | {"engine", "adapters", "prices"},
+    "runtime": BASE | {"engine", "adapters", "jobs", "providers", "prices"},
     "handler": BASE | {"runtime", "jobs", "events"},
     # The operator's commands: an entry point like the handler (``local`` runs the handler itself);
     # engine.request for the endpoints a line may name, engine.endpoints for what each bounds and

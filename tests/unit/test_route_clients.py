@@ -198,3 +198,42 @@ async def test_a_model_no_route_serves_fails_alone_with_no_route() -> None:
         assert providers.cache_route("llama-3") == "http://127.0.0.1:9/v1/"
     finally:
         await providers.aclose()
+
+
+async def test_each_route_prices_its_models_from_its_own_source() -> None:
+    from promptdrop import prices
+    from promptdrop.providers import Providers
+    from promptdrop.settings import Settings
+
+    # Given Bedrock's models priced as Bedrock's (genai-prices' "aws"), a local server's at its own rates
+    table = RouteTable(
+        (
+            Route(name="bedrock", models=("openai.gpt-oss-*",), base_url=BEDROCK_URL, auth="bedrock"),
+            Route(
+                name="local",
+                models=("llama-*",),
+                base_url="http://127.0.0.1:9/v1",
+                auth="none",
+                prices={"input": 0.5, "output": 1.0},
+                modes=frozenset(),
+            ),
+            Route(name="openai", models=("*",), base_url="http://127.0.0.1:9/v1", auth="none", prices="openai"),
+        )
+    )
+    providers = Providers(
+        table, Settings(table="t", dlq_url="d"), aioboto3.Session(region_name="us-east-1"), AioConfig()
+    )
+    prices.use_sources(providers.price_source)
+    try:
+        bedrock = prices.rates("openai.gpt-oss-120b-1:0")
+        assert bedrock is not None
+        assert bedrock.provider == "aws"
+        assert prices.cost_usd("llama-3", 1_000_000, 1_000_000) == pytest.approx(1.5)
+        assert prices.rates("gpt-4o-mini").provider == "openai"  # type: ignore[union-attr]
+        # and flex goes only where the route offers it and the model has a flex price
+        assert providers.offers_flex("gpt-5-mini")
+        assert not providers.offers_flex("llama-3")
+        assert not providers.supports("llama-3", "batch")
+    finally:
+        prices.use_sources(None)
+    assert prices.rates("openai.gpt-oss-120b-1:0") is None  # OpenAI's prices again: it knows no such model

@@ -77,7 +77,7 @@ def test_a_bedrock_routes_region_is_its_own_or_its_urls() -> None:
         ({"name": "x", "base_url": "http://localhost.attacker.example/v1"}, "in clear text"),
         ({"name": "x", "auth": "oauth"}, "Input should be 'secret', 'api-key', 'bedrock' or 'none'"),
         ({"name": "bad name"}, "String should match pattern"),
-        ({"name": "x", "modes": ["realtime", "overnight"]}, "Input should be 'realtime', 'flex' or 'batch'"),
+        ({"name": "x", "modes": ["flex", "overnight"]}, "Input should be 'flex' or 'batch'"),
         ({"name": "x", "rpm": 0}, "greater than or equal to 1"),
         ({"name": "x", "region_name": "us-east-1"}, "Extra inputs are not permitted"),
     ],

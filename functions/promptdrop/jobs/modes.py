@@ -54,9 +54,10 @@ def mode_of(settings: Settings, metadata: Mapping[str, str]) -> Mode:
     return header_choice(metadata, MODE_METADATA, Mode, settings.mode, FailureCode.INVALID_MODE)
 
 
-def sent_as(request: Request, mode: Mode) -> Request:
-    """The request as the file's mode sends it."""
-    if mode is Mode.FLEX and has_flex(request.model_name()):
+def sent_as(request: Request, mode: Mode, flex_of: Callable[[str], bool] = has_flex) -> Request:
+    """The request as the file's mode sends it (``flex_of``: the models flex is sent to — with routes,
+    those whose route offers it)."""
+    if mode is Mode.FLEX and flex_of(request.model_name()):
         return as_flex(request)
     return request
 
@@ -90,6 +91,7 @@ class RealTimeMode:
         dispatcher_factory: Callable[[], Dispatcher],
         cache: AnswerCacheStore | None = None,
         route: str | RouteOf = "",
+        flex_of: Callable[[str], bool] = has_flex,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -98,6 +100,7 @@ class RealTimeMode:
         self._dispatcher_factory = dispatcher_factory
         self._cache = cache
         self._route = route  # a model's route (its API's base URL): part of every answer's cache key
+        self._flex_of = flex_of
 
     async def run(self, run: UnitRun) -> DispatchReport:
         unit, progress, guard, header = run.unit, run.progress, run.guard, run.header
@@ -145,7 +148,7 @@ class RealTimeMode:
             recorder.hold_while(dispatcher.rate_bound)
             requests = admitted(lines, stages, on_send=progress.admitted, on_stop=count_left)
             if mode is Mode.FLEX:  # realtime sends them as they are: no extra step per request
-                requests = (sent_as(request, mode) async for request in requests)
+                requests = (sent_as(request, mode, self._flex_of) async for request in requests)
             try:
                 async with cache if cache is not None else contextlib.nullcontext():
                     return await dispatcher.run(requests, on_outcome, should_stop=stop)

@@ -16,6 +16,7 @@ from aws_lambda_powertools import Logger
 from ..engine.dispatch import Dispatcher
 from ..formats import FileRejected
 from ..messages import PromptFailure, UnitMessage
+from ..prices import has_flex
 from ..records import FINAL_JOB_STATES, ErrorRecord, FailureCode, JobRecord
 from ..settings import Settings
 from .answer_cache import RouteOf
@@ -60,6 +61,7 @@ class JobRunner:
         publisher: EventBus | None = None,
         cache: AnswerCacheStore | None = None,
         route: str | RouteOf = "",
+        flex_of: Callable[[str], bool] = has_flex,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -90,6 +92,7 @@ class JobRunner:
                 dispatcher_factory=dispatcher_factory,
                 cache=cache,
                 route=route,
+                flex_of=flex_of,
             ),
             finalizer=finalizer,
             failures=self._failures,
