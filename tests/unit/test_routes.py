@@ -128,3 +128,18 @@ def test_the_table_is_read_from_json(environment: pytest.MonkeyPatch) -> None:
     routes = get_settings().routes
     assert [(r.name, r.auth, r.rpm) for r in routes] == [("bedrock", AuthKind.BEDROCK, 100), ("openai", "secret", None)]
     get_settings.cache_clear()
+
+
+def test_the_readmes_example_table_is_valid_and_routes_as_it_says() -> None:
+    from pathlib import Path
+
+    from promptdrop.settings import Settings
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("**Example: OpenAI, Amazon Bedrock and a local vLLM server.**", 1)[1]
+    table_json = example.split("```json\n", 1)[1].split("```", 1)[0]
+    routes = RouteTable(Settings(table="t", dlq_url="d", routes=table_json).routes)  # type: ignore[arg-type]
+    assert routes.route_for("openai.gpt-oss-120b-1:0").name == "bedrock"  # type: ignore[union-attr]
+    assert bedrock_region(routes.routes[0]) == "us-west-2"
+    assert routes.route_for("Qwen/Qwen3-8B").name == "vllm"  # type: ignore[union-attr]
+    assert routes.route_for("gpt-4o-mini").name == "openai"  # type: ignore[union-attr]
