@@ -14,12 +14,13 @@ mints a short-term token from the function's own credentials, renewed at half it
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .adapters.credentials import BedrockTokens, read_api_key
 from .engine.client import KEY_AS_BEARER, LeanAsyncOpenAI, Reply, make_client
+from .engine.dispatch import Sender
 from .engine.errors import NoRoute
 from .engine.renewed_key import RenewedKey
 from .prices import PROVIDER, PriceSource, Rates, has_flex
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Providers", "RouteClient"]
 
-Sender = Callable[[str, bytes], Awaitable[Reply]]
 _KEY_HEADERS = {AuthKind.SECRET: KEY_AS_BEARER, AuthKind.BEDROCK: KEY_AS_BEARER, AuthKind.API_KEY: "api-key"}
 
 

@@ -86,12 +86,15 @@ def make_client(
 class LeanAsyncOpenAI(AsyncOpenAI):
     """``AsyncOpenAI`` with :meth:`post_ready`: a POST of ready bytes, built by the SDK once per path.
 
-    Only for a client authenticated by a plain API key (how :func:`make_client` builds it): with a
-    key provider, a workload identity or a provider runtime the SDK rewrites each request, so every
-    call goes the SDK's own way. So does the first call to each path, key and base URL: the request
-    the SDK builds then is remembered, and later calls send the same URL, headers and timeout with
-    their own body, on a pool of ``max_connections``, following redirects as the SDK's client does —
-    unless the environment proxies the URL. A new key or base URL (a rotated secret) is a new entry.
+    Only for a client authenticated by a plain API key — as a bearer token, in a header of its own
+    (``key_header``: Azure's ``api-key``) or none (how :func:`make_client` builds it): with a key
+    provider, a workload identity or a provider runtime (the SDK's own Bedrock provider signs each
+    call) the SDK rewrites each request, so every call goes the SDK's own way. A Bedrock route's
+    token is a plain key here, renewed by ``renewed_key.py``. The first call to each path, key and
+    base URL goes the SDK's way too: the request the SDK builds then is remembered, and later calls
+    send the same URL, headers and timeout with their own body, on a pool of ``max_connections``,
+    following redirects as the SDK's client does — unless the environment proxies the URL. A new key
+    or base URL (a rotated secret, a renewed token) is a new entry.
     """
 
     _lean: dict[tuple[str, str, str], _Parts] | None = None
