@@ -92,12 +92,7 @@ class Providers:
     def _secret_of(self, route: Route) -> str | None:
         if route.auth not in (AuthKind.SECRET, AuthKind.API_KEY):
             return None
-        arn = route.secret_arn or self._settings.openai_secret_arn
-        if route.auth is AuthKind.API_KEY and arn is None:
-            raise ValueError(
-                f"route {route.name!r}: auth 'api-key' needs a secret_arn (or PROMPTDROP_OPENAI_SECRET_ARN)"
-            )
-        return arn
+        return route.secret_arn or self._settings.openai_secret_arn  # settings.py: an api-key route has one
 
     def _client(self, route: Route, secret_arn: str | None, key: str | None) -> RouteClient:
         settings = self._settings

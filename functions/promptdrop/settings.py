@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .routes import Route, RouteTable
+from .routes import AuthKind, Route, RouteTable
 
 __all__ = ["ENV_PREFIX", "MAX_COUNT", "ConfigurationError", "Settings", "get_settings"]
 
@@ -182,8 +182,15 @@ class Settings(BaseSettings):
 
     @field_validator("routes")
     @classmethod
-    def _one_table(cls, value: tuple[Route, ...]) -> tuple[Route, ...]:
+    def _one_table(cls, value: tuple[Route, ...], info: ValidationInfo) -> tuple[Route, ...]:
         RouteTable(value)  # the names unique
+        default_secret = info.data.get("openai_secret_arn")
+        for route in value:
+            if route.auth is AuthKind.API_KEY and not (route.secret_arn or default_secret):
+                raise ValueError(
+                    f"route {route.name!r}: auth 'api-key' needs its key's secret: set its secret_arn "
+                    f"(or {ENV_PREFIX}OPENAI_SECRET_ARN)"
+                )
         return value
 
     @field_validator("endpoint")

@@ -109,6 +109,7 @@ def test_an_empty_table_setting_is_the_default_table(environment: pytest.MonkeyP
         ('[{"name": "a"', 'PROMPTDROP_ROUTES=\'[{"name": "a"\': not JSON'),
         ('[{"name": "a"}, {"name": "a"}]', "route names must be unique"),
         ('[{"name": "b", "auth": "bedrock"}]', "PROMPTDROP_ROUTES="),
+        ('[{"name": "az", "auth": "api-key", "base_url": "https://x.example/v1"}]', "needs its key's secret"),
     ],
 )
 def test_a_bad_table_names_the_variable(environment: pytest.MonkeyPatch, value: str, message: str) -> None:
