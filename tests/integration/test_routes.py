@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 
+import boto3
 import pytest
 
 from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, serve_in_thread
+from infra.local_aws import deploy
 from infra.moto_server import local_aws_env
-from tests.integration.conftest import API_KEY, Pipeline
+from tests.integration.conftest import API_KEY, Pipeline, _pipeline
 
 AZURE_KEY = "azure-key-0123456789abcdef"
 REGION = "us-west-2"
@@ -171,3 +174,65 @@ def test_a_rotated_key_and_expiring_tokens_are_picked_up_without_a_failed_reques
     bedrock = bedrock_api.stats()["auth"]
     assert bedrock["refused"] == 0
     assert bedrock["credentials_seen"] >= 3  # a new token for each run: the old one had expired
+
+
+@pytest.fixture
+def keyless_api() -> Iterator[RunningFakeOpenAI]:
+    """A server that asks for no key (a vLLM beside the function)."""
+    with serve_in_thread(FakeOpenAIConfig()) as server:
+        yield server
+
+
+@pytest.fixture
+def keyless_pipeline(
+    moto_endpoint: str,
+    bedrock_api: RunningFakeOpenAI,
+    keyless_api: RunningFakeOpenAI,
+    monkeypatch: pytest.MonkeyPatch,
+    boto_session: boto3.Session,
+) -> Iterator[Pipeline]:
+    """The stack deployed from the template with no key secret, its routing table a parameter: Bedrock's
+    models through tokens, everything else to a server that asks for no key."""
+    table = [
+        {
+            "name": "bedrock",
+            "models": ["openai.gpt-oss-*"],
+            "base_url": bedrock_api.base_url,
+            "auth": "bedrock",
+            "region": REGION,
+        },
+        {
+            "name": "vllm",
+            "models": ["*"],
+            "base_url": keyless_api.base_url,
+            "auth": "none",
+            "prices": {"input": 0, "output": 0},
+        },
+    ]
+    parameters = {"ApiKeySecret": "none", "Routes": json.dumps(table)}
+    stack = deploy(moto_endpoint, stack_name=f"pd-{uuid.uuid4().hex[:10]}", parameters=parameters)
+    yield from _pipeline(stack, keyless_api, monkeypatch, boto_session)
+
+
+def test_a_deployment_of_bedrock_and_keyless_routes_runs_with_no_secret_at_all(
+    keyless_pipeline: Pipeline, bedrock_api: RunningFakeOpenAI, keyless_api: RunningFakeOpenAI
+) -> None:
+    # Given a stack with no key secret: none created, none named to the function
+    pipeline = keyless_pipeline
+    assert pipeline.stack.secret_arn == ""
+    assert "PROMPTDROP_OPENAI_SECRET_ARN" not in pipeline.env
+    assert json.loads(pipeline.env["PROMPTDROP_ROUTES"])[0]["auth"] == "bedrock"  # as Lambda sets it from the template
+    key = "inputs/keyless.jsonl"
+    models = ["openai.gpt-oss-20b-1:0", "Qwen/Qwen3-8B"] * 5
+    pipeline.put(key, "\n".join(json.dumps({"model": m, "prompt": f"keyless {i}"}) for i, m in enumerate(models)))
+
+    # When a file for both routes runs
+    pipeline.drain()
+
+    # Then it is answered with no key stored anywhere: a token minted from the role, nothing for the local server
+    summary = pipeline.summary(key)
+    assert (summary["status"], summary["counts"]["succeeded"]) == ("SUCCEEDED", 10)
+    assert bedrock_api.stats()["auth"] == {"credentials_seen": 1, "refused": 0}
+    assert keyless_api.stats()["models"] == {"Qwen/Qwen3-8B": 5}
+    listed = pipeline.secrets.list_secrets()["SecretList"]
+    assert not [secret for secret in listed if secret["Name"].startswith(pipeline.stack.stack_name)]
