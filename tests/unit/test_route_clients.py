@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import aioboto3
 import pytest
 from aiobotocore.config import AioConfig
+from botocore.credentials import Credentials
 from promptdrop.adapters.credentials import BedrockTokens
 from promptdrop.engine.client import Reply, make_client
 from promptdrop.engine.dispatch import Dispatcher, Outcome
@@ -237,3 +238,34 @@ async def test_each_route_prices_its_models_from_its_own_source() -> None:
     finally:
         prices.use_sources(None)
     assert prices.rates("openai.gpt-oss-120b-1:0") is None  # OpenAI's prices again: it knows no such model
+
+
+class ExpiringCredentials:
+    """What aiobotocore resolves for an assumed role: refreshable credentials that say when they expire."""
+
+    def __init__(self, expires_at: float) -> None:
+        import datetime
+
+        self._expiry_time = datetime.datetime.fromtimestamp(expires_at, tz=datetime.UTC)
+
+    async def get_frozen_credentials(self) -> Credentials:
+        return Credentials("ASIAROLE", "secret", "session-token")
+
+
+class RoleSession:
+    def __init__(self, expires_at: float) -> None:
+        self.credentials = ExpiringCredentials(expires_at)
+
+    async def get_credentials(self) -> ExpiringCredentials:
+        return self.credentials
+
+
+async def test_a_token_lives_no_longer_than_the_credentials_that_signed_it() -> None:
+    # Given role credentials with 300 s left, and a route asking for 900 s tokens
+    now = 1_800_000_000.0
+    tokens = BedrockTokens(RoleSession(expires_at=now + 300), "us-west-2", 900)  # type: ignore[arg-type]
+    # When a token is minted
+    token, valid_s = await tokens.mint(now)
+    # Then it is valid 300 s, and renewed at half of that
+    query = urllib.parse.parse_qs(base64.b64decode(token.removeprefix("bedrock-api-key-")).decode().split("?", 1)[1])
+    assert (query["X-Amz-Expires"], valid_s) == (["300"], 300.0)
