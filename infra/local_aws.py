@@ -144,7 +144,7 @@ class LocalAws:
     work_queue_url: str
     dlq_url: str
     table: str
-    secret_arn: str
+    secret_arn: str  # "" when the deployment creates no key secret (ApiKeySecret=none)
     event_bus: str
     events_queue_url: str
     input_prefix: str
@@ -260,7 +260,7 @@ def deploy(
         events_queue_url = _route_completion_events(ctx, event_bus)
 
     physical = {k: v.ref for k, v in resolver.deployed.items()}
-    for required in (_BUCKET_ID, _WORK_QUEUE_ID, _DLQ_ID, _TABLE_ID, _SECRET_ID):
+    for required in (_BUCKET_ID, _WORK_QUEUE_ID, _DLQ_ID, _TABLE_ID):
         if required not in physical:
             raise TemplateError(f"the template has no {required} (LocalAws needs it)")
     return LocalAws(
@@ -271,7 +271,7 @@ def deploy(
         work_queue_url=physical[_WORK_QUEUE_ID],
         dlq_url=physical[_DLQ_ID],
         table=physical[_TABLE_ID],
-        secret_arn=physical[_SECRET_ID],
+        secret_arn=physical.get(_SECRET_ID, ""),  # none with ApiKeySecret=none: routes that need no key
         event_bus=event_bus,
         events_queue_url=events_queue_url,
         input_prefix=str(resolver.parameters["InputPrefix"]),

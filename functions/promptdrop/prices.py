@@ -24,11 +24,16 @@ the standard rates. A model the library knows no flex price for is priced at its
 and output rates agree for every model priced both ways); else half the standard rates — OpenAI's
 Batch API guide (https://platform.openai.com/docs/guides/batch) sells every batch at "a 50%
 discount" on the standard price, so a model the library has no batch figure for is still priced as billed.
+
+Whose prices: OpenAI's unless the routing table says otherwise (``routes.py``): each route names a
+genai-prices provider (``aws`` for Bedrock, ``azure``…) or gives its own rates (a local server: 0).
+The runtime installs the table's answer once per container (:func:`use_sources`); a model's source
+is asked once and its rates cached, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import TYPE_CHECKING
@@ -41,6 +46,7 @@ __all__ = [
     "FLEX",
     "PROVIDER",
     "PriceKey",
+    "PriceSource",
     "Rates",
     "batch_of",
     "cost_usd",
@@ -49,6 +55,7 @@ __all__ = [
     "has_price",
     "price_key",
     "rates",
+    "use_sources",
 ]
 
 PROVIDER = "openai"
@@ -80,6 +87,7 @@ class Rates:
     tier: str | None = None  # the tier these rates are for (None: standard)
     source: str | None = None  # the library's prices they come from (None: standard; FLEX; BATCH)
     factor: float = 1.0  # applied to those prices: half the standard for a batch with no price of its own
+    provider: str = PROVIDER  # the genai-prices provider they are from
 
     def cost(
         self, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0, cache_write_tokens: int = 0
@@ -88,14 +96,35 @@ class Rates:
         cached = min(max(cached_tokens, 0), prompt_tokens)
         written = min(max(cache_write_tokens, 0), prompt_tokens - cached)
         if self.tiered:
-            return _calc(self.model, prompt_tokens, completion_tokens, cached, written, self.source) * self.factor
+            priced = _calc(self.model, prompt_tokens, completion_tokens, cached, written, self.source, self.provider)
+            return priced * self.factor
         fresh = prompt_tokens - cached - written
         write = self.input if self.cache_write is None else self.cache_write
         return fresh * self.input + cached * self.cached_input + written * write + completion_tokens * self.output
 
 
+# Where a model's prices come from: a genai-prices provider id, or rates given outright (a route's own).
+PriceSource = str | Rates
+_source_of: Callable[[str], PriceSource] | None = None  # None: OpenAI's, for every model
+
+
+def use_sources(source_of: Callable[[str], PriceSource] | None) -> None:
+    """Price each model from ``source_of(model)`` (the routing table's; None: OpenAI's for all)."""
+    global _source_of
+    if source_of is not _source_of:
+        _source_of = source_of
+        rates.cache_clear()
+        has_flex.cache_clear()
+
+
 def _calculation(
-    model: str, prompt: int, completion: int, cached: int, written: int = 0, tier: str | None = None
+    model: str,
+    prompt: int,
+    completion: int,
+    cached: int,
+    written: int = 0,
+    tier: str | None = None,
+    provider: str = PROVIDER,
 ) -> PriceCalculation:
     from genai_prices import Usage, calc_price  # on first use: see the module's docstring
 
@@ -106,11 +135,19 @@ def _calculation(
         cache_write_tokens=written or None,
     )
     context = _CONTEXT.get(tier or "")
-    return calc_price(usage, model_ref=model, provider_id=PROVIDER, price_context=context)
+    return calc_price(usage, model_ref=model, provider_id=provider, price_context=context)
 
 
-def _calc(model: str, prompt: int, completion: int, cached: int, written: int = 0, tier: str | None = None) -> float:
-    return float(_calculation(model, prompt, completion, cached, written, tier).total_price)
+def _calc(
+    model: str,
+    prompt: int,
+    completion: int,
+    cached: int,
+    written: int = 0,
+    tier: str | None = None,
+    provider: str = PROVIDER,
+) -> float:
+    return float(_calculation(model, prompt, completion, cached, written, tier, provider).total_price)
 
 
 def _tier(tier: str | None) -> str | None:
@@ -118,31 +155,40 @@ def _tier(tier: str | None) -> str | None:
     return tier if tier in _PRICED_APART else None
 
 
-def _read(model: str, source: str | None) -> Rates | None:
-    """The library's per-token rates of ``model`` at ``source``'s prices; None when it knows no price."""
+def _read(model: str, source: str | None, provider: str = PROVIDER) -> Rates | None:
+    """The library's per-token rates of ``model`` at ``source``'s prices (``provider``'s); None when it
+    knows no price."""
     # (prompt, completion, cached, written) probes: uncached input, cached input, output, cache writes
     probes = ((1, 0, 0, 0), (1, 0, 1, 0), (0, 1, 0, 0), (1, 0, 0, 1))
     try:
-        small = [_calc(model, p * _SMALL, c * _SMALL, k * _SMALL, w * _SMALL, source) / _SMALL for p, c, k, w in probes]
-        large = [_calc(model, p * _LARGE, c * _LARGE, k * _LARGE, w * _LARGE, source) / _LARGE for p, c, k, w in probes]
+        small = [_calc(model, p * _SMALL, c * _SMALL, k * _SMALL, w * _SMALL, source, provider) / _SMALL
+                 for p, c, k, w in probes]  # fmt: skip
+        large = [_calc(model, p * _LARGE, c * _LARGE, k * _LARGE, w * _LARGE, source, provider) / _LARGE
+                 for p, c, k, w in probes]  # fmt: skip
     except LookupError:
         return None
     tiered = any(abs(a - b) > 1e-15 for a, b in zip(small, large, strict=True))
     write = None if abs(small[3] - small[0]) <= 1e-18 else small[3]
-    return Rates(model, small[0], small[1], small[2], write, tiered=tiered, tier=source, source=source)
+    return Rates(
+        model, small[0], small[1], small[2], write, tiered=tiered, tier=source, source=source, provider=provider
+    )
 
 
 @lru_cache(maxsize=256)
 def rates(model: str, tier: str | None = None) -> Rates | None:
     """The model's rates at ``tier`` (None or ``default``: standard; FLEX; BATCH, priced as the module's
-    docstring says), or None when the library knows no price for the model."""
+    docstring says), or None when its source knows no price for the model. Rates a route gives outright
+    are the same at every tier."""
     tier = _tier(tier)
+    source = _source_of(model) if _source_of is not None else PROVIDER
+    if isinstance(source, Rates):
+        return source
     if tier != BATCH:
-        return _read(model, tier)
-    standard = _read(model, None)
+        return _read(model, tier, source)
+    standard = _read(model, None, source)
     if standard is None:
         return None
-    return batch_of(standard, _read(model, BATCH), rates(model, FLEX) if has_flex(model) else None)
+    return batch_of(standard, _read(model, BATCH, source), rates(model, FLEX) if has_flex(model) else None)
 
 
 def batch_of(standard: Rates, own: Rates | None, flex: Rates | None) -> Rates:

@@ -87,6 +87,9 @@ class FailureCode(StrEnum):
     MALFORMED_RESPONSE = "malformed_response"  # a 2xx body that is not the endpoint's answer
     REQUEST_TOO_LARGE = "request_too_large"  # larger than the whole tokens/min limit
     RATE_LIMITED_UNTIL_DEADLINE = "rate_limited_until_deadline"  # a redrive still rate limited after its patience
+    # Routes (routes.py): a model no route serves; a route whose credentials could not be had.
+    NO_ROUTE = "no_route"
+    CREDENTIALS_UNAVAILABLE = "credentials_unavailable"
     # An answer the request cannot use, after its output attempts.
     INVALID_OUTPUT = "invalid_output"  # structured output not JSON, or not its schema
     TRUNCATED = "truncated"

@@ -1,4 +1,5 @@
-"""What a warm container keeps between invocations: one event loop, its AWS clients, one OpenAI client.
+"""What a warm container keeps between invocations: one event loop, its AWS clients, its API clients
+(one per route: ``providers.py``).
 
 The outer handler stays synchronous (Lambda calls it so) and runs everything on one loop that lives
 as long as the container: aiohttp sessions, aiobotocore clients and the limiter are bound to the
@@ -9,12 +10,10 @@ survive from one invocation to the next. Built on first use, never at import.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import aioboto3
 from aiobotocore.config import AioConfig
@@ -29,16 +28,15 @@ from .adapters.shared_limits import DynamoSharedLimits
 from .adapters.wire import WireParserFactory, serialize_plain_items_as_they_are
 from .engine.answers import AnswerCheck, TextPolicy
 from .engine.batch_api import OpenAIBatches
-from .engine.client import LeanAsyncOpenAI, make_client
 from .engine.dispatch import Dispatcher
 from .engine.flex import FlexFallback, FlexPolicy
 from .engine.model_limiters import ModelLimiters
 from .jobs import JobRunner
+from .prices import has_flex, use_sources
+from .providers import Providers
+from .routes import RouteTable
 from .settings import Settings
 from .tracing import trace_aws_calls, traced_sender
-
-if TYPE_CHECKING:
-    from types_aiobotocore_secretsmanager import SecretsManagerClient
 
 __all__ = ["Runtime", "get_runtime", "run", "shutdown"]
 
@@ -56,40 +54,19 @@ _AWS_RETRIES = AioConfig(retries={"mode": "standard", "max_attempts": 10}, param
 class Runtime:
     """The loop-bound dependencies of one container, for one configuration."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        stack: AsyncExitStack,
-        runner: JobRunner,
-        client: LeanAsyncOpenAI,
-        session: aioboto3.Session,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, settings: Settings, stack: AsyncExitStack, runner: JobRunner, providers: Providers) -> None:
         self.settings = settings
         self.runner = runner
-        self.openai = client
+        self.providers = providers
         self._stack = stack
-        self._session = session
-        self._clock = clock
-        self._key_read_at = clock()
-        self._key_rejected = False
 
     def key_rejected(self) -> None:
-        """The API answered 401: read the key again before the next run (it may have been fixed)."""
-        self._key_rejected = True
+        """An API answered 401: read the keys again before the next run (one may have been fixed)."""
+        self.providers.key_rejected()
 
     async def refresh_key(self) -> None:
-        """Re-read the key from Secrets Manager after a 401, or once it is older than
-        ``PROMPTDROP_SECRET_TTL_S``: a key fixed or rotated in the secret reaches warm containers
-        without waiting for them to be recycled. (A key from ``OPENAI_API_KEY`` cannot change.)"""
-        arn = self.settings.openai_secret_arn
-        if arn is None:
-            return
-        if not self._key_rejected and self._clock() - self._key_read_at < self.settings.secret_ttl_s:
-            return
-        async with self._session.client("secretsmanager", config=_AWS_RETRIES) as secrets:
-            self.openai.api_key = await _read_api_key(secrets, arn)
-        self._key_read_at, self._key_rejected = self._clock(), False
+        """Re-read the routes' keys when due (``Providers.refresh``)."""
+        await self.providers.refresh()
 
     @classmethod
     async def create(cls, settings: Settings) -> Runtime:
@@ -108,24 +85,26 @@ class Runtime:
             trace_aws_calls(events)
         for aws in (s3, ddb, sqs):
             trace_aws_calls(aws)  # a span per call when tracing is on (tracing.py); nothing otherwise
-        api_key = None
-        if settings.openai_secret_arn:
-            async with session.client("secretsmanager", config=_AWS_RETRIES) as secrets:
-                api_key = await _read_api_key(secrets, settings.openai_secret_arn)
-        client = make_client(
-            api_key=api_key, max_connections=settings.max_concurrency, timeout_s=settings.request_timeout_s
-        )
-        stack.push_async_callback(client.close)
+        table = RouteTable(settings.routes)
+        providers = await Providers.open(table, settings, session, _AWS_RETRIES)
+        stack.push_async_callback(providers.aclose)
+        use_sources(providers.price_source if table.configured else None)  # whose prices each model has
         # One limiter per model per container: what it learned of the account's limits outlives a job.
         shared = DynamoSharedLimits(ddb, settings.table) if settings.share_limits else None
-        limiter = ModelLimiters(rpm=settings.rpm, tpm=settings.tpm, shared=shared)
+        single = providers.single
+        if single is not None:  # today's one route: nothing asked per model but the limiter
+            limiter = ModelLimiters(rpm=settings.rpm, tpm=settings.tpm, shared=shared)
+        else:
+            limiter = ModelLimiters(shared=shared, limits_of=providers.limits_of, key_of=table.limit_key)
         answers = AnswerCheck(TextPolicy(settings.text_policy))
 
-        send = traced_sender(client.post_ready, str(client.base_url))
+        # A span per API call when tracing is on (tracing.py): the default route's sender.
+        send = traced_sender(single.send, str(single.client.base_url)) if single is not None else None
 
         def dispatcher() -> Dispatcher:
             return Dispatcher(
                 send,
+                senders=None if single is not None else providers.sender_of,
                 limiter=limiter,
                 max_concurrency=settings.max_concurrency,
                 max_attempts=settings.max_attempts,
@@ -138,7 +117,7 @@ class Runtime:
                     extra_s=max(0.0, settings.flex_timeout_s - settings.request_timeout_s),
                 ),
                 rng=random.Random(),
-                secrets=(client.api_key,),  # read per run: a key re-read from the secret is masked too
+                secrets=providers.secrets(),  # read per run: a key re-read from its secret is masked too
             )
 
         runner = JobRunner(
@@ -149,26 +128,15 @@ class Runtime:
             dispatcher_factory=dispatcher,
             publisher=publisher,
             cache=DynamoAnswerCache(ddb, settings.table, ttl_days=settings.cache_ttl_days),
-            route=str(client.base_url),
-            batches=OpenAIBatches(client),
-            secrets=lambda: (client.api_key,),
+            route=providers.cache_route,
+            flex_of=providers.offers_flex if table.configured else has_flex,
+            batches=OpenAIBatches(providers.batch_client),
+            secrets=providers.secrets,
         )
-        return cls(settings, stack, runner, client, session)
+        return cls(settings, stack, runner, providers)
 
     async def aclose(self) -> None:
         await self._stack.aclose()
-
-
-async def _read_api_key(client: SecretsManagerClient, arn: str) -> str:
-    value = (await client.get_secret_value(SecretId=arn)).get("SecretString") or ""
-    if value.lstrip().startswith("{"):
-        data = json.loads(value)
-        value = data.get("OPENAI_API_KEY") or data.get("api_key") or ""
-    if not value.strip():
-        raise ValueError(
-            f"the secret {arn} holds no OpenAI key: store the key itself, or JSON with an OPENAI_API_KEY field"
-        )
-    return value.strip()
 
 
 _loop: asyncio.AbstractEventLoop | None = None

@@ -6,11 +6,14 @@ environment after importing): call :func:`get_settings`, which caches the valida
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .routes import AuthKind, Route, RouteTable
 
 __all__ = ["ENV_PREFIX", "MAX_COUNT", "ConfigurationError", "Settings", "get_settings"]
 
@@ -168,6 +171,10 @@ class Settings(BaseSettings):
         description="Answers reused across jobs: off, deterministic (temperature 0, embeddings, moderations), all.",
     )
     cache_ttl_days: int = Field(default=30, ge=1, le=3650, description="Days an answer is kept for reuse.")
+    # JSON: a list of routes (routes.py; README, "Routes"). Unset: one route, today's, for every model.
+    routes: Annotated[tuple[Route, ...], NoDecode] = Field(
+        default=(), description="The routing table: which API, auth and limits each model goes to."
+    )
     lease_s: float = Field(
         default=120.0,
         gt=0,
@@ -192,6 +199,33 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         # CloudFormation cannot omit a variable conditionally without ceremony; "" and "0" mean unset.
         return None if value in ("", "0", 0) else value
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _table_from_json(cls, value: object) -> object:
+        # Decoded here rather than by pydantic-settings: "" (CloudFormation's empty parameter) is no
+        # table, and bad JSON is reported like any other bad value, naming the variable.
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            return ()
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f'not JSON ({exc}); a list of routes, as in the README\'s "Routes"') from None
+
+    @field_validator("routes")
+    @classmethod
+    def _one_table(cls, value: tuple[Route, ...], info: ValidationInfo) -> tuple[Route, ...]:
+        RouteTable(value)  # the names unique
+        default_secret = info.data.get("openai_secret_arn")
+        for route in value:
+            if route.auth is AuthKind.API_KEY and not (route.secret_arn or default_secret):
+                raise ValueError(
+                    f"route {route.name!r}: auth 'api-key' needs its key's secret: set its secret_arn "
+                    f"(or {ENV_PREFIX}OPENAI_SECRET_ARN)"
+                )
+        return value
 
     @field_validator("endpoint")
     @classmethod

@@ -32,7 +32,8 @@ It misbehaves on demand:
   as ``model``) (with a count: ``[[output:refusal:x2]]``). Several counted markers in one
   prompt apply one after the other. Markers are counted per exact prompt text, after authentication,
   validation and rate limiting, and ``POST /stats/reset`` forgets the counts;
-* an optional API key check (``require_api_key``) answering 401 ``invalid_api_key``.
+* an optional API key check (``require_api_key``) answering 401 ``invalid_api_key``; per instance, the key
+  as a bearer token, in Azure's ``api-key`` header, or a Bedrock token checked by its form (``auth``, :mod:`.auth`).
 
 ``GET /stats`` returns counters (requests, per-status counts, injected faults, token totals, requests per model
 and ``prompts``: :func:`prompt_hash` of the prompt text -> times received), ``POST /stats/reset`` clears them

@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--require-api-key", default=None, help="answer 401 unless 'Authorization: Bearer KEY'")
+    p.add_argument(
+        "--auth",
+        choices=["bearer", "api-key", "bedrock"],
+        default=d.auth,
+        help="how the key is checked: bearer, api-key (Azure's header), bedrock (a token by --bedrock-access-key)",
+    )
+    p.add_argument("--bedrock-access-key", default=None, help="--auth bedrock: whose tokens are accepted")
+    p.add_argument("--bedrock-region", default=None, help="--auth bedrock: the region tokens must be minted for")
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
     p.add_argument("--fault-retry-after-ms", type=int, default=d.fault_retry_after_ms)
     return p
@@ -90,6 +98,9 @@ def config_from_args(args: argparse.Namespace) -> FakeOpenAIConfig:
         flex_unavailable_rate=args.flex_unavailable_rate,
         seed=args.seed,
         require_api_key=args.require_api_key,
+        auth=args.auth,
+        bedrock_access_key=args.bedrock_access_key,
+        bedrock_region=args.bedrock_region,
         default_max_tokens=args.default_max_tokens,
         fault_retry_after_ms=args.fault_retry_after_ms,
         model_limits=dict(args.model_limit),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Literal
 
 __all__ = ["FakeOpenAIConfig", "ModelLimit"]
 
@@ -33,6 +34,12 @@ class FakeOpenAIConfig:
     hang_s: float = 30.0
     seed: int | None = None
     require_api_key: str | None = None
+    #: How callers authenticate (:mod:`.auth`): ``bearer`` (the key above as ``Authorization: Bearer``),
+    #: ``api-key`` (Azure: the key above in an ``api-key`` header), ``bedrock`` (a short-term Bedrock token
+    #: signed by ``bedrock_access_key`` for ``bedrock_region``, checked by its form and expiry).
+    auth: Literal["bearer", "api-key", "bedrock"] = "bearer"
+    bedrock_access_key: str | None = None
+    bedrock_region: str | None = None
     #: Completion tokens charged to the tokens/min bucket when the request sets no max_tokens.
     default_max_tokens: int = 16
     #: retry-after-ms sent with injected 429s (random ones and ``[[fail:429xN]]`` markers).
@@ -73,6 +80,8 @@ class FakeOpenAIConfig:
                 raise ValueError(f"model_limits[{model!r}] must be a pair (rpm, tpm), got {pair!r}")
             if any(limit is not None and limit <= 0 for limit in pair):
                 raise ValueError(f"model_limits[{model!r}] limits must be positive or None, got {pair!r}")
+        if self.auth == "bedrock" and not (self.bedrock_access_key and self.bedrock_region):
+            raise ValueError("auth 'bedrock' needs bedrock_access_key and bedrock_region")
         object.__setattr__(self, "model_limits", MappingProxyType(dict(self.model_limits)))
         negative = [
             name

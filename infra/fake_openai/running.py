@@ -8,8 +8,9 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+from infra.fake_openai.auth import KeyCheck
 from infra.fake_openai.config import FakeOpenAIConfig
-from infra.fake_openai.server import app_batch_stats, app_closing, app_state, create_app
+from infra.fake_openai.server import app_batch_stats, app_closing, app_key_check, app_state, create_app
 from infra.threaded_server import ThreadedServer, serving_site
 
 __all__ = ["RunningFakeOpenAI", "serve_in_thread"]
@@ -28,6 +29,7 @@ class RunningFakeOpenAI(ThreadedServer):
         self.config = config or FakeOpenAIConfig()
         self.app = create_app(self.config)
         self.state = app_state(self.app)
+        self.keys: KeyCheck = app_key_check(self.app)
 
     @property
     def root_url(self) -> str:
@@ -59,7 +61,9 @@ class RunningFakeOpenAI(ThreadedServer):
 
     def stats(self) -> dict[str, Any]:
         """The ``GET /stats`` counters, read directly."""
-        return self._call(lambda: {**self.state.snapshot(), "batch_api": app_batch_stats(self.app)})
+        return self._call(
+            lambda: {**self.state.snapshot(), "batch_api": app_batch_stats(self.app), "auth": self.keys.stats()}
+        )
 
     def reset(self) -> None:
         """Same as ``POST /stats/reset``."""

@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from infra.fake_openai.auth import KeyCheck
 from infra.fake_openai.batches import BatchService
 from infra.fake_openai.catalog import ENDPOINTS
 from infra.fake_openai.config import FakeOpenAIConfig
@@ -29,25 +30,21 @@ from infra.fake_openai.prompt_cache import PromptCache
 from infra.fake_openai.state import FakeOpenAIState, prompt_hash
 from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
 
-__all__ = ["FakeOpenAIState", "app_batch_stats", "app_closing", "app_state", "create_app", "prompt_hash"]
+__all__ = [
+    "FakeOpenAIState",
+    "app_batch_stats",
+    "app_closing",
+    "app_key_check",
+    "app_state",
+    "create_app",
+    "prompt_hash",
+]
 
 
 _JSON_CT: Final = "application/json"
 _MAX_BODY_BYTES: Final = 32 * 1024 * 1024
 _MODELS_CREATED: Final = 1_686_935_002  # a fixed creation time for every listed model
 _PROMPT_CACHED: Final = frozenset({"/chat/completions", "/responses"})  # the endpoints whose prompts are cached
-
-
-def _wrong_key(authorization: str) -> tuple[str, str | None, str]:
-    """OpenAI's 401 for a wrong key echoes part of it (the first 8 and last 4 characters): so does
-    the fake, so that the product's masking of keys in stored errors is tested against it."""
-    key = authorization.removeprefix("Bearer ").strip()
-    shown = f"{key[:8]}{'*' * max(0, len(key) - 12)}{key[-4:]}" if len(key) > 12 else "***"
-    return (
-        "invalid_request_error",
-        "invalid_api_key",
-        f"Incorrect API key provided: {shown}. You can find your API key at https://platform.openai.com/account/api-keys.",
-    )
 
 
 _STATUS_TEXT: Final[dict[int, tuple[str, str | None, str]]] = {
@@ -99,7 +96,12 @@ class _Handler:
         self.config = config
         self.state = state
         self.closing = asyncio.Event()
-        self.auth = f"Bearer {config.require_api_key}" if config.require_api_key is not None else None
+        self.keys = KeyCheck(
+            config.auth,
+            {config.require_api_key} if config.require_api_key is not None else set(),
+            access_key=config.bedrock_access_key,
+            region=config.bedrock_region,
+        )
         self.limiter = RateLimiter(config.rpm, config.tpm, config.burst_s, config.model_limits)
         self.faults = FaultPicker(config)
         self.flex_rng = random.Random(None if config.seed is None else config.seed + 2)
@@ -202,9 +204,10 @@ class _Handler:
 
     def _key_refused(self, request: web.Request) -> web.Response | None:
         """The 401 for a request without the right key (None: it may go on)."""
-        if self.auth is not None and request.headers.get("Authorization") != self.auth:
-            return self._error(401, _wrong_key(request.headers.get("Authorization", "")), time.monotonic())
-        return None
+        refusal = self.keys.check(request.headers)
+        if refusal is None:
+            return None
+        return self._error(refusal.status, refusal.error, time.monotonic(), extra_headers=refusal.headers)
 
     async def _answer(self, endpoint: Endpoint, request: web.Request, started: float) -> web.Response:
         state = self.state
@@ -284,7 +287,8 @@ class _Handler:
         return web.json_response(self._model(request.match_info["model"]))
 
     async def stats(self, request: web.Request) -> web.Response:
-        return web.json_response({**self.state.snapshot(), "batch_api": self.batches.stats()})
+        snapshot = {**self.state.snapshot(), "batch_api": self.batches.stats(), "auth": self.keys.stats()}
+        return web.json_response(snapshot)
 
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
@@ -336,6 +340,11 @@ def app_state(app: web.Application) -> FakeOpenAIState:
 def app_batch_stats(app: web.Application) -> dict[str, Any]:
     """The Batch API's counters (files, batches by status) of an application made by :func:`create_app`."""
     return app[_HANDLER_KEY].batches.stats()
+
+
+def app_key_check(app: web.Application) -> KeyCheck:
+    """Who the application lets in (keys can be rotated while it runs: :meth:`KeyCheck.accept`)."""
+    return app[_HANDLER_KEY].keys
 
 
 def app_closing(app: web.Application) -> asyncio.Event:

@@ -251,7 +251,8 @@ def _pipeline(
         name: session.client(name, endpoint_url=local_aws.endpoint, region_name=local_aws.region)  # type: ignore[call-overload]
         for name in ("s3", "dynamodb", "sqs", "secretsmanager")
     }
-    clients["secretsmanager"].put_secret_value(SecretId=local_aws.secret_arn, SecretString=API_KEY)
+    if local_aws.secret_arn:  # a deployment whose routes need no key has no secret (ApiKeySecret=none)
+        clients["secretsmanager"].put_secret_value(SecretId=local_aws.secret_arn, SecretString=API_KEY)
     get_settings.cache_clear()
     fake_openai.reset()
     yield Pipeline(local_aws, fake_openai, clients["s3"], clients["dynamodb"], clients["sqs"], dict(env), monkeypatch)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -78,7 +79,9 @@ def test_function_environment_contract(cfn_template: dict[str, Any]) -> None:
     assert variables["PROMPTDROP_TABLE"] == {"Ref": "JobsTable"}
     assert variables["PROMPTDROP_DLQ_URL"] == {"Ref": "DeadLetterQueue"}
     assert variables["PROMPTDROP_WORK_QUEUE_URL"] == {"Ref": "WorkQueue"}
-    assert variables["PROMPTDROP_OPENAI_SECRET_ARN"] == {"Ref": "OpenAIKeySecret"}
+    # no secret when the routes need none (ApiKeySecret=none)
+    assert variables["PROMPTDROP_OPENAI_SECRET_ARN"] == {"Fn::If": ["CreateKeySecret", {"Ref": "OpenAIKeySecret"}, ""]}
+    assert variables["PROMPTDROP_ROUTES"] == {"Ref": "Routes"}
     assert variables["PROMPTDROP_OUTPUT_BUCKET"] == ""
     for name, parameter in {
         "PROMPTDROP_OUTPUT_PREFIX": "OutputPrefix",
@@ -115,6 +118,10 @@ def test_parameters_and_defaults(sam_template: dict[str, Any]) -> None:
         "BudgetTokens": 0,
         "MaxRequests": 0,
         "OpenAIBaseUrl": "",
+        "Routes": "",  # one route, today's: nothing changes for a deployment that sets nothing
+        "ApiKeySecret": "create",
+        "RouteSecretArns": "",
+        "BedrockModelArns": "",
         "RequestTtlDays": 0,
         "ResultsExpirationDays": 0,
         "EventBusName": "default",
@@ -210,15 +217,26 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def _grants(cfn_template: dict[str, Any]) -> dict[str, list[Any]]:
-    """Every action the function's role allows -> the resources it allows it on."""
+def _statements(cfn_template: dict[str, Any]) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """The role's statements with the condition each is granted under (None: always)."""
     role = cfn_template["Resources"]["ProcessorRole"]["Properties"]
-    grants: dict[str, list[Any]] = {}
     for policy in role["Policies"]:
         for statement in policy["PolicyDocument"]["Statement"]:
-            assert statement["Effect"] == "Allow", statement
-            for action in _as_list(statement["Action"]):
-                grants.setdefault(action, []).extend(_as_list(statement["Resource"]))
+            if "Fn::If" in statement:
+                condition, granted, otherwise = statement["Fn::If"]
+                assert otherwise == {"Ref": "AWS::NoValue"}, statement  # a grant, or none: never another
+                yield condition, granted
+            else:
+                yield None, statement
+
+
+def _grants(cfn_template: dict[str, Any]) -> dict[str, list[Any]]:
+    """Every action the function's role may be allowed -> the resources it allows it on."""
+    grants: dict[str, list[Any]] = {}
+    for _, statement in _statements(cfn_template):
+        assert statement["Effect"] == "Allow", statement
+        for action in _as_list(statement["Action"]):
+            grants.setdefault(action, []).extend(_as_list(statement["Resource"]))
     return grants
 
 
@@ -259,7 +277,9 @@ def test_function_role_grants_exactly_what_the_code_calls(cfn_template: dict[str
         "sqs:ReceiveMessage": [work_queue],
         "sqs:DeleteMessage": [work_queue],
         "sqs:GetQueueAttributes": [work_queue],
-        "secretsmanager:GetSecretValue": [{"Ref": "OpenAIKeySecret"}],
+        "secretsmanager:GetSecretValue": [{"Ref": "OpenAIKeySecret"}, {"Ref": "RouteSecretArns"}],
+        "bedrock:CallWithBearerToken": ["*"],
+        "bedrock:InvokeModel": [{"Ref": "BedrockModelArns"}],
         "events:PutEvents": [
             _sub("arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/${EventBusName}")
         ],
@@ -267,14 +287,34 @@ def test_function_role_grants_exactly_what_the_code_calls(cfn_template: dict[str
 
 
 def test_conditional_grants_stay_narrow(cfn_template: dict[str, Any]) -> None:
-    role = cfn_template["Resources"]["ProcessorRole"]["Properties"]
-    statements = {s["Sid"]: s for p in role["Policies"] for s in p["PolicyDocument"]["Statement"]}
+    statements = {s["Sid"]: s for _, s in _statements(cfn_template)}
     # listing only under the two prefixes (it turns a missing key's 403 into 404)
     assert statements["ListOwnPrefixes"]["Condition"] == {
         "StringLike": {"s3:prefix": [_sub("${InputPrefix}*"), _sub("${OutputPrefix}*")]}
     }
     # events from this application only: no spoofing other sources on a shared bus
     assert statements["PublishCompletionEvents"]["Condition"] == {"StringEquals": {"events:source": "promptdrop"}}
+    # bearer tokens: the short-term ones the function mints, never a long-term Bedrock API key
+    assert statements["CallBedrockWithShortTermTokens"]["Condition"] == {
+        "StringEquals": {"bedrock:bearerTokenType": "SHORT_TERM"}
+    }
+
+
+def test_a_deployment_of_only_bedrock_routes_needs_no_secret(cfn_template: dict[str, Any]) -> None:
+    # Given ApiKeySecret=none: no secret is created, none is read, none is named to the function
+    conditions = cfn_template["Conditions"]
+    assert conditions["CreateKeySecret"] == {"Fn::Equals": [{"Ref": "ApiKeySecret"}, "create"]}
+    assert cfn_template["Resources"]["OpenAIKeySecret"]["Condition"] == "CreateKeySecret"
+    assert cfn_template["Outputs"]["OpenAIKeySecretArn"]["Condition"] == "CreateKeySecret"
+    granted_under = {s["Sid"]: condition for condition, s in _statements(cfn_template)}
+    assert granted_under["ReadOpenAIKey"] == "CreateKeySecret"
+    assert granted_under["ReadRouteKeys"] == "HasRouteSecrets"
+    # and the role may call Bedrock only when models are named, and then only those
+    assert granted_under["CallBedrockWithShortTermTokens"] == "HasBedrockModels"
+    assert granted_under["InvokeRoutedBedrockModels"] == "HasBedrockModels"
+    assert conditions["HasBedrockModels"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Fn::Join": ["", {"Ref": "BedrockModelArns"}]}, ""]}]
+    }
 
 
 def test_outputs(sam_template: dict[str, Any]) -> None:

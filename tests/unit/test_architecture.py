@@ -18,7 +18,7 @@ from promptdrop import GC_THRESHOLDS
 
 PACKAGE = Path(__file__).parents[2] / "functions" / "promptdrop"
 # What each part (or one named module of it) may import from the package, beyond itself.
-BASE = {"records", "messages", "jsonsafe", "background", "settings"}
+BASE = {"records", "messages", "jsonsafe", "background", "settings", "routes"}
 ALLOWED: dict[str, set[str]] = {
     "__init__": set(),
     # engine: records only, for the error record and the failure codes it gives (plain data, no I/O).
@@ -26,7 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "records": set(),
     "jsonsafe": set(),
     "background": set(),
-    "settings": set(),
+    "settings": {"routes"},
+    "routes": set(),  # the routing table: plain configuration
     "prices": set(),  # genai-prices, offline
     "messages": {"jsonsafe"},
     # engine.shared_limits: the plain records and protocol of the fleet's shared rate limits, which the
@@ -38,7 +39,9 @@ ALLOWED: dict[str, set[str]] = {
     "jobs": BASE | {"engine", "adapters", "formats", "outputs", "prices"},
     # X-Ray spans around the runtime's clients and the handler's runs: nothing of the package in it.
     "tracing": set(),
-    "runtime": BASE | {"engine", "adapters", "jobs", "tracing"},
+    # providers: one client per route and its credentials (engine clients, adapters' secrets and tokens).
+    "providers": BASE | {"engine", "adapters", "prices"},
+    "runtime": BASE | {"engine", "adapters", "jobs", "providers", "prices", "tracing"},
     # The handler's CloudWatch metrics: what a run reports (jobs' JobResult), as EMF.
     "run_metrics": {"jobs", "records"},
     "handler": BASE | {"runtime", "jobs", "events", "tracing", "run_metrics"},
@@ -120,7 +123,7 @@ TWO_GROUPS_ON_PURPOSE = {
     "cli.view.View",
     # ``user_agent`` overrides the SDK's property: its link is to the base class, not to these methods.
     "engine.client.LeanAsyncOpenAI",
-    # A container's resources: ``aclose`` ends them all, the key refresh reads the secret through them.
+    # A container's resources: ``aclose`` ends them all; the key refresh and a 401 go to its providers.
     "runtime.Runtime",
 }
 _NOT_LINKING = {"__init__", "__post_init__"}

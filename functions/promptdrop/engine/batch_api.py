@@ -9,7 +9,7 @@ files downloaded to disk, streamed: either can be 200 MB, more than a Lambda sho
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,25 +69,27 @@ def _view(batch: Any) -> BatchView:
 
 
 class OpenAIBatches:
-    """Files and batches at the client's base URL, with its key."""
+    """Files and batches at the API of each model's route (a batch holds one model: its route's
+    client, its key or token as fresh as the route keeps it)."""
 
-    def __init__(self, client: AsyncOpenAI) -> None:
-        self._openai = client
+    def __init__(self, client_of: Callable[[str], Awaitable[AsyncOpenAI]]) -> None:
+        self._client_of = client_of
 
-    @property
-    def _client(self) -> AsyncOpenAI:
-        # Copied per call, not once: the container's client takes a rotated key (runtime.refresh_key).
-        return self._openai.with_options(max_retries=_RETRIES)
+    async def _client(self, model: str) -> AsyncOpenAI:
+        # Asked per call, not once: the route's client takes a rotated key, a renewed token.
+        return (await self._client_of(model)).with_options(max_retries=_RETRIES)
 
-    async def upload(self, path: Path) -> str:
+    async def upload(self, model: str, path: Path) -> str:
         """Upload a ``.jsonl`` input file (purpose ``batch``): its file id."""
+        client = await self._client(model)
         with path.open("rb") as file, _passing_faults():
-            created = await self._client.files.create(file=(path.name, file), purpose="batch")
+            created = await client.files.create(file=(path.name, file), purpose="batch")
         return created.id
 
-    async def create(self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]) -> BatchView:
+    async def create(self, model: str, input_file_id: str, endpoint: str, metadata: Mapping[str, str]) -> BatchView:
+        client = await self._client(model)
         with _passing_faults():
-            batch = await self._client.batches.create(
+            batch = await client.batches.create(
                 input_file_id=input_file_id,
                 endpoint=endpoint,  # type: ignore[arg-type]  # one of the Batch API's endpoints (Endpoint's values)
                 completion_window="24h",
@@ -95,11 +97,12 @@ class OpenAIBatches:
             )
         return _view(batch)
 
-    async def find(self, metadata: Mapping[str, str]) -> BatchView | None:
+    async def find(self, model: str, metadata: Mapping[str, str]) -> BatchView | None:
         """The newest batch whose metadata holds all of ``metadata`` (one created by a run that died
         before it could note its id), or None."""
+        client = await self._client(model)
         with _passing_faults():
-            page = await self._client.batches.list(limit=100)
+            page = await client.batches.list(limit=100)
             for _ in range(_LIST_PAGES):
                 for batch in page.data:
                     given = batch.metadata or {}
@@ -110,27 +113,31 @@ class OpenAIBatches:
                 page = await page.get_next_page()
         return None
 
-    async def get(self, batch_id: str) -> BatchView:
+    async def get(self, model: str, batch_id: str) -> BatchView:
+        client = await self._client(model)
         with _passing_faults():
-            return _view(await self._client.batches.retrieve(batch_id))
+            return _view(await client.batches.retrieve(batch_id))
 
-    async def cancel(self, batch_id: str) -> BatchView:
+    async def cancel(self, model: str, batch_id: str) -> BatchView:
         """Ask the provider to stop the batch (what it finished is kept); one already ending is left be."""
+        client = await self._client(model)
         try:
             with _passing_faults():
-                return _view(await self._client.batches.cancel(batch_id))
+                return _view(await client.batches.cancel(batch_id))
         except openai.ConflictError:  # 409: it is no longer running (ended, or cancelling already)
-            return await self.get(batch_id)
+            return await self.get(model, batch_id)
 
-    async def download(self, file_id: str, path: Path) -> None:
+    async def download(self, model: str, file_id: str, path: Path) -> None:
         """A file's content to ``path``, streamed."""
+        client = await self._client(model)
         with _passing_faults():
-            async with self._client.files.with_streaming_response.content(file_id) as response:
+            async with client.files.with_streaming_response.content(file_id) as response:
                 with path.open("wb") as out:
                     async for chunk in response.iter_bytes(_CHUNK):
                         out.write(chunk)
 
-    async def delete(self, file_id: str) -> None:
+    async def delete(self, model: str, file_id: str) -> None:
         """Delete a file at the provider (gone already: nothing to do)."""
+        client = await self._client(model)
         with contextlib.suppress(openai.NotFoundError), _passing_faults():
-            await self._client.files.delete(file_id)
+            await client.files.delete(file_id)

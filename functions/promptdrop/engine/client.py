@@ -20,23 +20,32 @@ from __future__ import annotations
 
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import httpx2
 from openai import APIConnectionError, APITimeoutError, AsyncOpenAI, DefaultAioHttpClient, NotGiven
-from openai._models import FinalRequestOptions
-from openai._types import RequestOptions
+from openai._models import FinalRequestOptions, SecurityOptions
+from openai._types import Headers, RequestOptions
 
-__all__ = ["LeanAsyncOpenAI", "Reply", "make_client"]
+__all__ = ["KEY_AS_BEARER", "LeanAsyncOpenAI", "Reply", "Sender", "make_client"]
+
+KEY_AS_BEARER = "Authorization"  # the key sent as "Authorization: Bearer <key>", the SDK's own way
 
 # Distinct (path, key, base URL) whose built parts are kept: one per endpoint in use (five today).
 _LEAN_URLS = 8
 # What aiohttp decodes itself: the SDK's httpx2 may offer more (br, zstd) when their packages are installed.
 _ACCEPT_ENCODING = "gzip, deflate"
 _DECODED = (b"content-encoding", b"content-length", b"transfer-encoding")  # what aiohttp's body no longer is
+
+
+class Sender(Protocol):
+    """What the engine sends a request with: POSTs a ready body to an endpoint's path
+    (:meth:`LeanAsyncOpenAI.post_ready`); ``timeout_s``: this call's own timeout (a flex call's)."""
+
+    def __call__(self, path: str, body: bytes, timeout_s: float | None = None) -> Awaitable[Reply]: ...
 
 
 @dataclass(slots=True, frozen=True)
@@ -48,39 +57,72 @@ class _Parts:
     timeout: aiohttp.ClientTimeout
 
 
-def make_client(*, api_key: str | None, max_connections: int, timeout_s: float) -> LeanAsyncOpenAI:
+def make_client(
+    *,
+    api_key: str | None,
+    max_connections: int,
+    timeout_s: float,
+    base_url: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    key_header: str | None = KEY_AS_BEARER,
+) -> LeanAsyncOpenAI:
     """A client on the aiohttp transport with a pool sized to the concurrency.
 
     Build it inside the event loop that will use it (the aiohttp sessions bind to that loop).
-    ``api_key=None`` lets the SDK read ``OPENAI_API_KEY``; ``OPENAI_BASE_URL`` is read by the SDK.
+    ``api_key=None`` lets the SDK read ``OPENAI_API_KEY``; ``base_url=None``, ``OPENAI_BASE_URL``.
+    ``key_header``: how the key is sent — ``Authorization: Bearer`` (:data:`KEY_AS_BEARER`), in a
+    header of its own (Azure's ``api-key``), or not at all (None: a server that asks for none).
     """
     limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    if key_header is None:
+        api_key = ""
     return LeanAsyncOpenAI(
         api_key=api_key,
+        base_url=base_url,
         max_retries=0,
         timeout=timeout_s,
+        default_headers=headers or None,
         http_client=DefaultAioHttpClient(limits=limits, timeout=timeout_s),
         max_connections=max_connections,
+        key_header=key_header,
+        # None: the SDK reads OPENAI_API_KEY and must find one; "" is a key set later (a token) or none.
+        _enforce_credentials=api_key is None,
     )
 
 
 class LeanAsyncOpenAI(AsyncOpenAI):
     """``AsyncOpenAI`` with :meth:`post_ready`: a POST of ready bytes, built by the SDK once per path.
 
-    Only for a client authenticated by a plain API key (how :func:`make_client` builds it): with a
-    key provider, a workload identity or a provider runtime the SDK rewrites each request, so every
-    call goes the SDK's own way. So does the first call to each path, key and base URL: the request
-    the SDK builds then is remembered, and later calls send the same URL, headers and timeout with
-    their own body, on a pool of ``max_connections``, following redirects as the SDK's client does —
-    unless the environment proxies the URL. A new key or base URL (a rotated secret) is a new entry.
+    Only for a client authenticated by a plain API key — as a bearer token, in a header of its own
+    (``key_header``: Azure's ``api-key``) or none (how :func:`make_client` builds it): with a key
+    provider, a workload identity or a provider runtime (the SDK's own Bedrock provider signs each
+    call) the SDK rewrites each request, so every call goes the SDK's own way. A Bedrock route's
+    token is a plain key here, renewed by ``renewed_key.py``. The first call to each path, key and
+    base URL goes the SDK's way too: the request the SDK builds then is remembered, and later calls
+    send the same URL, headers and timeout with their own body, on a pool of ``max_connections``,
+    following redirects as the SDK's client does — unless the environment proxies the URL. A new key
+    or base URL (a rotated secret, a renewed token) is a new entry.
     """
 
     _lean: dict[tuple[str, str, str], _Parts] | None = None
     _session: aiohttp.ClientSession | None = None
 
-    def __init__(self, *, max_connections: int = 100, **options: Any) -> None:
+    def __init__(self, *, max_connections: int = 100, key_header: str | None = KEY_AS_BEARER, **options: Any) -> None:
+        self.key_header = key_header  # read by _auth_headers, which the SDK's __init__ may call
         super().__init__(**options)
         self.max_connections = max_connections
+
+    def _auth_headers(self, security: SecurityOptions) -> dict[str, str]:
+        """The key as the route sends it: the SDK's bearer header, a header of its own, or none."""
+        if self.key_header == KEY_AS_BEARER:
+            return super()._auth_headers(security)
+        return {self.key_header: self.api_key} if self.key_header is not None and self.api_key else {}
+
+    def _validate_headers(self, headers: Headers, custom_headers: Headers) -> None:
+        # The SDK insists on an Authorization header; a route whose key goes elsewhere, or that has
+        # none, sends none on purpose.
+        if self.key_header == KEY_AS_BEARER:
+            super()._validate_headers(headers, custom_headers)
 
     async def post_ready(self, path: str, body: bytes, timeout_s: float | None = None) -> Reply:
         """POST ``body`` to ``path`` (``/responses``…); a non-2xx answer raises the SDK's typed error, as

@@ -36,14 +36,14 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import openai
 
 from . import errors, flex
 from .answers import AnswerCheck, parse_answer, usage_of
-from .client import Reply
-from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, UnusableAnswer, classify
+from .client import Reply, Sender
+from .errors import Disposition, ErrorInfo, MalformedResponse, RequestTooLarge, SendRefused, UnusableAnswer, classify
 from .flex import FlexFallback, FlexPolicy, FlexRefused, as_standard
 from .membership import Membership
 from .model_limiters import ModelLimiters
@@ -56,19 +56,13 @@ __all__ = ["DispatchReport", "Dispatcher", "Outcome", "Sender", "ShouldStop", "S
 OnOutcome = Callable[["Outcome"], Awaitable[object]]  # what it returns is not used
 
 
-class Sender(Protocol):
-    """POSTs a ready body to an endpoint's path (``client.LeanAsyncOpenAI.post_ready``); ``timeout_s``:
-    this call's own timeout (a flex call's), else the client's."""
-
-    def __call__(self, path: str, body: bytes, timeout_s: float | None = None) -> Awaitable[Reply]: ...
-
-
 class Dispatcher:
-    """Runs requests through ``send`` with bounded concurrency, rate limits and retries."""
+    """Runs requests through ``send`` (or the sender of each request's model: ``senders``) with bounded
+    concurrency, rate limits and retries."""
 
     def __init__(
         self,
-        send: Sender,
+        send: Sender | None,
         *,
         limiter: RateLimiter | ModelLimiters,
         max_concurrency: int,
@@ -83,8 +77,12 @@ class Dispatcher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
         secrets: tuple[str, ...] = (),
+        senders: Callable[[str], Sender] | None = None,
     ) -> None:
+        if send is None and senders is None:
+            raise ValueError("a Dispatcher needs a sender: send, or senders (one per model)")
         self._send = send
+        self._senders = senders  # per model (its route's client), when models go to different APIs
         self._secrets = secrets  # the API key(s) sent: masked in whatever the API answers back
         self._limiters = limiter if isinstance(limiter, ModelLimiters) else ModelLimiters.single(limiter)
         self._patience_s = rate_limit_patience_s
@@ -221,7 +219,7 @@ class Dispatcher:
                 finally:
                     limiter.release()
                 data = parse_answer(request.endpoint, reply.content, reply.status_code)
-            except (openai.APIError, MalformedResponse, RequestTooLarge) as exc:
+            except (openai.APIError, MalformedResponse, RequestTooLarge, SendRefused) as exc:
                 info = classify(exc, secrets=self._secrets)
                 headers = exc.response.headers if isinstance(exc, openai.APIStatusError) else None
             else:
@@ -288,10 +286,12 @@ class Dispatcher:
         return as_standard(request)  # sent at once
 
     def _post(self, request: Request) -> Awaitable[Reply]:
-        """The call itself: a flex one with its own timeout, when it has one."""
+        """The call itself, through its model's route: a flex one with its own timeout, when it has one."""
+        send = self._senders(request.model_name()) if self._senders is not None else self._send
+        assert send is not None  # __init__: one or the other
         if request.flex and self._flex.timeout_s is not None:
-            return self._send(request.endpoint.path, request.body, self._flex.timeout_s)
-        return self._send(request.endpoint.path, request.body)
+            return send(request.endpoint.path, request.body, self._flex.timeout_s)
+        return send(request.endpoint.path, request.body)
 
     async def _admit(self, limiter: RateLimiter, request: Request, stop: ShouldStop | None) -> bool:
         self._admitting += 1  # counted while it waits: see rate_bound

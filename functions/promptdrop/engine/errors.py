@@ -19,6 +19,7 @@ from typing import Any
 import openai
 
 from ..records import MAX_ERROR_MESSAGE_CHARS, ErrorRecord, FailureCode
+from .provider_errors import Verdict, provider_error
 
 __all__ = [
     "MAX_RETRY_AFTER_S",
@@ -88,7 +89,8 @@ class ErrorInfo:
 
 # An API key (OpenAI's ``sk-…`` forms, or any bearer token) that an error message echoes back: it
 # must not reach the errors file, the journal, a dead letter or a log (README, "Limits"…"Secrets").
-_SECRET = re.compile(r"(?i)\b(sk-|bearer\s+)[A-Za-z0-9_\-*.]{6,}")
+# A Bedrock token (``bedrock-api-key-`` and a base64 presigned URL) likewise.
+_SECRET = re.compile(r"(?i)\b(sk-|bearer\s+|bedrock-api-key-)[A-Za-z0-9_\-*.+/=]{6,}")
 # A configured secret shorter than this is not masked by value: it would mask ordinary words.
 _MIN_SECRET_CHARS = 8
 
@@ -203,7 +205,10 @@ def classify(exc: BaseException, *, secrets: Iterable[str] = ()) -> ErrorInfo:
     if isinstance(exc, openai.APIStatusError):
         headers = exc.response.headers
         said = (type(exc).__name__, str(exc))
-        return _status_error(exc.status_code, exc.body, headers, headers.get("x-request-id"), own, said)
+        request_id = headers.get("x-request-id") or headers.get("x-amzn-requestid")
+        return _status_error(exc.status_code, exc.body, headers, request_id, own, said)
+    if isinstance(exc, SendRefused):
+        return ErrorInfo(ErrorRecord(exc.code, exc.code, _redact(str(exc), own)), exc.disposition)
     if isinstance(exc, openai.APITimeoutError):
         timeout = FailureCode.TIMEOUT
         return ErrorInfo(ErrorRecord(timeout, timeout, "the API call timed out"), Disposition.TRANSIENT)
@@ -227,6 +232,35 @@ def classify(exc: BaseException, *, secrets: Iterable[str] = ()) -> ErrorInfo:
     raise exc  # a bug of ours: let it surface rather than dress it up as an API failure
 
 
+_VERDICTS = {
+    Verdict.RATE_LIMITED: Disposition.TRANSIENT,
+    Verdict.TRANSIENT: Disposition.TRANSIENT,
+    Verdict.PERMANENT: Disposition.PERMANENT,
+    Verdict.FATAL: Disposition.FATAL,
+}
+
+
+class SendRefused(Exception):
+    """A request that could not be sent for want of a route or of credentials (nothing reached an API)."""
+
+    code: str = ""
+    disposition = Disposition.PERMANENT
+
+
+class NoRoute(SendRefused):
+    """No route of ``PROMPTDROP_ROUTES`` serves the request's model: this request fails alone."""
+
+    code = FailureCode.NO_ROUTE
+
+
+class CredentialsUnavailable(SendRefused):
+    """A route's credentials could not be had (no role credentials to mint a token with): every
+    request of the route would fail the same way."""
+
+    code = FailureCode.CREDENTIALS_UNAVAILABLE
+    disposition = Disposition.FATAL
+
+
 def status_error(status: int, body: object, request_id: str | None = None, *, secrets: Iterable[str] = ()) -> ErrorInfo:
     """An error answer the API gave elsewhere than to a call of ours — a Batch API error file's line
     (``status_code`` and ``body``) — classified as :func:`classify` classifies a call's."""
@@ -246,6 +280,10 @@ def _status_error(
     code, kind, message = _api_error_fields(body)
     disposition = _status_disposition(status, code)
     rate_limited = status == 429 and disposition is Disposition.TRANSIENT
+    if (theirs := provider_error(status, code, kind, body, headers)) is not None:
+        kind = kind or theirs.name  # the provider's own name for it stays the type
+        code, message = theirs.code, (message or said[1]) + theirs.hint
+        disposition, rate_limited = _VERDICTS[theirs.verdict], theirs.verdict is Verdict.RATE_LIMITED
     error = ErrorRecord(
         _redact(kind or said[0], own),
         _redact(code or f"http_{status}", own),
@@ -285,7 +323,14 @@ class UnusableAnswer(Exception):
         self.status_code = status_code
 
 
-__all__ += ["MalformedResponse", "RequestTooLarge", "UnusableAnswer"]
+__all__ += [
+    "CredentialsUnavailable",
+    "MalformedResponse",
+    "NoRoute",
+    "RequestTooLarge",
+    "SendRefused",
+    "UnusableAnswer",
+]
 
 
 RATE_LIMITED_UNTIL_DEADLINE = FailureCode.RATE_LIMITED_UNTIL_DEADLINE

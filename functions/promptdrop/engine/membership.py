@@ -48,6 +48,7 @@ class _Seat:
     """One model's place in its shared limits, for one run."""
 
     limiter: RateLimiter
+    key: str  # what its shared limits are kept under: the model, or its route's name and the model
     share: Share | None = None  # as last read; None until a join succeeded
     interval: float = RENEW_MIN_S
     due: float = 0.0
@@ -68,12 +69,14 @@ class Membership:
         only: RateLimiter | None,
         shared: SharedLimits | None,
         *,
+        key_of: Callable[[str], str] | None = None,
         clock: Callable[[], float],
         wall: Callable[[], float],
         sleep: Callable[[float], Awaitable[None]],
     ) -> None:
         self._limiter_of, self._only = limiter_of, only  # `only`: one limiter for every model
         self._shared = shared
+        self._key_of = key_of
         self._clock, self._wall, self._sleep = clock, wall, sleep
         self.member = uuid.uuid4().hex
         self._seats: dict[str, _Seat] = {}
@@ -102,7 +105,7 @@ class Membership:
         return dict(self._seats)
 
     async def _join(self, model: str, shared: SharedLimits) -> _Seat:
-        seat = _Seat(self._limiter_of(model))
+        seat = _Seat(self._limiter_of(model), self._key_of(model) if self._key_of is not None else model)
         seat.limiter.on_news = seat.mark_news
         self._seats[model] = seat
         await self._call(model, seat, shared.join, joining=True)
@@ -128,7 +131,7 @@ class Membership:
         seat.renewed_at = self._clock()
         seat.calls += 1
         try:
-            share = await operation(model, self.member, lease_s=LEASE_S, observed=observed)
+            share = await operation(seat.key, self.member, lease_s=LEASE_S, observed=observed)
         except Exception:  # the shared limits spare 429s; losing it must not fail the run
             logger.warning("shared limits unreachable; keeping the last share", exc_info=True, extra={"model": model})
             seat.due = self._clock() + seat.interval
@@ -174,13 +177,14 @@ class Membership:
                 continue
             seat.calls += 1
             try:
-                await shared.leave(model, self.member)
+                await shared.leave(seat.key, self.member)
             except Exception:
                 logger.warning("could not leave the shared limits; its lease will expire", exc_info=True)
             logger.info(
                 "left the shared limits",
                 extra={
                     "model": model,
+                    "limits_of": seat.key,
                     "members": seat.share.members,
                     "shared_limits_calls": seat.calls,
                     "limits_per_min": seat.limiter.pace.limits,

@@ -29,12 +29,17 @@ class ModelLimiters:
         rpm: int | None = None,
         tpm: int | None = None,
         shared: SharedLimits | None = None,
+        limits_of: Callable[[str], tuple[int | None, int | None]] | None = None,
+        key_of: Callable[[str], str] | None = None,
         initial_window: int | None = INITIAL_WINDOW,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._rpm, self._tpm = rpm, tpm
+        # Per route (routes.py): a model's own limits, and the name its shared limits are kept under.
+        self._limits_of = limits_of
+        self._key_of = key_of
         self._shared = shared
         self._initial_window = initial_window
         self._clock, self._wall, self._sleep = clock, wall, sleep
@@ -54,9 +59,10 @@ class ModelLimiters:
             return self._only
         limiter = self._by_model.get(model)
         if limiter is None:
+            rpm, tpm = self._limits_of(model) if self._limits_of is not None else (self._rpm, self._tpm)
             limiter = self._by_model[model] = RateLimiter(
-                rpm=self._rpm,
-                tpm=self._tpm,
+                rpm=rpm,
+                tpm=tpm,
                 initial_window=self._initial_window,
                 clock=self._clock,
                 sleep=self._sleep,
@@ -67,7 +73,13 @@ class ModelLimiters:
     async def membership(self) -> AsyncIterator[Membership]:
         """One run's membership of the shared limits of the models it uses; renewed while the block runs."""
         membership = Membership(
-            self.limiter, self._only, self._shared, clock=self._clock, wall=self._wall, sleep=self._sleep
+            self.limiter,
+            self._only,
+            self._shared,
+            key_of=self._key_of,
+            clock=self._clock,
+            wall=self._wall,
+            sleep=self._sleep,
         )
         if self._shared is None:
             yield membership

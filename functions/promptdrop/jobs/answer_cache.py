@@ -2,7 +2,8 @@
 
 Which requests (``PROMPTDROP_CACHE``, per upload ``promptdrop-cache``): ``off``; ``deterministic``
 (the default) — requests with ``temperature: 0``, and every embeddings and moderations request;
-``all``. A request's key is a hash of its route (the API's base URL), its endpoint and its body in
+``all``. A request's key is a hash of its route (the base URL of the API its model is routed to:
+``routes.py``), its endpoint and its body in
 canonical JSON (keys sorted, ``1.0`` written ``1``; ``custom_id`` is not part of the body), so the
 same request to the same API finds the same answer, from any file and any job.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from enum import StrEnum
 from typing import Any
@@ -44,7 +45,7 @@ from .recorder import Recorder
 from .run_result import now_iso
 from .source import header_choice
 
-__all__ = ["CACHE_METADATA", "CachePolicy", "RunCache", "cache_key", "policy_of"]
+__all__ = ["CACHE_METADATA", "CachePolicy", "RouteOf", "RunCache", "cache_key", "policy_of"]
 
 logger = Logger(service="promptdrop", child=True)
 
@@ -53,6 +54,8 @@ _WINDOW = 100  # lines looked up at once: one BatchGetItem
 _KEEP_AT = 25  # answers kept at once: one BatchWriteItem
 _DETERMINISTIC_ENDPOINTS = frozenset({Endpoint.EMBEDDINGS, Endpoint.MODERATIONS})
 _COMPLETE = frozenset({None, "stop", "completed"})  # finish reasons of an answer that is whole
+# The route a model's answers come from (its API's base URL): asked only of the requests the policy caches.
+RouteOf = Callable[[str], str]
 
 
 class CachePolicy(StrEnum):
@@ -66,7 +69,7 @@ def policy_of(settings: Settings, metadata: Mapping[str, str]) -> CachePolicy:
     return header_choice(metadata, CACHE_METADATA, CachePolicy, settings.cache, FailureCode.INVALID_CACHE)
 
 
-def cache_key(route: str, request: Request, policy: CachePolicy) -> str | None:
+def cache_key(route: str | RouteOf, request: Request, policy: CachePolicy) -> str | None:
     """The request's key in the cache, or None when the policy does not cache it."""
     if policy is CachePolicy.OFF:
         return None
@@ -84,6 +87,8 @@ def cache_key(route: str, request: Request, policy: CachePolicy) -> str | None:
         if isinstance(temperature, bool) or temperature != 0:
             return None
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    if not isinstance(route, str):
+        route = route(request.model_name())
     text = f"{route}\n{request.endpoint.value}\n{canonical}"
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
@@ -97,7 +102,7 @@ def _number(text: str) -> float | int:
 class RunCache:
     """One run's use of the cache; ``async with`` it around the run (what it keeps is written at the end)."""
 
-    def __init__(self, store: AnswerCacheStore, policy: CachePolicy, route: str, recorder: Recorder) -> None:
+    def __init__(self, store: AnswerCacheStore, policy: CachePolicy, route: str | RouteOf, recorder: Recorder) -> None:
         self._store = store
         self._policy = policy
         self._route = route

@@ -104,7 +104,7 @@ async def merge_batch(
             for file_id in (batch.output_file_id, batch.error_file_id):
                 if file_id:
                     path = Path(directory) / file_id
-                    await api.download(file_id, path)
+                    await api.download(batch.model, file_id, path)
                     index.add(path)
             parsed = parse_unit(store, window, settings.model, header, settings.endpoint)
             try:

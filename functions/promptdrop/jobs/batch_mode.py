@@ -236,7 +236,7 @@ class _Step:
                     await submit_batch(batch, self.unit, parts.api)
                     state.checks_waited = 0  # a batch just started: checked as soon as a new one is
             elif not batch.ended and batch.batch_id is not None:
-                view = await parts.api.get(batch.batch_id)
+                view = await parts.api.get(batch.model, batch.batch_id)
                 batch.status, batch.completed, batch.failed = view.status, view.completed, view.failed
                 batch.output_file_id, batch.error_file_id = view.output_file_id, view.error_file_id
                 if view.status == "failed":
@@ -250,10 +250,10 @@ class _Step:
             return
         for batch in state.live:
             if batch.status in _RUNNING and batch.batch_id is not None:
-                batch.status = (await parts.api.cancel(batch.batch_id)).status
+                batch.status = (await parts.api.cancel(batch.model, batch.batch_id)).status
             elif batch.status in (SUBMITTING, WAITING_TOKENS):
                 if batch.batch_id is not None and batch.status == SUBMITTING:
-                    batch.status = (await parts.api.cancel(batch.batch_id)).status
+                    batch.status = (await parts.api.cancel(batch.model, batch.batch_id)).status
                 else:
                     batch.status = "cancelled"  # never ran at the provider
         state.cancelling, state.checks_waited = True, 0
@@ -285,7 +285,7 @@ class _Step:
             return False
         for file_id in (batch.input_file_id, batch.output_file_id, batch.error_file_id):
             if file_id:
-                await parts.api.delete(file_id)
+                await parts.api.delete(batch.model, file_id)
         batch.merged = True
         state.fallback = state.fallback or merge.left > 0
         await self.save()

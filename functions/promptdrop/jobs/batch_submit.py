@@ -115,7 +115,7 @@ async def submit_spools(
     started = []
     for endpoint, model, spool in spools.take():
         try:
-            file_id = await api.upload(spool.path)
+            file_id = await api.upload(model, spool.path)
         finally:
             spool.path.unlink(missing_ok=True)
         batch = ProviderBatch(
@@ -139,9 +139,9 @@ async def submit_spools(
 async def submit_batch(batch: ProviderBatch, unit: UnitMessage, api: BatchApi) -> None:
     """Create the batch at the provider — or find the one a run that died before noting it created."""
     metadata = batch_metadata(unit, batch.seq)
-    view = await api.find(metadata) if batch.batch_id is None and batch.tries == 0 else None
+    view = await api.find(batch.model, metadata) if batch.batch_id is None and batch.tries == 0 else None
     if view is None:
-        view = await api.create(batch.input_file_id, batch.endpoint, metadata)
+        view = await api.create(batch.model, batch.input_file_id, batch.endpoint, metadata)
     batch.tries += 1
     batch.batch_id, batch.status = view.id, view.status
     batch.error = None

@@ -18,7 +18,7 @@ from ..formats import Parsed
 from ..messages import UnitMessage
 from ..settings import Settings
 from .admission import AlreadyDone, BadLines, Guarded, Repeats, Stage, admitted
-from .answer_cache import CachePolicy, RunCache, policy_of
+from .answer_cache import CachePolicy, RouteOf, RunCache, policy_of
 from .cost_guard import CostGuard, TierOf, budget_of
 from .ports import AnswerCacheStore, Journal, ObjectStore, RequestLog
 from .progress import Progress
@@ -49,13 +49,13 @@ class Intake:
         store: ObjectStore,
         journal: Journal,
         cache: AnswerCacheStore | None = None,
-        route: str = "",
+        route: str | RouteOf = "",
     ) -> None:
         self._settings = settings
         self._store = store
         self._journal = journal
         self._cache = cache
-        self._route = route  # the API's base URL: part of every answer's cache key
+        self._route = route  # a model's route (its API's base URL): part of every answer's cache key
 
     @contextlib.asynccontextmanager
     async def taken(

@@ -53,16 +53,18 @@ def mode_of(settings: Settings, metadata: Mapping[str, str]) -> Mode:
     return header_choice(metadata, MODE_METADATA, Mode, settings.mode, FailureCode.INVALID_MODE)
 
 
-def _guard_tier(settings: Settings, flex: bool) -> TierOf | None:
+def _guard_tier(settings: Settings, flex: bool, flex_of: Callable[[str], bool]) -> TierOf | None:
     """The tier the cost guard reserves each request at (jobs/cost_guard.py ``flex_tier``); None: standard."""
     if not flex:
         return None
-    return flex_tier(lambda request: sent_as(request, Mode.FLEX).flex, falls_back=settings.flex_fallback == "standard")
+    goes_flex = lambda request: sent_as(request, Mode.FLEX, flex_of).flex  # noqa: E731
+    return flex_tier(goes_flex, falls_back=settings.flex_fallback == "standard")
 
 
-def sent_as(request: Request, mode: Mode) -> Request:
-    """The request as the file's mode sends it."""
-    if mode is Mode.FLEX and has_flex(request.model_name()):
+def sent_as(request: Request, mode: Mode, flex_of: Callable[[str], bool] = has_flex) -> Request:
+    """The request as the file's mode sends it (``flex_of``: the models flex is sent to — with routes,
+    those whose route offers it)."""
+    if mode is Mode.FLEX and flex_of(request.model_name()):
         return as_flex(request)
     return request
 
@@ -95,12 +97,14 @@ class RealTimeMode:
         intake: Intake,
         recorders: Recorders,
         dispatcher_factory: Callable[[], Dispatcher],
+        flex_of: Callable[[str], bool] = has_flex,
     ) -> None:
         self._settings = settings
         self._store = store
         self._intake = intake
         self._recorders = recorders
         self._dispatcher_factory = dispatcher_factory
+        self._flex_of = flex_of  # the models flex is sent to (with routes: those whose route offers it)
 
     async def run(self, run: UnitRun, *, flex: bool | None = None) -> DispatchReport:
         """``flex``: send at the flex tier where offered (None: as the file's mode says)."""
@@ -126,13 +130,13 @@ class RealTimeMode:
 
             dispatcher = self._dispatcher_factory()
             recorder.hold_while(dispatcher.rate_bound)
-            tier_of = _guard_tier(self._settings, flex)
+            tier_of = _guard_tier(self._settings, flex, self._flex_of)
             async with self._intake.taken(
                 unit, progress, guard, header, recorder, fresh=run.fresh, tier_of=tier_of, stopping=stop
             ) as taken:
                 requests = taken.requests
                 if flex:  # realtime sends them as they are: no extra step per request
-                    requests = (sent_as(request, Mode.FLEX) async for request in requests)
+                    requests = (sent_as(request, Mode.FLEX, self._flex_of) async for request in requests)
                 return await dispatcher.run(requests, on_outcome, should_stop=stop)
 
 

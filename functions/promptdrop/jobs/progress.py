@@ -61,7 +61,8 @@ class Progress:
     def tag(self, result: JobResult, report: DispatchReport | None = None) -> JobResult:
         """``result`` carrying this run's own figures (what the handler's metrics count), and whether
         the API refused the key (``report``: the engine's, when it ran)."""
-        if report is not None and report.fatal is not None and report.fatal.status_code == 401:
+        # 401: a key refused; a fatal 403: a provider refusing the credentials themselves (Bedrock's token).
+        if report is not None and report.fatal is not None and report.fatal.status_code in (401, 403):
             result.key_rejected = True
         run = self.run
         result.run_succeeded, result.run_failed = run.succeeded, run.failed

@@ -17,8 +17,10 @@ from ..adapters.s3 import ObjectInfo
 from ..engine.dispatch import Dispatcher, ShouldStop
 from ..formats import FileRejected
 from ..messages import PromptFailure, UnitMessage
+from ..prices import has_flex
 from ..records import FINAL_JOB_STATES, ErrorRecord, FailureCode, JobRecord
 from ..settings import Settings
+from .answer_cache import RouteOf
 from .batch_mode import BatchMode, BatchParts
 from .endings import ends_the_job, internal_ending
 from .failures import FileFailures
@@ -62,7 +64,8 @@ class JobRunner:
         publisher: EventBus | None = None,
         batches: BatchApi,
         cache: AnswerCacheStore | None = None,
-        route: str = "",
+        route: str | RouteOf = "",
+        flex_of: Callable[[str], bool] = has_flex,
         secrets: Callable[[], Iterable[str]] = tuple,
     ) -> None:
         self._settings = settings
@@ -84,7 +87,12 @@ class JobRunner:
         self._recorders = recorders
         intake = Intake(settings=settings, store=store, journal=journal, cache=cache, route=route)
         realtime = RealTimeMode(
-            settings=settings, store=store, intake=intake, recorders=recorders, dispatcher_factory=dispatcher_factory
+            settings=settings,
+            store=store,
+            intake=intake,
+            recorders=recorders,
+            dispatcher_factory=dispatcher_factory,
+            flex_of=flex_of,
         )
         batch = BatchMode(
             BatchParts(

@@ -480,13 +480,13 @@ class MemoryBatches(Faults):
             batch["metadata"],
         )
 
-    async def upload(self, path: Path) -> str:
+    async def upload(self, model: str, path: Path) -> str:
         self.check("upload")
         file_id = self._id("file-")
         self.files[file_id] = path.read_bytes()  # noqa: ASYNC240 (a small test file)
         return file_id
 
-    async def create(self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]) -> BatchView:
+    async def create(self, model: str, input_file_id: str, endpoint: str, metadata: Mapping[str, str]) -> BatchView:
         self.check("create")
         batch_id = self._id("batch_")
         total = self.files[input_file_id].count(b"\n")
@@ -497,29 +497,29 @@ class MemoryBatches(Faults):
         self.created += 1
         return self._view(self.batches[batch_id])
 
-    async def find(self, metadata: Mapping[str, str]) -> BatchView | None:
+    async def find(self, model: str, metadata: Mapping[str, str]) -> BatchView | None:
         self.check("find")
         for batch in reversed(self.batches.values()):
             if all(batch["metadata"].get(k) == v for k, v in metadata.items()):
                 return self._view(batch)
         return None
 
-    async def get(self, batch_id: str) -> BatchView:
+    async def get(self, model: str, batch_id: str) -> BatchView:
         self.check("get")
         return self._view(self.batches[batch_id])
 
-    async def cancel(self, batch_id: str) -> BatchView:
+    async def cancel(self, model: str, batch_id: str) -> BatchView:
         self.check("cancel")
         batch = self.batches[batch_id]
         if batch["status"] in ("validating", "in_progress"):
             batch["status"] = "cancelling"
         return self._view(batch)
 
-    async def download(self, file_id: str, path: Path) -> None:
+    async def download(self, model: str, file_id: str, path: Path) -> None:
         self.check("download")
         path.write_bytes(self.files[file_id])  # noqa: ASYNC240 (a small test file)
 
-    async def delete(self, file_id: str) -> None:
+    async def delete(self, model: str, file_id: str) -> None:
         self.check("delete")
         if self.files.pop(file_id, None) is not None:
             self.deleted.append(file_id)
