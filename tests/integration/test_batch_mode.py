@@ -221,11 +221,11 @@ def test_auto_batches_until_its_deadline_leaves_just_enough_time_then_sends_the_
 ) -> None:
     p = provider
     p.configure(PROMPTDROP_BATCH_POLL_S="1", PROMPTDROP_RPM="6000")
-    # Given a 50-line auto file due in 10 minutes and 5 seconds: 600 s of it are the margin kept for the
-    # switch (jobs/batch_deadline.py), so its batch may run about 5 s of the 20 s it needs (0.4 s a line)
-    due = datetime.now(UTC) + timedelta(seconds=MARGIN_S + 5)
+    # Given an 80-line auto file due in 10 minutes and 8 seconds: 600 s of it are the margin kept for the
+    # switch (jobs/batch_deadline.py), so its batch may run about 8 s of the 32 s it needs (0.4 s a line)
+    due = datetime.now(UTC) + timedelta(seconds=MARGIN_S + 8)
     metadata = {"promptdrop-mode": "auto", "promptdrop-deadline": due.isoformat()}
-    put(p, "inputs/auto.jsonl", prompts(50, model="gpt-5-mini"), **metadata)
+    put(p, "inputs/auto.jsonl", prompts(80, model="gpt-5-mini"), **metadata)
 
     summary = until_done(p, "inputs/auto.jsonl")
 
@@ -233,8 +233,8 @@ def test_auto_batches_until_its_deadline_leaves_just_enough_time_then_sends_the_
     assert p.server.stats()["batch_api"]["batches"] == {"cancelled": 1}
     tiers = summary["service_tiers"]
     assert set(tiers) == {"batch", "flex"}
-    assert tiers["batch"] + tiers["flex"] == 50
-    assert all(batch_runs(p, f"question {i}") + p.times_seen(f"question {i}") == 1 for i in range(50))
+    assert tiers["batch"] + tiers["flex"] == 80
+    assert all(batch_runs(p, f"question {i}") + p.times_seen(f"question {i}") == 1 for i in range(80))
     # each way priced at its own rates
     assert set(summary["cost_by_tier"]) == {"batch", "flex"}
     assert summary["status"] == "SUCCEEDED"
