@@ -137,6 +137,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self._stack.aclose()
+        use_sources(None)  # a routing table's prices go with its runtime (a process that builds another)
 
 
 _loop: asyncio.AbstractEventLoop | None = None

@@ -203,6 +203,13 @@ class BatchService:
         batch.times["cancelling"] = int(time.time())
         return web.json_response(batch.as_json())
 
+    def reset(self) -> None:
+        """Forget every file and batch (the server's ``/stats/reset``): the batches still running stop."""
+        for task in list(self._tasks):
+            task.cancel()
+        self.files.clear()
+        self.batches.clear()
+
     async def _stop(self, app: web.Application) -> None:
         for task in list(self._tasks):
             task.cancel()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
-from infra.fake_openai.endpoints import CHAT, Completions, Embeddings, Endpoint, Responses
+from infra.fake_openai.embeddings import Embeddings
+from infra.fake_openai.endpoints import CHAT, Completions, Endpoint, Responses
 from infra.fake_openai.moderations import Moderations
 
 __all__ = ["ENDPOINTS"]

@@ -30,15 +30,8 @@ from infra.fake_openai.prompt_cache import PromptCache
 from infra.fake_openai.state import FakeOpenAIState, prompt_hash
 from infra.fake_openai.validation import SDK_MODELS, ApiError, loads
 
-__all__ = [
-    "FakeOpenAIState",
-    "app_batch_stats",
-    "app_closing",
-    "app_key_check",
-    "app_state",
-    "create_app",
-    "prompt_hash",
-]
+__all__ = ["FakeOpenAIState", "app_batch_stats", "app_closing", "app_key_check", "app_state", "create_app",
+           "prompt_hash"]  # fmt: skip
 
 
 _JSON_CT: Final = "application/json"
@@ -107,7 +100,7 @@ class _Handler:
         self.flex_rng = random.Random(None if config.seed is None else config.seed + 2)
         self.batches = BatchService(config, self._api_error, self._key_refused, state.batch_prompts)
         self.prompt_cache = PromptCache(config.prompt_cache_models)
-        state.reset_hooks += [self.limiter.reset, self.faults.reset, self.prompt_cache.clear]
+        state.reset_hooks += [self.limiter.reset, self.faults.reset, self.prompt_cache.clear, self.batches.reset]
         self.jitter_rng = random.Random(None if config.seed is None else config.seed + 1)
         self.id_rng = random.Random()
         self.retry_after = {

@@ -179,7 +179,7 @@ def test_a_redriven_prompt_is_not_sent_past_the_budget_until_it_is_raised(
     assert main(["budget", summary["job_id"], "--max-requests", "10"]) == 0
     capsys.readouterr()
     assert main(["status", summary["job_id"]]) == 0
-    assert "10 requests (3 sent), set on the job" in capsys.readouterr().out
+    assert "10 requests set on the job (3 sent)" in capsys.readouterr().out
     assert redrive(p.sqs, dlq_url=p.stack.dlq_url, work_queue_url=p.stack.work_queue_url) == {"prompt_failure": 1}
     p.drain()
     assert p.times_seen(prompts[1]) == 2

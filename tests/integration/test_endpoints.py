@@ -10,7 +10,7 @@ import pytest
 from promptdrop import runtime
 
 from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, serve_in_thread
-from infra.fake_openai.endpoints import embedding_vector
+from infra.fake_openai.embeddings import embedding_vector
 from infra.local_aws import LocalAws
 from tests.integration.conftest import API_KEY, Pipeline, _pipeline
 

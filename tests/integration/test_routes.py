@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import boto3
 import pytest
+from promptdrop import runtime
 
 from infra.fake_openai import FakeOpenAIConfig, RunningFakeOpenAI, serve_in_thread
 from infra.local_aws import deploy
@@ -22,6 +23,14 @@ from tests.integration.conftest import API_KEY, Pipeline, _pipeline
 AZURE_KEY = "azure-key-0123456789abcdef"
 REGION = "us-west-2"
 MOTO_ACCESS_KEY = local_aws_env("http://unused")["AWS_ACCESS_KEY_ID"]  # what the function's tokens are signed by
+
+
+@pytest.fixture(autouse=True)
+def _runtime_closed_after() -> Iterator[None]:
+    """The runtime a routing table built goes with the test (its prices are the process's: tests of
+    OpenAI's prices may run next in this process)."""
+    yield
+    runtime.shutdown()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ MAX_LINES = 350
 # (each is one job: the endpoints' answers, the HTTP server and its counters, the 400s). The cap
 # still holds them where they are: none may grow.
 NOT_YET_SPLIT = {
-    "infra.fake_openai.endpoints": 595,
+    "infra.fake_openai.endpoints": 514,
     "infra.fake_openai.validation": 436,
 }
 
