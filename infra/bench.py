@@ -28,6 +28,10 @@ and the DynamoDB calls per 1,000 answers (``--e2e-lines``, 100,000 by default).
 Cost (``infra/cost_bench.py``, ``--only cost``): (9) the same 10,000-line file sent in each mode (cost
 per 1,000 answers, wall time, API calls), then re-uploaded with one line changed (the answer cache).
 
+The batch mode's memory (``infra/merge_bench.py``, ``--only merge``): (10) the invocation that merges a
+provider batch's output file of 5,000 and 50,000 answers of about 4 KB (20 and 200 MB), and the one that
+uploads an input file of that size, each against its own baseline and issue 17's 250 MB.
+
 Validation (``infra/validation_bench.py``, ``--only validation``): (6) the structured-output
 validator's CPU per answer (against ``jsonschema``'s), and the engine's throughput with every
 answer validated against a schema vs the same prompts without one.
@@ -68,10 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of the prompts, for a smoke run")
     parser.add_argument(
         "--only",
-        choices=["engine", "fleet", "validation", "scale", "e2e", "cost"],
+        choices=["engine", "fleet", "validation", "scale", "e2e", "cost", "merge"],
         help="engine: scenarios 1-3 and the cold start; fleet: 4-5 (one account's limit shared); validation: 6; "
         "scale: 7 (memory and disk at a million lines); e2e: 8 (a large file end to end through shards); "
-        "cost: 9 (the same file in each mode, and re-uploaded with one line changed)",
+        "cost: 9 (the same file in each mode, and re-uploaded with one line changed); "
+        "merge: 10 (the batch mode's memory: merging a 200 MB output file, uploading a 200 MB input file)",
     )
     parser.add_argument(
         "--e2e-lines",
@@ -112,6 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from infra.cost_bench import run_costs
 
         report_costs(run_costs(10_000 // scale))
+    if args.only in (None, "merge"):
+        from infra.merge_bench import report as report_merge
+        from infra.merge_bench import run_merge
+
+        print("\nscenario 10: the batch mode's memory (each invocation in its own process; answers of about 4 KB)")
+        report_merge(run_merge((5_000 // scale, 50_000 // scale)))
     return 0
 
 

@@ -4,7 +4,9 @@
 ``promptdrop.handler.lambda_handler`` with a local context (``--timeout-s``, default 900) and prints
 the response as JSON. The environment must already hold the function's configuration (see
 ``LocalAws.function_env``). Tests use it to run several "containers" at once, and to kill one
-mid-run.
+mid-run. ``--peak`` prints the process's peak RSS last; with ``--baseline`` the container's runtime
+(its clients) is built before the event and the RSS then, and the handler's seconds, are printed too:
+what the invocation's work itself added.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,18 +63,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.invoke", description="invoke the handler once")
     parser.add_argument("--timeout-s", type=float, default=900.0, help="the invocation's time limit")
     parser.add_argument("--peak", action="store_true", help="print the process's peak RSS (MB) last, as JSON")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="build the runtime before the event; with --peak, print the RSS then and the handler's seconds too",
+    )
     args = parser.parse_args(argv)
     from promptdrop import runtime
     from promptdrop.handler import lambda_handler
+    from promptdrop.settings import get_settings
 
     event = json.load(sys.stdin)
+    figures: dict[str, float] = {}
     try:
+        if args.baseline:  # the runtime the handler then finds built: the container as a warm start has it
+            runtime.run(runtime.get_runtime(get_settings()))
+            figures["baseline_rss_mb"] = peak_rss_mb()
+        started = time.perf_counter()
         response = lambda_handler(event, LocalContext(timeout_s=args.timeout_s))
+        figures["handler_s"] = time.perf_counter() - started
     finally:
         runtime.shutdown()
     print(json.dumps(response, default=str), flush=True)
     if args.peak:
-        print(json.dumps({"peak_rss_mb": peak_rss_mb()}), flush=True)
+        print(json.dumps({"peak_rss_mb": peak_rss_mb(), **(figures if args.baseline else {})}), flush=True)
     return 0
 
 

@@ -3,9 +3,9 @@
 It answers every text endpoint of the Batch API -- ``POST /v1/chat/completions``, ``/v1/responses``,
 ``/v1/embeddings``, ``/v1/completions``, ``/v1/moderations`` -- with realistic bodies and each endpoint's own
 ``usage``, and ``GET /v1/models``. Answers are deterministic functions of the prompt (``"Echo: "`` + its first
-200 characters; embeddings are unit vectors hashed from the input), so a test can tell which answer belongs to
-which prompt. A request asking for structured output (chat ``response_format``, Responses ``text.format``) is
-answered with JSON valid against its schema.
+200 characters, in batches repeated to ``batch_answer_chars`` if set; embeddings are unit vectors hashed from the
+input), so a test can tell which answer belongs to which prompt. A request asking for structured output (chat
+``response_format``, Responses ``text.format``) is answered with JSON valid against its schema.
 
 It refuses what the real API refuses, with its 400 bodies: unknown body parameters, wrong JSON types, values
 outside their set or range, missing required fields, bad messages and formats, non-strict strict schemas,

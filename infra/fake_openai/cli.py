@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bedrock-region", default=None, help="--auth bedrock: the region tokens must be minted for")
     p.add_argument("--default-max-tokens", type=int, default=d.default_max_tokens)
     p.add_argument("--fault-retry-after-ms", type=int, default=d.fault_retry_after_ms)
+    p.add_argument(
+        "--batch-answer-chars",
+        type=int,
+        default=d.batch_answer_chars,
+        help="each batch answer's text: the prompt's echo repeated to this many characters (0: the echo alone)",
+    )
     return p
 
 
@@ -103,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> FakeOpenAIConfig:
         bedrock_region=args.bedrock_region,
         default_max_tokens=args.default_max_tokens,
         fault_retry_after_ms=args.fault_retry_after_ms,
+        batch_answer_chars=args.batch_answer_chars,
         model_limits=dict(args.model_limit),
     )
 

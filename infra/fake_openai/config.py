@@ -63,6 +63,9 @@ class FakeOpenAIConfig:
     batch_expire_after: int | None = None
     batch_max_requests: int = 50_000
     batch_enqueued_tokens: int | None = None
+    #: Each batch answer's text: the prompt's echo repeated to this many characters (0: the echo alone, at most
+    #: 206). Priced, counted and cut at ``max_tokens`` like any answer: large output files for the benchmarks.
+    batch_answer_chars: int = 0
 
     def __post_init__(self) -> None:
         for name in ("fail_500_rate", "fail_429_rate", "hang_rate", "malformed_rate", "flex_unavailable_rate"):
@@ -93,6 +96,7 @@ class FakeOpenAIConfig:
                 "fault_retry_after_ms",
                 "batch_validate_s",
                 "batch_line_s",
+                "batch_answer_chars",
             )
             if getattr(self, name) < 0
         ]

@@ -2,9 +2,9 @@
 (:class:`Answer`) — chat, Responses and completions here, embeddings in :mod:`.embeddings`,
 moderations in :mod:`.moderations`.
 
-Answers are deterministic functions of the prompt (``"Echo: "`` + its first 200 characters), so a test can
-tell which answer belongs to which prompt. Token counts are estimates (4 characters a token), the same
-ones the rate limiter charges.
+Answers are deterministic functions of the prompt (``"Echo: "`` + its first 200 characters, repeated to the server's
+``batch_answer_chars`` in batches), so a test can tell which answer belongs to which prompt. Token counts are estimates
+(4 characters a token), the same ones the rate limiter charges.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ class Ask:
     #: Of ``input_tokens``, those read from the prompt cache and those written to it (:mod:`.prompt_cache`).
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+    answer_chars: int = 0  #: the echo repeated to that length (0: the echo alone): ``batch_answer_chars``
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +110,9 @@ def _text_of(content: object) -> str:
     return ""
 
 
-def _echo(text: str) -> str:
-    return ECHO_PREFIX + text[:ECHO_CHARS]
+def _echo(text: str, chars: int = 0) -> str:  # ``chars``: repeated to that length (a large answer, priced as such)
+    echo = ECHO_PREFIX + text[:ECHO_CHARS]
+    return echo if len(echo) >= chars else ((echo + " ") * (chars // len(echo) + 1))[:chars]
 
 
 def _tokens(text: str) -> int:
@@ -146,15 +148,13 @@ class _Output:
     tokens: int
 
 
-def _output(prompt: str, fmt: OutputFormat | None, max_tokens: int | None, misbehave: str) -> _Output:
-    """The answer to ``prompt``: its echo, as the JSON asked for, cut at ``max_tokens``, misbehaving on demand.
-
+def _output(prompt: str, fmt: OutputFormat | None, max_tokens: int | None, misbehave: str, chars: int = 0) -> _Output:
+    """The answer to ``prompt``: its echo, as the JSON asked for, cut at ``max_tokens``, misbehaving on demand:
     ``invalid_json``: the JSON in a Markdown fence (not JSON); ``schema_mismatch``: valid JSON that breaks the
     schema; ``truncated``/``content_filter``: cut in half, finish_reason ``length``/``content_filter``;
-    ``deep``: a JSON object nested 5,000 deep;
-    ``refusal``: no text, a refusal.
+    ``deep``: a JSON object nested 5,000 deep; ``refusal``: no text, a refusal.
     """
-    echo = _echo(prompt)
+    echo = _echo(prompt, chars)
     if misbehave == "refusal":
         return _Output(None, REFUSAL, "stop", _tokens(REFUSAL))
     if fmt is None:
@@ -239,7 +239,7 @@ class ChatCompletions:
         )
 
     def render(self, ask: Ask, rng: random.Random, misbehave: str = "") -> Answer:
-        out = _output(ask.text, ask.format, ask.max_output_tokens, misbehave)
+        out = _output(ask.text, ask.format, ask.max_output_tokens, misbehave, ask.answer_chars)
         content = "null" if out.text is None else _encode_str(out.text)
         refusal = "null" if out.refusal is None else _encode_str(out.refusal)
         choices = ",".join(_CHOICE_TEMPLATE % (i, content, refusal, out.finish_reason) for i in range(ask.outputs))
@@ -362,7 +362,7 @@ class Responses:
 
     def render(self, ask: Ask, rng: random.Random, misbehave: str = "") -> Answer:
         body = ask.body
-        out = _output(ask.text, ask.format, ask.max_output_tokens, misbehave)
+        out = _output(ask.text, ask.format, ask.max_output_tokens, misbehave, ask.answer_chars)
         output_tokens = out.tokens
         status, incomplete = "completed", None
         if out.finish_reason != "stop":
@@ -469,7 +469,7 @@ class Completions:
         output_tokens = 0
         for i, item in enumerate(ask.inputs):
             prompt = _input_text(item)
-            out = _output(prompt, None, ask.max_output_tokens, misbehave)
+            out = _output(prompt, None, ask.max_output_tokens, misbehave, ask.answer_chars)
             text = out.text if out.text is not None else (out.refusal or "")  # no refusal field here
             tokens, finish_reason = out.tokens, out.finish_reason
             if body.get("echo"):

@@ -84,6 +84,30 @@ async def test_a_batch_runs_to_completed_with_an_output_and_an_error_file() -> N
             await client.files.retrieve(done.output_file_id)  # type: ignore[arg-type]
 
 
+async def test_batch_answer_chars_makes_each_batch_answer_that_long_and_prices_it_so() -> None:
+    async with api(batch_answer_chars=4000) as client:
+        long = line("a", "first")
+        long["body"].pop("max_tokens")
+        batch = await submit(client, [long, line("b", "cut")])
+        done = await settled(client, batch.id)
+        out = {each["custom_id"]: each["response"]["body"] for each in await lines_of(client, done.output_file_id)}
+    text = out["a"]["choices"][0]["message"]["content"]
+    assert len(text) == 4000
+    assert text.startswith("Echo: first Echo: first ")
+    assert out["a"]["usage"]["completion_tokens"] == 4000 // 4 + 1
+    # max_tokens still cuts it, as the API does
+    assert out["b"]["choices"][0]["finish_reason"] == "length"
+    assert out["b"]["usage"]["completion_tokens"] == 20
+
+
+async def test_a_batch_file_larger_than_a_request_body_is_taken_whole() -> None:
+    # 40 MB: past the endpoints' 32 MiB body limit, within the Batch API's 200 MB.
+    lines = [line(f"q{i}", "x" * 4000) for i in range(10_000)]
+    async with api() as client:
+        upload = await client.files.create(file=("big.jsonl", jsonl(lines)), purpose="batch")
+        assert upload.bytes == len(jsonl(lines)) > 40_000_000
+
+
 async def test_a_batch_that_expires_returns_what_it_finished_and_the_rest_as_expired() -> None:
     async with api(batch_expire_after=2) as client:
         batch = await submit(client, [line(f"r{i}", f"prompt {i}") for i in range(5)])
