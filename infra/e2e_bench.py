@@ -42,7 +42,7 @@ from typing import Any
 
 from infra.bench_processes import helper_process, moto_process
 from infra.event_source import SqsEventSource
-from infra.invoke import invocation_env, spawn
+from infra.invoke import finished, invocation_env, spawn
 from infra.local_aws import deploy
 
 __all__ = ["E2eRow", "run_e2e"]
@@ -80,16 +80,8 @@ def _invoke(event: dict[str, Any], env: dict[str, str], timeout_s: float) -> sub
 
 def _finish(process: subprocess.Popen[str]) -> tuple[Any, float]:
     """The invocation's response and its peak RSS in MB."""
-    assert process.stdout is not None
-    out = process.stdout.read()
-    process.stdout.close()
-    if process.wait() != 0:
-        raise RuntimeError(f"an invocation failed:\n{out[-3000:]}")
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    response, peak = lines[-2], lines[-1]["peak_rss_mb"]
-    if response.get("batchItemFailures"):  # (an S3 event's answer is the jobs it ran)
-        raise RuntimeError(f"an invocation handed its message back: {response}")
-    return response, float(peak)
+    response, figures = finished(process)
+    return response, float(figures["peak_rss_mb"])
 
 
 def _take_all(sqs: Any, url: str) -> list[dict[str, Any]]:

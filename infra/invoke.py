@@ -24,7 +24,7 @@ from typing import Any
 from infra.event_source import LocalContext
 from infra.rss import peak_rss_mb
 
-__all__ = ["invocation_env", "main", "spawn"]
+__all__ = ["finished", "invocation_env", "main", "spawn"]
 
 ROOT = Path(__file__).parents[1]
 
@@ -57,6 +57,21 @@ def spawn(event: Mapping[str, Any], env: Mapping[str, str], *options: str) -> su
     process.stdin.write(json.dumps(event))
     process.stdin.close()
     return process
+
+
+def finished(process: subprocess.Popen[str]) -> tuple[Any, dict[str, Any]]:
+    """A spawned invocation's response and its figures (``--peak``, ``--baseline``), once it has ended;
+    one that failed, or handed its message back, raises."""
+    assert process.stdout is not None
+    out = process.stdout.read()
+    process.stdout.close()
+    if process.wait() != 0:
+        raise RuntimeError(f"an invocation failed:\n{out[-3000:]}")
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    response, figures = lines[-2], lines[-1]
+    if response.get("batchItemFailures"):  # (an S3 event's answer is the jobs it ran)
+        raise RuntimeError(f"an invocation handed its message back: {response}")
+    return response, figures
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 
 from infra.bench_processes import helper_process, moto_process
 from infra.event_source import SqsEventSource
-from infra.invoke import invocation_env, spawn
+from infra.invoke import finished, invocation_env, spawn
 from infra.local_aws import LocalAws, deploy
 
 __all__ = ["ANSWER_CHARS", "TARGET_MB", "MemoryRow", "report", "run_merge"]
@@ -84,16 +84,7 @@ def _settled(server: str, batch_id: str, timeout_s: float) -> dict[str, Any]:
 
 def _invoke(event: dict[str, Any], env: dict[str, str]) -> dict[str, float]:
     """One invocation in a fresh process: its figures (peak and baseline RSS, the handler's seconds)."""
-    process = spawn(event, env, "--peak", "--baseline")
-    assert process.stdout is not None
-    out = process.stdout.read()
-    process.stdout.close()
-    if process.wait() != 0:
-        raise RuntimeError(f"an invocation failed:\n{out[-3000:]}")
-    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    response, figures = lines[-2], lines[-1]
-    if response.get("batchItemFailures"):
-        raise RuntimeError(f"an invocation handed its message back: {response}")
+    _, figures = finished(spawn(event, env, "--peak", "--baseline"))
     return {k: float(v) for k, v in figures.items()}
 
 

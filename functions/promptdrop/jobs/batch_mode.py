@@ -121,7 +121,7 @@ class _Step:
         self, parts: BatchParts, run: UnitRun, state: UnitBatches, hold: UnitHold, header: Mapping[str, str]
     ) -> None:
         self.parts = parts
-        self.run_ = run
+        self.unit_run = run
         self.state = state
         self.hold = hold
         self.header = header
@@ -134,7 +134,7 @@ class _Step:
 
     async def run(self) -> DispatchReport | None:
         """The report the unit ends this run with; None: on to the real-time fallback."""
-        parts, run, state = self.parts, self.run_, self.state
+        parts, run, state = self.parts, self.unit_run, self.state
         progress = run.progress
         recorder = parts.recorders.for_job(self.unit.job_id, self.unit.bucket, self.unit.key, self.unit.etag, progress)
         async with progress.reporting(), recorder:
@@ -169,7 +169,7 @@ class _Step:
 
     async def _submit(self, recorder: Recorder) -> DispatchReport | None:
         """Put the unit's lines after the cursor into batches; a report when the run stops here."""
-        parts, run, state = self.parts, self.run_, self.state
+        parts, run, state = self.parts, self.unit_run, self.state
         progress, guard = run.progress, run.guard
         spools = Spools(parts.settings.batch_max_requests, parts.settings.batch_max_bytes)
         fresh = run.fresh and not state.batches
@@ -263,7 +263,7 @@ class _Step:
 
     async def _merge(self, batch: ProviderBatch, recorder: Recorder) -> bool:
         """Merge an ended batch, then delete its files at the provider; False: the deadline came first."""
-        parts, run, state = self.parts, self.run_, self.state
+        parts, run, state = self.parts, self.unit_run, self.state
         # Lines a cancel stopped wait for a redrive; auto's switch sends them in real time.
         fail = self.fail and not state.switched and not run.progress.cancelled
         merge = await merge_batch(
