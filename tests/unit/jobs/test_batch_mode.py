@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from promptdrop.engine.request import Request
+from promptdrop.formats.shapes import request_from_object
 from promptdrop.jobs import JobRunner, RunStatus
+from promptdrop.jobs.cost_guard import worst_case
 from promptdrop.messages import UnitMessage
 from promptdrop.records import JobStatus
 
@@ -268,3 +271,49 @@ async def test_a_batch_file_with_nothing_to_send_ends_at_once(world: World) -> N
     assert world.batches.batches == {}
     assert world.queues.sent.get(WORK, []) == []
     assert len(world.outputs("in/bad.jsonl", ".errors.jsonl")) == 2
+
+
+async def test_a_budget_submits_what_fits_then_more_as_the_batches_settle(world: World) -> None:
+    # Given 12 prompts and a budget of 4 worst cases at the Batch API's rates (answers cost far less)
+    body = lines(*(f"q{i}" for i in range(12)))
+    budget = 4 * worst_case(_first(body)).usd * 0.5  # batch rates: half the standard for gpt-4o-mini
+    runner = world.runner()
+    await world.upload("in/budget.jsonl", body, runner=runner, **BATCH, **{"promptdrop-budget-usd": f"{budget:.9f}"})
+
+    # When each batch is answered as the checks come, until the job ends
+    submitted: list[int] = []
+    for _ in range(20):
+        for batch_id in world.batches.running():
+            submitted.append(world.batches.batches[batch_id]["total"])
+            world.batches.finish(batch_id, answered)
+        statuses = await check(world, runner)
+        if statuses and statuses[-1] is not RunStatus.WAITING:
+            break
+
+    # Then it submitted what fitted (4 worst cases), more each time the batches settled below their
+    # worst case, until every line was answered — never past its budget, nothing left at the provider
+    assert statuses[-1] is RunStatus.SUCCEEDED
+    assert submitted[0] <= 4
+    assert len(submitted) >= 2
+    assert sum(submitted) == 12
+    summary = world.summary("in/budget.jsonl")
+    assert summary["estimated_cost_usd"] <= budget
+    assert world.batches.running() == []
+
+
+def _first(body: str) -> Request:
+    line = body.splitlines()[0]
+    request = request_from_object(json.loads(line), line=1, default_id="x", default_model="gpt-4o-mini", text_len=9)
+    assert isinstance(request, Request)
+    return request
+
+
+async def test_a_budget_that_fits_no_request_ends_the_batch_job_with_nothing_submitted(world: World) -> None:
+    body = lines("a", "b")
+    budget = 0.5 * worst_case(_first(body)).usd * 0.5  # half of one worst case at batch rates
+    header = BATCH | {"promptdrop-budget-usd": f"{budget:.12f}"}
+    result = await world.upload("in/tiny.jsonl", body, runner=world.runner(), **header)
+
+    assert result.status is RunStatus.BUDGET_EXCEEDED
+    assert world.batches.batches == {}
+    assert [f.error["code"] for f in world.file_failures()] == ["budget_exceeded"]
