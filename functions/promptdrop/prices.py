@@ -36,10 +36,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from genai_prices.types import PriceCalculation
 
 __all__ = [
     "BATCH",
@@ -117,27 +113,6 @@ def use_sources(source_of: Callable[[str], PriceSource] | None) -> None:
         has_flex.cache_clear()
 
 
-def _calculation(
-    model: str,
-    prompt: int,
-    completion: int,
-    cached: int,
-    written: int = 0,
-    tier: str | None = None,
-    provider: str = PROVIDER,
-) -> PriceCalculation:
-    from genai_prices import Usage, calc_price  # on first use: see the module's docstring
-
-    usage = Usage(
-        input_tokens=prompt,
-        output_tokens=completion,
-        cache_read_tokens=cached or None,
-        cache_write_tokens=written or None,
-    )
-    context = _CONTEXT.get(tier or "")
-    return calc_price(usage, model_ref=model, provider_id=provider, price_context=context)
-
-
 def _calc(
     model: str,
     prompt: int,
@@ -147,7 +122,17 @@ def _calc(
     tier: str | None = None,
     provider: str = PROVIDER,
 ) -> float:
-    return float(_calculation(model, prompt, completion, cached, written, tier, provider).total_price)
+    """One call's price, asked of the library (its ``calc_price``: about 0.2 ms)."""
+    from genai_prices import Usage, calc_price  # on first use: see the module's docstring
+
+    usage = Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cache_read_tokens=cached or None,
+        cache_write_tokens=written or None,
+    )
+    context = _CONTEXT.get(tier or "")
+    return float(calc_price(usage, model_ref=model, provider_id=provider, price_context=context).total_price)
 
 
 def _tier(tier: str | None) -> str | None:
