@@ -44,6 +44,8 @@ __all__ = [
     "PriceKey",
     "PriceSource",
     "Rates",
+    "Tokens",
+    "add_tokens",
     "batch_of",
     "cost_usd",
     "estimate_cost_usd",
@@ -230,6 +232,17 @@ def cost_usd(
     """One call's price in USD at the tier it was served at, or None for a model without a known price."""
     found = rates(model, _tier(tier))
     return None if found is None else found.cost(prompt_tokens, completion_tokens, cached_tokens, cache_write_tokens)
+
+
+Tokens = tuple[int, int, int, int]  # prompt, completion, cache read, cache write: what estimate_cost_usd prices
+
+
+def add_tokens(
+    by_key: dict[PriceKey, Tokens], key: PriceKey, prompt: int, completion: int, read: int, written: int
+) -> None:
+    """Add one request's tokens under ``key`` (its model, and its tier where that is priced apart)."""
+    p, c, k, w = by_key.get(key, (0, 0, 0, 0))
+    by_key[key] = (p + prompt, c + completion, k + read, w + written)
 
 
 def estimate_cost_usd(tokens_by_model: Mapping[PriceKey, tuple[int, ...]]) -> float | None:

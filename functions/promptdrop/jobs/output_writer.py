@@ -16,7 +16,7 @@ from typing import Any
 from ..engine.answers import answer_text_of
 from ..engine.dispatch import DispatchReport
 from ..outputs import OrderedSpool, estimate_cost_usd, output_line
-from ..prices import PriceKey, price_key
+from ..prices import PriceKey, Tokens, add_tokens, price_key
 from ..records import JobRecord, JobStatus, RequestRecord
 from .ports import EventBus, Journal, ObjectStore
 from .run_result import FileRef, JobResult, RunStatus, now_iso, run_figures
@@ -34,7 +34,7 @@ class _Tally:
     cache_read_tokens: int = 0  # of the prompt tokens, read from the prompt cache
     cache_write_tokens: int = 0  # of the prompt tokens, written to the prompt cache
     # prompt, completion, cache read, cache write tokens by model (and tier, where it is priced apart: flex)
-    tokens_by_model: dict[PriceKey, tuple[int, int, int, int]] = field(default_factory=dict)
+    tokens_by_model: dict[PriceKey, Tokens] = field(default_factory=dict)
     text_answer: str | None = None
     service_tiers: dict[str, int] = field(default_factory=dict)  # answers by the tier that served them
     cached: int = 0  # answers taken from the answer cache (paid for by an earlier request)
@@ -53,12 +53,13 @@ class _Tally:
         self.cache_read_tokens += record.cached_tokens
         self.cache_write_tokens += record.cache_write_tokens
         key = price_key(model, record.service_tier)
-        p, c, k, w = self.tokens_by_model.get(key, (0, 0, 0, 0))
-        self.tokens_by_model[key] = (
-            p + record.prompt_tokens,
-            c + record.completion_tokens,
-            k + record.cached_tokens,
-            w + record.cache_write_tokens,
+        add_tokens(
+            self.tokens_by_model,
+            key,
+            record.prompt_tokens,
+            record.completion_tokens,
+            record.cached_tokens,
+            record.cache_write_tokens,
         )
 
     def status(self, job: JobRecord, report: DispatchReport | None) -> JobStatus:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ..background import every
 from ..engine.dispatch import DispatchReport
 from ..outputs import estimate_cost_usd
-from ..prices import PriceKey, price_key
+from ..prices import PriceKey, Tokens, add_tokens, price_key
 from ..records import JobRecord
 from .cost_guard import Spent
 from .ports import Journal
@@ -53,7 +53,7 @@ class Progress:
     tally: RunTally = field(default_factory=RunTally)  # this run by model and failure code (the recorder adds)
     _reported: _Counts = field(default_factory=_Counts)
     # prompt, completion, cached (read from the prompt cache), cache_write (written to it)
-    _tokens_by_model: dict[PriceKey, tuple[int, int, int, int]] = field(default_factory=dict)
+    _tokens_by_model: dict[PriceKey, Tokens] = field(default_factory=dict)
     _cost_reported: float = 0.0
     _seen: tuple[float, int] | None = None  # the last report's time, and the job's done after it
     clock: Callable[[], float] = time.time  # wall-clock seconds: the window's samples
@@ -103,8 +103,7 @@ class Progress:
     def _paid(self, key: PriceKey, prompt_tokens: int, completion_tokens: int, cached: int, written: int) -> None:
         self.run.prompt_tokens += prompt_tokens
         self.run.completion_tokens += completion_tokens
-        p, c, k, w = self._tokens_by_model.get(key, (0, 0, 0, 0))
-        self._tokens_by_model[key] = (p + prompt_tokens, c + completion_tokens, k + cached, w + written)
+        add_tokens(self._tokens_by_model, key, prompt_tokens, completion_tokens, cached, written)
 
     async def report(self) -> None:
         """Add what was done since the last report to the job item; learn of a cancel request."""

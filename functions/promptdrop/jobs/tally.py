@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..prices import PriceKey, estimate_cost_usd, price_key
+from ..prices import PriceKey, Tokens, add_tokens, estimate_cost_usd, price_key
 from ..records import RequestRecord
 
 __all__ = ["ModelFigures", "RunTally"]
@@ -25,8 +25,8 @@ class ModelFigures:
     failed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    # (prompt, completion, cached) tokens by what they are priced at: the answers' model and tier.
-    priced: dict[PriceKey, tuple[int, int, int]] = field(default_factory=dict)
+    # Tokens by what they are priced at: the answers' model and tier.
+    priced: dict[PriceKey, Tokens] = field(default_factory=dict)
 
     def cost_usd(self) -> float | None:
         """What this model's tokens cost; None when a model answered has no known price."""
@@ -40,8 +40,7 @@ class ModelFigures:
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         key = price_key(record.model or "", record.service_tier)
-        p, c, k = self.priced.get(key, (0, 0, 0))
-        self.priced[key] = (p + prompt, c + completion, k + record.cached_tokens)
+        add_tokens(self.priced, key, prompt, completion, record.cached_tokens, record.cache_write_tokens)
 
 
 @dataclass(slots=True)
