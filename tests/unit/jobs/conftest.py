@@ -19,6 +19,7 @@ from promptdrop.engine.client import Reply
 from promptdrop.engine.dispatch import Dispatcher
 from promptdrop.engine.model_limiters import ModelLimiters
 from promptdrop.jobs import FileRef, JobResult, JobRunner
+from promptdrop.jobs.ports import AnswerCacheStore
 from promptdrop.messages import FileFailure, PromptFailure, UnitMessage
 from promptdrop.records import JobRecord
 from promptdrop.settings import Settings
@@ -81,7 +82,8 @@ class World:
         values: dict[str, Any] = {"table": "t", "dlq_url": DLQ, "work_queue_url": WORK, "max_concurrency": 4}
         return Settings(**(values | env))
 
-    def runner(self, **env: Any) -> JobRunner:
+    def runner(self, *, cache: AnswerCacheStore | None = None, route: str = "", **env: Any) -> JobRunner:
+        """The product's runner on this world's ports (``cache``: an answer cache, keyed by ``route``)."""
         settings = self.settings(**env)
 
         def dispatcher() -> Dispatcher:
@@ -102,6 +104,8 @@ class World:
             dispatcher_factory=dispatcher,
             publisher=self.bus,
             batches=self.batches,
+            cache=cache,
+            route=route,
         )
 
     async def upload(self, key: str, body: str, runner: JobRunner | None = None, **metadata: str) -> JobResult:

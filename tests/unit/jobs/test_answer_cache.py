@@ -4,12 +4,9 @@ identical lines sent once, failures shared, a cache that fails never failing the
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Sequence
 
 import pytest
-from promptdrop.engine.dispatch import Dispatcher
-from promptdrop.engine.model_limiters import ModelLimiters
 from promptdrop.engine.request import Endpoint, Request
 from promptdrop.jobs import JobRunner
 from promptdrop.jobs.answer_cache import CachePolicy, cache_key
@@ -41,29 +38,7 @@ class MemoryAnswerCache:
 
 
 def runner(world: World, cache: MemoryAnswerCache, **env: object) -> JobRunner:
-    settings = world.settings(**env)
-
-    def dispatcher() -> Dispatcher:
-        return Dispatcher(
-            world.api,
-            limiter=ModelLimiters(),
-            max_concurrency=4,
-            max_attempts=2,
-            backoff_base_s=0.0,
-            rng=random.Random(0),
-        )
-
-    return JobRunner(
-        settings=settings,
-        store=world.store,
-        journal=world.journal,
-        messages=world.queues,
-        dispatcher_factory=dispatcher,
-        publisher=world.bus,
-        cache=cache,
-        route=ROUTE,
-        batches=world.batches,
-    )
+    return world.runner(cache=cache, route=ROUTE, **env)
 
 
 def request(body: dict[str, object], endpoint: Endpoint = Endpoint.CHAT) -> Request:
