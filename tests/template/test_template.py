@@ -11,19 +11,9 @@ from typing import Any
 import pytest
 
 from infra.local_aws import load_template
-from tests.template.sam import TEMPLATE, lint_template, raw_template, transform
+from tests.template.sam import TEMPLATE, lint_template, transform
 
 pytestmark = pytest.mark.xdist_group("template")  # its module fixtures built once, on one worker (make test)
-
-
-@pytest.fixture(scope="module")
-def sam_template() -> dict[str, Any]:
-    return raw_template()
-
-
-@pytest.fixture(scope="module")
-def cfn_template(sam_template: dict[str, Any]) -> dict[str, Any]:
-    return transform(sam_template)
 
 
 def _of_type(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:

@@ -10,21 +10,10 @@ from typing import Any
 import pytest
 
 from tests.template.monitoring import alarm_metrics, dashboard, dashboard_metrics, namespace
-from tests.template.sam import raw_template, transform
 
 pytestmark = pytest.mark.xdist_group("template")
 
 NOTIFY = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
-
-
-@pytest.fixture(scope="module")
-def sam_template() -> dict[str, Any]:
-    return raw_template()
-
-
-@pytest.fixture(scope="module")
-def cfn_template(sam_template: dict[str, Any]) -> dict[str, Any]:
-    return transform(sam_template)
 
 
 def _alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
