@@ -30,11 +30,10 @@ __all__ = ["Intake", "Taken"]
 
 @dataclass(slots=True)
 class Taken:
-    """What one pass over a unit's lines admits; ``last``: the line read last (where a stop left off)."""
+    """What one pass over a unit's lines admits, and the answer cache it looked them up in."""
 
     requests: AsyncIterator[Request]
     cache: RunCache | None
-    last: Parsed | None = None
 
 
 def _going_on() -> bool:
@@ -75,7 +74,7 @@ class Intake:
         """The unit's requests that pass every stage, with the answer cache open around them; the
         file's budget is set on ``guard`` from the header, each request's worst case priced at
         ``tier_of`` (:class:`~.admission.Guarded`: ``stopping``, ``wait``). ``after_line`` (the batch
-        mode's): only the lines after it, and :attr:`Taken.last` kept (a real-time run needs neither)."""
+        mode's: it resumes after the lines it has put in batches): only the lines after it."""
         whole = unit.unit == "all"
         answered, done = await _done_before(self._journal.requests, unit, whole=whole, fresh=fresh)
         guard.done_before = len(answered) + len(done)
@@ -88,8 +87,7 @@ class Intake:
         cache = None
         if self._cache is not None and policy is not CachePolicy.OFF:
             cache = RunCache(self._cache, policy, self._route, recorder)
-        taken = Taken(_nothing(), cache)
-        lines = parsed if after_line is None else _noting(parsed, after_line, taken)
+        lines = parsed if after_line is None else _after(parsed, after_line)
         ahead = cache.ahead(lines) if cache is not None else lines
         stages: list[Stage] = [already, Repeats(recorder, answered, track=whole), BadLines(recorder)]
         stages += [cache] if cache is not None else []
@@ -101,10 +99,10 @@ class Intake:
                 cache.stop_looking()
             guard.left = 1 + sum([1 async for item in ahead if already.left(item)])
 
-        taken.requests = admitted(ahead, stages, on_send=progress.admitted, on_stop=count_left)
+        requests = admitted(ahead, stages, on_send=progress.admitted, on_stop=count_left)
         try:
             async with cache if cache is not None else contextlib.nullcontext():
-                yield taken
+                yield Taken(requests, cache)
         finally:
             if ahead is not lines:
                 await ahead.aclose()
@@ -113,16 +111,10 @@ class Intake:
             await parsed.aclose()
 
 
-async def _nothing() -> AsyncIterator[Request]:
-    return
-    yield
-
-
-async def _noting(parsed: AsyncIterator[Parsed], after_line: int, taken: Taken) -> AsyncGenerator[Parsed]:
-    """The lines after ``after_line``, each noted as the last one read before it goes on."""
+async def _after(parsed: AsyncIterator[Parsed], line: int) -> AsyncGenerator[Parsed]:
+    """The lines after ``line`` (a real-time run reads them all: no step added for it)."""
     async for item in parsed:
-        if item.line > after_line:
-            taken.last = item
+        if item.line > line:
             yield item
 
 
