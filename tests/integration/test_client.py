@@ -242,3 +242,16 @@ async def test_a_compressed_answer_arrives_decoded() -> None:
     assert server.seen[1].headers["accept-encoding"] == "gzip, deflate"
     assert lean.content == sdk.content
     assert lean.content.startswith(b'{"id": "x"')
+
+
+async def test_a_first_call_with_its_own_timeout_leaves_the_lean_path_to_the_later_calls() -> None:
+    # A flex call (its own 600 s timeout) first: the calls after it, flex or not, go the lean way with
+    # the client's timeout, each flex one with its own again
+    async with talking_to(ok) as (server, client):
+        await client.post_ready("/chat/completions", b"{}", timeout_s=600.0)
+        parts = client._parts("/chat/completions")
+        await client.post_ready("/chat/completions", b"{}")
+        await client.post_ready("/chat/completions", b"{}", timeout_s=600.0)
+    assert parts is not None
+    assert parts.timeout.sock_read == client.timeout  # the client's, not the first call's own
+    assert wire(server.seen[0]) == wire(server.seen[1]) == wire(server.seen[2])

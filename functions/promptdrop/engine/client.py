@@ -181,7 +181,6 @@ class LeanAsyncOpenAI(AsyncOpenAI):
             and isinstance(options.content, bytes)
             and not options.params
             and isinstance(options.headers, NotGiven)
-            and isinstance(options.timeout, NotGiven)
             and options.extra_json is None
             and options.files is None
             and (options.idempotency_key is None or self._idempotency_header is None)
@@ -193,7 +192,11 @@ class LeanAsyncOpenAI(AsyncOpenAI):
                 self._lean = {}  # a new key or base URL leaves the old entries unused: dropped in time
             headers = {k: v for k, v in request.headers.items() if k.lower() not in ("content-length", "host")}
             headers["accept-encoding"] = _ACCEPT_ENCODING
-            self._lean[key] = _Parts(str(request.url), headers, _timeout(request.extensions.get("timeout", {})))
+            # A call with its own timeout (a flex call's: post_ready's timeout_s) leaves the client's for the
+            # others; post_ready gives each later call its own again.
+            own = not isinstance(options.timeout, NotGiven)
+            timeout = httpx2.Timeout(self.timeout).as_dict() if own else request.extensions.get("timeout", {})
+            self._lean[key] = _Parts(str(request.url), headers, _timeout(timeout))
         return request
 
 
