@@ -147,12 +147,12 @@ def traced_sender(send: Send[T], base_url: str) -> Send[T]:
     async def traced(path: str, body: bytes, timeout_s: float | None = None) -> T:
         begun = _begin(host, "remote")
         if begun is None:
-            return await _sent(send, path, body, timeout_s)
+            return await send(path, body, timeout_s)
         run, span = begun
         span.put_http_meta("method", "POST")
         span.put_http_meta("url", base + path)
         try:
-            reply = await _sent(send, path, body, timeout_s)
+            reply = await send(path, body, timeout_s)
         except BaseException as exc:
             status = getattr(exc, "status_code", None)  # the SDK's status errors carry it
             _end(run, span, exc, status if isinstance(status, int) else None)
@@ -161,11 +161,6 @@ def traced_sender(send: Send[T], base_url: str) -> Send[T]:
         return reply
 
     return traced
-
-
-async def _sent(send: Send[T], path: str, body: bytes, timeout_s: float | None) -> T:
-    # A call's own timeout is passed only when it has one (a sender may take the two arguments only).
-    return await (send(path, body) if timeout_s is None else send(path, body, timeout_s))
 
 
 def trace_aws_calls(client: Any) -> None:

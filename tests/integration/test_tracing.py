@@ -151,13 +151,13 @@ from promptdrop import tracing
 class RateLimited(Exception):
     status_code = 429  # as the SDK's status errors carry it
 
-async def answer(path, body):
+async def answer(path, body, timeout_s=None):
     return type("Reply", (), {"status_code": 200})()
 
-async def refuse(path, body):
+async def refuse(path, body, timeout_s=None):
     raise RateLimited("slow down")
 
-async def hang(path, body):
+async def hang(path, body, timeout_s=None):
     await asyncio.sleep(60)
 
 async def main():
