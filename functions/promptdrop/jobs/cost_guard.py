@@ -171,7 +171,10 @@ class CostGuard:
         self.left = 0  # requests not sent when it refused one (that one included)
         self.done_before = 0  # lines the journal had done when the run began
         self.halted = False  # a fatal outcome: the run sends nothing more
-        self._in_flight: dict[int, WorstCase] = {}  # by line; at most twice the concurrency
+        self._in_flight: dict[int, WorstCase] = {}  # by line (a batch mode's: every request submitted)
+        # Their sums, kept as they come and go: asked at every admission, never summed again.
+        self._flying_tokens = 0
+        self._flying_usd = 0.0
         self._settled = asyncio.Event()  # set when a request in flight settles
 
     @property
@@ -188,7 +191,7 @@ class CostGuard:
         if why is not None:
             self.refused = why[0]
             return False
-        self._in_flight[request.line] = worst
+        self._reserve(request, worst)
         return True
 
     async def wait_to_admit(
@@ -215,7 +218,7 @@ class CostGuard:
         while True:
             why = self._why_not(worst, spent())
             if why is None:
-                self._in_flight[request.line] = worst
+                self._reserve(request, worst)
                 return True
             reason, final = why
             if final or not wait or not self._in_flight:
@@ -227,6 +230,15 @@ class CostGuard:
             with contextlib.suppress(TimeoutError):  # a settle, or time to look at stopping() again
                 await asyncio.wait_for(self._settled.wait(), poll_s)
 
+    def _reserve(self, request: Request, worst: WorstCase) -> None:
+        before = self._in_flight.get(request.line)
+        if before is not None:  # the same line again: its earlier reservation is replaced, not added to
+            self._flying_tokens -= before.tokens
+            self._flying_usd -= before.usd or 0.0
+        self._in_flight[request.line] = worst
+        self._flying_tokens += worst.tokens
+        self._flying_usd += worst.usd or 0.0
+
     def _why_not(self, worst: WorstCase, spent: Spent) -> tuple[str, bool] | None:
         """Why ``worst`` does not fit now, and whether that is final (no settling can make room); None: it fits."""
         limits = self.limits
@@ -234,7 +246,7 @@ class CostGuard:
             # In-flight requests count as sent: none settling gives one back.
             return f"{spent.requests:,} of {limits.requests:,} requests were sent (the file's max requests)", True
         if limits.tokens is not None:
-            flying_tokens = sum(w.tokens for w in self._in_flight.values())
+            flying_tokens = self._flying_tokens
             if spent.tokens + flying_tokens + worst.tokens > limits.tokens:
                 why = (
                     f"{spent.tokens:,} tokens were used, {flying_tokens:,} more at most in flight, and it may use "
@@ -245,7 +257,7 @@ class CostGuard:
             if worst.usd is None:
                 self.unknown_price = True
                 return f"the model {worst.model!r} has no known price, and the budget is in dollars", True
-            flying_usd = sum(w.usd or 0.0 for w in self._in_flight.values())
+            flying_usd = self._flying_usd
             if spent.usd + flying_usd + worst.usd > limits.usd:
                 why = (
                     f"${spent.usd:.6f} was spent, ${flying_usd:.6f} more at most in flight, and it may cost "
@@ -257,7 +269,10 @@ class CostGuard:
     def settle(self, outcome: Outcome) -> None:
         """The request's outcome is in — and counted in what was spent: its worst case no longer counts,
         and a request waiting for room looks again. A fatal outcome halts the run."""
-        self._in_flight.pop(outcome.request.line, None)
+        worst = self._in_flight.pop(outcome.request.line, None)
+        if worst is not None:
+            self._flying_tokens -= worst.tokens
+            self._flying_usd = self._flying_usd - (worst.usd or 0.0) if self._in_flight else 0.0  # no drift
         if outcome.error is not None and outcome.error.disposition is Disposition.FATAL:
             self.halted = True
         self._settled.set()
