@@ -160,7 +160,7 @@ class Recorder:
             await self._store.put_bytes(self._job.out_bucket, pointer, record.response.encode(), "application/json")
             record.response, record.response_s3_key = None, pointer
         if request.columns:
-            await self._keep_columns(record, request.columns, schema_fields(json.loads(request.body)))
+            await self._keep_columns(record, request.columns, _fields(request))
         self._records.append(record)
         return record
 
@@ -187,7 +187,7 @@ class Recorder:
             cached=True,
         )
         if request.columns:
-            await self._keep_columns(record, request.columns, schema_fields(json.loads(request.body)))
+            await self._keep_columns(record, request.columns, _fields(request))
         self._records.append(record)
         self._progress.succeeded(answer.model or "", 0, 0)
         self._progress.tally.answered(request.model_name(), record)  # nothing paid: no tokens
@@ -204,7 +204,7 @@ class Recorder:
         """A request refused before it was sent (the cost guard) fails alone; its dead letter can send it later."""
         info = ErrorRecord("request_not_sent", code, message).as_dict()
         record = RequestRecord(request.custom_id, request.line, RequestStatus.FAILED, 0, error=info)
-        fields = schema_fields(json.loads(request.body)) if request.columns else []
+        fields = _fields(request) if request.columns else []
         self._progress.tally.failed(request.model_name(), code)
         await self._fail_alone(record, request.batch_line(), request.columns, fields)
 
@@ -269,6 +269,12 @@ class Recorder:
             written.exception()  # marked retrieved: the waiters and this caller all raise it
             raise
         written.set_result(None)
+
+
+def _fields(request: Request) -> list[str]:
+    """The fields of the schema a .csv row's request asked its answer to follow (answer cells of their own).
+    A request that asked none (``output_schema`` is set when it did) has none: its body is not parsed."""
+    return schema_fields(json.loads(request.body)) if request.output_schema is not None else []
 
 
 def _too_large(text: str) -> bool:
