@@ -33,6 +33,7 @@ __all__ = [
     "as_flex",
     "as_standard",
     "refused",
+    "takes_flex",
 ]
 
 # The endpoints that take ``service_tier`` (embeddings, completions and moderations refuse it).
@@ -57,15 +58,20 @@ class FlexPolicy:
     extra_s: float = 0.0  # how much longer than a standard call a flex call may take (its timeout's excess)
 
 
-def as_flex(request: Request) -> Request:
-    """The request asking for the flex tier — unchanged when its endpoint takes no tier or its line
-    names a tier of its own (the line's choice stands)."""
+def takes_flex(request: Request) -> bool:
+    """Whether :func:`as_flex` would ask the flex tier for it: its endpoint takes a tier and its line
+    names none of its own (the line's choice stands)."""
     body = request.body
     if request.flex or request.endpoint not in FLEX_ENDPOINTS or b'"service_tier"' in body or body[-1:] != b"}":
+        return False
+    return body.rstrip(b" }") != b"{"  # an empty object: nothing to put a comma after
+
+
+def as_flex(request: Request) -> Request:
+    """The request asking for the flex tier — unchanged when it does not take it (:func:`takes_flex`)."""
+    if not takes_flex(request):
         return request
-    if body.rstrip(b" }") == b"{":  # an empty object: nothing to put a comma after
-        return request
-    return replace(request, body=body[:-1] + _TIER, flex=True)
+    return replace(request, body=request.body[:-1] + _TIER, flex=True)
 
 
 def as_standard(request: Request) -> Request:

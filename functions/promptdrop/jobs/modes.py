@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from ..engine.dispatch import Dispatcher, DispatchReport, Outcome, ShouldStop
-from ..engine.flex import as_flex
+from ..engine.flex import as_flex, takes_flex
 from ..engine.request import Request
 from ..messages import UnitMessage
 from ..prices import has_flex
@@ -57,7 +57,10 @@ def _guard_tier(settings: Settings, flex: bool, flex_of: Callable[[str], bool]) 
     """The tier the cost guard reserves each request at (jobs/cost_guard.py ``flex_tier``); None: standard."""
     if not flex:
         return None
-    goes_flex = lambda request: sent_as(request, Mode.FLEX, flex_of).flex  # noqa: E731
+
+    def goes_flex(request: Request) -> bool:  # as sent_as decides, without building the flex request
+        return flex_of(request.model_name()) and takes_flex(request)
+
     return flex_tier(goes_flex, falls_back=settings.flex_fallback == "standard")
 
 
