@@ -64,10 +64,16 @@ def parse_answer(endpoint: Endpoint, content: bytes, status_code: int) -> dict[s
         data = json.loads(text)
     except ValueError as exc:
         raise MalformedResponse(f"the answer is not JSON: {exc}", status_code) from None
+    return answer_of(endpoint, data, status_code)
+
+
+def answer_of(endpoint: Endpoint, data: object, status_code: int) -> dict[str, Any]:
+    """Parsed JSON checked to be an answer of that endpoint (else :class:`MalformedResponse`) — a Batch API
+    output line's body comes parsed already."""
     problem = _not_an_answer(spec_of(endpoint), data)
     if problem is not None:
         raise MalformedResponse(problem, status_code)
-    return data  # type: ignore[no-any-return]  # a dict: _not_an_answer made sure
+    return data  # type: ignore[return-value]  # a dict: _not_an_answer made sure
 
 
 def _not_an_answer(spec: EndpointSpec, data: object) -> str | None:

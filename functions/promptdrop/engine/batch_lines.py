@@ -9,13 +9,12 @@ its schema: real time asks again) may be sent again — the file's fallback deci
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..records import ErrorRecord, FailureCode
-from .answers import AnswerCheck, parse_answer
+from .answers import AnswerCheck, answer_of
 from .errors import Disposition, ErrorInfo, MalformedResponse, UnusableAnswer, classify, status_error
 from .outcome import Outcome
 from .request import Request
@@ -48,7 +47,7 @@ def line_result(
         outcome = Outcome(request, 1, 0, status, request_id, error=info)
         return LineResult(outcome, final=info.disposition is not Disposition.TRANSIENT)
     try:
-        data = parse_answer(request.endpoint, json.dumps(body).encode(), status)
+        data = answer_of(request.endpoint, body, status)
         answers.check(request, data)
     except (MalformedResponse, UnusableAnswer) as exc:
         info = classify(exc, secrets=secrets)
